@@ -1,0 +1,35 @@
+# overlord: make build | test | demo | bench | lint | fmt
+GO      ?= go
+BIN     ?= bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -s -w -X github.com/overlordhq/overlord/internal/buildinfo.version=$(VERSION)
+
+.PHONY: all build test demo bench fleet-bench lint fmt clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/overlord ./cmd/minion
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race ./...
+
+demo: build
+	./scripts/demo.sh $(BIN)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fleet-bench: build
+	./bench/fleet.sh 100
+
+lint:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo 'gofmt needed: make fmt'; exit 1; }
+
+fmt:
+	gofmt -w .
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,228 @@
+// Package certs is the project's small certificate authority: it makes the
+// CA, issues minion (server) and overlord (client) certificates whose role
+// is part of the certificate, reads and writes PEM files and bundles with
+// safe permissions, and builds the TLS configurations both sides use.
+//
+// A certificate's role is its Subject OrganizationalUnit: "minion" for a
+// minion's server certificate (server auth only, the minion's name in the
+// DNS SAN), "overlord" for an overlord identity (client auth only).
+package certs
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"regexp"
+	"slices"
+	"time"
+)
+
+// Role is what a certificate may be used for.
+type Role string
+
+// Roles.
+const (
+	RoleMinion   Role = "minion"   // server auth: a minion daemon
+	RoleOverlord Role = "overlord" // client auth: an operator, a CI job, a driver
+	roleCA       Role = "ca"
+)
+
+// KeyType is the kind of key to generate.
+type KeyType string
+
+// Key types.
+const (
+	ECDSA   KeyType = "ecdsa" // ECDSA P-256
+	Ed25519 KeyType = "ed25519"
+)
+
+// Validity periods.
+const (
+	CAValidity   = 10 * 365 * 24 * time.Hour
+	LeafValidity = 825 * 24 * time.Hour
+)
+
+// ErrBadName is returned for a name that cannot be a certificate name.
+var ErrBadName = errors.New("bad name: use letters, digits, '-' and '.', starting with a letter or digit, at most 253 characters")
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
+
+// CheckName returns ErrBadName (wrapped, with the name) unless name is a
+// valid minion or identity name: a DNS-style name.
+func CheckName(name string) error {
+	if len(name) > 253 || !nameRE.MatchString(name) {
+		return fmt.Errorf("%q: %w", name, ErrBadName)
+	}
+	return nil
+}
+
+// Authority is a CA: its certificate and its private key.
+type Authority struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// NewKey generates a private key of type t.
+func NewKey(t KeyType) (crypto.Signer, error) {
+	switch t {
+	case ECDSA, "":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case Ed25519:
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		return k, err
+	}
+	return nil, fmt.Errorf("unknown key type %q (want ecdsa or ed25519)", t)
+}
+
+// NewAuthority makes a self-signed CA named name.
+func NewAuthority(name string, t KeyType) (*Authority, error) {
+	key, err := NewKey(t)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := template(name, roleCA, CAValidity)
+	tmpl.IsCA = true
+	tmpl.BasicConstraintsValid = true
+	tmpl.MaxPathLenZero = true
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("create CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &Authority{Cert: cert, Key: key}, nil
+}
+
+// Issue makes a key of type t and a certificate for it, signed by the CA,
+// for name in role.
+func (a *Authority) Issue(name string, role Role, t KeyType) (*x509.Certificate, crypto.Signer, error) {
+	if err := CheckName(name); err != nil {
+		return nil, nil, err
+	}
+	key, err := NewKey(t)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := template(name, role, LeafValidity)
+	tmpl.BasicConstraintsValid = true
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	if _, isECDSA := key.(*ecdsa.PrivateKey); isECDSA {
+		tmpl.KeyUsage |= x509.KeyUsageKeyAgreement
+	}
+	switch role {
+	case RoleMinion:
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.DNSNames = []string{name}
+	case RoleOverlord:
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	default:
+		return nil, nil, fmt.Errorf("unknown role %q", role)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.Cert, key.Public(), a.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sign certificate for %s: %w", name, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
+}
+
+func template(name string, role Role, validity time.Duration) *x509.Certificate {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	now := time.Now()
+	return &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name, OrganizationalUnit: []string{string(role)}, Organization: []string{"overlord"}},
+		NotBefore:    now.Add(-5 * time.Minute),
+		NotAfter:     now.Add(validity),
+	}
+}
+
+// RoleOf returns the role a certificate carries, or "" if none.
+func RoleOf(c *x509.Certificate) Role {
+	for _, ou := range c.Subject.OrganizationalUnit {
+		switch Role(ou) {
+		case RoleMinion, RoleOverlord, roleCA:
+			return Role(ou)
+		}
+	}
+	return ""
+}
+
+// Fingerprint returns the hex SHA-256 of a certificate's DER bytes.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// ServerConfig is the minion's TLS configuration: TLS 1.3, a client
+// certificate of the CA required, and that certificate must carry the
+// overlord role.
+func ServerConfig(id tls.Certificate, ca *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{id},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    ca,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return requireRole(cs, RoleOverlord)
+		},
+	}
+}
+
+// ClientConfig is the overlord's TLS configuration: TLS 1.3, the minion's
+// certificate must be of the CA, carry the minion role, and name the
+// minion dialled (tls.Config.ServerName, which the HTTP transport sets from
+// the URL's host: the minion's name).
+func ClientConfig(id tls.Certificate, ca *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{id},
+		RootCAs:            ca,
+		ClientSessionCache: tls.NewLRUClientSessionCache(0),
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return requireRole(cs, RoleMinion)
+		},
+	}
+}
+
+// requireRole checks the peer's leaf certificate carries role want. Its
+// error is a *tls.CertificateVerificationError, like the standard
+// library's own verification failures, so callers classify it as TLS.
+func requireRole(cs tls.ConnectionState, want Role) error {
+	if len(cs.PeerCertificates) == 0 {
+		return &tls.CertificateVerificationError{Err: errors.New("peer presented no certificate")}
+	}
+	leaf := cs.PeerCertificates[0]
+	var err error
+	if got := RoleOf(leaf); got != want {
+		if got == "" {
+			got = "none"
+		}
+		err = fmt.Errorf("certificate %q has role %s, want %s", leaf.Subject.CommonName, got, want)
+	} else if want == RoleMinion && !slices.Contains(leaf.DNSNames, leaf.Subject.CommonName) {
+		err = fmt.Errorf("minion certificate %q does not name itself in its SAN", leaf.Subject.CommonName)
+	}
+	if err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
+	return nil
+}

@@ -1,0 +1,31 @@
+// Package jobs is the overlord's store, overlord.db: a bbolt file holding
+// the job records, the minion registry and the groups.
+//
+// # Basics
+//
+// Every method of Store opens the file, does one operation in one
+// transaction and closes it again, so that short CLI processes and job
+// drivers can share the file: no process holds it open longer than one
+// operation. Reads take bbolt's shared lock, writes its exclusive lock;
+// waiting for a lock is bounded by Store's lock timeout and ends in
+// ErrLocked.
+//
+// # Layout
+//
+//	meta      schema_version -> "1"
+//	minions   name -> JSON Minion
+//	groups    name -> JSON []string (member names)
+//	jobs      job ID -> bucket
+//	            "job"     -> JSON Record (spec, state, summary)
+//	            "minions" -> bucket: minion name -> JSON status.Result
+//
+// Job IDs are UUIDv7 strings, which sort by creation time, so listing the
+// newest jobs is a reverse cursor walk. Each minion's result is a key of
+// its own, so writing one costs the same for a job of 3 minions or 30,000;
+// the Record keeps a running Summary so listing never reads the entries.
+//
+// # Caveats
+//
+// Results are written in batches by the caller (see PutResults); a result
+// is durable once PutResults returns.
+package jobs

@@ -1,0 +1,224 @@
+package jobs
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/overlordhq/overlord/status"
+)
+
+// Record is a job's header: its spec, lifecycle state and running summary.
+type Record struct {
+	ID         string         `json:"id"`
+	State      status.State   `json:"state"`
+	Target     string         `json:"target"`
+	Module     string         `json:"module"`
+	Method     string         `json:"method"`
+	Args       map[string]any `json:"args,omitempty"`
+	Positional []any          `json:"positional,omitempty"`
+	Async      bool           `json:"async,omitempty"`
+	TimeoutMS  int64          `json:"timeout_ms,omitempty"`
+	Forks      int            `json:"forks,omitempty"`
+	CreatedAt  time.Time      `json:"created_at"`
+	UpdatedAt  time.Time      `json:"updated_at"`
+	FinishedAt *time.Time     `json:"finished_at,omitempty"`
+	Summary    status.Summary `json:"summary"`
+}
+
+// NewID returns a new job ID: a UUIDv7, which sorts by creation time.
+func NewID() (string, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", err
+	}
+	return id.String(), nil
+}
+
+// Status returns the job in its printed shape, with the given entries.
+func (r Record) Status(entries map[string]status.Result) status.Job {
+	if entries == nil {
+		entries = map[string]status.Result{}
+	}
+	return status.Job{
+		JobID: r.ID, State: r.State, Target: r.Target, Module: r.Module, Method: r.Method,
+		Args: r.Args, CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
+		Minions: entries, Summary: r.Summary,
+	}
+}
+
+// CreateJob stores a new job with one RUNNING entry per minion. rec.ID,
+// State, CreatedAt and Summary are filled in if empty.
+func (s *Store) CreateJob(rec *Record, minions []string) error {
+	if rec.ID == "" {
+		id, err := NewID()
+		if err != nil {
+			return err
+		}
+		rec.ID = id
+	}
+	if rec.State == "" {
+		rec.State = status.Running
+	}
+	if rec.CreatedAt.IsZero() {
+		rec.CreatedAt = time.Now().UTC()
+	}
+	rec.UpdatedAt = rec.CreatedAt
+	rec.Summary = status.Summary{}
+	pending := status.Result{State: status.Running}
+	for range minions {
+		rec.Summary.Add(pending)
+	}
+	pendingJSON := []byte(`{"state":"RUNNING","ok":false}`)
+	return s.update(func(tx *bolt.Tx) error {
+		jb, err := tx.Bucket(bucketJobs).CreateBucket([]byte(rec.ID))
+		if err != nil {
+			return fmt.Errorf("create job %s: %w", rec.ID, err)
+		}
+		if err := putJSON(jb, keyJob, rec); err != nil {
+			return err
+		}
+		eb, err := jb.CreateBucket(bucketMinions)
+		if err != nil {
+			return err
+		}
+		// Keys inserted in order fill bbolt pages best.
+		eb.FillPercent = 0.9
+		for _, m := range minions {
+			if err := eb.Put([]byte(m), pendingJSON); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Write stores results (minion name -> entry) into job id, keeping the
+// summary in step, then lets mutate change the header (for example to set
+// the state), all in one transaction. Minions that answered are marked as
+// seen. It returns the header as written.
+func (s *Store) Write(id string, results map[string]status.Result, mutate func(*Record) error) (Record, error) {
+	var rec Record
+	err := s.update(func(tx *bolt.Tx) error {
+		jb := tx.Bucket(bucketJobs).Bucket([]byte(id))
+		if jb == nil {
+			return fmt.Errorf("job %s: %w", id, ErrNotFound)
+		}
+		if err := getJSON(jb, keyJob, &rec); err != nil {
+			return err
+		}
+		eb := jb.Bucket(bucketMinions)
+		var seen []string
+		for name, r := range results {
+			var old status.Result
+			if err := getJSON(eb, []byte(name), &old); err != nil {
+				return fmt.Errorf("job %s has no minion %s: %w", id, name, err)
+			}
+			rec.Summary.Remove(old)
+			rec.Summary.Add(r)
+			if err := putJSON(eb, []byte(name), r); err != nil {
+				return err
+			}
+			if r.Error == nil || (r.Error.Kind != status.KindUnreachable && r.Error.Kind != status.KindTLS && r.Error.Kind != status.KindTimeout) {
+				seen = append(seen, name)
+			}
+		}
+		rec.UpdatedAt = time.Now().UTC()
+		if mutate != nil {
+			if err := mutate(&rec); err != nil {
+				return err
+			}
+		}
+		if err := putJSON(jb, keyJob, rec); err != nil {
+			return err
+		}
+		return touch(tx, seen, rec.UpdatedAt)
+	})
+	return rec, err
+}
+
+// Job returns a job's header and entries. id may be a unique prefix of a
+// job ID.
+func (s *Store) Job(id string) (Record, map[string]status.Result, error) {
+	var rec Record
+	var entries map[string]status.Result
+	err := s.view(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		key, err := resolveID(jobs, id)
+		if err != nil {
+			return err
+		}
+		jb := jobs.Bucket(key)
+		if err := getJSON(jb, keyJob, &rec); err != nil {
+			return err
+		}
+		eb := jb.Bucket(bucketMinions)
+		entries = make(map[string]status.Result)
+		return eb.ForEach(func(k, _ []byte) error {
+			var r status.Result
+			if err := getJSON(eb, k, &r); err != nil {
+				return err
+			}
+			entries[string(k)] = r
+			return nil
+		})
+	})
+	return rec, entries, err
+}
+
+// resolveID returns the key of the job whose ID is id or starts with it.
+func resolveID(jobs *bolt.Bucket, id string) ([]byte, error) {
+	if id == "" {
+		return nil, fmt.Errorf("empty job ID: %w", ErrNotFound)
+	}
+	if jobs.Bucket([]byte(id)) != nil {
+		return []byte(id), nil
+	}
+	c := jobs.Cursor()
+	k, _ := c.Seek([]byte(id))
+	if k == nil || !bytes.HasPrefix(k, []byte(id)) {
+		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	found := append([]byte(nil), k...)
+	if next, _ := c.Next(); next != nil && bytes.HasPrefix(next, []byte(id)) {
+		return nil, fmt.Errorf("job ID prefix %s is ambiguous: it matches %s and %s at least", id, found, next)
+	}
+	return found, nil
+}
+
+// ListOptions filter ListJobs.
+type ListOptions struct {
+	State status.State // only jobs in this state; "" for all
+	Limit int          // at most this many; 0 for no limit
+}
+
+// ListJobs returns job headers, newest first.
+func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
+	var out []Record
+	err := s.view(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		c := jobs.Cursor()
+		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+			jb := jobs.Bucket(k)
+			if jb == nil {
+				continue
+			}
+			var rec Record
+			if err := getJSON(jb, keyJob, &rec); err != nil {
+				return err
+			}
+			if opts.State != "" && rec.State != opts.State {
+				continue
+			}
+			out = append(out, rec)
+			if opts.Limit > 0 && len(out) >= opts.Limit {
+				break
+			}
+		}
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,183 @@
+package jobs
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Minion is a registered minion.
+type Minion struct {
+	Name        string         `json:"name"`
+	Addr        string         `json:"addr"`
+	Fingerprint string         `json:"fingerprint"` // SHA-256 of the certificate issued to it
+	AddedAt     time.Time      `json:"added_at"`
+	LastSeen    *time.Time     `json:"last_seen,omitempty"`
+	Facts       map[string]any `json:"facts,omitempty"`
+}
+
+// AddMinion registers m; ErrExists if the name is taken.
+func (s *Store) AddMinion(m Minion) error {
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMinions)
+		if b.Get([]byte(m.Name)) != nil {
+			return fmt.Errorf("minion %s: %w", m.Name, ErrExists)
+		}
+		return putJSON(b, []byte(m.Name), m)
+	})
+}
+
+// RemoveMinion unregisters a minion and drops it from every group.
+func (s *Store) RemoveMinion(name string) error {
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMinions)
+		if b.Get([]byte(name)) == nil {
+			return fmt.Errorf("minion %s: %w", name, ErrNotFound)
+		}
+		if err := b.Delete([]byte(name)); err != nil {
+			return err
+		}
+		g := tx.Bucket(bucketGroups)
+		return g.ForEach(func(k, v []byte) error {
+			var members []string
+			if err := getJSON(g, k, &members); err != nil {
+				return err
+			}
+			if i := slices.Index(members, name); i >= 0 {
+				return putJSON(g, k, slices.Delete(members, i, i+1))
+			}
+			return nil
+		})
+	})
+}
+
+// Minions returns every registered minion, sorted by name.
+func (s *Store) Minions() ([]Minion, error) {
+	var out []Minion
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMinions)
+		return b.ForEach(func(k, _ []byte) error {
+			var m Minion
+			if err := getJSON(b, k, &m); err != nil {
+				return err
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Inventory is the registry as one consistent snapshot: the minions and
+// the groups, read in one transaction.
+type Inventory struct {
+	Minions []Minion
+	Groups  map[string][]string
+}
+
+// Inventory reads the registry.
+func (s *Store) Inventory() (*Inventory, error) {
+	inv := &Inventory{Groups: map[string][]string{}}
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMinions)
+		if err := b.ForEach(func(k, _ []byte) error {
+			var m Minion
+			if err := getJSON(b, k, &m); err != nil {
+				return err
+			}
+			inv.Minions = append(inv.Minions, m)
+			return nil
+		}); err != nil {
+			return err
+		}
+		g := tx.Bucket(bucketGroups)
+		return g.ForEach(func(k, _ []byte) error {
+			var members []string
+			if err := getJSON(g, k, &members); err != nil {
+				return err
+			}
+			inv.Groups[string(k)] = members
+			return nil
+		})
+	})
+	return inv, err
+}
+
+// TouchMinions sets LastSeen for the named minions, skipping names no
+// longer registered.
+func (s *Store) TouchMinions(names []string, at time.Time) error {
+	if len(names) == 0 {
+		return nil
+	}
+	return s.update(func(tx *bolt.Tx) error {
+		return touch(tx, names, at)
+	})
+}
+
+func touch(tx *bolt.Tx, names []string, at time.Time) error {
+	b := tx.Bucket(bucketMinions)
+	for _, n := range names {
+		var m Minion
+		if err := getJSON(b, []byte(n), &m); err != nil {
+			continue
+		}
+		at := at.UTC()
+		m.LastSeen = &at
+		if err := putJSON(b, []byte(n), m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddToGroup adds members to group, creating the group if needed. Every
+// member must be a registered minion.
+func (s *Store) AddToGroup(group string, members []string) error {
+	return s.update(func(tx *bolt.Tx) error {
+		mb := tx.Bucket(bucketMinions)
+		for _, m := range members {
+			if mb.Get([]byte(m)) == nil {
+				return fmt.Errorf("minion %s: %w", m, ErrNotFound)
+			}
+		}
+		g := tx.Bucket(bucketGroups)
+		var cur []string
+		if g.Get([]byte(group)) != nil {
+			if err := getJSON(g, []byte(group), &cur); err != nil {
+				return err
+			}
+		}
+		for _, m := range members {
+			if !slices.Contains(cur, m) {
+				cur = append(cur, m)
+			}
+		}
+		sort.Strings(cur)
+		return putJSON(g, []byte(group), cur)
+	})
+}
+
+// RemoveGroup deletes a group, or with members only those members.
+func (s *Store) RemoveGroup(group string, members []string) error {
+	return s.update(func(tx *bolt.Tx) error {
+		g := tx.Bucket(bucketGroups)
+		var cur []string
+		if err := getJSON(g, []byte(group), &cur); err != nil {
+			return fmt.Errorf("group %s: %w", group, err)
+		}
+		if len(members) == 0 {
+			return g.Delete([]byte(group))
+		}
+		for _, m := range members {
+			i := slices.Index(cur, m)
+			if i < 0 {
+				return fmt.Errorf("group %s has no member %s: %w", group, m, ErrNotFound)
+			}
+			cur = slices.Delete(cur, i, i+1)
+		}
+		return putJSON(g, []byte(group), cur)
+	})
+}

@@ -1,0 +1,170 @@
+package jobs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the layout version this package reads and writes.
+const SchemaVersion = 1
+
+// DefaultLockTimeout bounds the wait for overlord.db's lock.
+const DefaultLockTimeout = 10 * time.Second
+
+var (
+	// ErrLocked is returned when another process held overlord.db's lock
+	// for longer than the lock timeout.
+	ErrLocked = errors.New("overlord.db is busy: another overlord process held its lock too long")
+
+	// ErrNoStore is returned when overlord.db does not exist yet.
+	ErrNoStore = errors.New("no overlord.db: run 'overlord ca init' first")
+
+	// ErrNotFound is returned for a job, minion or group that does not exist.
+	ErrNotFound = errors.New("not found")
+
+	// ErrExists is returned when adding a minion or group that exists.
+	ErrExists = errors.New("already exists")
+)
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketMinions = []byte("minions")
+	bucketGroups  = []byte("groups")
+	bucketJobs    = []byte("jobs")
+	keyJob        = []byte("job")
+	keySchema     = []byte("schema_version")
+)
+
+// Store is overlord.db. Its methods are safe to call from several
+// goroutines and processes at once.
+type Store struct {
+	path    string
+	timeout time.Duration
+}
+
+// New returns a Store for the file at path. lockTimeout bounds each wait
+// for the file's lock; zero means DefaultLockTimeout.
+func New(path string, lockTimeout time.Duration) *Store {
+	if lockTimeout <= 0 {
+		lockTimeout = DefaultLockTimeout
+	}
+	return &Store{path: path, timeout: lockTimeout}
+}
+
+// Path returns the file's path.
+func (s *Store) Path() string { return s.path }
+
+// Init creates the file and its buckets if they do not exist.
+func (s *Store) Init() error {
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+		return err
+	}
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout})
+	if err != nil {
+		return s.openError(err)
+	}
+	defer db.Close()
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketMinions, bucketGroups, bucketJobs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta.Get(keySchema) == nil {
+			return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+		}
+		return checkSchema(tx)
+	})
+}
+
+func (s *Store) openError(err error) error {
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return fmt.Errorf("%w (waited %s for %s)", ErrLocked, s.timeout, s.path)
+	}
+	return fmt.Errorf("open %s: %w", s.path, err)
+}
+
+func (s *Store) open(readOnly bool) (*bolt.DB, error) {
+	if _, err := os.Stat(s.path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w (looked for %s)", ErrNoStore, s.path)
+	}
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout, ReadOnly: readOnly})
+	if err != nil {
+		return nil, s.openError(err)
+	}
+	return db, nil
+}
+
+// view runs fn in a read transaction on a freshly opened file.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	db, err := s.open(true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		if err := checkSchema(tx); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+// update runs fn in a write transaction on a freshly opened file.
+func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	db, err := s.open(false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Update(func(tx *bolt.Tx) error {
+		if err := checkSchema(tx); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+func checkSchema(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return errors.New("overlord.db has no meta bucket: not an overlord store")
+	}
+	v, err := strconv.Atoi(string(meta.Get(keySchema)))
+	if err != nil {
+		return fmt.Errorf("overlord.db has a bad schema version %q", meta.Get(keySchema))
+	}
+	if v != SchemaVersion {
+		return fmt.Errorf("overlord.db has schema version %d; this overlord reads version %d", v, SchemaVersion)
+	}
+	return nil
+}
+
+func getJSON(b *bolt.Bucket, key []byte, v any) error {
+	data := b.Get(key)
+	if data == nil {
+		return ErrNotFound
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("corrupt record %q: %w", key, err)
+	}
+	return nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
+}

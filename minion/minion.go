@@ -1,0 +1,196 @@
+// Package minion is the minion daemon: it serves JSON-RPC over HTTPS with
+// mutual TLS and runs module methods for overlord identities of its CA.
+//
+// Its state directory holds its identity (minion.crt, minion.key, ca.crt,
+// installed by Init from a bundle).
+package minion
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/overlordhq/overlord/certs"
+	"github.com/overlordhq/overlord/modules"
+	"github.com/overlordhq/overlord/modules/builtin"
+	"github.com/overlordhq/overlord/rpc"
+)
+
+// Files in the minion's state directory.
+const (
+	CertFile = "minion.crt"
+	KeyFile  = "minion.key"
+)
+
+// DefaultListen is the default listen address.
+const DefaultListen = ":51234"
+
+// Timeouts of synchronous calls (Minion.Call).
+const (
+	DefaultCallTimeout = 60 * time.Second
+	MaxCallTimeout     = time.Hour
+)
+
+// Identity returns the certificate store in stateDir.
+func Identity(stateDir string) certs.Store {
+	return certs.Store{Dir: stateDir, CertFile: CertFile, KeyFile: KeyFile}
+}
+
+// Init installs a minion bundle into stateDir, after checking that it is a
+// minion's bundle. It refuses to replace an installed identity.
+func Init(stateDir, bundlePath string) (*certs.Bundle, error) {
+	b, err := certs.ReadBundle(bundlePath)
+	if err != nil {
+		return nil, err
+	}
+	if role := certs.RoleOf(b.Cert); role != certs.RoleMinion {
+		return nil, fmt.Errorf("%s holds a certificate with role %q, not a minion's; make one with 'overlord minion add NAME --addr HOST:PORT'", bundlePath, role)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, CertFile)); err == nil {
+		return nil, fmt.Errorf("%s already holds a minion identity (%s); remove it first to install another", stateDir, CertFile)
+	}
+	if err := Identity(stateDir).Install(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Config configures a Server.
+type Config struct {
+	StateDir string
+	// Bundle is the minion's identity; if nil it is loaded from StateDir.
+	Bundle *certs.Bundle
+	// Listen is the address to listen on; DefaultListen if empty.
+	Listen string
+	// Registry holds the modules served; the built-in modules if nil.
+	Registry *modules.Registry
+	Logger   *slog.Logger
+}
+
+// Server is a running minion daemon: New, then Open, then Close.
+type Server struct {
+	cfg    Config
+	name   string
+	ln     net.Listener
+	srv    *http.Server
+	done   chan struct{}
+	errMu  sync.Mutex
+	err    error
+	closed sync.Once
+}
+
+// New checks the configuration and loads the identity; it does not listen.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = builtin.Registry()
+	}
+	if cfg.Bundle == nil {
+		b, err := Identity(cfg.StateDir).Load()
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("no minion identity in %s: run 'minion init --bundle FILE' first (%w)", cfg.StateDir, err)
+			}
+			return nil, err
+		}
+		cfg.Bundle = b
+	}
+	if role := certs.RoleOf(cfg.Bundle.Cert); role != certs.RoleMinion {
+		return nil, fmt.Errorf("identity %q has role %q, not minion", cfg.Bundle.Cert.Subject.CommonName, role)
+	}
+	return &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{})}, nil
+}
+
+// Name returns the minion's name, from its certificate.
+func (s *Server) Name() string { return s.name }
+
+// Handler returns the minion's HTTP handler (JSON-RPC at rpc.Path).
+func (s *Server) Handler() (http.Handler, error) {
+	return rpc.NewServer(map[string]any{"Minion": &Service{Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger}})
+}
+
+// TLSConfig returns the minion's TLS configuration.
+func (s *Server) TLSConfig() (*tls.Config, error) {
+	id, err := s.cfg.Bundle.TLS()
+	if err != nil {
+		return nil, err
+	}
+	return certs.ServerConfig(id, s.cfg.Bundle.Pool()), nil
+}
+
+// Open listens and serves in the background until Close.
+func (s *Server) Open(ctx context.Context) error {
+	h, err := s.Handler()
+	if err != nil {
+		return err
+	}
+	tcfg, err := s.TLSConfig()
+	if err != nil {
+		return err
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           h,
+		TLSConfig:         tcfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer close(s.done)
+		err := s.srv.Serve(tls.NewListener(ln, tcfg))
+		if !errors.Is(err, http.ErrServerClosed) {
+			s.errMu.Lock()
+			s.err = err
+			s.errMu.Unlock()
+		}
+	}()
+	s.cfg.Logger.Info("minion serving", "name", s.name, "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr returns the address the server listens on, once open.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Done is closed when the server has stopped serving.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Close stops accepting, lets calls in flight finish until ctx is done,
+// then closes every connection. Calling it twice is harmless.
+func (s *Server) Close(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	var err error
+	s.closed.Do(func() {
+		if err = s.srv.Shutdown(ctx); err != nil {
+			s.srv.Close()
+		}
+		<-s.done
+		s.errMu.Lock()
+		if s.err != nil {
+			err = s.err
+		}
+		s.errMu.Unlock()
+	})
+	return err
+}

@@ -1,0 +1,20 @@
+// Package builtin assembles the registry of built-in modules.
+package builtin
+
+import (
+	"github.com/overlordhq/overlord/modules"
+	"github.com/overlordhq/overlord/modules/command"
+	"github.com/overlordhq/overlord/modules/system"
+	"github.com/overlordhq/overlord/modules/test"
+)
+
+// Registry returns a new registry holding every built-in module.
+func Registry() *modules.Registry {
+	r := modules.NewRegistry()
+	for _, m := range []modules.Module{test.Module{}, command.Module{}, system.Module{Registry: r}} {
+		if err := r.Add(m); err != nil {
+			panic(err) // built-in names are fixed and distinct
+		}
+	}
+	return r
+}

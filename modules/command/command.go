@@ -1,0 +1,178 @@
+// Package command is the command module: run a command line through
+// /bin/sh -c, or an argv list without a shell, in its own process group.
+package command
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/overlordhq/overlord/modules"
+	"github.com/overlordhq/overlord/status"
+)
+
+// DefaultMaxOutput is the default cap on each of stdout and stderr.
+const DefaultMaxOutput = 1 << 20
+
+// Module is the command module.
+type Module struct{}
+
+var _ modules.Module = Module{}
+
+// Name implements modules.Module.
+func (Module) Name() string { return "command" }
+
+// Doc implements modules.Module.
+func (Module) Doc() string { return "Run commands." }
+
+// Methods implements modules.Module.
+func (Module) Methods() []*modules.Method {
+	return []*modules.Method{{
+		Name: "run",
+		Doc: "Run a command line through /bin/sh -c, or an argv list without a shell. " +
+			"A non-zero exit is a module_error that still carries the output.",
+		Returns: "{stdout, stderr, exit_code, duration_ms, truncated}",
+		Params: []modules.Param{
+			{Name: "cmd", Type: "string|list", Required: true, Doc: `a shell command line, or an argv list such as ["ls", "-l"]`},
+			{Name: "cwd", Type: modules.String, Doc: "working directory"},
+			{Name: "env", Type: modules.Object, Doc: "extra environment variables, {NAME: value}"},
+			{Name: "stdin", Type: modules.String, Doc: "text written to the command's standard input"},
+			{Name: "timeout", Type: modules.Duration, Doc: "kill the command's process group after this long"},
+			{Name: "max_output", Type: modules.Int, Default: DefaultMaxOutput, Doc: "cap in bytes on each of stdout and stderr"},
+		},
+		Run: run,
+	}}
+}
+
+// Result is what command.run returns.
+type Result struct {
+	Stdout     string `json:"stdout"`
+	Stderr     string `json:"stderr"`
+	ExitCode   int    `json:"exit_code"`
+	DurationMS int64  `json:"duration_ms"`
+	Truncated  bool   `json:"truncated,omitempty"`
+}
+
+func run(ctx context.Context, a modules.Args) (any, error) {
+	argv, err := argv(a.Value("cmd"))
+	if err != nil {
+		return nil, err
+	}
+	if d := a.Duration("timeout"); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	limit := a.Int("max_output")
+	if limit <= 0 {
+		return nil, status.Errorf(status.KindBadArgs, "run: parameter max_output: must be positive, got %d", limit)
+	}
+
+	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	c.Dir = a.String("cwd")
+	if env := a.Object("env"); len(env) > 0 {
+		c.Env = os.Environ()
+		keys := make([]string, 0, len(env))
+		for k := range env {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if k == "" || strings.ContainsAny(k, "=\x00") {
+				return nil, status.Errorf(status.KindBadArgs, "run: parameter env: bad variable name %q", k)
+			}
+			c.Env = append(c.Env, fmt.Sprintf("%s=%v", k, env[k]))
+		}
+	}
+	if a.Has("stdin") {
+		c.Stdin = strings.NewReader(a.String("stdin"))
+	}
+	stdout, stderr := &Capped{Max: int(limit)}, &Capped{Max: int(limit)}
+	c.Stdout, c.Stderr = stdout, stderr
+	// The command and everything it starts share a process group, so a
+	// timeout or cancellation kills the whole tree.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	c.WaitDelay = 2 * time.Second
+
+	start := time.Now()
+	err = c.Run()
+	res := Result{
+		Stdout:     stdout.String(),
+		Stderr:     stderr.String(),
+		ExitCode:   c.ProcessState.ExitCode(),
+		DurationMS: time.Since(start).Milliseconds(),
+		Truncated:  stdout.Truncated() || stderr.Truncated(),
+	}
+	switch {
+	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return res, status.Errorf(status.KindTimeout, "command killed after its deadline (%s)", time.Since(start).Round(time.Millisecond))
+	case ctx.Err() != nil:
+		return res, status.Errorf(status.KindCancelled, "command cancelled")
+	case err == nil:
+		return res, nil
+	}
+	var exitErr *exec.ExitError
+	if errors.As(err, &exitErr) {
+		return res, status.Errorf(status.KindModuleError, "command %s", exitErr.ProcessState.String())
+	}
+	return res, status.Errorf(status.KindModuleError, "%v", err)
+}
+
+func argv(cmd any) ([]string, error) {
+	switch v := cmd.(type) {
+	case string:
+		if strings.TrimSpace(v) == "" {
+			return nil, status.Errorf(status.KindBadArgs, "run: parameter cmd: empty command line")
+		}
+		return []string{"/bin/sh", "-c", v}, nil
+	case []any:
+		if len(v) == 0 {
+			return nil, status.Errorf(status.KindBadArgs, "run: parameter cmd: empty argv list")
+		}
+		out := make([]string, len(v))
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return nil, status.Errorf(status.KindBadArgs, "run: parameter cmd: element %d is not a string", i)
+			}
+			out[i] = s
+		}
+		return out, nil
+	}
+	return nil, status.Errorf(status.KindBadArgs, "run: parameter cmd: want string or list")
+}
+
+// Capped is an io.Writer that keeps the first Max bytes written to it and
+// counts the rest.
+type Capped struct {
+	Max     int
+	buf     bytes.Buffer
+	dropped int64
+}
+
+// Write implements io.Writer; it never fails.
+func (c *Capped) Write(p []byte) (int, error) {
+	room := c.Max - c.buf.Len()
+	if room > len(p) {
+		room = len(p)
+	}
+	if room > 0 {
+		c.buf.Write(p[:room])
+	}
+	c.dropped += int64(len(p) - max(room, 0))
+	return len(p), nil
+}
+
+// String returns what was kept.
+func (c *Capped) String() string { return c.buf.String() }
+
+// Truncated reports whether anything was dropped.
+func (c *Capped) Truncated() bool { return c.dropped > 0 }

@@ -1,0 +1,173 @@
+// Package modules is the minion's module framework: a module is a named set
+// of methods, each declaring typed parameters, and a Registry looks methods
+// up, checks arguments against their declarations before anything runs, and
+// calls them.
+//
+// The built-in modules live one per subpackage (modules/test,
+// modules/command, modules/system); each implements Module and is
+// registered by name.
+package modules
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/overlordhq/overlord/status"
+)
+
+// Module is a named set of methods.
+type Module interface {
+	Name() string
+	Doc() string
+	Methods() []*Method
+}
+
+// Method is one callable method of a module.
+type Method struct {
+	Name    string
+	Doc     string
+	Params  []Param
+	Returns string // what the result is, for people
+	// Run does the work with arguments already checked against Params.
+	// It may return a result together with an error (for example the
+	// output of a command that exited non-zero); both reach the caller.
+	Run func(ctx context.Context, args Args) (any, error)
+}
+
+// ModuleInfo describes a module for introspection (system.describe,
+// Minion.Describe).
+type ModuleInfo struct {
+	Name    string       `json:"name"`
+	Doc     string       `json:"doc"`
+	Methods []MethodInfo `json:"methods"`
+}
+
+// MethodInfo describes a method.
+type MethodInfo struct {
+	Name    string  `json:"name"`
+	Doc     string  `json:"doc"`
+	Params  []Param `json:"params"`
+	Returns string  `json:"returns,omitempty"`
+}
+
+// Info returns the description of m.
+func Info(m Module) ModuleInfo {
+	info := ModuleInfo{Name: m.Name(), Doc: m.Doc()}
+	for _, meth := range m.Methods() {
+		params := meth.Params
+		if params == nil {
+			params = []Param{}
+		}
+		info.Methods = append(info.Methods, MethodInfo{Name: meth.Name, Doc: meth.Doc, Params: params, Returns: meth.Returns})
+	}
+	return info
+}
+
+// Registry holds modules by name. It is safe for concurrent use.
+type Registry struct {
+	mu   sync.RWMutex
+	mods map[string]Module
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{mods: make(map[string]Module)}
+}
+
+// Add registers m under its name. A name may be registered once.
+func (r *Registry) Add(m Module) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.mods[m.Name()]; dup {
+		return fmt.Errorf("module %q registered twice", m.Name())
+	}
+	r.mods[m.Name()] = m
+	return nil
+}
+
+// Names returns the module names, sorted.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.mods))
+	for n := range r.mods {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (r *Registry) module(name string) (Module, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	m, ok := r.mods[name]
+	return m, ok
+}
+
+// Describe returns the description of the named module.
+func (r *Registry) Describe(module string) (ModuleInfo, error) {
+	m, ok := r.module(module)
+	if !ok {
+		return ModuleInfo{}, status.Errorf(status.KindUnknownModule, "no module %q (have: %s)", module, strings.Join(r.Names(), ", "))
+	}
+	return Info(m), nil
+}
+
+// DescribeAll returns the description of every module, sorted by name.
+func (r *Registry) DescribeAll() []ModuleInfo {
+	names := r.Names()
+	out := make([]ModuleInfo, 0, len(names))
+	for _, n := range names {
+		if m, ok := r.module(n); ok {
+			out = append(out, Info(m))
+		}
+	}
+	return out
+}
+
+// Lookup returns module.method, or an *status.Error of kind unknown_module
+// or unknown_method.
+func (r *Registry) Lookup(module, method string) (*Method, error) {
+	m, ok := r.module(module)
+	if !ok {
+		return nil, status.Errorf(status.KindUnknownModule, "no module %q (have: %s)", module, strings.Join(r.Names(), ", "))
+	}
+	var names []string
+	for _, meth := range m.Methods() {
+		if meth.Name == method {
+			return meth, nil
+		}
+		names = append(names, meth.Name)
+	}
+	return nil, status.Errorf(status.KindUnknownMethod, "module %q has no method %q (have: %s)", module, method, strings.Join(names, ", "))
+}
+
+// Call looks up module.method, binds named and positional arguments to its
+// parameters and runs it. Errors that are not already an *status.Error
+// become kind module_error; a panic in the method becomes kind internal.
+func (r *Registry) Call(ctx context.Context, module, method string, named map[string]any, positional []any) (result any, err error) {
+	m, err := r.Lookup(module, method)
+	if err != nil {
+		return nil, err
+	}
+	args, err := m.Bind(named, positional)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			result, err = nil, status.Errorf(status.KindInternal, "%s.%s panicked: %v\n%s", module, method, p, debug.Stack())
+		}
+	}()
+	result, err = m.Run(ctx, args)
+	if err != nil {
+		if _, ok := err.(*status.Error); !ok {
+			err = &status.Error{Kind: status.KindModuleError, Message: err.Error()}
+		}
+	}
+	return result, err
+}

@@ -1,0 +1,241 @@
+package overlord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/overlordhq/overlord/certs"
+	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/modules"
+	"github.com/overlordhq/overlord/modules/builtin"
+	"github.com/overlordhq/overlord/rpc"
+	"github.com/overlordhq/overlord/status"
+	"github.com/overlordhq/overlord/target"
+)
+
+// Defaults of a call.
+const (
+	DefaultCallTimeout    = 30 * time.Second
+	DefaultConnectTimeout = 5 * time.Second
+	// callGrace is how much longer than the method's own timeout the
+	// overlord waits for an answer, so that a minion that enforces the
+	// timeout itself reports it with whatever output there was.
+	callGrace = 2 * time.Second
+	// How often results are written to overlord.db during a run: after
+	// flushEvery results or flushInterval, whichever comes first.
+	flushEvery    = 1024
+	flushInterval = 250 * time.Millisecond
+)
+
+// ErrNoMatch is returned when a target matches no minion.
+var ErrNoMatch = errors.New("target matched no minion")
+
+// CallSpec is what to call, where and how.
+type CallSpec struct {
+	Target string
+	Module string
+	Method string
+	Words  []string // the method's arguments as typed on the command line
+
+	Forks          int
+	Timeout        time.Duration // per minion call
+	ConnectTimeout time.Duration
+}
+
+// Prepared is a call with its target resolved and arguments bound, ready
+// to run or to submit.
+type Prepared struct {
+	Spec       CallSpec
+	Minions    []jobs.Minion
+	Args       map[string]any
+	Positional []any
+}
+
+// Names returns the names of the minions to call.
+func (p *Prepared) Names() []string {
+	names := make([]string, len(p.Minions))
+	for i, m := range p.Minions {
+		names[i] = m.Name
+	}
+	return names
+}
+
+// Prepare resolves the target and parses the arguments. For a method the
+// overlord knows (a built-in) the arguments are bound and checked here, so
+// a mistake is reported before anything is sent; other methods are bound
+// by each minion.
+func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
+	if spec.Module == "" || spec.Method == "" {
+		return nil, fmt.Errorf("want MODULE.METHOD, got %q", spec.Module+"."+spec.Method)
+	}
+	inv, err := o.Store.Inventory()
+	if err != nil {
+		return nil, err
+	}
+	all := make([]string, len(inv.Minions))
+	byName := make(map[string]jobs.Minion, len(inv.Minions))
+	for i, m := range inv.Minions {
+		all[i] = m.Name
+		byName[m.Name] = m
+	}
+	names, err := target.Resolve(spec.Target, all, inv.Groups)
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%w: %q (%d registered; see 'overlord minion list')", ErrNoMatch, spec.Target, len(all))
+	}
+	p := &Prepared{Spec: spec}
+	for _, n := range names {
+		p.Minions = append(p.Minions, byName[n])
+	}
+	meth, lookupErr := builtin.Registry().Lookup(spec.Module, spec.Method)
+	if lookupErr != nil {
+		meth = nil
+	}
+	named, positional := modules.ParseCommandLine(meth, spec.Words)
+	if meth == nil {
+		p.Args, p.Positional = named, positional
+		return p, nil
+	}
+	args, err := meth.Bind(named, positional)
+	if err != nil {
+		return nil, err
+	}
+	p.Args = args
+	return p, nil
+}
+
+// Client returns an RPC client with the overlord's identity that reaches
+// the given minions by name.
+func (o *Overlord) Client(minions []jobs.Minion, forks int, connectTimeout time.Duration) (*rpc.Client, error) {
+	id, err := o.Identity()
+	if err != nil {
+		return nil, err
+	}
+	tlsID, err := id.TLS()
+	if err != nil {
+		return nil, err
+	}
+	addrs := make(map[string]string, len(minions))
+	for _, m := range minions {
+		addrs[m.Name] = m.Addr
+	}
+	return rpc.NewClient(rpc.ClientConfig{
+		TLS:            certs.ClientConfig(tlsID, id.Pool()),
+		Resolve:        func(name string) (string, bool) { a, ok := addrs[name]; return a, ok },
+		ConnectTimeout: connectTimeout,
+		MaxIdleConns:   forks,
+	}), nil
+}
+
+// Call runs a prepared call synchronously: it records the job, fans the
+// call out and hands each minion's result to onResult as it arrives,
+// writing results to overlord.db in batches. It returns the finished job.
+// A failure to record results does not stop the run; it is returned with
+// the job.
+func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name string, r status.Result)) (status.Job, error) {
+	spec := p.Spec
+	if spec.Timeout <= 0 {
+		spec.Timeout = DefaultCallTimeout
+	}
+	if spec.ConnectTimeout <= 0 {
+		spec.ConnectTimeout = DefaultConnectTimeout
+	}
+	if spec.Forks <= 0 {
+		spec.Forks = fanout.DefaultForks
+	}
+	client, err := o.Client(p.Minions, spec.Forks, spec.ConnectTimeout)
+	if err != nil {
+		return status.Job{}, err
+	}
+	defer client.Close()
+
+	rec := &jobs.Record{
+		Target: spec.Target, Module: spec.Module, Method: spec.Method,
+		Args: p.Args, Positional: p.Positional,
+		TimeoutMS: spec.Timeout.Milliseconds(), Forks: spec.Forks,
+	}
+	names := p.Names()
+	if err := o.Store.CreateJob(rec, names); err != nil {
+		return status.Job{}, err
+	}
+
+	params := rpc.CallParams{Module: spec.Module, Method: spec.Method, Args: p.Args, Positional: p.Positional, TimeoutMS: spec.Timeout.Milliseconds()}
+	call := func(ctx context.Context, m jobs.Minion) status.Result {
+		ctx, cancel := context.WithTimeout(ctx, spec.Timeout+callGrace)
+		defer cancel()
+		start := time.Now()
+		var reply rpc.CallReply
+		err := client.Call(ctx, m.Name, "Minion.Call", params, &reply)
+		return callResult(ctx, reply, err, time.Since(start))
+	}
+
+	entries := make(map[string]status.Result, len(names))
+	batch := make(map[string]status.Result)
+	lastFlush := time.Now()
+	var storeErr error
+	flush := func(final bool) {
+		if len(batch) == 0 && !final {
+			return
+		}
+		written, err := o.Store.Write(rec.ID, batch, func(r *jobs.Record) error {
+			if final {
+				now := time.Now().UTC()
+				r.State, r.FinishedAt = status.Finished, &now
+			}
+			return nil
+		})
+		if err != nil {
+			// Keep the batch; the next flush tries again.
+			storeErr = err
+			o.Logger.Warn("could not record results", "job", rec.ID, "err", err)
+			return
+		}
+		storeErr = nil
+		*rec = written
+		clear(batch)
+		lastFlush = time.Now()
+	}
+	fanout.Run(ctx, p.Minions, spec.Forks, call, func(m jobs.Minion, r status.Result) {
+		entries[m.Name] = r
+		batch[m.Name] = r
+		if onResult != nil {
+			onResult(m.Name, r)
+		}
+		if len(batch) >= flushEvery || time.Since(lastFlush) >= flushInterval {
+			flush(false)
+		}
+	})
+	flush(true)
+	job := rec.Status(entries)
+	if storeErr != nil {
+		// The results were not all recorded; report the job as run.
+		now := time.Now().UTC()
+		job.State, job.FinishedAt = status.Finished, &now
+		job.Summary = status.Summary{}
+		for _, r := range entries {
+			job.Summary.Add(r)
+		}
+		return job, fmt.Errorf("results of job %s were printed but not all recorded: %w", rec.ID, storeErr)
+	}
+	return job, nil
+}
+
+// callResult turns the outcome of one Minion.Call into the minion's entry.
+func callResult(ctx context.Context, reply rpc.CallReply, err error, took time.Duration) status.Result {
+	r := status.Result{State: status.Finished, DurationMS: took.Milliseconds()}
+	if err == nil {
+		r.OK, r.Result = true, reply.Result
+		return r
+	}
+	var re *rpc.ResultError
+	if errors.As(err, &re) {
+		r.Result = re.Result
+	}
+	r.Error = rpc.Classify(ctx, err)
+	return r
+}

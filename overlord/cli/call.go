@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"errors"
+		"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/overlord"
+	"github.com/overlordhq/overlord/status"
+)
+
+func (a *App) callCmd() *cobra.Command {
+	var (
+		format string
+		spec   overlord.CallSpec
+	)
+	cmd := &cobra.Command{
+		Use:   "call TARGET MODULE.METHOD [ARG...]",
+		Short: "Call a module method on every minion a target matches",
+		Long: `Call MODULE.METHOD on every minion TARGET matches, at most --forks at once,
+record the call as a job in overlord.db and print each minion's result.
+
+TARGET is comma-separated terms: a glob on minion names (web*, db[1-3]),
+@group, or either with ! in front to exclude ('web*,!web3').
+
+ARGs fill the method's parameters in order; key=value names one. A value
+that parses as JSON is JSON, otherwise it is a string; a parameter that
+takes a string gets the word as typed.
+
+Exit status: 0 every minion ok, 1 at least one failed, 2 usage or
+configuration error, 3 the target matched no minion.`,
+		Example: `  overlord call '*' test.ping
+  overlord call 'web*' command.run 'systemctl reload nginx'
+  overlord call @db command.run '["pg_isready", "-q"]' timeout=10s -o json
+  overlord call 'web*,!web3' test.sleep 2 --forks 16 --timeout 5s -o ndjson`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mod, meth, ok := strings.Cut(args[1], ".")
+			if !ok || mod == "" || meth == "" {
+				return usageError("want MODULE.METHOD, got %q (for example test.ping)", args[1])
+			}
+			if spec.Forks < 1 {
+				return usageError("--forks must be at least 1, got %d", spec.Forks)
+			}
+			if spec.Timeout <= 0 {
+				return usageError("--timeout must be positive, got %s", spec.Timeout)
+			}
+			spec.Target, spec.Module, spec.Method, spec.Words = args[0], mod, meth, args[2:]
+
+			o := a.overlord()
+			p, err := o.Prepare(spec)
+			if err != nil {
+				var se *status.Error
+				if errors.As(err, &se) {
+					return usageError("%s.%s: %s", mod, meth, strings.TrimPrefix(se.Message, meth+": "))
+				}
+				return err
+			}
+			pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv)}
+			var printErr error
+			job, err := o.Call(cmd.Context(), p, func(name string, r status.Result) {
+				if printErr == nil {
+					printErr = pr.Result(name, r)
+				}
+			})
+			if job.JobID == "" {
+				return err
+			}
+			if printErr == nil {
+				printErr = pr.Done(job)
+			}
+			if err != nil {
+				return err
+			}
+			if printErr != nil {
+				return printErr
+			}
+			return exitFor(job.Summary.ExitCode())
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
+	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call")
+	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
+	outputFlag(cmd, &format)
+	return cmd
+}
+
+// exitFor returns nil for exit code 0, else an ExitError.
+func exitFor(code int) error {
+	if code == status.ExitOK {
+		return nil
+	}
+	return &ExitError{Code: code}
+}

@@ -1,0 +1,47 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *App) minionAddCmd() *cobra.Command {
+	var addr, bundleOut, keyType string
+	cmd := &cobra.Command{
+		Use:   "add NAME --addr HOST:PORT [--bundle-out FILE]",
+		Short: "Register a minion and issue its certificate",
+		Long: `Register a minion in overlord.db at HOST:PORT and issue its server
+certificate, which names it. Its certificate, private key and the CA
+certificate are written as one PEM bundle (mode 0600) to --bundle-out,
+by default NAME.pem in the current directory. Install the bundle on the
+minion's host with 'minion init --bundle FILE'.`,
+		Example: `  overlord minion add web1 --addr 10.0.0.11:51234
+  overlord minion add db1 --addr db1.example.org:51234 --bundle-out /tmp/db1.pem`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if addr == "" {
+				return usageError("--addr HOST:PORT is required")
+			}
+			if bundleOut == "" {
+				bundleOut = name + ".pem"
+			}
+			kt, err := checkKeyType(keyType)
+			if err != nil {
+				return err
+			}
+			m, err := a.overlord().AddMinion(name, addr, bundleOut, kt)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "minion %s registered at %s; bundle written to %s (0600)\n", m.Name, m.Addr, bundleOut)
+			fmt.Fprintf(a.Stdout, "next, on %s: minion init --bundle %s && minion serve\n", m.Name, bundleOut)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "", "the minion's address, HOST:PORT (required)")
+	cmd.Flags().StringVar(&bundleOut, "bundle-out", "", "write the minion's bundle here (default NAME.pem)")
+	keyTypeFlag(cmd, &keyType)
+	return cmd
+}

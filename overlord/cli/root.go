@@ -1,0 +1,156 @@
+// Package cli is the overlord's command line: one verb per file, each
+// command built from an App that carries the IO streams and environment,
+// so tests run commands in-process.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/overlordhq/overlord/internal/buildinfo"
+	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/overlord"
+	"github.com/overlordhq/overlord/status"
+	"github.com/overlordhq/overlord/target"
+)
+
+// App holds what every command needs: IO streams, the environment and the
+// global flags.
+type App struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+
+	stateDir     string
+	identityFile string
+	lockTimeout  time.Duration
+	verbose      bool
+}
+
+// ExitError ends a command with a given exit code. Err, if set, is printed.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Main runs the overlord CLI with args and returns the exit code.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	app := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv}
+	root := app.Root()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return status.ExitOK
+	}
+	code := ExitCode(err)
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Err != nil {
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+		if hint := hintFor(err); hint != "" {
+			fmt.Fprintf(stderr, "Try: %s\n", hint)
+		}
+	}
+	return code
+}
+
+// ExitCode maps an error from a command to the CLI's exit code.
+func ExitCode(err error) int {
+	var ee *ExitError
+	switch {
+	case err == nil:
+		return status.ExitOK
+	case errors.As(err, &ee):
+		return ee.Code
+	case errors.Is(err, overlord.ErrNoMatch):
+		return status.ExitNoMatch
+	}
+	return status.ExitUsage
+}
+
+func hintFor(err error) string {
+	switch {
+	case errors.Is(err, jobs.ErrNoStore):
+		return "overlord ca init"
+	case errors.Is(err, overlord.ErrNoMatch):
+		return "overlord minion list"
+	case errors.Is(err, target.ErrUnknownGroup):
+		return "overlord group list"
+	case errors.Is(err, jobs.ErrLocked):
+		return "run the command again; raise --lock-timeout if the store stays busy"
+	}
+	return ""
+}
+
+// Root returns the root command.
+func (a *App) Root() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "overlord",
+		Short: "Run commands across a fleet of minions over mutual TLS",
+		Long: `overlord calls module methods on a fleet of minions over JSON-RPC with
+mutual TLS, records every call as a job in overlord.db, and prints the
+results for people (text) and for scripts (json, ndjson, yaml).`,
+		Example: `  overlord ca init
+  overlord minion add web1 --addr 10.0.0.11:51234 --bundle-out web1.pem
+  overlord call '*' test.ping
+  overlord call 'web*,!web3' command.run 'systemctl reload nginx' -o json`,
+		Version:       buildinfo.Version(),
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if a.stateDir == "" {
+				a.stateDir = a.Getenv("OVERLORD_STATE_DIR")
+			}
+			if a.stateDir == "" {
+				a.stateDir = overlord.DefaultStateDir()
+			}
+			if a.identityFile == "" {
+				a.identityFile = a.Getenv("OVERLORD_IDENTITY")
+			}
+			return nil
+		},
+	}
+	root.SetIn(a.Stdin)
+	root.SetOut(a.Stdout)
+	root.SetErr(a.Stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &ExitError{Code: status.ExitUsage, Err: err}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.stateDir, "state-dir", "", "state directory (env OVERLORD_STATE_DIR; default ~/.local/state/overlord)")
+	pf.StringVar(&a.identityFile, "identity", "", "use this bundle as the client identity (env OVERLORD_IDENTITY)")
+	pf.DurationVar(&a.lockTimeout, "lock-timeout", jobs.DefaultLockTimeout, "how long to wait for overlord.db's lock")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log debug detail to stderr")
+
+	root.AddCommand(a.caCmd(), a.minionCmd(), a.groupCmd(), a.callCmd(), a.jobCmd())
+	return root
+}
+
+func (a *App) overlord() *overlord.Overlord {
+	level := slog.LevelWarn
+	if a.verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
+	return overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
+}
+
+// usageError marks err as a usage error (exit 2).
+func usageError(format string, args ...any) error {
+	return &ExitError{Code: status.ExitUsage, Err: fmt.Errorf(format, args...)}
+}

@@ -1,0 +1,215 @@
+// Package overlord is the overlord's engine behind its CLI: the state
+// directory (CA, identity, overlord.db), enrolment of minions and
+// identities, and calls fanned out to minions and recorded as jobs.
+package overlord
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/overlordhq/overlord/certs"
+	"github.com/overlordhq/overlord/jobs"
+)
+
+// Files in the overlord's state directory.
+const (
+	DBFile   = "overlord.db"
+	CertFile = "overlord.crt"
+	KeyFile  = "overlord.key"
+)
+
+// DefaultStateDir returns $XDG_STATE_HOME/overlord, else
+// ~/.local/state/overlord.
+func DefaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "overlord")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".overlord"
+	}
+	return filepath.Join(home, ".local", "state", "overlord")
+}
+
+// Overlord is the state directory and what lives in it.
+type Overlord struct {
+	Dir string
+	// IdentityFile, if set, is a bundle used as the client identity
+	// instead of the state directory's own.
+	IdentityFile string
+	Store        *jobs.Store
+	Logger       *slog.Logger
+}
+
+// New returns an Overlord for dir. lockTimeout bounds waits for
+// overlord.db's lock (zero: the default).
+func New(dir, identityFile string, lockTimeout time.Duration, logger *slog.Logger) *Overlord {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Overlord{
+		Dir:          dir,
+		IdentityFile: identityFile,
+		Store:        jobs.New(filepath.Join(dir, DBFile), lockTimeout),
+		Logger:       logger,
+	}
+}
+
+func (o *Overlord) identityStore() certs.Store {
+	return certs.Store{Dir: o.Dir, CertFile: CertFile, KeyFile: KeyFile}
+}
+
+// InitCA makes the CA and the overlord's own identity (named name) and
+// creates overlord.db. It refuses to replace an existing CA.
+func (o *Overlord) InitCA(name string, kt certs.KeyType) (*certs.Authority, error) {
+	if _, err := os.Stat(filepath.Join(o.Dir, certs.CAKeyFile)); err == nil {
+		return nil, fmt.Errorf("%s already holds a CA; not replacing it", o.Dir)
+	}
+	if name == "" {
+		name = DefaultIdentityName()
+	}
+	if err := certs.CheckName(name); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.Dir, certs.DirMode); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(o.Dir, certs.DirMode); err != nil {
+		return nil, err
+	}
+	ca, err := certs.NewAuthority("overlord CA", kt)
+	if err != nil {
+		return nil, err
+	}
+	cert, key, err := ca.Issue(name, certs.RoleOverlord, kt)
+	if err != nil {
+		return nil, err
+	}
+	if err := ca.Save(o.Dir); err != nil {
+		return nil, err
+	}
+	if err := o.identityStore().Install(&certs.Bundle{Cert: cert, Key: key, CA: ca.Cert}); err != nil {
+		return nil, err
+	}
+	return ca, o.Store.Init()
+}
+
+// DefaultIdentityName is the name of the identity `overlord ca init`
+// makes: "overlord-" and the user's name, or "overlord".
+func DefaultIdentityName() string {
+	if u, err := user.Current(); err == nil && certs.CheckName("overlord-"+u.Username) == nil {
+		return "overlord-" + u.Username
+	}
+	return "overlord"
+}
+
+// Authority loads the CA.
+func (o *Overlord) Authority() (*certs.Authority, error) {
+	ca, err := certs.LoadAuthority(o.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no CA in %s: run 'overlord ca init' first", o.Dir)
+	}
+	return ca, err
+}
+
+// Identity loads the client identity: IdentityFile if set, else the state
+// directory's own.
+func (o *Overlord) Identity() (*certs.Bundle, error) {
+	var b *certs.Bundle
+	var err error
+	if o.IdentityFile != "" {
+		if err = certs.CheckKeyFile(o.IdentityFile); err != nil {
+			return nil, err
+		}
+		b, err = certs.ReadBundle(o.IdentityFile)
+	} else {
+		b, err = o.identityStore().Load()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no overlord identity in %s: run 'overlord ca init' first", o.Dir)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if role := certs.RoleOf(b.Cert); role != certs.RoleOverlord {
+		return nil, fmt.Errorf("identity %q has role %q, not overlord", b.Cert.Subject.CommonName, role)
+	}
+	return b, nil
+}
+
+// IssueClient makes one more overlord identity and writes it as a bundle.
+func (o *Overlord) IssueClient(name, bundleOut string, kt certs.KeyType) (*certs.Bundle, error) {
+	ca, err := o.Authority()
+	if err != nil {
+		return nil, err
+	}
+	cert, key, err := ca.Issue(name, certs.RoleOverlord, kt)
+	if err != nil {
+		return nil, err
+	}
+	b := &certs.Bundle{Cert: cert, Key: key, CA: ca.Cert}
+	return b, writeBundle(b, bundleOut)
+}
+
+func writeBundle(b *certs.Bundle, path string) error {
+	data, err := b.Encode()
+	if err != nil {
+		return err
+	}
+	return certs.WriteNew(path, data, certs.KeyMode)
+}
+
+// CheckAddr returns an error unless addr is HOST:PORT with a valid port.
+func CheckAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("bad address %q: want HOST:PORT (%v)", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("bad address %q: no host", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("bad address %q: port must be 1-65535", addr)
+	}
+	return nil
+}
+
+// AddMinion registers a minion at addr, issues its server certificate and
+// writes its bundle to bundleOut. Nothing is registered if any step fails.
+func (o *Overlord) AddMinion(name, addr, bundleOut string, kt certs.KeyType) (jobs.Minion, error) {
+	if err := certs.CheckName(name); err != nil {
+		return jobs.Minion{}, err
+	}
+	if err := CheckAddr(addr); err != nil {
+		return jobs.Minion{}, err
+	}
+	if _, err := os.Stat(bundleOut); err == nil {
+		return jobs.Minion{}, fmt.Errorf("%s already exists; not overwriting it", bundleOut)
+	}
+	ca, err := o.Authority()
+	if err != nil {
+		return jobs.Minion{}, err
+	}
+	cert, key, err := ca.Issue(name, certs.RoleMinion, kt)
+	if err != nil {
+		return jobs.Minion{}, err
+	}
+	m := jobs.Minion{Name: name, Addr: addr, Fingerprint: certs.Fingerprint(cert), AddedAt: time.Now().UTC()}
+	if err := o.Store.AddMinion(m); err != nil {
+		return jobs.Minion{}, err
+	}
+	if err := writeBundle(&certs.Bundle{Cert: cert, Key: key, CA: ca.Cert}, bundleOut); err != nil {
+		if rmErr := o.Store.RemoveMinion(name); rmErr != nil {
+			err = errors.Join(err, rmErr)
+		}
+		return jobs.Minion{}, err
+	}
+	return m, nil
+}

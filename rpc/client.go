@@ -1,0 +1,196 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gorilla/rpc/v2/json2"
+
+	"github.com/overlordhq/overlord/status"
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// TLS is the client's TLS configuration (certs.ClientConfig). The
+	// server name checked is the minion's name.
+	TLS *tls.Config
+	// Resolve returns the network address of a minion by name.
+	Resolve func(name string) (addr string, ok bool)
+	// ConnectTimeout bounds the TCP connect and the TLS handshake.
+	ConnectTimeout time.Duration
+	// MaxIdleConns bounds idle keep-alive connections kept for reuse.
+	MaxIdleConns int
+}
+
+// Client calls minions by name. One Client (one HTTP transport, with
+// keep-alive and TLS session reuse) serves a whole run.
+type Client struct {
+	http *http.Client
+}
+
+// DefaultConnectTimeout is used when ClientConfig.ConnectTimeout is zero.
+const DefaultConnectTimeout = 5 * time.Second
+
+// NewClient returns a Client.
+func NewClient(cfg ClientConfig) *Client {
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		// The URL's host is the minion's name, so TLS checks the name
+		// whatever the address; the dialer looks the address up.
+		DialContext: func(ctx context.Context, network, hostport string) (net.Conn, error) {
+			name, _, err := net.SplitHostPort(hostport)
+			if err != nil {
+				return nil, err
+			}
+			addr, ok := cfg.Resolve(name)
+			if !ok {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("minion %s has no registered address", name)}
+			}
+			return dialer.DialContext(ctx, network, addr)
+		},
+		TLSClientConfig:     cfg.TLS,
+		TLSHandshakeTimeout: cfg.ConnectTimeout,
+		MaxIdleConns:        cfg.MaxIdleConns,
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &Client{http: &http.Client{Transport: tr}}
+}
+
+// Close closes idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// ResultError is a remote failure that came with a result, such as a
+// command's output when it exited non-zero.
+type ResultError struct {
+	Err    *status.Error
+	Result json.RawMessage
+}
+
+func (e *ResultError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the *status.Error.
+func (e *ResultError) Unwrap() error { return e.Err }
+
+// Call calls method on the named minion and decodes the reply. Every
+// error is, or wraps, a *status.Error with the failure's kind; a remote
+// failure that carried a result is a *ResultError.
+func (c *Client) Call(ctx context.Context, minion, method string, params, reply any) error {
+	body, err := json2.EncodeClientRequest(method, params)
+	if err != nil {
+		return status.Errorf(status.KindInternal, "encode %s request: %v", method, err)
+	}
+	u := url.URL{Scheme: "https", Host: minion, Path: Path}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return status.Errorf(status.KindInternal, "%v", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Classify(ctx, err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK && !isJSON(ct) {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return status.Errorf(status.KindInternal, "minion answered HTTP %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	err = json2.DecodeClientResponse(io.LimitReader(resp.Body, MaxResponseBytes), reply)
+	if err == nil {
+		return nil
+	}
+	var jerr *json2.Error
+	if !errors.As(err, &jerr) {
+		if ctx.Err() != nil {
+			return Classify(ctx, ctx.Err())
+		}
+		return Classify(ctx, err)
+	}
+	return remoteError(jerr)
+}
+
+func isJSON(ct string) bool { return strings.HasPrefix(ct, "application/json") }
+
+func remoteError(jerr *json2.Error) error {
+	var data ErrorData
+	if jerr.Data != nil {
+		raw, _ := json.Marshal(jerr.Data)
+		_ = json.Unmarshal(raw, &data)
+	}
+	if data.Kind == "" {
+		data.Kind = status.KindInternal
+		for k, code := range kindCodes {
+			if code == jerr.Code {
+				data.Kind = k
+			}
+		}
+	}
+	se := &status.Error{Kind: data.Kind, Message: jerr.Message}
+	if len(data.Result) > 0 {
+		return &ResultError{Err: se, Result: data.Result}
+	}
+	return se
+}
+
+// Classify turns a local failure to call a minion into a *status.Error:
+// a call past its deadline is timeout, a failed handshake or identity
+// check is tls, anything else on the network is unreachable.
+func Classify(ctx context.Context, err error) *status.Error {
+	var se *status.Error
+	if errors.As(err, &se) {
+		return se
+	}
+	msg := err.Error()
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		msg = uerr.Err.Error()
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return status.Errorf(status.KindTimeout, "no answer in time: %s", msg)
+	case errors.Is(err, context.Canceled):
+		return status.Errorf(status.KindCancelled, "%s", msg)
+	case isTLS(err):
+		return status.Errorf(status.KindTLS, "%s", msg)
+	}
+	return status.Errorf(status.KindUnreachable, "%s", msg)
+}
+
+func isTLS(err error) bool {
+	var (
+		verr  *tls.CertificateVerificationError
+		alert tls.AlertError
+		rec   tls.RecordHeaderError
+		host  x509.HostnameError
+		auth  x509.UnknownAuthorityError
+		inval x509.CertificateInvalidError
+	)
+	return errors.As(err, &verr) || errors.As(err, &alert) || errors.As(err, &rec) ||
+		errors.As(err, &host) || errors.As(err, &auth) || errors.As(err, &inval) ||
+		isRemoteAlert(err)
+}
+
+// isRemoteAlert catches TLS alerts that reach the client as plain errors
+// ("remote error: tls: ..."), as when a TLS 1.3 server refuses the
+// client's certificate after the client's side of the handshake is done.
+func isRemoteAlert(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" {
+		return true
+	}
+	return strings.Contains(err.Error(), "remote error: tls:")
+}

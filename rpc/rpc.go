@@ -1,0 +1,146 @@
+// Package rpc is the wire between the overlord and its minions: JSON-RPC
+// 2.0 (gorilla/rpc's json2 codec) over HTTPS with mutual TLS, at POST
+// /rpc. It defines the methods' parameters and replies, how failures
+// travel as JSON-RPC errors with a stable kind, and a client that maps
+// every failure, local or remote, to a status.Error.
+package rpc
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/gorilla/rpc/v2"
+	"github.com/gorilla/rpc/v2/json2"
+
+	"github.com/overlordhq/overlord/modules"
+	"github.com/overlordhq/overlord/status"
+)
+
+// Path is where minions serve JSON-RPC.
+const Path = "/rpc"
+
+// DefaultPort is the minion's default port (Func's).
+const DefaultPort = 51234
+
+// MaxRequestBytes bounds a request body.
+const MaxRequestBytes = 8 << 20
+
+// MaxResponseBytes bounds a response body the client reads.
+const MaxResponseBytes = 64 << 20
+
+// CallParams are the parameters of Minion.Call.
+type CallParams struct {
+	Module string         `json:"module"`
+	Method string         `json:"method"`
+	Args   map[string]any `json:"args,omitempty"`
+	// Positional values fill the method's parameters in order, on the
+	// minion; the overlord binds them itself for modules it knows.
+	Positional []any `json:"positional,omitempty"`
+	// TimeoutMS bounds the method's run on the minion; 0 is the minion's
+	// default.
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+}
+
+// CallReply is the reply of Minion.Call.
+type CallReply struct {
+	Result     json.RawMessage `json:"result"`
+	DurationMS int64           `json:"duration_ms"`
+}
+
+// DescribeParams are the parameters of Minion.Describe (none).
+type DescribeParams struct{}
+
+// DescribeReply is the reply of Minion.Describe.
+type DescribeReply struct {
+	Name    string               `json:"name"`
+	Version string               `json:"version"`
+	Modules []modules.ModuleInfo `json:"modules"`
+}
+
+// JSON-RPC error codes the minion uses, one per kind. Clients should branch
+// on ErrorData.Kind; the codes are for generic JSON-RPC tooling.
+const (
+	CodeBadArgs       = json2.E_BAD_PARAMS
+	CodeInternal      = json2.E_INTERNAL
+	CodeUnknownModule = -32001
+	CodeUnknownMethod = -32002
+	CodeModuleError   = -32003
+	CodeDenied        = -32004
+	CodeTimeout       = -32005
+	CodeCancelled     = -32006
+	CodeLost          = -32007
+)
+
+var kindCodes = map[status.Kind]json2.ErrorCode{
+	status.KindBadArgs:       CodeBadArgs,
+	status.KindInternal:      CodeInternal,
+	status.KindUnknownModule: CodeUnknownModule,
+	status.KindUnknownMethod: CodeUnknownMethod,
+	status.KindModuleError:   CodeModuleError,
+	status.KindDenied:        CodeDenied,
+	status.KindTimeout:       CodeTimeout,
+	status.KindCancelled:     CodeCancelled,
+	status.KindLost:          CodeLost,
+}
+
+// ErrorData is the "data" member of a minion's JSON-RPC error.
+type ErrorData struct {
+	Kind status.Kind `json:"kind"`
+	// Result is what the method returned along with its failure, such as
+	// the output of a command that exited non-zero.
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// NewError turns err (and any result returned with it) into a JSON-RPC
+// error carrying its kind.
+func NewError(err error, result any) *json2.Error {
+	kind := status.KindOf(err)
+	msg := err.Error()
+	var se *status.Error
+	if errors.As(err, &se) {
+		msg = se.Message
+	}
+	code, ok := kindCodes[kind]
+	if !ok {
+		code = json2.E_SERVER
+	}
+	data := ErrorData{Kind: kind}
+	if result != nil {
+		if raw, mErr := json.Marshal(result); mErr == nil {
+			data.Result = raw
+		}
+	}
+	return &json2.Error{Code: code, Message: msg, Data: data}
+}
+
+// NewServer returns an http.Handler serving the given services (name ->
+// receiver, in gorilla/rpc's method form) with the json2 codec. Failures
+// gorilla reports itself (an unknown method, unreadable params) become
+// JSON-RPC errors with a kind too.
+func NewServer(services map[string]any) (http.Handler, error) {
+	s := rpc.NewServer()
+	codec := json2.NewCustomCodecWithErrorMapper(rpc.DefaultEncoderSelector, mapError)
+	s.RegisterCodec(codec, "application/json")
+	s.RegisterCodec(codec, "application/json-rpc")
+	for name, svc := range services {
+		if err := s.RegisterService(svc, name); err != nil {
+			return nil, err
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("POST "+Path, http.MaxBytesHandler(s, MaxRequestBytes))
+	return mux, nil
+}
+
+func mapError(err error) error {
+	var se *status.Error
+	if errors.As(err, &se) {
+		return NewError(se, nil)
+	}
+	if strings.HasPrefix(err.Error(), "rpc: can't find") {
+		return &json2.Error{Code: json2.E_NO_METHOD, Message: err.Error(), Data: ErrorData{Kind: status.KindUnknownMethod}}
+	}
+	return &json2.Error{Code: json2.E_SERVER, Message: err.Error(), Data: ErrorData{Kind: status.KindInternal}}
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make demo: three minions on loopback, a ping and a command.run, then
+# everything stopped and removed. Usage: scripts/demo.sh BINDIR
+set -euo pipefail
+bin=$(cd "${1:-bin}" && pwd)
+export PATH="$bin:$PATH"
+dir=$(mktemp -d "${TMPDIR:-/tmp}/overlord-demo.XXXXXX")
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+
+# A loopback port nobody is listening on.
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+}
+
+# Wait until something listens on 127.0.0.1:$1.
+wait_port() {
+	for _ in $(seq 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.05
+	done
+	echo "minion on port $1 did not start" >&2
+	return 1
+}
+
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+
+export OVERLORD_STATE_DIR="$dir/overlord"
+step overlord ca init
+overlord ca init
+
+for n in 1 2 3; do
+	port=$(free_port)
+	step overlord minion add "web$n" --addr "127.0.0.1:$port" --bundle-out "$dir/web$n.pem"
+	overlord minion add "web$n" --addr "127.0.0.1:$port" --bundle-out "$dir/web$n.pem"
+	minion --state-dir "$dir/web$n" init --bundle "$dir/web$n.pem" >/dev/null
+	minion --state-dir "$dir/web$n" serve --listen "127.0.0.1:$port" --log-level warn &
+	pids+=($!)
+	wait_port "$port"
+done
+
+step overlord minion list
+overlord minion list
+
+step overlord call "'*'" test.ping
+overlord call '*' test.ping
+
+step overlord call "'web*'" command.run "'echo hello from \$(hostname); uname -s'" -o json
+overlord call 'web*' command.run 'echo hello from $(hostname); uname -s' -o json
+
+step overlord job list
+overlord job list
+
+echo
+echo "demo done: stopping ${#pids[@]} minions and removing $dir"
