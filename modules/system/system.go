@@ -21,7 +21,9 @@ var _ modules.Module = Module{}
 func (Module) Name() string { return "system" }
 
 // Doc implements modules.Module.
-func (Module) Doc() string { return "Introspection: the minion's modules, their methods and its version." }
+func (Module) Doc() string {
+	return "Introspection: the minion's modules, their methods and its version."
+}
 
 // Methods implements modules.Module.
 func (m Module) Methods() []*modules.Method {

@@ -66,6 +66,8 @@ func sleep(ctx context.Context, a modules.Args) (any, error) {
 	}
 }
 
-func fail(_ context.Context, a modules.Args) (any, error) { return nil, errors.New(a.String("message")) }
+func fail(_ context.Context, a modules.Args) (any, error) {
+	return nil, errors.New(a.String("message"))
+}
 
 func add(_ context.Context, a modules.Args) (any, error) { return a.Float("a") + a.Float("b"), nil }

@@ -2,7 +2,7 @@ package cli
 
 import (
 	"errors"
-		"strings"
+	"strings"
 
 	"github.com/spf13/cobra"
 
