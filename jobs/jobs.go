@@ -23,6 +23,12 @@ type Record struct {
 	Async      bool           `json:"async,omitempty"`
 	TimeoutMS  int64          `json:"timeout_ms,omitempty"`
 	Forks      int            `json:"forks,omitempty"`
+	// Deadline bounds an async job: past it, open minion jobs are
+	// cancelled and their entries finish with kind timeout.
+	Deadline *time.Time `json:"deadline,omitempty"`
+	// CancelRequested is set by `overlord job cancel`; the driver acts
+	// on it.
+	CancelRequested bool `json:"cancel_requested,omitempty"`
 	CreatedAt  time.Time      `json:"created_at"`
 	UpdatedAt  time.Time      `json:"updated_at"`
 	FinishedAt *time.Time     `json:"finished_at,omitempty"`
@@ -92,7 +98,7 @@ func (s *Store) CreateJob(rec *Record, minions []string) error {
 				return err
 			}
 		}
-		return nil
+		return autoPurge(tx, rec.CreatedAt)
 	})
 }
 
@@ -221,4 +227,109 @@ func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
 		return nil
 	})
 	return out, err
+}
+
+// Retention applied on its own: finished jobs older than DefaultRetention
+// are purged as new jobs are created, at most once per autoPurgeEvery and
+// at most autoPurgeMax jobs at a time, oldest first, so the store cannot
+// grow without bound and no single call pays for a large clean-up.
+const (
+	DefaultRetention = 30 * 24 * time.Hour
+	autoPurgeEvery   = time.Hour
+	autoPurgeMax     = 1000
+)
+
+var keyLastPurge = []byte("last_purge")
+
+func autoPurge(tx *bolt.Tx, now time.Time) error {
+	meta := tx.Bucket(bucketMeta)
+	if last, err := time.Parse(time.RFC3339, string(meta.Get(keyLastPurge))); err == nil && now.Sub(last) < autoPurgeEvery {
+		return nil
+	}
+	if err := meta.Put(keyLastPurge, []byte(now.UTC().Format(time.RFC3339))); err != nil {
+		return err
+	}
+	cutoff := now.Add(-DefaultRetention)
+	jobs := tx.Bucket(bucketJobs)
+	var old [][]byte
+	c := jobs.Cursor()
+	for k, _ := c.First(); k != nil && len(old) < autoPurgeMax; k, _ = c.Next() {
+		rec, err := header(jobs, k)
+		if err != nil {
+			return err
+		}
+		if !rec.CreatedAt.Before(cutoff) {
+			break // IDs sort by creation time: the rest are newer
+		}
+		if rec.State == status.Finished {
+			old = append(old, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range old {
+		if err := jobs.DeleteBucket(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func header(jobs *bolt.Bucket, key []byte) (Record, error) {
+	var rec Record
+	jb := jobs.Bucket(key)
+	if jb == nil {
+		return rec, fmt.Errorf("job %s: %w", key, ErrNotFound)
+	}
+	return rec, getJSON(jb, keyJob, &rec)
+}
+
+// Purge deletes FINISHED jobs created before cutoff, except the keep
+// newest jobs, and returns the IDs it deleted.
+func (s *Store) Purge(cutoff time.Time, keep int) ([]string, error) {
+	var gone []string
+	err := s.update(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		c := jobs.Cursor()
+		seen := 0
+		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+			seen++
+			if seen <= keep {
+				continue
+			}
+			rec, err := header(jobs, k)
+			if err != nil {
+				return err
+			}
+			if rec.State == status.Finished && rec.CreatedAt.Before(cutoff) {
+				gone = append(gone, string(k))
+			}
+		}
+		for _, id := range gone {
+			if err := jobs.DeleteBucket([]byte(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return gone, err
+}
+
+// Update changes a job's header in one transaction.
+func (s *Store) Update(id string, mutate func(*Record) error) (Record, error) {
+	return s.Write(id, nil, mutate)
+}
+
+// Header returns a job's header without its entries. id may be a unique
+// prefix.
+func (s *Store) Header(id string) (Record, error) {
+	var rec Record
+	err := s.view(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		key, err := resolveID(jobs, id)
+		if err != nil {
+			return err
+		}
+		rec, err = header(jobs, key)
+		return err
+	})
+	return rec, err
 }

@@ -60,6 +60,9 @@ func New(path string, lockTimeout time.Duration) *Store {
 	return &Store{path: path, timeout: lockTimeout}
 }
 
+// LockTimeout returns the bound on waits for the file's lock.
+func (s *Store) LockTimeout() time.Duration { return s.timeout }
+
 // Path returns the file's path.
 func (s *Store) Path() string { return s.path }
 

@@ -73,11 +73,19 @@ type Config struct {
 	// Registry holds the modules served; the built-in modules if nil.
 	Registry *modules.Registry
 	Logger   *slog.Logger
+	// RunnerCommand starts an async job's runner with the job's spool
+	// directory appended; default: this executable with "run-job".
+	RunnerCommand []string
+	// JobRetention and JobKeep bound the finished jobs kept: by age and
+	// by count (defaults DefaultJobRetention, DefaultJobKeep).
+	JobRetention time.Duration
+	JobKeep      int
 }
 
 // Server is a running minion daemon: New, then Open, then Close.
 type Server struct {
 	cfg    Config
+	jobs   *asyncJobs
 	name   string
 	ln     net.Listener
 	srv    *http.Server
@@ -119,7 +127,7 @@ func (s *Server) Name() string { return s.name }
 
 // Handler returns the minion's HTTP handler (JSON-RPC at rpc.Path).
 func (s *Server) Handler() (http.Handler, error) {
-	return rpc.NewServer(map[string]any{"Minion": &Service{Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger}})
+	return rpc.NewServer(map[string]any{"Minion": &Service{Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger, jobs: s.jobs}})
 }
 
 // TLSConfig returns the minion's TLS configuration.
@@ -131,8 +139,30 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 	return certs.ServerConfig(id, s.cfg.Bundle.Pool()), nil
 }
 
-// Open listens and serves in the background until Close.
+// Open settles the jobs an earlier daemon left running, then listens and
+// serves in the background until Close.
 func (s *Server) Open(ctx context.Context) error {
+	if s.cfg.StateDir != "" {
+		runner := s.cfg.RunnerCommand
+		if len(runner) == 0 {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find the minion executable for job runners: %w", err)
+			}
+			runner = []string{exe, "run-job"}
+		}
+		if s.cfg.JobRetention <= 0 {
+			s.cfg.JobRetention = DefaultJobRetention
+		}
+		if s.cfg.JobKeep <= 0 {
+			s.cfg.JobKeep = DefaultJobKeep
+		}
+		jobs, err := openAsync(s.cfg.StateDir, runner, s.cfg.Registry, s.cfg.JobRetention, s.cfg.JobKeep, s.cfg.Logger)
+		if err != nil {
+			return err
+		}
+		s.jobs = jobs
+	}
 	h, err := s.Handler()
 	if err != nil {
 		return err
@@ -143,6 +173,9 @@ func (s *Server) Open(ctx context.Context) error {
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.cfg.Listen)
 	if err != nil {
+		if s.jobs != nil {
+			s.jobs.Close()
+		}
 		return err
 	}
 	s.ln = ln
@@ -175,13 +208,22 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Close stops accepting, lets calls in flight finish until ctx is done,
-// then closes every connection. Calling it twice is harmless.
+// then closes every connection and the job store. Async job runners go
+// on. Calling it twice is harmless.
 func (s *Server) Close(ctx context.Context) error {
 	if s.srv == nil {
 		return nil
 	}
 	var err error
 	s.closed.Do(func() {
+		defer func() {
+			if s.jobs != nil {
+				err = errors.Join(err, s.jobs.Close())
+			}
+		}()
+		if s.jobs != nil {
+			s.jobs.drain()
+		}
 		if err = s.srv.Shutdown(ctx); err != nil {
 			s.srv.Close()
 		}

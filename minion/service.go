@@ -18,6 +18,7 @@ type Service struct {
 	Name     string
 	Registry *modules.Registry
 	Logger   *slog.Logger
+	jobs     *asyncJobs // nil: async jobs are off
 }
 
 // Call runs a module method in-process and answers with its result.
@@ -66,4 +67,66 @@ func kindOf(err error) status.Kind {
 		return ""
 	}
 	return status.KindOf(err)
+}
+
+// Submit starts an async job, or returns the job already started for the
+// same caller and origin job ID.
+func (s *Service) Submit(r *http.Request, p *rpc.SubmitParams, reply *rpc.SubmitReply) error {
+	if s.jobs == nil {
+		return rpc.NewError(errNoAsync, nil)
+	}
+	job, created, err := s.jobs.submit(caller(r), p)
+	if err != nil {
+		return rpc.NewError(err, nil)
+	}
+	s.Logger.Debug("submit", "identity", caller(r), "origin", p.OriginJobID, "job", job.ID, "created", created, "module", p.Module, "method", p.Method)
+	reply.JobID, reply.Created = job.ID, created
+	return nil
+}
+
+// Status returns the state of async jobs, with their output from an offset.
+func (s *Service) Status(r *http.Request, p *rpc.StatusParams, reply *rpc.StatusReply) error {
+	if s.jobs == nil {
+		return rpc.NewError(errNoAsync, nil)
+	}
+	if len(p.JobIDs) > 10000 {
+		return rpc.NewError(status.Errorf(status.KindBadArgs, "at most 10000 job_ids per call"), nil)
+	}
+	jobs, err := s.jobs.status(p)
+	if err != nil {
+		return rpc.NewError(err, nil)
+	}
+	if p.WaitMS > 0 {
+		if jobs, err = s.jobs.waitChange(r.Context(), p, jobs); err != nil {
+			return rpc.NewError(err, nil)
+		}
+	}
+	reply.Jobs = jobs
+	return nil
+}
+
+// Cancel stops an async job and its whole process group.
+func (s *Service) Cancel(r *http.Request, p *rpc.CancelParams, reply *rpc.CancelReply) error {
+	if s.jobs == nil {
+		return rpc.NewError(errNoAsync, nil)
+	}
+	st, err := s.jobs.cancel(p.JobID)
+	if err != nil {
+		return rpc.NewError(err, nil)
+	}
+	reply.JobStatus = st
+	return nil
+}
+
+// List returns the minion's async jobs, newest first.
+func (s *Service) List(r *http.Request, p *rpc.ListParams, reply *rpc.ListReply) error {
+	if s.jobs == nil {
+		return rpc.NewError(errNoAsync, nil)
+	}
+	jobs, err := s.jobs.list(p.Limit)
+	if err != nil {
+		return rpc.NewError(err, nil)
+	}
+	reply.Jobs = jobs
+	return nil
 }

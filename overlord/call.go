@@ -175,43 +175,16 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 	}
 
 	entries := make(map[string]status.Result, len(names))
-	batch := make(map[string]status.Result)
-	lastFlush := time.Now()
-	var storeErr error
-	flush := func(final bool) {
-		if len(batch) == 0 && !final {
-			return
-		}
-		written, err := o.Store.Write(rec.ID, batch, func(r *jobs.Record) error {
-			if final {
-				now := time.Now().UTC()
-				r.State, r.FinishedAt = status.Finished, &now
-			}
-			return nil
-		})
-		if err != nil {
-			// Keep the batch; the next flush tries again.
-			storeErr = err
-			o.Logger.Warn("could not record results", "job", rec.ID, "err", err)
-			return
-		}
-		storeErr = nil
-		*rec = written
-		clear(batch)
-		lastFlush = time.Now()
-	}
+	rc := newRecorder(o.Store, *rec)
 	fanout.Run(ctx, p.Minions, spec.Forks, call, func(m jobs.Minion, r status.Result) {
 		entries[m.Name] = r
-		batch[m.Name] = r
 		if onResult != nil {
 			onResult(m.Name, r)
 		}
-		if len(batch) >= flushEvery || time.Since(lastFlush) >= flushInterval {
-			flush(false)
-		}
+		rc.add(m.Name, r)
 	})
-	flush(true)
-	job := rec.Status(entries)
+	storeErr := rc.finish()
+	job := rc.rec.Status(entries)
 	if storeErr != nil {
 		// The results were not all recorded; report the job as run.
 		now := time.Now().UTC()
@@ -220,6 +193,7 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 		for _, r := range entries {
 			job.Summary.Add(r)
 		}
+		o.Logger.Warn("could not record results", "job", rec.ID, "err", storeErr)
 		return job, fmt.Errorf("results of job %s were printed but not all recorded: %w", rec.ID, storeErr)
 	}
 	return job, nil

@@ -46,6 +46,9 @@ type Overlord struct {
 	IdentityFile string
 	Store        *jobs.Store
 	Logger       *slog.Logger
+	// DriverCommand starts async job drivers (argv before the flags);
+	// default: this executable.
+	DriverCommand []string
 }
 
 // New returns an Overlord for dir. lockTimeout bounds waits for

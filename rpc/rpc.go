@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gorilla/rpc/v2"
 	"github.com/gorilla/rpc/v2/json2"
@@ -143,4 +144,86 @@ func mapError(err error) error {
 		return &json2.Error{Code: json2.E_NO_METHOD, Message: err.Error(), Data: ErrorData{Kind: status.KindUnknownMethod}}
 	}
 	return &json2.Error{Code: json2.E_SERVER, Message: err.Error(), Data: ErrorData{Kind: status.KindInternal}}
+}
+
+// SubmitParams are the parameters of Minion.Submit.
+type SubmitParams struct {
+	// OriginJobID is the caller's job ID. The same caller and origin job
+	// ID always map to the same minion job, so a Submit may be retried.
+	OriginJobID string         `json:"origin_job_id"`
+	Module      string         `json:"module"`
+	Method      string         `json:"method"`
+	Args        map[string]any `json:"args,omitempty"`
+	Positional  []any          `json:"positional,omitempty"`
+	// TimeoutMS bounds the job's run; 0 is the minion's default.
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+}
+
+// SubmitReply is the reply of Minion.Submit.
+type SubmitReply struct {
+	JobID string `json:"job_id"`
+	// Created is false when the job already existed (a retried Submit).
+	Created bool `json:"created"`
+}
+
+// StatusParams are the parameters of Minion.Status.
+type StatusParams struct {
+	JobIDs []string `json:"job_ids"`
+	// FromOffset is where in each job's output to start reading.
+	FromOffset int64 `json:"from_offset,omitempty"`
+	// MaxOutput caps the output returned per job: 0 is the default
+	// (64 KiB), a negative value returns none.
+	MaxOutput int `json:"max_output,omitempty"`
+	// WaitMS, if positive, makes the call wait up to this long (at most
+	// 30 s) for any of the jobs to change state before answering: a long
+	// poll, so a caller learns of a finished job at once without asking
+	// over and over.
+	WaitMS int64 `json:"wait_ms,omitempty"`
+}
+
+// StatusReply is the reply of Minion.Status, one entry per job asked for,
+// in the same order.
+type StatusReply struct {
+	Jobs []JobStatus `json:"jobs"`
+}
+
+// JobStatus is a minion job's state. A job the minion does not know (never
+// submitted, or purged) is FINISHED with error kind lost.
+type JobStatus struct {
+	JobID       string          `json:"job_id"`
+	OriginJobID string          `json:"origin_job_id,omitempty"`
+	Module      string          `json:"module,omitempty"`
+	Method      string          `json:"method,omitempty"`
+	State       status.State    `json:"state"`
+	OK          bool            `json:"ok"`
+	Result      json.RawMessage `json:"result,omitempty"`
+	Error       *status.Error   `json:"error,omitempty"`
+	// Output is the job's output (stdout and stderr as produced) from
+	// the offset asked for; NextOffset is where to read on from.
+	Output     string     `json:"output,omitempty"`
+	NextOffset int64      `json:"next_offset"`
+	DurationMS int64      `json:"duration_ms,omitempty"`
+	CreatedAt  time.Time  `json:"created_at,omitzero"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// CancelParams are the parameters of Minion.Cancel.
+type CancelParams struct {
+	JobID string `json:"job_id"`
+}
+
+// CancelReply is the reply of Minion.Cancel: the job's state after the
+// cancel was requested.
+type CancelReply struct {
+	JobStatus
+}
+
+// ListParams are the parameters of Minion.List.
+type ListParams struct {
+	Limit int `json:"limit,omitempty"`
+}
+
+// ListReply is the reply of Minion.List, newest first.
+type ListReply struct {
+	Jobs []JobStatus `json:"jobs"`
 }

@@ -77,7 +77,7 @@ for overlord identities of its CA.`,
 	root.SetOut(a.Stdout)
 	root.SetErr(a.Stderr)
 	root.PersistentFlags().StringVar(&a.stateDir, "state-dir", "", "state directory (env MINION_STATE_DIR; default /var/lib/minion for root, else ~/.local/state/minion)")
-	root.AddCommand(a.initCmd(), a.serveCmd())
+	root.AddCommand(a.initCmd(), a.serveCmd(), a.runJobCmd(), a.jobCmd())
 	return root
 }
 
@@ -108,15 +108,19 @@ CA certificate) into the state directory, with the key at mode 0600.`,
 
 func (a *App) serveCmd() *cobra.Command {
 	var (
-		listen   string
-		logLevel string
-		grace    time.Duration
+		listen    string
+		logLevel  string
+		grace     time.Duration
+		retention time.Duration
+		keep      int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--listen ADDR]",
 		Short: "Serve JSON-RPC over mutual TLS until SIGTERM or SIGINT",
 		Long: `Serve JSON-RPC 2.0 at POST /rpc over HTTPS (TLS 1.3), accepting only client
-certificates of this minion's CA that carry the overlord role. On SIGTERM
+certificates of this minion's CA that carry the overlord role. Async jobs
+run detached in runners of their own and outlive a restart of the daemon;
+on start it settles the jobs an earlier daemon left running. On SIGTERM
 or SIGINT it stops accepting, lets calls in flight finish for --grace,
 then exits; a second signal exits at once.`,
 		Example: "  minion serve\n  minion serve --listen 127.0.0.1:51234 --log-level debug",
@@ -127,7 +131,7 @@ then exits; a second signal exits at once.`,
 				return fmt.Errorf("--log-level: %v", err)
 			}
 			logger := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
-			srv, err := minion.New(minion.Config{StateDir: a.stateDir, Listen: listen, Logger: logger})
+			srv, err := minion.New(minion.Config{StateDir: a.stateDir, Listen: listen, Logger: logger, JobRetention: retention, JobKeep: keep})
 			if err != nil {
 				return err
 			}
@@ -150,5 +154,7 @@ then exits; a second signal exits at once.`,
 	cmd.Flags().StringVar(&listen, "listen", minion.DefaultListen, "address to listen on")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Second, "how long calls in flight may finish on shutdown")
+	cmd.Flags().DurationVar(&retention, "job-retention", minion.DefaultJobRetention, "purge finished async jobs older than this")
+	cmd.Flags().IntVar(&keep, "job-keep", minion.DefaultJobKeep, "keep at most this many finished async jobs")
 	return cmd
 }

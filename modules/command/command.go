@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"sort"
@@ -96,10 +97,21 @@ func run(ctx context.Context, a modules.Args) (any, error) {
 	}
 	stdout, stderr := &Capped{Max: int(limit)}, &Capped{Max: int(limit)}
 	c.Stdout, c.Stderr = stdout, stderr
-	// The command and everything it starts share a process group, so a
-	// timeout or cancellation kills the whole tree.
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	if w := modules.Output(ctx); w != nil {
+		c.Stdout, c.Stderr = io.MultiWriter(stdout, w), io.MultiWriter(stderr, w)
+	}
+	if modules.JobProcessGroup(ctx) {
+		// An async job's runner leads a process group of its own and the
+		// command stays in it, so cancelling the job signals the whole
+		// tree. The runner catches SIGTERM itself, and kills what is left
+		// of the group once its result is safe.
+		c.Cancel = func() error { return syscall.Kill(-syscall.Getpgrp(), syscall.SIGTERM) }
+	} else {
+		// The command and everything it starts share a new process
+		// group, so a timeout or cancellation kills the whole tree.
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	}
 	c.WaitDelay = 2 * time.Second
 
 	start := time.Now()

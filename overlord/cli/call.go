@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -15,6 +16,7 @@ func (a *App) callCmd() *cobra.Command {
 	var (
 		format string
 		spec   overlord.CallSpec
+		async  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "call TARGET MODULE.METHOD [ARG...]",
@@ -29,12 +31,19 @@ ARGs fill the method's parameters in order; key=value names one. A value
 that parses as JSON is JSON, otherwise it is a string; a parameter that
 takes a string gets the word as typed.
 
+With --async the job is recorded and its ID printed at once, without
+touching the network; a detached driver submits it to the minions, which
+run it detached too. Poll it with 'overlord job status ID [--wait]'.
+--timeout is then the whole job's deadline (default 1h).
+
 Exit status: 0 every minion ok, 1 at least one failed, 2 usage or
 configuration error, 3 the target matched no minion.`,
 		Example: `  overlord call '*' test.ping
   overlord call 'web*' command.run 'systemctl reload nginx'
   overlord call @db command.run '["pg_isready", "-q"]' timeout=10s -o json
-  overlord call 'web*,!web3' test.sleep 2 --forks 16 --timeout 5s -o ndjson`,
+  overlord call 'web*,!web3' test.sleep 2 --forks 16 --timeout 5s -o ndjson
+  id=$(overlord call 'web*' command.run 'make -C /srv deploy' --async)
+  overlord job status "$id" --wait`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mod, meth, ok := strings.Cut(args[1], ".")
@@ -55,6 +64,20 @@ configuration error, 3 the target matched no minion.`,
 				var se *status.Error
 				if errors.As(err, &se) {
 					return usageError("%s.%s: %s", mod, meth, strings.TrimPrefix(se.Message, meth+": "))
+				}
+				return err
+			}
+			if async {
+				timeout := overlord.DefaultAsyncTimeout
+				if cmd.Flags().Changed("timeout") {
+					timeout = spec.Timeout
+				}
+				rec, err := o.Submit(p, timeout)
+				if rec.ID == "" {
+					return err
+				}
+				if perr := a.printSubmitted(format, rec.ID, rec.State); perr != nil {
+					return perr
 				}
 				return err
 			}
@@ -81,8 +104,9 @@ configuration error, 3 the target matched no minion.`,
 		},
 	}
 	f := cmd.Flags()
+	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
-	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call")
+	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call; with --async, the job's deadline (default 1h)")
 	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
 	outputFlag(cmd, &format)
 	return cmd
@@ -94,4 +118,22 @@ func exitFor(code int) error {
 		return nil
 	}
 	return &ExitError{Code: code}
+}
+
+// printSubmitted prints the ID and state of a job just submitted.
+func (a *App) printSubmitted(format, id string, state status.State) error {
+	v := struct {
+		JobID string       `json:"job_id"`
+		State status.State `json:"state"`
+	}{id, state}
+	switch format {
+	case formatJSON:
+		return writeJSON(a.Stdout, v)
+	case formatNDJSON:
+		return writeJSONLine(a.Stdout, v)
+	case formatYAML:
+		return writeYAML(a.Stdout, v)
+	}
+	_, err := fmt.Fprintln(a.Stdout, id)
+	return err
 }

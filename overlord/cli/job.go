@@ -5,8 +5,8 @@ import "github.com/spf13/cobra"
 func (a *App) jobCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "job",
-		Short: "List jobs and show their status",
+		Short: "List, inspect, cancel and purge jobs",
 	}
-	cmd.AddCommand(a.jobListCmd(), a.jobStatusCmd())
+	cmd.AddCommand(a.jobListCmd(), a.jobStatusCmd(), a.jobCancelCmd(), a.jobPurgeCmd(), a.jobDriveCmd())
 	return cmd
 }

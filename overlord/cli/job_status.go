@@ -1,33 +1,156 @@
 package cli
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
 	"github.com/spf13/cobra"
+
+	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/overlord"
+	"github.com/overlordhq/overlord/status"
+)
+
+// How often `job status --wait` looks at the store, and how often it
+// checks that the job's driver is alive.
+const (
+	waitFirst      = 100 * time.Millisecond
+	waitMax        = time.Second
+	driverCheckGap = 2 * time.Second
 )
 
 func (a *App) jobStatusCmd() *cobra.Command {
-	var format string
+	var (
+		format       string
+		wait, follow bool
+		timeout      time.Duration
+	)
 	cmd := &cobra.Command{
-		Use:   "status JOB",
+		Use:   "status JOB [--wait [--timeout DUR]] [--follow]",
 		Short: "Show a job and every minion's result",
 		Long: `Show a job and every minion's result, read from overlord.db. JOB is a job
-ID or a unique prefix of one. Exit status: 0 every minion ok, 1 at least
-one failed.`,
+ID or a unique prefix of one.
+
+An async job that is not FINISHED and whose driver is gone (killed,
+rebooted) gets a new driver, which carries on with the same minion jobs:
+nothing runs twice.
+
+--wait blocks until the job is FINISHED; with --timeout, exit 4 if it is
+not by then. --follow (implies --wait) streams the output of running minion
+jobs as it grows, each line prefixed with the minion's name; with -o json
+or yaml the stream goes to stderr so stdout stays one document.
+
+Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
 		Example: `  overlord job status 019a2b3c
-  overlord job status 019a2b3c-... -o json | jq '.minions | map_values(.ok)'`,
+  overlord job status 019a2b3c --wait --timeout 10m -o json
+  overlord job status 019a2b3c --follow`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rec, entries, err := a.overlord().Store.Job(args[0])
+			if timeout < 0 {
+				return usageError("--timeout must not be negative")
+			}
+			o := a.overlord()
+			rec, entries, err := o.Store.Job(args[0])
 			if err != nil {
 				return err
+			}
+			if started, err := o.EnsureDriver(rec); err != nil {
+				return err
+			} else if started {
+				fmt.Fprintf(a.Stderr, "job %s had lost its driver; a new one carries it on\n", rec.ID)
+			}
+			if wait || follow {
+				ctx := cmd.Context()
+				if timeout > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, timeout)
+					defer cancel()
+				}
+				var stream io.Writer
+				if follow {
+					stream = a.Stdout
+					if format == formatJSON || format == formatYAML || format == formatNDJSON {
+						stream = a.Stderr
+					}
+				}
+				rec, entries, err = a.waitJob(ctx, o, rec, entries, stream)
+				if err != nil {
+					return err
+				}
 			}
 			job := rec.Status(entries)
 			pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv)}
 			if err := pr.All(job); err != nil {
 				return err
 			}
+			if (wait || follow) && job.State != status.Finished {
+				return &ExitError{Code: status.ExitWaitTimeout, Err: fmt.Errorf("job %s is still %s after %s", job.JobID, job.State, timeout)}
+			}
 			return exitFor(job.Summary.ExitCode())
 		},
 	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "block until the job is FINISHED")
+	cmd.Flags().BoolVar(&follow, "follow", false, "stream running minion jobs' output (implies --wait)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 4); 0 waits for ever")
 	outputFlag(cmd, &format)
 	return cmd
+}
+
+// waitJob polls overlord.db until the job is FINISHED or ctx is done,
+// restarting the job's driver if it dies, and with stream set, copies
+// the minion jobs' new output there.
+func (a *App) waitJob(ctx context.Context, o *overlord.Overlord, rec jobs.Record, entries map[string]status.Result, stream io.Writer) (jobs.Record, map[string]status.Result, error) {
+	var follower *overlord.Follower
+	if stream != nil {
+		f, err := o.Follower(max(rec.Forks, fanout.DefaultForks))
+		if err != nil {
+			return rec, entries, err
+		}
+		defer f.Close()
+		follower = f
+	}
+	interval := waitFirst
+	lastCheck := time.Now()
+	for {
+		if follower != nil {
+			follower.Read(ctx, entries, func(minion, out string) {
+				for _, line := range strings.SplitAfter(out, "\n") {
+					if line != "" {
+						fmt.Fprintf(stream, "%s| %s", minion, line)
+						if !strings.HasSuffix(line, "\n") {
+							fmt.Fprintln(stream)
+						}
+					}
+				}
+			})
+		}
+		if rec.State == status.Finished {
+			return rec, entries, nil
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return rec, entries, nil
+		case <-t.C:
+		}
+		interval = min(interval*2, waitMax)
+		r, e, err := o.Store.Job(rec.ID)
+		if err != nil {
+			return rec, entries, err
+		}
+		rec, entries = r, e
+		if time.Since(lastCheck) >= driverCheckGap {
+			lastCheck = time.Now()
+			if started, err := o.EnsureDriver(rec); err != nil {
+				return rec, entries, err
+			} else if started {
+				fmt.Fprintf(a.Stderr, "job %s had lost its driver; a new one carries it on\n", rec.ID)
+			}
+		}
+	}
 }

@@ -1,0 +1,446 @@
+package minion
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/overlordhq/overlord/modules"
+	"github.com/overlordhq/overlord/rpc"
+	"github.com/overlordhq/overlord/status"
+)
+
+// Async job defaults.
+const (
+	DefaultJobTimeout   = time.Hour
+	MaxJobTimeout       = 7 * 24 * time.Hour
+	DefaultJobRetention = 7 * 24 * time.Hour
+	DefaultJobKeep      = 1000
+	cancelGrace         = 5 * time.Second
+	sweepInterval       = 500 * time.Millisecond
+	purgeInterval       = 10 * time.Minute
+	// spawnGrace is how long a job may go without a recorded runner pid
+	// before the sweeper calls it lost (the daemon records the pid right
+	// after starting the runner).
+	spawnGrace      = 30 * time.Second
+	defaultMaxChunk = 64 << 10
+)
+
+// asyncJobs runs and tracks async jobs: minion.db, the spool, the
+// runners, and a sweeper that ingests results, notices dead runners and
+// applies retention.
+type asyncJobs struct {
+	store     *jobStore
+	spool     string
+	runner    []string
+	reg       *modules.Registry
+	logger    *slog.Logger
+	retention time.Duration
+	keep      int
+
+	mu       sync.Mutex
+	children map[int]bool // runners started by this daemon, to reap
+
+	stop     chan struct{}
+	done     chan struct{}
+	draining chan struct{} // closed when the daemon stops: long polls answer at once
+	drainOne sync.Once
+}
+
+func openAsync(stateDir string, runner []string, reg *modules.Registry, retention time.Duration, keep int, logger *slog.Logger) (*asyncJobs, error) {
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	spool := filepath.Join(abs, "spool")
+	if err := os.MkdirAll(spool, 0o700); err != nil {
+		return nil, err
+	}
+	store, err := openJobStore(filepath.Join(stateDir, "minion.db"))
+	if err != nil {
+		return nil, err
+	}
+	a := &asyncJobs{
+		store: store, spool: spool, runner: runner, reg: reg, logger: logger,
+		retention: retention, keep: keep,
+		children: map[int]bool{}, stop: make(chan struct{}), done: make(chan struct{}), draining: make(chan struct{}),
+	}
+	if err := a.recover(); err != nil {
+		store.Close()
+		return nil, err
+	}
+	go a.sweeper()
+	return a, nil
+}
+
+// drain makes long polls answer at once, so that a shutdown need not wait
+// for them.
+func (a *asyncJobs) drain() { a.drainOne.Do(func() { close(a.draining) }) }
+
+// Close stops the sweeper and closes minion.db. Runners go on; the next
+// daemon adopts them.
+func (a *asyncJobs) Close() error {
+	select {
+	case <-a.stop:
+		return nil
+	default:
+	}
+	close(a.stop)
+	<-a.done
+	return a.store.Close()
+}
+
+func (a *asyncJobs) dir(id string) string { return filepath.Join(a.spool, id) }
+
+// recover settles every job left RUNNING by an earlier daemon: a result
+// is ingested, a live runner adopted, anything else is lost.
+func (a *asyncJobs) recover() error {
+	running, err := a.store.running()
+	if err != nil {
+		return err
+	}
+	var ingested, adopted, lost int
+	for _, j := range running {
+		j, err := a.settle(j, true)
+		if err != nil {
+			return err
+		}
+		switch {
+		case j.State != status.Finished:
+			adopted++
+		case j.Error != nil && j.Error.Kind == status.KindLost:
+			lost++
+		default:
+			ingested++
+		}
+	}
+	if len(running) > 0 {
+		a.logger.Info("settled jobs left running", "ingested", ingested, "adopted", adopted, "lost", lost)
+	}
+	return nil
+}
+
+func (a *asyncJobs) sweeper() {
+	defer close(a.done)
+	tick := time.NewTicker(sweepInterval)
+	defer tick.Stop()
+	lastPurge := time.Time{}
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-tick.C:
+		}
+		a.reap()
+		running, err := a.store.running()
+		if err != nil {
+			a.logger.Error("sweep", "err", err)
+			continue
+		}
+		for _, j := range running {
+			if _, err := a.settle(j, false); err != nil {
+				a.logger.Error("settle job", "job", j.ID, "err", err)
+			}
+		}
+		if time.Since(lastPurge) >= purgeInterval {
+			lastPurge = time.Now()
+			if err := a.purge(time.Now().Add(-a.retention), a.keep); err != nil {
+				a.logger.Error("purge jobs", "err", err)
+			}
+		}
+	}
+}
+
+// reap collects the exit status of runners this daemon started.
+func (a *asyncJobs) reap() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for pid := range a.children {
+		var ws syscall.WaitStatus
+		if got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got == pid || err != nil {
+			delete(a.children, pid)
+		}
+	}
+}
+
+func (a *asyncJobs) purge(cutoff time.Time, keep int) error {
+	gone, err := a.store.purge(cutoff, keep)
+	for _, id := range gone {
+		if rmErr := os.RemoveAll(a.dir(id)); rmErr != nil {
+			err = errors.Join(err, rmErr)
+		}
+	}
+	if len(gone) > 0 {
+		a.logger.Info("purged finished jobs", "count", len(gone))
+	}
+	return err
+}
+
+// submit validates and records a job, then starts its runner. The same
+// caller and origin job ID always get the same job.
+func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error) {
+	if p.OriginJobID == "" {
+		return Job{}, false, status.Errorf(status.KindBadArgs, "origin_job_id is required")
+	}
+	m, err := a.reg.Lookup(p.Module, p.Method)
+	if err != nil {
+		return Job{}, false, err
+	}
+	args, err := m.Bind(p.Args, p.Positional)
+	if err != nil {
+		return Job{}, false, err
+	}
+	timeout := DefaultJobTimeout
+	if p.TimeoutMS > 0 {
+		timeout = min(time.Duration(p.TimeoutMS)*time.Millisecond, MaxJobTimeout)
+	}
+	job, created, err := a.store.submit(caller, p.OriginJobID, func(id string) Job {
+		return Job{
+			ID: id, OriginJobID: p.OriginJobID, Caller: caller,
+			Module: p.Module, Method: p.Method, Args: args, TimeoutMS: timeout.Milliseconds(),
+			State: status.Running, CreatedAt: time.Now().UTC(),
+		}
+	})
+	if err != nil || !created {
+		return job, false, err
+	}
+	pid, err := a.start(job)
+	if err != nil {
+		a.logger.Error("start runner", "job", job.ID, "err", err)
+		job, err = a.finish(job.ID, outcome{Error: status.Errorf(status.KindInternal, "could not start the job's runner: %v", err), FinishedAt: time.Now().UTC()})
+		return job, true, err
+	}
+	job, err = a.store.update(job.ID, func(j *Job) bool { j.PID = pid; return true })
+	return job, true, err
+}
+
+// start spools the job and starts its runner in a session of its own.
+func (a *asyncJobs) start(job Job) (int, error) {
+	dir := a.dir(job.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, err
+	}
+	data, err := json.Marshal(spec{
+		JobID: job.ID, OriginJobID: job.OriginJobID, Caller: job.Caller, Module: job.Module, Method: job.Method,
+		Args: job.Args, TimeoutMS: job.TimeoutMS, CreatedAt: job.CreatedAt,
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, specFile), data); err != nil {
+		return 0, err
+	}
+	log, err := os.OpenFile(filepath.Join(dir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer log.Close()
+	cmd := exec.Command(a.runner[0], append(a.runner[1:], dir)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	pid := cmd.Process.Pid
+	a.children[pid] = true
+	_ = cmd.Process.Release() // reaped by pid in reap
+	return pid, nil
+}
+
+// settle brings a RUNNING job up to date: a result file is ingested; a
+// runner that is gone without one makes the job lost (or cancelled, if
+// a cancel was asked for).
+func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
+	if j.State == status.Finished {
+		return j, nil
+	}
+	dir := a.dir(j.ID)
+	if o, err := readOutcome(dir); err == nil {
+		return a.finish(j.ID, *o)
+	}
+	if j.PID == 0 && !starting && time.Since(j.CreatedAt) < spawnGrace {
+		return j, nil // its runner is being started
+	}
+	if runnerAlive(j.PID, dir) {
+		return j, nil
+	}
+	// The runner may have written its result just before exiting.
+	if o, err := readOutcome(dir); err == nil {
+		return a.finish(j.ID, *o)
+	}
+	o := outcome{FinishedAt: time.Now().UTC(), Error: status.Errorf(status.KindLost, "the job's runner (pid %d) ended without a result", j.PID)}
+	if j.Cancelled {
+		o.Error = status.Errorf(status.KindCancelled, "job cancelled")
+	}
+	return a.finish(j.ID, o)
+}
+
+// finish records a job's outcome in minion.db. An outcome the runner did
+// not write itself (lost, cancelled, failed to start) is also written to
+// the spool, so that the spool always mirrors the store.
+func (a *asyncJobs) finish(id string, o outcome) (Job, error) {
+	resultPath := filepath.Join(a.dir(id), resultFile)
+	if _, err := os.Stat(resultPath); errors.Is(err, os.ErrNotExist) {
+		if data, err := json.Marshal(o); err == nil {
+			if err := writeFileAtomic(resultPath, data); err != nil {
+				a.logger.Warn("write result to spool", "job", id, "err", err)
+			}
+		}
+	}
+	return a.store.update(id, func(j *Job) bool {
+		if j.State == status.Finished {
+			return false
+		}
+		j.State, j.OK, j.Result, j.Error = status.Finished, o.OK, o.Result, o.Error
+		j.DurationMS = o.DurationMS
+		at := o.FinishedAt
+		j.FinishedAt = &at
+		return true
+	})
+}
+
+// status returns the state of the jobs asked for, settling running ones
+// first so the answer is fresh.
+func (a *asyncJobs) status(p *rpc.StatusParams) ([]rpc.JobStatus, error) {
+	max := p.MaxOutput
+	if max == 0 {
+		max = defaultMaxChunk
+	}
+	out := make([]rpc.JobStatus, 0, len(p.JobIDs))
+	for _, id := range p.JobIDs {
+		j, err := a.store.get(id)
+		if err != nil {
+			if status.KindOf(err) == status.KindLost {
+				out = append(out, rpc.JobStatus{JobID: id, State: status.Finished, Error: status.Errorf(status.KindLost, "this minion has no job %s", id)})
+				continue
+			}
+			return nil, err
+		}
+		if j, err = a.settle(j, false); err != nil {
+			return nil, err
+		}
+		st := a.jobStatus(j)
+		if max > 0 {
+			if st.Output, st.NextOffset, err = readOutput(a.dir(j.ID), max64(p.FromOffset, 0), max); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Long polls check the jobs this often, and wait at most maxWait.
+const (
+	waitTick = 100 * time.Millisecond
+	maxWait  = 30 * time.Second
+)
+
+// waitChange waits until any of the jobs in first changes state, up to
+// p.WaitMS or ctx's end, and returns their status then.
+func (a *asyncJobs) waitChange(ctx context.Context, p *rpc.StatusParams, first []rpc.JobStatus) ([]rpc.JobStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, min(time.Duration(p.WaitMS)*time.Millisecond, maxWait))
+	defer cancel()
+	tick := time.NewTicker(waitTick)
+	defer tick.Stop()
+	cur := first
+	for {
+		for i, js := range cur {
+			if js.State != first[i].State || js.State == status.Finished {
+				return cur, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return cur, nil
+		case <-a.draining:
+			return cur, nil
+		case <-tick.C:
+		}
+		var err error
+		if cur, err = a.status(p); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func (a *asyncJobs) jobStatus(j Job) rpc.JobStatus {
+	st := rpc.JobStatus{
+		JobID: j.ID, OriginJobID: j.OriginJobID, Module: j.Module, Method: j.Method,
+		State: j.State, OK: j.OK, Result: j.Result, Error: j.Error, DurationMS: j.DurationMS,
+		CreatedAt: j.CreatedAt, FinishedAt: j.FinishedAt, NextOffset: outputSize(a.dir(j.ID)),
+	}
+	if st.State != status.Finished && st.NextOffset > 0 {
+		st.State = status.Partial
+	}
+	return st
+}
+
+// cancel asks a job to stop: SIGTERM to its runner's process group, then
+// SIGKILL after a grace period.
+func (a *asyncJobs) cancel(id string) (rpc.JobStatus, error) {
+	j, err := a.store.update(id, func(j *Job) bool {
+		if j.State == status.Finished || j.Cancelled {
+			return false
+		}
+		j.Cancelled = true
+		return true
+	})
+	if err != nil {
+		return rpc.JobStatus{}, err
+	}
+	if j.State != status.Finished && runnerAlive(j.PID, a.dir(j.ID)) {
+		_ = syscall.Kill(-j.PID, syscall.SIGTERM)
+		pid, dir := j.PID, a.dir(j.ID)
+		go func() {
+			t := time.NewTimer(cancelGrace)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-a.stop:
+				return
+			}
+			if runnerAlive(pid, dir) {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		}()
+	} else if j.State != status.Finished {
+		if j, err = a.settle(j, false); err != nil {
+			return rpc.JobStatus{}, err
+		}
+	}
+	return a.jobStatus(j), nil
+}
+
+func (a *asyncJobs) list(limit int) ([]rpc.JobStatus, error) {
+	js, err := a.store.list(limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]rpc.JobStatus, len(js))
+	for i, j := range js {
+		out[i] = a.jobStatus(j)
+	}
+	return out, nil
+}
+
+// errNoAsync is returned by the async methods of a minion with no state
+// directory (an in-process test minion).
+var errNoAsync = status.Errorf(status.KindInternal, "this minion has no job store: async jobs are off")

@@ -1,0 +1,104 @@
+package minion
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/overlordhq/overlord/modules"
+	"github.com/overlordhq/overlord/status"
+)
+
+// RunJob is the body of an async job's runner: the minion binary
+// re-executed by the daemon (`minion run-job DIR`) in a session and
+// process group of its own. It runs the job spooled in dir, with its
+// output appended to the spool as it is produced, and leaves the outcome
+// in result.json. SIGTERM cancels the job.
+func RunJob(dir string, reg *modules.Registry) error {
+	if err := writeFileAtomic(filepath.Join(dir, pidFile), []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(filepath.Join(dir, specFile))
+	if err != nil {
+		return err
+	}
+	var sp spec
+	if err := json.Unmarshal(data, &sp); err != nil {
+		return fmt.Errorf("%s: %w", specFile, err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var cancelled atomic.Bool
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			cancelled.Store(true)
+			cancel()
+		}
+	}()
+	if sp.TimeoutMS > 0 {
+		var cancelT context.CancelFunc
+		ctx, cancelT = context.WithTimeout(ctx, time.Duration(sp.TimeoutMS)*time.Millisecond)
+		defer cancelT()
+	}
+	out, err := os.OpenFile(filepath.Join(dir, outputFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	leader := syscall.Getpgrp() == os.Getpid()
+	if leader {
+		ctx = modules.InJobProcessGroup(ctx)
+	}
+	ctx = modules.WithOutput(ctx, out)
+
+	start := time.Now()
+	res, callErr := reg.Call(ctx, sp.Module, sp.Method, sp.Args, nil)
+	o := outcome{OK: callErr == nil, DurationMS: time.Since(start).Milliseconds(), FinishedAt: time.Now().UTC()}
+	if res != nil {
+		if raw, err := json.Marshal(res); err == nil {
+			o.Result = raw
+		} else if callErr == nil {
+			callErr = status.Errorf(status.KindInternal, "encode result: %v", err)
+			o.OK = false
+		}
+	}
+	if callErr != nil {
+		o.Error = &status.Error{Kind: status.KindOf(callErr), Message: callErr.Error()}
+		var se *status.Error
+		if errors.As(callErr, &se) {
+			o.Error.Message = se.Message
+		}
+		switch {
+		case cancelled.Load():
+			o.Error = status.Errorf(status.KindCancelled, "job cancelled")
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			o.Error.Kind = status.KindTimeout
+		}
+	}
+	raw, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, resultFile), raw); err != nil {
+		return err
+	}
+	if callErr != nil && leader && ctx.Err() != nil {
+		// The outcome is safe; take down whatever the job left behind in
+		// its process group, this runner included.
+		out.Close()
+		_ = syscall.Kill(0, syscall.SIGKILL)
+	}
+	return nil
+}

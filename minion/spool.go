@@ -1,0 +1,228 @@
+package minion
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/overlordhq/overlord/status"
+)
+
+// A job's spool directory, <state-dir>/spool/<job-id>/, holds:
+const (
+	specFile   = "spec.json"   // what to run (written before the runner starts)
+	outputFile = "output"      // stdout and stderr as they are produced
+	pidFile    = "pid"         // the runner's pid (written by the runner)
+	resultFile = "result.json" // the outcome (temporary name, synced, renamed)
+	logFile    = "runner.log"  // the runner's own diagnostics
+)
+
+// spec is what a runner runs.
+type spec struct {
+	JobID       string         `json:"job_id"`
+	OriginJobID string         `json:"origin_job_id"`
+	Caller      string         `json:"caller"`
+	Module      string         `json:"module"`
+	Method      string         `json:"method"`
+	Args        map[string]any `json:"args,omitempty"`
+	TimeoutMS   int64          `json:"timeout_ms,omitempty"`
+	CreatedAt   time.Time      `json:"created_at"`
+}
+
+// outcome is what a runner leaves in result.json.
+type outcome struct {
+	OK         bool            `json:"ok"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	Error      *status.Error   `json:"error,omitempty"`
+	DurationMS int64           `json:"duration_ms"`
+	FinishedAt time.Time       `json:"finished_at"`
+}
+
+// writeFileAtomic writes data to path through a temporary file that is
+// synced and renamed, then syncs the directory: readers see the whole
+// file or nothing, even across a crash.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func readOutcome(dir string) (*outcome, error) {
+	data, err := os.ReadFile(filepath.Join(dir, resultFile))
+	if err != nil {
+		return nil, err
+	}
+	var o outcome
+	if err := json.Unmarshal(data, &o); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, resultFile), err)
+	}
+	return &o, nil
+}
+
+// readOutput returns up to max bytes of a job's output from offset, and
+// the offset to read on from.
+func readOutput(dir string, offset int64, max int) (string, int64, error) {
+	f, err := os.Open(filepath.Join(dir, outputFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", 0, nil
+	}
+	if err != nil {
+		return "", offset, err
+	}
+	defer f.Close()
+	buf := make([]byte, max)
+	n, err := f.ReadAt(buf, offset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", offset, err
+	}
+	return string(buf[:n]), offset + int64(n), nil
+}
+
+func outputSize(dir string) int64 {
+	fi, err := os.Stat(filepath.Join(dir, outputFile))
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// runnerAlive reports whether pid is alive and really is the runner of
+// the job in dir (its command line names dir), so a reused pid is not
+// mistaken for the runner.
+func runnerAlive(pid int, dir string) bool {
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		// No procfs: trust the pid.
+		return !errors.Is(err, fs.ErrNotExist) || !procfs()
+	}
+	if isZombie(pid) {
+		return false
+	}
+	return bytes.Contains(cmdline, []byte(dir))
+}
+
+func procfs() bool {
+	_, err := os.Stat("/proc/self/cmdline")
+	return err == nil
+}
+
+func isZombie(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] == 'Z'
+	}
+	return false
+}
+
+// LocalJob is an async job as its spool directory shows it.
+type LocalJob struct {
+	Job
+	Output string `json:"output,omitempty"`
+}
+
+// LocalJobs reads the jobs in the spool of stateDir, newest first, at most
+// limit (0: all). It reads files only, so it works whether or not the
+// daemon is running.
+func LocalJobs(stateDir string, limit int) ([]LocalJob, error) {
+	spool := filepath.Join(stateDir, "spool")
+	ents, err := os.ReadDir(spool)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []LocalJob
+	for i := len(ents) - 1; i >= 0 && (limit <= 0 || len(out) < limit); i-- {
+		if !ents[i].IsDir() {
+			continue
+		}
+		j, err := readLocalJob(filepath.Join(spool, ents[i].Name()), false)
+		if err != nil {
+			continue // a job being spooled or removed
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+// ReadLocalJob reads one job, with its output, from the spool of stateDir.
+func ReadLocalJob(stateDir, id string) (LocalJob, error) {
+	if id == "" || filepath.Base(id) != id || id == "." || id == ".." {
+		return LocalJob{}, fmt.Errorf("bad job ID %q", id)
+	}
+	j, err := readLocalJob(filepath.Join(stateDir, "spool", id), true)
+	if errors.Is(err, fs.ErrNotExist) {
+		return LocalJob{}, fmt.Errorf("no job %s in %s", id, filepath.Join(stateDir, "spool"))
+	}
+	return j, err
+}
+
+func readLocalJob(dir string, withOutput bool) (LocalJob, error) {
+	data, err := os.ReadFile(filepath.Join(dir, specFile))
+	if err != nil {
+		return LocalJob{}, err
+	}
+	var sp spec
+	if err := json.Unmarshal(data, &sp); err != nil {
+		return LocalJob{}, fmt.Errorf("%s: %w", filepath.Join(dir, specFile), err)
+	}
+	j := LocalJob{Job: Job{
+		ID: sp.JobID, OriginJobID: sp.OriginJobID, Caller: sp.Caller, Module: sp.Module, Method: sp.Method,
+		Args: sp.Args, TimeoutMS: sp.TimeoutMS, CreatedAt: sp.CreatedAt, State: status.Running,
+	}}
+	if pid, err := os.ReadFile(filepath.Join(dir, pidFile)); err == nil {
+		j.PID, _ = strconv.Atoi(string(bytes.TrimSpace(pid)))
+	}
+	if o, err := readOutcome(dir); err == nil {
+		j.State, j.OK, j.Result, j.Error, j.DurationMS = status.Finished, o.OK, o.Result, o.Error, o.DurationMS
+		at := o.FinishedAt
+		j.FinishedAt = &at
+	} else if outputSize(dir) > 0 {
+		j.State = status.Partial
+	}
+	if withOutput {
+		j.Output, _, _ = readOutput(dir, 0, 1<<20)
+	}
+	return j, nil
+}

@@ -1,0 +1,354 @@
+package overlord
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/rpc"
+	"github.com/overlordhq/overlord/status"
+)
+
+// Driver timing.
+const (
+	submitAttempts   = 5                      // network failures before a minion is unreachable
+	submitBackoff    = 500 * time.Millisecond // first retry delay, doubled up to maxSubmitBackoff
+	maxSubmitBackoff = 8 * time.Second
+	rpcTimeout       = 15 * time.Second // bound on one Submit, Status or Cancel
+	pollFirst        = 200 * time.Millisecond
+	pollMax          = 2 * time.Second
+	// pollWait is how long a minion may hold a status call until its job
+	// changes state (a long poll); between rounds the driver backs off
+	// from pollFirst to pollMax only while minions fail to answer.
+	pollWait = 5 * time.Second
+	// unreachableAfter is how long a minion may stay out of reach while
+	// its job runs (a restart, a network blip) before its entry is
+	// FINISHED unreachable.
+	unreachableAfter = 60 * time.Second
+	// cancelWait is how long after a cancel the driver waits for minions
+	// to confirm before it calls their entries cancelled.
+	cancelWait = 15 * time.Second
+)
+
+// driver carries one async job from RUNNING to FINISHED.
+type driver struct {
+	o       *Overlord
+	client  *rpc.Client
+	rc      *recorder
+	entries map[string]status.Result
+	names   []string // every minion of the job, sorted
+	forks   int
+}
+
+// Drive runs the async flow of job id to FINISHED: Minion.Submit to
+// every minion not yet submitted to (retried on network failures; the
+// minion maps the same job ID to the same minion job, so nothing runs
+// twice), PARTIAL once all have answered, then Minion.Status polls with
+// backoff until every entry is FINISHED, within the job's deadline. If
+// another driver holds the job, Drive returns at once. lock, if not nil,
+// is the job's driver lock, already held (handed over by StartDriver).
+func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
+	if lock == nil {
+		var ok bool
+		var err error
+		if lock, ok, err = o.lockDriver(id); err != nil {
+			return err
+		} else if !ok {
+			o.Logger.Info("another driver holds the job", "job", id)
+			return nil
+		}
+	}
+	defer lock.Close()
+	rec, entries, err := o.Store.Job(id)
+	if err != nil {
+		return err
+	}
+	if rec.State == status.Finished {
+		return nil
+	}
+	inv, err := o.Store.Inventory()
+	if err != nil {
+		return err
+	}
+	client, err := o.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	d := &driver{o: o, client: client, rc: newRecorder(o.Store, rec), entries: entries, forks: rec.Forks}
+	for n := range entries {
+		d.names = append(d.names, n)
+	}
+	o.Logger.Info("driving job", "job", id, "minions", len(entries))
+	d.submitAll(ctx)
+	if err := d.rc.flush(func(r *jobs.Record) error {
+		if r.State == status.Running {
+			r.State = status.Partial
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	d.poll(ctx)
+	if err := d.rc.finish(); err != nil {
+		return err
+	}
+	o.Logger.Info("job finished", "job", id, "ok", d.rc.rec.Summary.OK, "failed", d.rc.rec.Summary.Failed)
+	return nil
+}
+
+// set records an entry if it changed.
+func (d *driver) set(name string, r status.Result) {
+	old := d.entries[name]
+	if old.State == r.State && old.MinionJobID == r.MinionJobID && r.State != status.Finished {
+		return
+	}
+	d.entries[name] = r
+	d.rc.add(name, r)
+}
+
+// open returns the minions whose entries are not FINISHED.
+func (d *driver) open(submitted bool) []string {
+	var out []string
+	for _, n := range d.names {
+		e := d.entries[n]
+		if e.State != status.Finished && (e.MinionJobID != "") == submitted {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (d *driver) deadline() time.Time {
+	if d.rc.rec.Deadline == nil {
+		return time.Now().Add(DefaultAsyncTimeout)
+	}
+	return *d.rc.rec.Deadline
+}
+
+func finished(kind status.Kind, format string, args ...any) status.Result {
+	return status.Result{State: status.Finished, Error: status.Errorf(kind, format, args...)}
+}
+
+// submitAll submits the job to every minion not yet submitted to.
+func (d *driver) submitAll(ctx context.Context) {
+	todo := d.open(false)
+	if len(todo) == 0 {
+		return
+	}
+	if d.rc.rec.CancelRequested {
+		for _, n := range todo {
+			d.set(n, finished(status.KindCancelled, "job cancelled before it reached this minion"))
+		}
+		return
+	}
+	sctx, cancel := context.WithDeadline(ctx, d.deadline())
+	defer cancel()
+	rec := d.rc.rec
+	fanout.Run(sctx, todo, d.forks, func(ctx context.Context, name string) status.Result {
+		return d.submit(ctx, rec, name)
+	}, d.set)
+}
+
+func (d *driver) submit(ctx context.Context, rec jobs.Record, name string) status.Result {
+	backoff := submitBackoff
+	for attempt := 1; ; attempt++ {
+		params := rpc.SubmitParams{
+			OriginJobID: rec.ID, Module: rec.Module, Method: rec.Method,
+			Args: rec.Args, Positional: rec.Positional,
+			TimeoutMS: time.Until(d.deadline()).Milliseconds(),
+		}
+		if params.TimeoutMS <= 0 || ctx.Err() != nil {
+			return finished(status.KindTimeout, "job deadline passed before the job reached this minion")
+		}
+		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		var reply rpc.SubmitReply
+		start := time.Now()
+		err := d.client.Call(cctx, name, "Minion.Submit", params, &reply)
+		cancel()
+		if err == nil {
+			return status.Result{State: status.Running, MinionJobID: reply.JobID}
+		}
+		se := rpc.Classify(ctx, err)
+		retry := se.Kind == status.KindUnreachable || (se.Kind == status.KindTimeout && ctx.Err() == nil)
+		if !retry || attempt >= submitAttempts {
+			r := finished(se.Kind, "%s", se.Message)
+			r.DurationMS = time.Since(start).Milliseconds()
+			return r
+		}
+		d.o.Logger.Debug("submit failed; retrying", "minion", name, "attempt", attempt, "err", se)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, maxSubmitBackoff)
+	}
+}
+
+// poll asks every minion with an open entry for its job's state, with
+// backoff, until every entry is FINISHED or the deadline passes.
+func (d *driver) poll(ctx context.Context) {
+	interval := pollFirst
+	lastContact := map[string]time.Time{}
+	var cancelSentAt time.Time
+	for {
+		open := d.open(true)
+		if len(open) == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			return // the driver is stopping; the next one carries on
+		}
+		if time.Now().After(d.deadline()) {
+			d.expire(ctx, open)
+			return
+		}
+		if hdr, err := d.o.Store.Header(d.rc.rec.ID); err == nil && hdr.CancelRequested && cancelSentAt.IsZero() {
+			d.cancelAll(ctx, open)
+			cancelSentAt = time.Now()
+		}
+		now := time.Now()
+		failures := 0
+		fanout.Run(ctx, open, d.forks, func(ctx context.Context, name string) pollResult {
+			return d.status(ctx, name)
+		}, func(name string, pr pollResult) {
+			if pr.err != nil {
+				failures++
+				since, ok := lastContact[name]
+				if !ok {
+					since = now
+					lastContact[name] = now
+				}
+				if now.Sub(since) >= unreachableAfter {
+					d.set(name, finished(pr.err.Kind, "out of reach for %s: %s", unreachableAfter, pr.err.Message))
+				}
+				return
+			}
+			lastContact[name] = now
+			d.set(name, pr.r)
+		})
+		if !cancelSentAt.IsZero() && time.Since(cancelSentAt) > cancelWait {
+			for _, n := range d.open(true) {
+				d.set(n, finished(status.KindCancelled, "job cancelled; the minion did not confirm"))
+			}
+		}
+		if err := d.rc.flush(nil); err != nil {
+			d.o.Logger.Warn("could not record results; will retry", "job", d.rc.rec.ID, "err", err)
+		}
+		if failures == 0 && time.Since(now) >= pollFirst {
+			interval = pollFirst // the minions held the calls: no need to wait
+			continue
+		}
+		t := time.NewTimer(min(interval, time.Until(d.deadline())+10*time.Millisecond))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		interval = min(interval*3/2, pollMax)
+	}
+}
+
+type pollResult struct {
+	r   status.Result
+	err *status.Error
+}
+
+func (d *driver) status(ctx context.Context, name string) pollResult {
+	e := d.entries[name]
+	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	var reply rpc.StatusReply
+	wait := min(pollWait, time.Until(d.deadline()))
+	params := rpc.StatusParams{JobIDs: []string{e.MinionJobID}, MaxOutput: -1, WaitMS: max(wait.Milliseconds(), 1)}
+	err := d.client.Call(cctx, name, "Minion.Status", params, &reply)
+	if err == nil && len(reply.Jobs) != 1 {
+		err = status.Errorf(status.KindInternal, "Minion.Status answered %d jobs for 1", len(reply.Jobs))
+	}
+	if err != nil {
+		return pollResult{err: rpc.Classify(cctx, err)}
+	}
+	js := reply.Jobs[0]
+	r := status.Result{State: js.State, MinionJobID: e.MinionJobID}
+	if js.State == status.Finished {
+		r.OK, r.Result, r.Error, r.DurationMS = js.OK, js.Result, js.Error, js.DurationMS
+	}
+	return pollResult{r: r}
+}
+
+// cancelAll asks every open minion job to stop.
+func (d *driver) cancelAll(ctx context.Context, open []string) {
+	cancelMinionJobs(ctx, d.client, d.forks, d.entries, open, d.o.Logger)
+}
+
+// cancelMinionJobs sends Minion.Cancel for the named entries' minion jobs.
+func cancelMinionJobs(ctx context.Context, client *rpc.Client, forks int, entries map[string]status.Result, names []string, logger *slog.Logger) {
+	fanout.Run(ctx, names, forks, func(ctx context.Context, name string) error {
+		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		defer cancel()
+		var reply rpc.CancelReply
+		return client.Call(cctx, name, "Minion.Cancel", rpc.CancelParams{JobID: entries[name].MinionJobID}, &reply)
+	}, func(name string, err error) {
+		if err != nil {
+			logger.Warn("cancel failed", "minion", name, "err", err)
+		}
+	})
+}
+
+// Cancel asks for job id to be cancelled: the request is recorded for its
+// driver (which stops anything not yet submitted and confirms each
+// minion's end), and the minion jobs already running are sent
+// Minion.Cancel at once. It returns the job's header.
+func (o *Overlord) Cancel(ctx context.Context, id string) (jobs.Record, error) {
+	rec, err := o.Store.Update(id, func(r *jobs.Record) error {
+		if !r.Async {
+			return fmt.Errorf("job %s was synchronous; there is nothing to cancel", r.ID)
+		}
+		if r.State != status.Finished {
+			r.CancelRequested = true
+		}
+		return nil
+	})
+	if err != nil || rec.State == status.Finished {
+		return rec, err
+	}
+	_, entries, err := o.Store.Job(rec.ID)
+	if err != nil {
+		return rec, err
+	}
+	var open []string
+	for n, e := range entries {
+		if e.State != status.Finished && e.MinionJobID != "" {
+			open = append(open, n)
+		}
+	}
+	if len(open) > 0 {
+		inv, err := o.Store.Inventory()
+		if err != nil {
+			return rec, err
+		}
+		client, err := o.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
+		if err != nil {
+			return rec, err
+		}
+		defer client.Close()
+		cancelMinionJobs(ctx, client, rec.Forks, entries, open, o.Logger)
+	}
+	_, err = o.EnsureDriver(rec)
+	return rec, err
+}
+
+// expire ends a job past its deadline: open minion jobs are cancelled and
+// their entries FINISHED with kind timeout.
+func (d *driver) expire(ctx context.Context, open []string) {
+	d.cancelAll(ctx, open)
+	for _, n := range open {
+		d.set(n, finished(status.KindTimeout, "job deadline passed (%s) before this minion finished", d.deadline().Format(time.RFC3339)))
+	}
+}
