@@ -28,11 +28,11 @@ type Record struct {
 	Deadline *time.Time `json:"deadline,omitempty"`
 	// CancelRequested is set by `overlord job cancel`; the driver acts
 	// on it.
-	CancelRequested bool `json:"cancel_requested,omitempty"`
-	CreatedAt  time.Time      `json:"created_at"`
-	UpdatedAt  time.Time      `json:"updated_at"`
-	FinishedAt *time.Time     `json:"finished_at,omitempty"`
-	Summary    status.Summary `json:"summary"`
+	CancelRequested bool           `json:"cancel_requested,omitempty"`
+	CreatedAt       time.Time      `json:"created_at"`
+	UpdatedAt       time.Time      `json:"updated_at"`
+	FinishedAt      *time.Time     `json:"finished_at,omitempty"`
+	Summary         status.Summary `json:"summary"`
 }
 
 // NewID returns a new job ID: a UUIDv7, which sorts by creation time.

@@ -111,4 +111,3 @@ func writeJSON(w interface{ Write([]byte) (int, error) }, v any) error {
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
-
