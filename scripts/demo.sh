@@ -9,6 +9,8 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	# Job drivers and runners are detached; their command lines name $dir.
+	pkill -f -- "$dir" 2>/dev/null || true
 	rm -rf "$dir"
 }
 trap cleanup EXIT INT TERM
@@ -59,6 +61,16 @@ overlord call '*' test.ping
 
 step overlord call "'web*'" command.run "'echo hello from \$(hostname); uname -s'" -o json
 overlord call 'web*' command.run 'echo hello from $(hostname); uname -s' -o json
+
+step overlord call "'*'" command.run "'echo started; sleep 1; echo done'" --async
+id=$(overlord call '*' command.run 'echo started; sleep 1; echo done' --async)
+echo "$id"
+
+step overlord job status "$id"
+overlord job status "$id" || true
+
+step overlord job status "$id" --wait --timeout 60s -o json
+overlord job status "$id" --wait --timeout 60s -o json
 
 step overlord job list
 overlord job list
