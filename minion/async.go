@@ -301,6 +301,11 @@ func (a *asyncJobs) finish(id string, o outcome) (Job, error) {
 		if j.State == status.Finished {
 			return false
 		}
+		if j.Cancelled && !o.OK && (o.Error == nil || o.Error.Kind != status.KindTimeout) {
+			// However the job ended (the command may die of the SIGTERM
+			// before its runner notices the cancel), it was cancelled.
+			o.Error = status.Errorf(status.KindCancelled, "job cancelled")
+		}
 		j.State, j.OK, j.Result, j.Error = status.Finished, o.OK, o.Result, o.Error
 		j.DurationMS = o.DurationMS
 		at := o.FinishedAt
@@ -408,7 +413,7 @@ func (a *asyncJobs) cancel(id string) (rpc.JobStatus, error) {
 	}
 	if j.State != status.Finished && runnerAlive(j.PID, a.dir(j.ID)) {
 		_ = syscall.Kill(-j.PID, syscall.SIGTERM)
-		pid, dir := j.PID, a.dir(j.ID)
+		pid := j.PID
 		go func() {
 			t := time.NewTimer(cancelGrace)
 			defer t.Stop()
@@ -417,9 +422,9 @@ func (a *asyncJobs) cancel(id string) (rpc.JobStatus, error) {
 			case <-a.stop:
 				return
 			}
-			if runnerAlive(pid, dir) {
-				_ = syscall.Kill(-pid, syscall.SIGKILL)
-			}
+			// Whether or not the runner is still there, take down what is
+			// left of its process group.
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}()
 	} else if j.State != status.Finished {
 		if j, err = a.settle(j, false); err != nil {

@@ -80,11 +80,13 @@ func RunJob(dir string, reg *modules.Registry) error {
 		if errors.As(callErr, &se) {
 			o.Error.Message = se.Message
 		}
+		// A timeout comes first: the command's own kill on a deadline
+		// signals this runner's group, this runner included.
 		switch {
-		case cancelled.Load():
-			o.Error = status.Errorf(status.KindCancelled, "job cancelled")
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
 			o.Error.Kind = status.KindTimeout
+		case cancelled.Load():
+			o.Error = status.Errorf(status.KindCancelled, "job cancelled")
 		}
 	}
 	raw, err := json.Marshal(o)
