@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"regexp"
 	"slices"
 	"time"
@@ -62,6 +63,12 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za
 func CheckName(name string) error {
 	if len(name) > 253 || !nameRE.MatchString(name) {
 		return fmt.Errorf("%q: %w", name, ErrBadName)
+	}
+	if net.ParseIP(name) != nil {
+		// TLS checks an IP-shaped server name against IP SANs, which
+		// minion certificates do not carry: such a name could never be
+		// called.
+		return fmt.Errorf("%q: %w (not an IP address: a name, with the address given by --addr)", name, ErrBadName)
 	}
 	return nil
 }
@@ -225,4 +232,33 @@ func requireRole(cs tls.ConnectionState, want Role) error {
 		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
 	}
 	return nil
+}
+
+// Pin makes cfg also require that the certificate a minion presents is
+// the one issued to it: pinned returns the fingerprint on record for a
+// minion name (tls.ConnectionState.ServerName), or ok=false to skip the
+// check. A re-issued or removed-and-re-added minion's old certificate is
+// then refused.
+func Pin(cfg *tls.Config, pinned func(name string) (fingerprint string, ok bool)) *tls.Config {
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if verify != nil {
+			if err := verify(cs); err != nil {
+				return err
+			}
+		}
+		want, ok := pinned(cs.ServerName)
+		if !ok || want == "" {
+			return nil
+		}
+		if got := Fingerprint(cs.PeerCertificates[0]); got != want {
+			return &tls.CertificateVerificationError{
+				UnverifiedCertificates: cs.PeerCertificates,
+				Err: fmt.Errorf("minion %s presented certificate %.16s…, not the one issued to it (%.16s…): install its current bundle, or re-add it",
+					cs.ServerName, got, want),
+			}
+		}
+		return nil
+	}
+	return cfg
 }

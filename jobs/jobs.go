@@ -128,7 +128,7 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 			if err := putJSON(eb, []byte(name), r); err != nil {
 				return err
 			}
-			if r.Error == nil || (r.Error.Kind != status.KindUnreachable && r.Error.Kind != status.KindTLS && r.Error.Kind != status.KindTimeout) {
+			if r.Answered() {
 				seen = append(seen, name)
 			}
 		}

@@ -47,6 +47,10 @@ func Identity(stateDir string) certs.Store {
 // Init installs a minion bundle into stateDir, after checking that it is a
 // minion's bundle. It refuses to replace an installed identity.
 func Init(stateDir, bundlePath string) (*certs.Bundle, error) {
+	// A bundle holds a private key: it must be as private as one.
+	if err := certs.CheckKeyFile(bundlePath); err != nil {
+		return nil, err
+	}
 	b, err := certs.ReadBundle(bundlePath)
 	if err != nil {
 		return nil, err
@@ -56,6 +60,12 @@ func Init(stateDir, bundlePath string) (*certs.Bundle, error) {
 	}
 	if _, err := os.Stat(filepath.Join(stateDir, CertFile)); err == nil {
 		return nil, fmt.Errorf("%s already holds a minion identity (%s); remove it first to install another", stateDir, CertFile)
+	}
+	if err := os.MkdirAll(stateDir, certs.DirMode); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(stateDir, certs.DirMode); err != nil {
+		return nil, err
 	}
 	if err := Identity(stateDir).Install(b); err != nil {
 		return nil, err

@@ -29,7 +29,7 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration) (jobs.Record, erro
 	}
 	deadline := time.Now().Add(timeout).UTC()
 	rec := &jobs.Record{
-		Target: p.Spec.Target, Module: p.Spec.Module, Method: p.Spec.Method,
+		ID: p.JobID, Target: p.Spec.Target, Module: p.Spec.Module, Method: p.Spec.Method,
 		Args: p.Args, Positional: p.Positional, Async: true,
 		TimeoutMS: timeout.Milliseconds(), Forks: forks, Deadline: &deadline,
 	}
@@ -110,14 +110,47 @@ func (o *Overlord) DriverAlive(id string) bool {
 	return false
 }
 
-// EnsureDriver starts a driver for a job that is not FINISHED and has none.
-// It reports whether it started one.
+// EnsureDriver looks after a job that is not FINISHED and that no process
+// holds: an async job gets a new driver (it reports whether it started
+// one); a synchronous job whose `overlord call` died is settled: the
+// minions that had not answered are FINISHED with kind lost.
 func (o *Overlord) EnsureDriver(rec jobs.Record) (bool, error) {
-	if rec.State == status.Finished || !rec.Async || o.DriverAlive(rec.ID) {
+	if rec.State == status.Finished || o.DriverAlive(rec.ID) {
 		return false, nil
+	}
+	if !rec.Async {
+		return false, o.settleOrphan(rec.ID)
 	}
 	o.Logger.Info("job has no driver; starting one", "job", rec.ID)
 	return true, o.StartDriver(rec.ID)
+}
+
+// settleOrphan finishes a synchronous job whose call ended before every
+// minion answered.
+func (o *Overlord) settleOrphan(id string) error {
+	lock, ok, err := o.lockDriver(id)
+	if err != nil || !ok {
+		return err
+	}
+	defer func() {
+		lock.Close()
+		o.removeDriverFiles(id)
+	}()
+	rec, entries, err := o.Store.Job(id)
+	if err != nil || rec.State == status.Finished {
+		return err
+	}
+	lost := map[string]status.Result{}
+	for n, e := range entries {
+		if e.State != status.Finished {
+			lost[n] = finished(status.KindLost, "the overlord call running this job ended before this minion's answer was recorded")
+		}
+	}
+	rc := newRecorder(o.Store, rec)
+	for n, r := range lost {
+		rc.batch[n] = r
+	}
+	return rc.finish()
 }
 
 // lockDriver takes job id's driver lock, or returns ok=false if another

@@ -30,8 +30,15 @@ const (
 	flushInterval = 250 * time.Millisecond
 )
 
-// ErrNoMatch is returned when a target matches no minion.
-var ErrNoMatch = errors.New("target matched no minion")
+var (
+	// ErrNoMatch is returned when a target matches no minion.
+	ErrNoMatch = errors.New("target matched no minion")
+
+	// ErrNotRecorded is returned with a job whose call ran but whose
+	// results could not all be written to overlord.db; the job is
+	// settled as lost by the next `job status`.
+	ErrNotRecorded = errors.New("the call ran but its results were not all recorded")
+)
 
 // CallSpec is what to call, where and how.
 type CallSpec struct {
@@ -48,6 +55,7 @@ type CallSpec struct {
 // Prepared is a call with its target resolved and arguments bound, ready
 // to run or to submit.
 type Prepared struct {
+	JobID      string // the ID the job will have, known before anything runs
 	Spec       CallSpec
 	Minions    []jobs.Minion
 	Args       map[string]any
@@ -88,7 +96,11 @@ func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	if len(names) == 0 {
 		return nil, fmt.Errorf("%w: %q (%d registered; see 'overlord minion list')", ErrNoMatch, spec.Target, len(all))
 	}
-	p := &Prepared{Spec: spec}
+	id, err := jobs.NewID()
+	if err != nil {
+		return nil, err
+	}
+	p := &Prepared{JobID: id, Spec: spec}
 	for _, n := range names {
 		p.Minions = append(p.Minions, byName[n])
 	}
@@ -120,13 +132,14 @@ func (o *Overlord) Client(minions []jobs.Minion, forks int, connectTimeout time.
 	if err != nil {
 		return nil, err
 	}
-	addrs := make(map[string]string, len(minions))
+	byName := make(map[string]jobs.Minion, len(minions))
 	for _, m := range minions {
-		addrs[m.Name] = m.Addr
+		byName[m.Name] = m
 	}
+	pinned := func(name string) (string, bool) { m, ok := byName[name]; return m.Fingerprint, ok }
 	return rpc.NewClient(rpc.ClientConfig{
-		TLS:            certs.ClientConfig(tlsID, id.Pool()),
-		Resolve:        func(name string) (string, bool) { a, ok := addrs[name]; return a, ok },
+		TLS:            certs.Pin(certs.ClientConfig(tlsID, id.Pool()), pinned),
+		Resolve:        func(name string) (string, bool) { m, ok := byName[name]; return m.Addr, ok },
 		ConnectTimeout: connectTimeout,
 		MaxIdleConns:   forks,
 	}), nil
@@ -155,11 +168,21 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 	defer client.Close()
 
 	rec := &jobs.Record{
-		Target: spec.Target, Module: spec.Module, Method: spec.Method,
+		ID: p.JobID, Target: spec.Target, Module: spec.Module, Method: spec.Method,
 		Args: p.Args, Positional: p.Positional,
 		TimeoutMS: spec.Timeout.Milliseconds(), Forks: spec.Forks,
 	}
 	names := p.Names()
+	// While this call runs it holds the job's driver lock, so that if it
+	// dies, `job status` can tell and settle the job (see Settle).
+	lock, _, err := o.lockDriver(rec.ID)
+	if err != nil {
+		return status.Job{}, err
+	}
+	defer func() {
+		lock.Close()
+		o.removeDriverFiles(rec.ID)
+	}()
 	if err := o.Store.CreateJob(rec, names); err != nil {
 		return status.Job{}, err
 	}
@@ -178,6 +201,11 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 	rc := newRecorder(o.Store, *rec)
 	fanout.Run(ctx, p.Minions, spec.Forks, call, func(m jobs.Minion, r status.Result) {
 		entries[m.Name] = r
+		if r.Error != nil {
+			o.Logger.Debug("minion failed", "job", rec.ID, "minion", m.Name, "kind", r.Error.Kind, "err", r.Error.Message, "ms", r.DurationMS)
+		} else {
+			o.Logger.Debug("minion answered", "job", rec.ID, "minion", m.Name, "ms", r.DurationMS)
+		}
 		if onResult != nil {
 			onResult(m.Name, r)
 		}
@@ -194,7 +222,7 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 			job.Summary.Add(r)
 		}
 		o.Logger.Warn("could not record results", "job", rec.ID, "err", storeErr)
-		return job, fmt.Errorf("results of job %s were printed but not all recorded: %w", rec.ID, storeErr)
+		return job, fmt.Errorf("%w: job %s: %v", ErrNotRecorded, rec.ID, storeErr)
 	}
 	return job, nil
 }

@@ -109,38 +109,53 @@ func (c *Client) Call(ctx context.Context, minion, method string, params, reply 
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return status.Errorf(status.KindInternal, "minion answered HTTP %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
-	err = json2.DecodeClientResponse(io.LimitReader(resp.Body, MaxResponseBytes), reply)
-	if err == nil {
-		return nil
+	var msg struct {
+		Result json.RawMessage `json:"result"`
+		Error  *struct {
+			Code    json2.ErrorCode `json:"code"`
+			Message string          `json:"message"`
+			Data    json.RawMessage `json:"data"`
+		} `json:"error"`
 	}
-	var jerr *json2.Error
-	if !errors.As(err, &jerr) {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxResponseBytes)).Decode(&msg); err != nil {
 		if ctx.Err() != nil {
 			return Classify(ctx, ctx.Err())
 		}
-		return Classify(ctx, err)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return Classify(ctx, err)
+		}
+		return status.Errorf(status.KindInternal, "unreadable answer to %s: %v", method, err)
 	}
-	return remoteError(jerr)
+	if msg.Error != nil {
+		return remoteError(msg.Error.Code, msg.Error.Message, msg.Error.Data)
+	}
+	if len(msg.Result) == 0 || string(msg.Result) == "null" {
+		return status.Errorf(status.KindInternal, "%s answered with neither a result nor an error", method)
+	}
+	if err := json.Unmarshal(msg.Result, reply); err != nil {
+		return status.Errorf(status.KindInternal, "unexpected answer to %s: %v", method, err)
+	}
+	return nil
 }
 
 func isJSON(ct string) bool { return strings.HasPrefix(ct, "application/json") }
 
-func remoteError(jerr *json2.Error) error {
+// remoteError turns a minion's JSON-RPC error into a *status.Error (or a
+// *ResultError when it carried a result), keeping the result's bytes as
+// the minion wrote them.
+func remoteError(code json2.ErrorCode, message string, rawData json.RawMessage) error {
 	var data ErrorData
-	if jerr.Data != nil {
-		raw, _ := json.Marshal(jerr.Data)
-		_ = json.Unmarshal(raw, &data)
-	}
+	_ = json.Unmarshal(rawData, &data) // absent or foreign data: fall back on the code
 	if data.Kind == "" {
 		data.Kind = status.KindInternal
-		for k, code := range kindCodes {
-			if code == jerr.Code {
+		for k, c := range kindCodes {
+			if c == code {
 				data.Kind = k
 			}
 		}
 	}
-	se := &status.Error{Kind: data.Kind, Message: jerr.Message}
-	if len(data.Result) > 0 {
+	se := &status.Error{Kind: data.Kind, Message: message}
+	if len(data.Result) > 0 && string(data.Result) != "null" {
 		return &ResultError{Err: se, Result: data.Result}
 	}
 	return se
@@ -160,7 +175,9 @@ func Classify(ctx context.Context, err error) *status.Error {
 		msg = uerr.Err.Error()
 	}
 	switch {
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		// The call's own deadline. A connect or handshake that times
+		// out before it means the minion could not be reached.
 		return status.Errorf(status.KindTimeout, "no answer in time: %s", msg)
 	case errors.Is(err, context.Canceled):
 		return status.Errorf(status.KindCancelled, "%s", msg)

@@ -84,6 +84,22 @@ type Result struct {
 	DurationMS  int64           `json:"duration_ms,omitempty"`
 }
 
+// Answered reports whether r shows that the minion itself answered: it
+// succeeded, or failed in a way only the minion could report.
+func (r Result) Answered() bool {
+	if r.OK || r.MinionJobID != "" {
+		return true
+	}
+	if r.Error == nil {
+		return false
+	}
+	switch r.Error.Kind {
+	case KindModuleError, KindBadArgs, KindUnknownModule, KindUnknownMethod, KindDenied:
+		return true
+	}
+	return false
+}
+
 // Failed reports whether r is finished and not ok.
 func (r Result) Failed() bool { return r.State == Finished && !r.OK }
 

@@ -33,7 +33,11 @@ func (m Module) Methods() []*modules.Method {
 		{Name: "describe", Doc: "Describe a module: its methods and their typed parameters.", Returns: "{name, doc, methods}",
 			Params: []modules.Param{{Name: "module", Type: modules.String, Required: true, Doc: "module name"}},
 			Run: func(_ context.Context, a modules.Args) (any, error) {
-				return m.Registry.Describe(a.String("module"))
+				info, err := m.Registry.Describe(a.String("module"))
+				if err != nil {
+					return nil, err
+				}
+				return info, nil
 			}},
 		{Name: "version", Doc: "The minion's version, Go version and platform.", Returns: "{version, go, os, arch}",
 			Run: func(context.Context, modules.Args) (any, error) {

@@ -81,7 +81,7 @@ configuration error, 3 the target matched no minion.`,
 				}
 				return err
 			}
-			pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv)}
+			pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv), jobID: p.JobID}
 			var printErr error
 			job, err := o.Call(cmd.Context(), p, func(name string, r status.Result) {
 				if printErr == nil {
@@ -94,7 +94,11 @@ configuration error, 3 the target matched no minion.`,
 			if printErr == nil {
 				printErr = pr.Done(job)
 			}
-			if err != nil {
+			if errors.Is(err, overlord.ErrNotRecorded) {
+				// The call itself ran: its results are printed, and its
+				// exit status says how it went. Do not suggest a retry.
+				fmt.Fprintf(a.Stderr, "warning: %v\n", err)
+			} else if err != nil {
 				return err
 			}
 			if printErr != nil {

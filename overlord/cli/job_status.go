@@ -62,6 +62,11 @@ Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
 				return err
 			} else if started {
 				fmt.Fprintf(a.Stderr, "job %s had lost its driver; a new one carries it on\n", rec.ID)
+			} else if !rec.Async && rec.State != status.Finished {
+				// A synchronous job may just have been settled.
+				if rec, entries, err = o.Store.Job(rec.ID); err != nil {
+					return err
+				}
 			}
 			if wait || follow {
 				ctx := cmd.Context()
