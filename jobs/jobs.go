@@ -212,12 +212,22 @@ func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
 			if jb == nil {
 				continue
 			}
+			if opts.State != "" {
+				// Decoding only the state is much cheaper than the whole
+				// header, and most jobs are filtered out.
+				var st struct {
+					State status.State `json:"state"`
+				}
+				if err := getJSON(jb, keyJob, &st); err != nil {
+					return err
+				}
+				if st.State != opts.State {
+					continue
+				}
+			}
 			var rec Record
 			if err := getJSON(jb, keyJob, &rec); err != nil {
 				return err
-			}
-			if opts.State != "" && rec.State != opts.State {
-				continue
 			}
 			out = append(out, rec)
 			if opts.Limit > 0 && len(out) >= opts.Limit {
