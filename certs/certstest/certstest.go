@@ -167,4 +167,3 @@ func PEM(t testing.TB, b *certs.Bundle) (cert, key, ca []byte) {
 	}
 	return certs.EncodeCert(b.Cert), k, certs.EncodeCert(b.CA)
 }
-
