@@ -1,0 +1,75 @@
+// Package jobstest opens overlord.db stores for tests, in the way bbolt's
+// own internal/btesting does: each store lives in t.TempDir(), and when
+// the test ends its file is checked for consistency with bbolt's
+// tx.Check, so a test that corrupts the file fails even if its own
+// assertions pass.
+package jobstest
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/overlordhq/overlord/jobs"
+)
+
+// LockTimeout is the lock timeout of stores made by New: long enough for
+// a loaded CI machine, short enough that a test stuck on a lock fails
+// quickly.
+const LockTimeout = 5 * time.Second
+
+// New returns an initialised store in a new overlord.db under t.TempDir(),
+// checked for consistency when the test ends.
+func New(t testing.TB) *jobs.Store {
+	t.Helper()
+	s := jobs.New(filepath.Join(t.TempDir(), "overlord.db"), LockTimeout)
+	if err := s.Init(); err != nil {
+		t.Fatalf("jobstest: init store: %v", err)
+	}
+	t.Cleanup(func() { Check(t, s.Path()) })
+	return s
+}
+
+// Check fails t if the bbolt file at path is inconsistent: pages
+// unreachable or reachable twice, keys out of order, a freelist that
+// disagrees with the pages in use.
+func Check(t testing.TB, path string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: LockTimeout})
+	if err != nil {
+		t.Errorf("jobstest: open %s to check it: %v", path, err)
+		return
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		for cerr := range tx.Check() {
+			t.Errorf("jobstest: %s is inconsistent: %v", path, cerr)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("jobstest: check %s: %v", path, err)
+	}
+}
+
+// Hold opens the bbolt file at path for writing, as another overlord
+// process would, and so holds its exclusive lock until the returned
+// function is called (or the test ends).
+func Hold(t testing.TB, path string) (release func()) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: LockTimeout})
+	if err != nil {
+		t.Fatalf("jobstest: hold %s: %v", path, err)
+	}
+	var closed bool
+	release = func() {
+		if !closed {
+			closed = true
+			db.Close()
+		}
+	}
+	t.Cleanup(release)
+	return release
+}

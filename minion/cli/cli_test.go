@@ -1,0 +1,128 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/overlordhq/overlord/certs/certstest"
+	"github.com/overlordhq/overlord/minion"
+	"github.com/overlordhq/overlord/minion/cli"
+)
+
+func run(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	app := &cli.App{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }}
+	root := app.Root()
+	root.SetArgs(args)
+	err = root.ExecuteContext(context.Background())
+	return out.String(), errb.String(), err
+}
+
+func TestInit(t *testing.T) {
+	ca := certstest.NewCA(t)
+	bundles := t.TempDir()
+	web1 := certstest.WriteBundle(t, bundles, "web1.pem", ca.Minion("web1"))
+	op := certstest.WriteBundle(t, bundles, "op.pem", ca.Overlord("op"))
+	dir := filepath.Join(t.TempDir(), "minion")
+
+	if _, _, err := run(t, nil, "--state-dir", dir, "init"); err == nil || !strings.Contains(err.Error(), "--bundle FILE is required") {
+		t.Errorf("init without --bundle: %v", err)
+	}
+	if _, _, err := run(t, nil, "--state-dir", dir, "init", "--bundle", op); err == nil || !strings.Contains(err.Error(), "not a minion's") {
+		t.Errorf("init with an overlord bundle: %v", err)
+	}
+	out, _, err := run(t, nil, "--state-dir", dir, "init", "--bundle", web1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "minion web1 initialised in "+dir) {
+		t.Errorf("stdout %q", out)
+	}
+	fi, err := os.Stat(filepath.Join(dir, minion.KeyFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key: %v %v", fi, err)
+	}
+	if _, _, err := run(t, nil, "--state-dir", dir, "init", "--bundle", web1); err == nil {
+		t.Error("second init succeeded")
+	}
+}
+
+func TestStateDirFromEnv(t *testing.T) {
+	ca := certstest.NewCA(t)
+	web1 := certstest.WriteBundle(t, t.TempDir(), "web1.pem", ca.Minion("web1"))
+	dir := filepath.Join(t.TempDir(), "minion")
+	if _, _, err := run(t, map[string]string{"MINION_STATE_DIR": dir}, "init", "--bundle", web1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, minion.CertFile)); err != nil {
+		t.Errorf("MINION_STATE_DIR not used: %v", err)
+	}
+}
+
+func TestServeErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := run(t, nil, "--state-dir", dir, "serve", "--log-level", "loud"); err == nil || !strings.Contains(err.Error(), "--log-level") {
+		t.Errorf("bad --log-level: %v", err)
+	}
+	if _, _, err := run(t, nil, "--state-dir", dir, "serve", "--listen", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "minion init") {
+		t.Errorf("serve without identity: %v", err)
+	}
+}
+
+// serve runs until its context ends, then shuts down cleanly.
+func TestServeStops(t *testing.T) {
+	ca := certstest.NewCA(t)
+	dir := t.TempDir()
+	if err := minion.Identity(dir).Install(ca.Minion("web1")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out bytes.Buffer
+	errb := &lockedBuffer{}
+	app := &cli.App{Stdout: &out, Stderr: errb, Getenv: func(string) string { return "" }}
+	root := app.Root()
+	root.SetArgs([]string{"--state-dir", dir, "serve", "--listen", "127.0.0.1:0", "--grace", "1s"})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	// Wait for the serving log line, then stop.
+	for i := 0; i < 500 && !strings.Contains(errb.String(), "minion serving"); i++ {
+		select {
+		case err := <-done:
+			t.Fatalf("serve ended early: %v\n%s", err, errb.String())
+		default:
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(errb.String(), "minion serving") {
+		t.Errorf("serve never logged that it serves:\n%s", errb.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while a logger writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

