@@ -228,6 +228,7 @@ func (s Store) Install(b *Bundle) error {
 	if err != nil {
 		return err
 	}
+	var written []string
 	for _, f := range []struct {
 		name string
 		data []byte
@@ -238,8 +239,13 @@ func (s Store) Install(b *Bundle) error {
 			continue // the same CA certificate is already there
 		}
 		if err := WriteNew(path, f.data, f.perm); err != nil {
+			// All or nothing: take back what this call wrote.
+			for _, w := range written {
+				os.Remove(w)
+			}
 			return err
 		}
+		written = append(written, path)
 	}
 	return nil
 }
@@ -261,6 +267,9 @@ func (s Store) Load() (*Bundle, error) {
 	b := &Bundle{Cert: cert, Key: key, CA: ca}
 	if _, err := b.TLS(); err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Dir, err)
+	}
+	if err := cert.CheckSignatureFrom(ca); err != nil {
+		return nil, fmt.Errorf("%s: %s is not signed by %s: %w", s.Dir, s.CertFile, CAFile, err)
 	}
 	return b, nil
 }

@@ -3,6 +3,7 @@ package jobs
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -74,6 +75,7 @@ func (s *Store) CreateJob(rec *Record, minions []string) error {
 	}
 	rec.UpdatedAt = rec.CreatedAt
 	rec.Summary = status.Summary{}
+	minions = slices.Compact(slices.Sorted(slices.Values(minions)))
 	pending := status.Result{State: status.Running}
 	for range minions {
 		rec.Summary.Add(pending)

@@ -71,12 +71,22 @@ func (s *Store) Init() error {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return err
 	}
+	if fi, err := os.Stat(s.path); err == nil && fi.Size() == 0 {
+		return fmt.Errorf("%s is empty: not an overlord store", s.path)
+	}
 	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout})
 	if err != nil {
 		return s.openError(err)
 	}
 	defer db.Close()
 	return db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			foreign := false
+			_ = tx.ForEach(func([]byte, *bolt.Bucket) error { foreign = true; return nil })
+			if foreign {
+				return fmt.Errorf("%s is a bbolt file of another program (it has no meta bucket); not using it", s.path)
+			}
+		}
 		for _, b := range [][]byte{bucketMeta, bucketMinions, bucketGroups, bucketJobs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -98,8 +108,13 @@ func (s *Store) openError(err error) error {
 }
 
 func (s *Store) open(readOnly bool) (*bolt.DB, error) {
-	if _, err := os.Stat(s.path); errors.Is(err, fs.ErrNotExist) {
+	fi, err := os.Stat(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w (looked for %s)", ErrNoStore, s.path)
+	}
+	if err == nil && fi.Size() == 0 {
+		// bbolt would turn an empty file into a database; it is not ours.
+		return nil, fmt.Errorf("%s is empty: not an overlord store", s.path)
 	}
 	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout, ReadOnly: readOnly})
 	if err != nil {

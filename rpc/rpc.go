@@ -122,7 +122,7 @@ func NewError(err error, result any) *json2.Error {
 // JSON-RPC errors with a kind too.
 func NewServer(services map[string]any) (http.Handler, error) {
 	s := rpc.NewServer()
-	codec := json2.NewCustomCodecWithErrorMapper(rpc.DefaultEncoderSelector, mapError)
+	codec := newStrictCodec()
 	s.RegisterCodec(codec, "application/json")
 	s.RegisterCodec(codec, "application/json-rpc")
 	for name, svc := range services {

@@ -93,7 +93,7 @@ func TestClassify(t *testing.T) {
 		msg  string
 	}{
 		{"status error passes", live, status.Errorf(status.KindDenied, "no"), status.KindDenied, "no"},
-		{"deadline", live, urlErr(context.DeadlineExceeded), status.KindTimeout, "no answer in time"},
+		{"connect timeout", live, urlErr(&net.OpError{Op: "dial", Net: "tcp", Err: context.DeadlineExceeded}), status.KindUnreachable, "dial"},
 		{"ctx past deadline", expired, urlErr(errors.New("read: connection reset")), status.KindTimeout, "connection reset"},
 		{"cancelled", live, urlErr(context.Canceled), status.KindCancelled, "context canceled"},
 		{"refused", live, urlErr(&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), status.KindUnreachable, "connection refused"},

@@ -46,10 +46,12 @@ func Parse(expr string) ([]Term, error) {
 				return nil, fmt.Errorf("target %q: bad group name %q", expr, s)
 			}
 		default:
-			if _, err := path.Match(s, ""); err != nil {
+			// Shell-style negated classes, [!...], are path.Match's [^...].
+			glob := strings.ReplaceAll(s, "[!", "[^")
+			if _, err := path.Match(glob, ""); err != nil {
 				return nil, fmt.Errorf("target %q: bad glob %q: %w", expr, s, err)
 			}
-			t.Glob = s
+			t.Glob = glob
 		}
 		terms = append(terms, t)
 	}

@@ -5,12 +5,14 @@ package command
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -77,7 +79,13 @@ func run(ctx context.Context, a modules.Args) (any, error) {
 	}
 
 	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	c.Dir = a.String("cwd")
+	if c.Dir = a.String("cwd"); c.Dir != "" {
+		if fi, err := os.Stat(c.Dir); err != nil {
+			return Result{ExitCode: -1}, status.Errorf(status.KindModuleError, "cwd: %v", err)
+		} else if !fi.IsDir() {
+			return Result{ExitCode: -1}, status.Errorf(status.KindModuleError, "cwd %s is not a directory", c.Dir)
+		}
+	}
 	if env := a.Object("env"); len(env) > 0 {
 		c.Env = os.Environ()
 		keys := make([]string, 0, len(env))
@@ -89,7 +97,7 @@ func run(ctx context.Context, a modules.Args) (any, error) {
 			if k == "" || strings.ContainsAny(k, "=\x00") {
 				return nil, status.Errorf(status.KindBadArgs, "run: parameter env: bad variable name %q", k)
 			}
-			c.Env = append(c.Env, fmt.Sprintf("%s=%v", k, env[k]))
+			c.Env = append(c.Env, k+"="+envValue(env[k]))
 		}
 	}
 	if a.Has("stdin") {
@@ -188,3 +196,19 @@ func (c *Capped) String() string { return c.buf.String() }
 
 // Truncated reports whether anything was dropped.
 func (c *Capped) Truncated() bool { return c.dropped > 0 }
+
+// envValue writes an environment value as a person would: strings as
+// they are, numbers without exponents, anything else as JSON.
+func envValue(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(data)
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,7 +58,11 @@ func fixedJobs(t *testing.T, h *harness) (command, echo string) {
 			Result: raw(`{"stdout":"line 1\nline 2\n","stderr":"warning: slow\n","exit_code":0,"duration_ms":30,"truncated":true}`)},
 	}, status.Finished, &finished)
 
-	ech := &jobs.Record{ID: "01937a4e-0000-7000-8000-0000000ec401", Target: "@db,!db3", Module: "test", Method: "echo",
+	// The echo job is async and still running: hold its driver lock as a
+	// live driver would, so that job status neither starts a driver nor
+	// settles the job.
+	holdDriverLock(t, h.dir, "01937a4e-0000-7000-8000-0000000ec401")
+	ech := &jobs.Record{ID: "01937a4e-0000-7000-8000-0000000ec401", Async: true, Target: "@db,!db3", Module: "test", Method: "echo",
 		Args: map[string]any{"message": map[string]any{"a": []any{1, "two"}}}, CreatedAt: created.Add(time.Minute)}
 	write(ech, map[string]status.Result{
 		"db1":   {State: status.Finished, OK: true, DurationMS: 1, Result: raw(`{"a":[1,"two"]}`)},
@@ -168,4 +173,21 @@ func TestJobStatusFailedWithoutError(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stdout, "x:") {
 		t.Errorf("exit %d\n%s", r.code, r.stdout)
 	}
+}
+
+// holdDriverLock takes job id's driver lock until the test ends.
+func holdDriverLock(t *testing.T, stateDir, id string) {
+	t.Helper()
+	dir := filepath.Join(stateDir, "drivers")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, id+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
 }

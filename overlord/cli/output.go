@@ -194,7 +194,11 @@ func (p *jobPrinter) text(name string, r status.Result) error {
 	case r.OK:
 		fmt.Fprintf(&b, "%s:", p.paint("32", name))
 	default:
-		fmt.Fprintf(&b, "%s: %s %s", p.paint("31", name), p.paint("31", "ERROR "+string(r.Error.Kind)+":"), oneLine(r.Error.Message))
+		e := r.Error
+		if e == nil {
+			e = &status.Error{Kind: status.KindInternal, Message: "failed without an error"}
+		}
+		fmt.Fprintf(&b, "%s: %s %s", p.paint("31", name), p.paint("31", "ERROR "+string(e.Kind)+":"), oneLine(e.Message))
 	}
 	if r.State == status.Finished {
 		writeResultText(&b, r)
