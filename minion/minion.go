@@ -80,6 +80,11 @@ type Config struct {
 	Bundle *certs.Bundle
 	// Listen is the address to listen on; DefaultListen if empty.
 	Listen string
+	// Listener, if set, is used instead of listening on Listen: the
+	// server serves on it from Open and closes it on Close. It lets a
+	// caller learn the address before the server exists (tests, socket
+	// activation). If Open fails, closing it is the caller's job.
+	Listener net.Listener
 	// Registry holds the modules served; the built-in modules if nil.
 	Registry *modules.Registry
 	Logger   *slog.Logger
@@ -181,12 +186,14 @@ func (s *Server) Open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.cfg.Listen)
-	if err != nil {
-		if s.jobs != nil {
-			s.jobs.Close()
+	ln := s.cfg.Listener
+	if ln == nil {
+		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", s.cfg.Listen); err != nil {
+			if s.jobs != nil {
+				s.jobs.Close()
+			}
+			return err
 		}
-		return err
 	}
 	s.ln = ln
 	s.srv = &http.Server{

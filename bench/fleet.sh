@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# bench/fleet.sh N [RUNS]: time `overlord call '*' test.ping` on a fleet of N
+# real minion processes on loopback.
+#
+# It builds the binaries (or takes them from $BIN), makes a CA and enrols N
+# minions with `overlord minion add`, starts each as its own `minion serve`
+# on a free 127.0.0.1 port, checks that one call reaches them all, then times
+# RUNS calls (default 5) with hyperfine if it is installed, else with a loop.
+# Every process it started is stopped and every file removed on exit.
+#
+# Environment: BIN (a directory holding overlord and minion), RUNS, FORKS
+# (--forks of the timed calls; the overlord's default if unset), KEEP=1 to
+# keep the temporary directory (logs) after the run.
+set -euo pipefail
+
+usage() { echo "usage: $0 N [RUNS]   (N minions, RUNS timed calls; env BIN, FORKS, KEEP)" >&2; exit 2; }
+[[ $# -ge 1 && $# -le 2 ]] || usage
+n=$1
+runs=${2:-${RUNS:-5}}
+[[ $n =~ ^[1-9][0-9]*$ && $runs =~ ^[1-9][0-9]*$ ]] || usage
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir=$(mktemp -d "${TMPDIR:-/tmp}/overlord-fleet.XXXXXX")
+pids=()
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if ((${#pids[@]})); then
+		kill "${pids[@]}" 2>/dev/null || true
+		wait "${pids[@]}" 2>/dev/null || true
+	fi
+	if [[ ${KEEP:-} == 1 ]]; then
+		echo "kept $dir" >&2
+	else
+		rm -rf "$dir"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf '%s\n' "$*" >&2; }
+
+# Each minion process needs a few files; the overlord needs one connection
+# per minion in flight, and its Go runtime raises its soft limit to the hard
+# one.
+need=$((n + 256))
+if [[ $(ulimit -Hn) != unlimited && $(ulimit -Hn) -lt $need ]]; then
+	log "the open-files limit ($(ulimit -Hn)) is too low for $n minions; want $need"
+	exit 2
+fi
+
+if [[ -n ${BIN:-} ]]; then
+	bin=$(cd "$BIN" && pwd)
+else
+	bin=$dir/bin
+	log "building into $bin"
+	(cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$bin/" ./cmd/overlord ./cmd/minion)
+fi
+for b in overlord minion; do
+	[[ -x $bin/$b ]] || { log "no $b in $bin"; exit 2; }
+done
+export OVERLORD_STATE_DIR=$dir/overlord
+
+# Ports: below the kernel's ephemeral range, not listened on now, and not
+# taken by an earlier minion of this run. A minion that loses a port to a
+# race fails to start and is reported.
+declare -A taken=()
+for p in $(ss -Htln 2>/dev/null | awk '{n = split($4, a, ":"); print a[n]}'); do taken[$p]=1; done
+lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+free_port() {
+	local p
+	while :; do
+		p=$((10000 + RANDOM % (lo - 10000)))
+		[[ -z ${taken[$p]:-} ]] || continue
+		taken[$p]=1
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+}
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+log "making a CA and $n minions in $dir"
+overlord() { "$bin/overlord" "$@"; }
+overlord ca init >/dev/null
+mkdir -p "$dir/bundles" "$dir/minions"
+ports=()
+t0=$(date +%s%N)
+for ((i = 0; i < n; i++)); do
+	name=$(printf 'm%04d' "$i")
+	port=$(free_port)
+	ports+=("$port")
+	overlord minion add "$name" --addr "127.0.0.1:$port" --bundle-out "$dir/bundles/$name.pem" >/dev/null
+	"$bin/minion" --state-dir "$dir/minions/$name" init --bundle "$dir/bundles/$name.pem" >/dev/null
+	"$bin/minion" --state-dir "$dir/minions/$name" serve --listen "127.0.0.1:$port" --log-level warn \
+		2>"$dir/minions/$name.log" &
+	pids+=($!)
+done
+for ((i = 0; i < n; i++)); do
+	for ((try = 0; ; try++)); do
+		listening "${ports[i]}" && break
+		if ((try >= 200)) || ! kill -0 "${pids[i]}" 2>/dev/null; then
+			name=$(printf 'm%04d' "$i")
+			log "minion $name (port ${ports[i]}) did not start:"
+			tail -n 5 "$dir/minions/$name.log" >&2 || true
+			exit 1
+		fi
+		sleep 0.05
+	done
+done
+t1=$(date +%s%N)
+log "fleet up: $n minions enrolled and started in $(((t1 - t0) / 1000000)) ms"
+if [[ -r /proc/self/status ]]; then
+	rss=$(for p in "${pids[@]}"; do awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null; done |
+		awk -v n="$n" '{s += $1} END {printf "%.0f MiB in all, %.1f MiB each", s / 1024, s / 1024 / n}')
+	log "minion memory (RSS): $rss"
+fi
+
+call=("$bin/overlord" call '*' test.ping)
+[[ -n ${FORKS:-} ]] && call+=(--forks "$FORKS")
+
+# One call to check every minion answers (exit 0 means every minion ok),
+# which also warms the page cache.
+summary=$("${call[@]}" -o json | jq -c .summary) || { log "the check call failed: $summary"; exit 1; }
+log "check call: $summary"
+
+echo "fleet: $n minion processes on loopback; $runs timed runs of: overlord call '*' test.ping${FORKS:+ --forks $FORKS}"
+if command -v hyperfine >/dev/null; then
+	hyperfine --style basic -N --warmup 1 --runs "$runs" --export-json "$dir/hyperfine.json" \
+		"$(printf '%q ' "${call[@]}")" >&2
+	jq -r --argjson n "$n" '.results[0] |
+		"wall ms: min \(.min * 1000 | round)  median \(.median * 1000 | round)  mean \(.mean * 1000 | round)  max \(.max * 1000 | round)  stddev \(.stddev * 1000 | round)",
+		"per minion (median): \(.median * 1e6 / $n | round) us",
+		"overlord process CPU (mean): user \(.user * 1000 | round) ms  sys \(.system * 1000 | round) ms"' \
+		"$dir/hyperfine.json"
+else
+	: >"$dir/times"
+	for ((r = 0; r < runs; r++)); do
+		s=$(date +%s%N)
+		/usr/bin/env time -f '%U %S' -o "$dir/cpu" "${call[@]}" >/dev/null 2>>"$dir/call.err" ||
+			{ log "run $r failed:"; cat "$dir/call.err" >&2; exit 1; }
+		e=$(date +%s%N)
+		echo "$(((e - s) / 1000)) $(cat "$dir/cpu")" >>"$dir/times"
+	done
+	sort -n "$dir/times" | awk -v n="$n" '
+		{ w[NR] = $1 / 1000; sum += w[NR]; u += $2; s += $3 }
+		END {
+			med = (NR % 2) ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2
+			printf "wall ms: min %.0f  median %.0f  mean %.0f  max %.0f\n", w[1], med, sum / NR, w[NR]
+			printf "per minion (median): %.0f us\n", med * 1000 / n
+			printf "overlord process CPU (mean): user %.0f ms  sys %.0f ms\n", u * 1000 / NR, s * 1000 / NR
+		}'
+fi

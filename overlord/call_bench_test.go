@@ -1,0 +1,110 @@
+package overlord_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/overlordhq/overlord/certs"
+	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/minion/miniontest"
+	"github.com/overlordhq/overlord/overlord"
+	"github.com/overlordhq/overlord/rpc"
+)
+
+// BenchmarkCallPing fans test.ping out to a fleet of in-process minions
+// through Overlord.Call, as `overlord call '*' test.ping` does: a fresh
+// client per call (each CLI process has its own), so one TLS 1.3
+// handshake with mutual authentication per minion, one JSON-RPC request
+// each, and the job recorded in overlord.db (one create, then results
+// written in batches). One op is one call to the whole fleet, at the
+// default --forks. The overlord and every minion share this process, so
+// both ends of each handshake are paid for here.
+//
+// Metrics besides ns/op: ms/fleet-call (the same, in milliseconds) and
+// us/minion (ns/op shared among the fleet).
+func BenchmarkCallPing(b *testing.B) {
+	for _, bc := range []struct {
+		minions int
+		key     certs.KeyType
+	}{
+		{100, certs.ECDSA},
+		{1000, certs.ECDSA},
+		{1000, certs.Ed25519},
+	} {
+		b.Run(fmt.Sprintf("minions=%d,key=%s", bc.minions, bc.key), func(b *testing.B) {
+			f := miniontest.Start(b, miniontest.Config{Minions: bc.minions, KeyType: bc.key})
+			p, err := f.Overlord.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				job, err := f.Overlord.Call(ctx, p, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if job.Summary.OK != bc.minions {
+					b.Fatalf("%d of %d minions answered ok: %+v", job.Summary.OK, bc.minions, job.Summary)
+				}
+			}
+			reportFleetMetrics(b, bc.minions)
+		})
+	}
+}
+
+// BenchmarkFanoutWarm is BenchmarkCallPing's fan-out without what a
+// fresh call pays for: one client kept across ops with a keep-alive
+// connection open to every minion, and no job record. Against
+// BenchmarkCallPing it shows what the handshakes and the store cost.
+func BenchmarkFanoutWarm(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("minions=%d", n), func(b *testing.B) {
+			f := miniontest.Start(b, miniontest.Config{Minions: n})
+			p, err := f.Overlord.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			// Room for an idle connection to every minion.
+			client, err := f.Overlord.Client(p.Minions, n, overlord.DefaultConnectTimeout)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer client.Close()
+			params := rpc.CallParams{Module: "test", Method: "ping"}
+			ctx := context.Background()
+			ping := func() {
+				failed := 0
+				fanout.Run(ctx, p.Minions, fanout.DefaultForks,
+					func(ctx context.Context, m jobs.Minion) error {
+						var reply rpc.CallReply
+						return client.Call(ctx, m.Name, "Minion.Call", params, &reply)
+					},
+					func(m jobs.Minion, err error) {
+						if err != nil {
+							failed++
+							b.Errorf("%s: %v", m.Name, err)
+						}
+					})
+				if failed > 0 {
+					b.FailNow()
+				}
+			}
+			ping() // open every connection
+			b.ReportAllocs()
+			for b.Loop() {
+				ping()
+			}
+			reportFleetMetrics(b, n)
+		})
+	}
+}
+
+func reportFleetMetrics(b *testing.B, minions int) {
+	per := b.Elapsed() / time.Duration(b.N)
+	b.ReportMetric(float64(per)/float64(time.Millisecond), "ms/fleet-call")
+	b.ReportMetric(float64(per)/float64(time.Microsecond)/float64(minions), "us/minion")
+}
