@@ -22,7 +22,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 fleet-bench: build
-	./bench/fleet.sh 100
+	BIN=$(BIN) ./bench/fleet.sh 100
 
 lint:
 	$(GO) vet ./...

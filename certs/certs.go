@@ -68,7 +68,7 @@ func CheckName(name string) error {
 		// TLS checks an IP-shaped server name against IP SANs, which
 		// minion certificates do not carry: such a name could never be
 		// called.
-		return fmt.Errorf("%q: %w (not an IP address: a name, with the address given by --addr)", name, ErrBadName)
+		return fmt.Errorf("%q is an IP address: give the minion a name, and its address with --addr", name)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@
 //
 //	meta      schema_version -> "1"
 //	minions   name -> JSON Minion
+//	seen      name -> when it last answered (RFC 3339)
 //	groups    name -> JSON []string (member names)
 //	jobs      job ID -> bucket
 //	            "job"     -> JSON Record (spec, state, summary)
@@ -26,6 +27,6 @@
 //
 // # Caveats
 //
-// Results are written in batches by the caller (see PutResults); a result
-// is durable once PutResults returns.
+// Results are written in batches by the caller (see Write); a result is
+// durable once Write returns.
 package jobs

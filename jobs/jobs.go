@@ -81,7 +81,8 @@ func (s *Store) CreateJob(rec *Record, minions []string) error {
 		rec.Summary.Add(pending)
 	}
 	pendingJSON := []byte(`{"state":"RUNNING","ok":false}`)
-	return s.update(func(tx *bolt.Tx) error {
+	var purged []string
+	err := s.update(func(tx *bolt.Tx) error {
 		jb, err := tx.Bucket(bucketJobs).CreateBucket([]byte(rec.ID))
 		if err != nil {
 			return fmt.Errorf("create job %s: %w", rec.ID, err)
@@ -100,8 +101,13 @@ func (s *Store) CreateJob(rec *Record, minions []string) error {
 				return err
 			}
 		}
-		return autoPurge(tx, rec.CreatedAt)
+		purged, err = autoPurge(tx, rec.CreatedAt)
+		return err
 	})
+	if err == nil && len(purged) > 0 && s.OnPurge != nil {
+		s.OnPurge(purged)
+	}
+	return err
 }
 
 // Write stores results (minion name -> entry) into job id, keeping the
@@ -253,13 +259,13 @@ const (
 
 var keyLastPurge = []byte("last_purge")
 
-func autoPurge(tx *bolt.Tx, now time.Time) error {
+func autoPurge(tx *bolt.Tx, now time.Time) ([]string, error) {
 	meta := tx.Bucket(bucketMeta)
 	if last, err := time.Parse(time.RFC3339, string(meta.Get(keyLastPurge))); err == nil && now.Sub(last) < autoPurgeEvery {
-		return nil
+		return nil, nil
 	}
 	if err := meta.Put(keyLastPurge, []byte(now.UTC().Format(time.RFC3339))); err != nil {
-		return err
+		return nil, err
 	}
 	cutoff := now.Add(-DefaultRetention)
 	jobs := tx.Bucket(bucketJobs)
@@ -268,7 +274,7 @@ func autoPurge(tx *bolt.Tx, now time.Time) error {
 	for k, _ := c.First(); k != nil && len(old) < autoPurgeMax; k, _ = c.Next() {
 		rec, err := header(jobs, k)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !rec.CreatedAt.Before(cutoff) {
 			break // IDs sort by creation time: the rest are newer
@@ -277,12 +283,14 @@ func autoPurge(tx *bolt.Tx, now time.Time) error {
 			old = append(old, append([]byte(nil), k...))
 		}
 	}
-	for _, k := range old {
+	ids := make([]string, len(old))
+	for i, k := range old {
 		if err := jobs.DeleteBucket(k); err != nil {
-			return err
+			return nil, err
 		}
+		ids[i] = string(k)
 	}
-	return nil
+	return ids, nil
 }
 
 func header(jobs *bolt.Bucket, key []byte) (Record, error) {

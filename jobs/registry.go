@@ -40,6 +40,11 @@ func (s *Store) RemoveMinion(name string) error {
 		if err := b.Delete([]byte(name)); err != nil {
 			return err
 		}
+		if seen := tx.Bucket(bucketSeen); seen != nil {
+			if err := seen.Delete([]byte(name)); err != nil {
+				return err
+			}
+		}
 		g := tx.Bucket(bucketGroups)
 		return g.ForEach(func(k, v []byte) error {
 			var members []string
@@ -58,10 +63,9 @@ func (s *Store) RemoveMinion(name string) error {
 func (s *Store) Minions() ([]Minion, error) {
 	var out []Minion
 	err := s.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMinions)
-		return b.ForEach(func(k, _ []byte) error {
-			var m Minion
-			if err := getJSON(b, k, &m); err != nil {
+		return tx.Bucket(bucketMinions).ForEach(func(k, _ []byte) error {
+			m, err := readMinion(tx, k)
+			if err != nil {
 				return err
 			}
 			out = append(out, m)
@@ -82,10 +86,9 @@ type Inventory struct {
 func (s *Store) Inventory() (*Inventory, error) {
 	inv := &Inventory{Groups: map[string][]string{}}
 	err := s.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMinions)
-		if err := b.ForEach(func(k, _ []byte) error {
-			var m Minion
-			if err := getJSON(b, k, &m); err != nil {
+		if err := tx.Bucket(bucketMinions).ForEach(func(k, _ []byte) error {
+			m, err := readMinion(tx, k)
+			if err != nil {
 				return err
 			}
 			inv.Minions = append(inv.Minions, m)
@@ -117,20 +120,39 @@ func (s *Store) TouchMinions(names []string, at time.Time) error {
 	})
 }
 
+// touch records when minions last answered. The times live in a bucket
+// of their own, so that a batch of results costs one small Put per
+// minion rather than rewriting each minion's whole record.
 func touch(tx *bolt.Tx, names []string, at time.Time) error {
-	b := tx.Bucket(bucketMinions)
+	seen, err := tx.CreateBucketIfNotExists(bucketSeen)
+	if err != nil {
+		return err
+	}
+	minions := tx.Bucket(bucketMinions)
+	stamp := []byte(at.UTC().Format(time.RFC3339Nano))
 	for _, n := range names {
-		var m Minion
-		if err := getJSON(b, []byte(n), &m); err != nil {
-			continue
+		if minions.Get([]byte(n)) == nil {
+			continue // removed since
 		}
-		at := at.UTC()
-		m.LastSeen = &at
-		if err := putJSON(b, []byte(n), m); err != nil {
+		if err := seen.Put([]byte(n), stamp); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// readMinion decodes a registry record and adds when it was last seen.
+func readMinion(tx *bolt.Tx, name []byte) (Minion, error) {
+	var m Minion
+	if err := getJSON(tx.Bucket(bucketMinions), name, &m); err != nil {
+		return m, err
+	}
+	if seen := tx.Bucket(bucketSeen); seen != nil {
+		if t, err := time.Parse(time.RFC3339Nano, string(seen.Get(name))); err == nil {
+			m.LastSeen = &t
+		}
+	}
+	return m, nil
 }
 
 // AddToGroup adds members to group, creating the group if needed. Every

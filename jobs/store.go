@@ -40,6 +40,7 @@ var (
 	bucketMinions = []byte("minions")
 	bucketGroups  = []byte("groups")
 	bucketJobs    = []byte("jobs")
+	bucketSeen    = []byte("seen")
 	keyJob        = []byte("job")
 	keySchema     = []byte("schema_version")
 )
@@ -49,6 +50,9 @@ var (
 type Store struct {
 	path    string
 	timeout time.Duration
+	// OnPurge, if set, is told the IDs of jobs the automatic retention
+	// deleted, so that files kept beside the store can go too.
+	OnPurge func(ids []string)
 }
 
 // New returns a Store for the file at path. lockTimeout bounds each wait
@@ -87,7 +91,7 @@ func (s *Store) Init() error {
 				return fmt.Errorf("%s is a bbolt file of another program (it has no meta bucket); not using it", s.path)
 			}
 		}
-		for _, b := range [][]byte{bucketMeta, bucketMinions, bucketGroups, bucketJobs} {
+		for _, b := range [][]byte{bucketMeta, bucketMinions, bucketGroups, bucketJobs, bucketSeen} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

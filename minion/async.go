@@ -198,6 +198,9 @@ func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error
 		return Job{}, false, err
 	}
 	timeout := DefaultJobTimeout
+	if p.TimeoutMS < 0 {
+		return Job{}, false, status.Errorf(status.KindBadArgs, "timeout_ms must not be negative")
+	}
 	if p.TimeoutMS > 0 {
 		timeout = min(time.Duration(p.TimeoutMS)*time.Millisecond, MaxJobTimeout)
 	}
@@ -279,6 +282,12 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return a.finish(j.ID, *o)
 	}
 	o := outcome{FinishedAt: time.Now().UTC(), Error: status.Errorf(status.KindLost, "the job's runner (pid %d) ended without a result", j.PID)}
+	if j.PID > 0 {
+		// The runner led the job's process group: whatever it started and
+		// left behind goes with it. (A group id is not reused while the
+		// group has members.)
+		_ = syscall.Kill(-j.PID, syscall.SIGKILL)
+	}
 	if j.Cancelled {
 		o.Error = status.Errorf(status.KindCancelled, "job cancelled")
 	}
@@ -303,8 +312,12 @@ func (a *asyncJobs) finish(id string, o outcome) (Job, error) {
 		}
 		if j.Cancelled && !o.OK && (o.Error == nil || o.Error.Kind != status.KindTimeout) {
 			// However the job ended (the command may die of the SIGTERM
-			// before its runner notices the cancel), it was cancelled.
+			// before its runner notices the cancel), it was cancelled, or
+			// stopped at its caller's deadline.
 			o.Error = status.Errorf(status.KindCancelled, "job cancelled")
+			if j.CancelKind == status.KindTimeout {
+				o.Error = status.Errorf(status.KindTimeout, "job stopped at its caller's deadline")
+			}
 		}
 		j.State, j.OK, j.Result, j.Error = status.Finished, o.OK, o.Result, o.Error
 		j.DurationMS = o.DurationMS
@@ -400,12 +413,15 @@ func (a *asyncJobs) jobStatus(j Job) rpc.JobStatus {
 
 // cancel asks a job to stop: SIGTERM to its runner's process group, then
 // SIGKILL after a grace period.
-func (a *asyncJobs) cancel(id string) (rpc.JobStatus, error) {
+func (a *asyncJobs) cancel(id string, reason status.Kind) (rpc.JobStatus, error) {
+	if reason == "" {
+		reason = status.KindCancelled
+	}
 	j, err := a.store.update(id, func(j *Job) bool {
 		if j.State == status.Finished || j.Cancelled {
 			return false
 		}
-		j.Cancelled = true
+		j.Cancelled, j.CancelKind = true, reason
 		return true
 	})
 	if err != nil {

@@ -152,7 +152,7 @@ func TestAsyncCancelKillsTheWholeProcessGroup(t *testing.T) {
 	j := submit(t, a, "o1", "command", "run", map[string]any{"cmd": "sleep 60 & echo $! > " + pidFile + "; echo started; wait"})
 	waitState(t, a, j.ID, func(s rpc.JobStatus) bool { return s.State == status.Partial })
 	child := readPID(t, pidFile)
-	if _, err := a.cancel(j.ID); err != nil {
+	if _, err := a.cancel(j.ID, ""); err != nil {
 		t.Fatal(err)
 	}
 	done := waitState(t, a, j.ID, isFinished)

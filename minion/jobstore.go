@@ -29,6 +29,7 @@ type Job struct {
 	Error       *status.Error   `json:"error,omitempty"`
 	PID         int             `json:"pid,omitempty"`
 	Cancelled   bool            `json:"cancel_requested,omitempty"`
+	CancelKind  status.Kind     `json:"cancel_kind,omitempty"` // cancelled or timeout
 	CreatedAt   time.Time       `json:"created_at"`
 	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
 	DurationMS  int64           `json:"duration_ms,omitempty"`

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -61,7 +63,7 @@ func RunJob(dir string, reg *modules.Registry) error {
 	if leader {
 		ctx = modules.InJobProcessGroup(ctx)
 	}
-	ctx = modules.WithOutput(ctx, out)
+	ctx = modules.WithOutput(ctx, &spoolWriter{w: out, room: MaxSpoolOutput})
 
 	start := time.Now()
 	res, callErr := reg.Call(ctx, sp.Module, sp.Method, sp.Args, nil)
@@ -103,4 +105,34 @@ func RunJob(dir string, reg *modules.Registry) error {
 		_ = syscall.Kill(0, syscall.SIGKILL)
 	}
 	return nil
+}
+
+// MaxSpoolOutput caps the output an async job keeps in its spool; its
+// result has a cap of its own (command.run's max_output).
+const MaxSpoolOutput = 64 << 20
+
+// spoolWriter appends to a job's output file until room runs out, then
+// notes the truncation once and drops the rest. It never fails the
+// job's own writes.
+type spoolWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	room int64
+	full bool
+}
+
+func (s *spoolWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.full:
+	case int64(len(p)) <= s.room:
+		n, _ := s.w.Write(p)
+		s.room -= int64(n)
+	default:
+		s.w.Write(p[:s.room])
+		fmt.Fprintf(s.w, "\n[output truncated: the spool keeps %d MiB]\n", MaxSpoolOutput>>20)
+		s.room, s.full = 0, true
+	}
+	return len(p), nil
 }

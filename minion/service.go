@@ -110,7 +110,12 @@ func (s *Service) Cancel(r *http.Request, p *rpc.CancelParams, reply *rpc.Cancel
 	if s.jobs == nil {
 		return rpc.NewError(errNoAsync, nil)
 	}
-	st, err := s.jobs.cancel(p.JobID)
+	switch p.Reason {
+	case "", status.KindCancelled, status.KindTimeout:
+	default:
+		return rpc.NewError(status.Errorf(status.KindBadArgs, "reason must be cancelled or timeout, not %q", p.Reason), nil)
+	}
+	st, err := s.jobs.cancel(p.JobID, p.Reason)
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}

@@ -23,6 +23,11 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration) (jobs.Record, erro
 	if timeout <= 0 {
 		timeout = DefaultAsyncTimeout
 	}
+	// The driver will need the identity: check it now, while someone is
+	// there to read the error.
+	if _, err := o.Identity(); err != nil {
+		return jobs.Record{}, err
+	}
 	forks := p.Spec.Forks
 	if forks <= 0 {
 		forks = fanout.DefaultForks

@@ -2,6 +2,7 @@ package overlord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -76,7 +77,17 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	}
 	client, err := o.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
 	if err != nil {
-		return err
+		// Without an identity no minion can be reached: end the job
+		// rather than leave it for driver after driver to fail on.
+		rc := newRecorder(o.Store, rec)
+		for n, e := range entries {
+			if e.State != status.Finished {
+				r := finished(status.KindInternal, "the job's driver could not start: %v", err)
+				r.MinionJobID = e.MinionJobID
+				rc.batch[n] = r
+			}
+		}
+		return errors.Join(err, rc.finish())
 	}
 	defer client.Close()
 	d := &driver{o: o, client: client, rc: newRecorder(o.Store, rec), entries: entries, forks: rec.Forks}
@@ -97,6 +108,7 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	if err := d.rc.finish(); err != nil {
 		return err
 	}
+	os.Remove(o.driverLock(id)) // FINISHED: nobody needs to ask any more
 	o.Logger.Info("job finished", "job", id, "ok", d.rc.rec.Summary.OK, "failed", d.rc.rec.Summary.Failed)
 	return nil
 }
@@ -226,7 +238,7 @@ func (d *driver) poll(ctx context.Context) {
 					lastContact[name] = now
 				}
 				if now.Sub(since) >= unreachableAfter {
-					d.set(name, finished(pr.err.Kind, "out of reach for %s: %s", unreachableAfter, pr.err.Message))
+					d.set(name, d.ended(name, finished(pr.err.Kind, "out of reach for %s: %s", unreachableAfter, pr.err.Message)))
 				}
 				return
 			}
@@ -235,7 +247,7 @@ func (d *driver) poll(ctx context.Context) {
 		})
 		if !cancelSentAt.IsZero() && time.Since(cancelSentAt) > cancelWait {
 			for _, n := range d.open(true) {
-				d.set(n, finished(status.KindCancelled, "job cancelled; the minion did not confirm"))
+				d.set(n, d.ended(n, finished(status.KindCancelled, "job cancelled; the minion did not confirm")))
 			}
 		}
 		if err := d.rc.flush(nil); err != nil {
@@ -284,16 +296,17 @@ func (d *driver) status(ctx context.Context, name string) pollResult {
 
 // cancelAll asks every open minion job to stop.
 func (d *driver) cancelAll(ctx context.Context, open []string) {
-	cancelMinionJobs(ctx, d.client, d.forks, d.entries, open, d.o.Logger)
+	cancelMinionJobs(ctx, d.client, d.forks, d.entries, open, status.KindCancelled, d.o.Logger)
 }
 
 // cancelMinionJobs sends Minion.Cancel for the named entries' minion jobs.
-func cancelMinionJobs(ctx context.Context, client *rpc.Client, forks int, entries map[string]status.Result, names []string, logger *slog.Logger) {
+// kind is why: cancelled, or timeout for a job past its deadline.
+func cancelMinionJobs(ctx context.Context, client *rpc.Client, forks int, entries map[string]status.Result, names []string, kind status.Kind, logger *slog.Logger) {
 	fanout.Run(ctx, names, forks, func(ctx context.Context, name string) error {
 		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 		defer cancel()
 		var reply rpc.CancelReply
-		return client.Call(cctx, name, "Minion.Cancel", rpc.CancelParams{JobID: entries[name].MinionJobID}, &reply)
+		return client.Call(cctx, name, "Minion.Cancel", rpc.CancelParams{JobID: entries[name].MinionJobID, Reason: kind}, &reply)
 	}, func(name string, err error) {
 		if err != nil {
 			logger.Warn("cancel failed", "minion", name, "err", err)
@@ -306,7 +319,11 @@ func cancelMinionJobs(ctx context.Context, client *rpc.Client, forks int, entrie
 // minion's end), and the minion jobs already running are sent
 // Minion.Cancel at once. It returns the job's header.
 func (o *Overlord) Cancel(ctx context.Context, id string) (jobs.Record, error) {
-	rec, err := o.Store.Update(id, func(r *jobs.Record) error {
+	hdr, err := o.Store.Header(id) // id may be a prefix
+	if err != nil {
+		return hdr, err
+	}
+	rec, err := o.Store.Update(hdr.ID, func(r *jobs.Record) error {
 		if !r.Async {
 			return fmt.Errorf("job %s was synchronous; there is nothing to cancel", r.ID)
 		}
@@ -338,7 +355,7 @@ func (o *Overlord) Cancel(ctx context.Context, id string) (jobs.Record, error) {
 			return rec, err
 		}
 		defer client.Close()
-		cancelMinionJobs(ctx, client, rec.Forks, entries, open, o.Logger)
+		cancelMinionJobs(ctx, client, rec.Forks, entries, open, status.KindCancelled, o.Logger)
 	}
 	_, err = o.EnsureDriver(rec)
 	return rec, err
@@ -347,8 +364,15 @@ func (o *Overlord) Cancel(ctx context.Context, id string) (jobs.Record, error) {
 // expire ends a job past its deadline: open minion jobs are cancelled and
 // their entries FINISHED with kind timeout.
 func (d *driver) expire(ctx context.Context, open []string) {
-	d.cancelAll(ctx, open)
+	cancelMinionJobs(ctx, d.client, d.forks, d.entries, open, status.KindTimeout, d.o.Logger)
 	for _, n := range open {
-		d.set(n, finished(status.KindTimeout, "job deadline passed (%s) before this minion finished", d.deadline().Format(time.RFC3339)))
+		d.set(n, d.ended(n, finished(status.KindTimeout, "job deadline passed (%s) before this minion finished", d.deadline().Format(time.RFC3339))))
 	}
+}
+
+// ended keeps the minion job ID on an entry the driver finishes itself,
+// so that the minion's own record of the job can still be found.
+func (d *driver) ended(name string, r status.Result) status.Result {
+	r.MinionJobID = d.entries[name].MinionJobID
+	return r
 }

@@ -57,12 +57,18 @@ func New(dir, identityFile string, lockTimeout time.Duration, logger *slog.Logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Overlord{
+	o := &Overlord{
 		Dir:          dir,
 		IdentityFile: identityFile,
 		Store:        jobs.New(filepath.Join(dir, DBFile), lockTimeout),
 		Logger:       logger,
 	}
+	o.Store.OnPurge = func(ids []string) {
+		for _, id := range ids {
+			o.removeDriverFiles(id)
+		}
+	}
+	return o
 }
 
 func (o *Overlord) identityStore() certs.Store {

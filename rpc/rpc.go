@@ -210,6 +210,9 @@ type JobStatus struct {
 // CancelParams are the parameters of Minion.Cancel.
 type CancelParams struct {
 	JobID string `json:"job_id"`
+	// Reason is the kind the job ends with: cancelled (the default) or
+	// timeout (the caller's deadline passed).
+	Reason status.Kind `json:"reason,omitempty"`
 }
 
 // CancelReply is the reply of Minion.Cancel: the job's state after the

@@ -110,7 +110,7 @@ configuration error, 3 the target matched no minion.`,
 	f := cmd.Flags()
 	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
-	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call; with --async, the job's deadline (default 1h)")
+	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call; with --async, the whole job's deadline, 1h if not given")
 	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
 	outputFlag(cmd, &format)
 	return cmd
