@@ -417,17 +417,21 @@ func (a *asyncJobs) cancel(id string, reason status.Kind) (rpc.JobStatus, error)
 	if reason == "" {
 		reason = status.KindCancelled
 	}
+	newly := false
 	j, err := a.store.update(id, func(j *Job) bool {
 		if j.State == status.Finished || j.Cancelled {
 			return false
 		}
-		j.Cancelled, j.CancelKind = true, reason
+		j.Cancelled, j.CancelKind, newly = true, reason, true
 		return true
 	})
 	if err != nil {
 		return rpc.JobStatus{}, err
 	}
-	if j.State != status.Finished && runnerAlive(j.PID, a.dir(j.ID)) {
+	if !newly {
+		return a.jobStatus(j), nil // finished, or already being cancelled
+	}
+	if runnerAlive(j.PID, a.dir(j.ID)) {
 		_ = syscall.Kill(-j.PID, syscall.SIGTERM)
 		pid := j.PID
 		go func() {
@@ -442,7 +446,7 @@ func (a *asyncJobs) cancel(id string, reason status.Kind) (rpc.JobStatus, error)
 			// left of its process group.
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}()
-	} else if j.State != status.Finished {
+	} else {
 		if j, err = a.settle(j, false); err != nil {
 			return rpc.JobStatus{}, err
 		}
