@@ -4,7 +4,7 @@ BIN     ?= bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -s -w -X github.com/overlordhq/overlord/internal/buildinfo.version=$(VERSION)
 
-.PHONY: all build test demo bench fleet-bench lint fmt clean
+.PHONY: all build test demo bench fleet-bench lint fmt docs clean
 
 all: build
 
@@ -30,6 +30,10 @@ lint:
 
 fmt:
 	gofmt -w .
+
+# docs/modules.md is generated from the modules' own descriptions.
+docs:
+	$(GO) test ./internal/moddoc -run TestModulesDocUpToDate -update
 
 clean:
 	rm -rf $(BIN)

@@ -21,6 +21,7 @@ import (
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/modules/builtin"
+	"github.com/overlordhq/overlord/modules/plugin"
 	"github.com/overlordhq/overlord/rpc"
 )
 
@@ -38,6 +39,21 @@ const (
 	DefaultCallTimeout = 60 * time.Second
 	MaxCallTimeout     = time.Hour
 )
+
+// PluginDir is where a minion finds plugins, in its state directory.
+const PluginDir = "modules.d"
+
+// Registry returns the modules a minion with state directory stateDir
+// serves: the built-in modules, and the plugins in its modules.d.
+func Registry(stateDir string) *modules.Registry { return registry(stateDir, nil) }
+
+func registry(stateDir string, info func() map[string]any) *modules.Registry {
+	r := builtin.New(builtin.Options{Info: info})
+	if stateDir != "" {
+		r.AddSource(&plugin.Dir{Path: filepath.Join(stateDir, PluginDir)})
+	}
+	return r
+}
 
 // Identity returns the certificate store in stateDir.
 func Identity(stateDir string) certs.Store {
@@ -99,15 +115,16 @@ type Config struct {
 
 // Server is a running minion daemon: New, then Open, then Close.
 type Server struct {
-	cfg    Config
-	jobs   *asyncJobs
-	name   string
-	ln     net.Listener
-	srv    *http.Server
-	done   chan struct{}
-	errMu  sync.Mutex
-	err    error
-	closed sync.Once
+	cfg     Config
+	started time.Time
+	jobs    *asyncJobs
+	name    string
+	ln      net.Listener
+	srv     *http.Server
+	done    chan struct{}
+	errMu   sync.Mutex
+	err     error
+	closed  sync.Once
 }
 
 // New checks the configuration and loads the identity; it does not listen.
@@ -118,9 +135,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
 	}
-	if cfg.Registry == nil {
-		cfg.Registry = builtin.Registry()
-	}
+
 	if cfg.Bundle == nil {
 		b, err := Identity(cfg.StateDir).Load()
 		if err != nil {
@@ -134,7 +149,11 @@ func New(cfg Config) (*Server, error) {
 	if role := certs.RoleOf(cfg.Bundle.Cert); role != certs.RoleMinion {
 		return nil, fmt.Errorf("identity %q has role %q, not minion", cfg.Bundle.Cert.Subject.CommonName, role)
 	}
-	return &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{})}, nil
+	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{}), started: time.Now()}
+	if s.cfg.Registry == nil {
+		s.cfg.Registry = registry(cfg.StateDir, s.info)
+	}
+	return s, nil
 }
 
 // Name returns the minion's name, from its certificate.
@@ -252,4 +271,28 @@ func (s *Server) Close(ctx context.Context) error {
 		s.errMu.Unlock()
 	})
 	return err
+}
+
+// info is what system.info adds about this daemon.
+func (s *Server) info() map[string]any {
+	out := map[string]any{
+		"name":           s.name,
+		"state_dir":      s.cfg.StateDir,
+		"started_at":     s.started.UTC().Format(time.RFC3339),
+		"uptime_seconds": int64(time.Since(s.started).Seconds()),
+		"plugin_dir":     filepath.Join(s.cfg.StateDir, PluginDir),
+		"certificate": map[string]any{
+			"fingerprint": certs.Fingerprint(s.cfg.Bundle.Cert),
+			"not_after":   s.cfg.Bundle.Cert.NotAfter.UTC().Format(time.RFC3339),
+		},
+	}
+	if s.ln != nil {
+		out["listen"] = s.ln.Addr().String()
+	}
+	if s.jobs != nil {
+		if running, err := s.jobs.store.running(); err == nil {
+			out["async_jobs_running"] = len(running)
+		}
+	}
+	return out
 }

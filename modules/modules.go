@@ -44,6 +44,16 @@ type ModuleInfo struct {
 	Name    string       `json:"name"`
 	Doc     string       `json:"doc"`
 	Methods []MethodInfo `json:"methods"`
+	// Plugin is set for a module from the minion's modules.d.
+	Plugin bool `json:"plugin,omitempty"`
+	// Error says why a module is broken (a plugin that failed to load).
+	Error string `json:"error,omitempty"`
+}
+
+// Plugin is implemented by modules that are plugins.
+type Plugin interface {
+	Module
+	IsPlugin() bool
 }
 
 // MethodInfo describes a method.
@@ -56,7 +66,13 @@ type MethodInfo struct {
 
 // Info returns the description of m.
 func Info(m Module) ModuleInfo {
-	info := ModuleInfo{Name: m.Name(), Doc: m.Doc()}
+	info := ModuleInfo{Name: m.Name(), Doc: m.Doc(), Methods: []MethodInfo{}}
+	if p, ok := m.(Plugin); ok {
+		info.Plugin = p.IsPlugin()
+	}
+	if b, ok := m.(Broken); ok {
+		info.Error = b.Err().Error()
+	}
 	for _, meth := range m.Methods() {
 		params := meth.Params
 		if params == nil {
@@ -67,10 +83,26 @@ func Info(m Module) ModuleInfo {
 	return info
 }
 
-// Registry holds modules by name. It is safe for concurrent use.
+// Source provides modules that may come and go while the minion runs,
+// such as plugins in a directory. Modules is called on every lookup, so it
+// must be cheap when nothing changed.
+type Source interface {
+	Modules() []Module
+}
+
+// Broken is implemented by a module that could not be loaded (a plugin
+// whose description fails). It is listed with its error; calling it fails.
+type Broken interface {
+	Module
+	Err() error
+}
+
+// Registry holds modules by name: the ones added, then those of its
+// sources. It is safe for concurrent use.
 type Registry struct {
-	mu   sync.RWMutex
-	mods map[string]Module
+	mu      sync.RWMutex
+	mods    map[string]Module
+	sources []Source
 }
 
 // NewRegistry returns an empty registry.
@@ -89,12 +121,43 @@ func (r *Registry) Add(m Module) error {
 	return nil
 }
 
-// Names returns the module names, sorted.
-func (r *Registry) Names() []string {
+// AddSource adds a source of modules. A source's module named like an
+// added one is listed as broken and never shadows it.
+func (r *Registry) AddSource(s Source) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sources = append(r.sources, s)
+}
+
+// all returns every module by name, as of now.
+func (r *Registry) all() map[string]Module {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	names := make([]string, 0, len(r.mods))
-	for n := range r.mods {
+	if len(r.sources) == 0 {
+		return r.mods
+	}
+	out := make(map[string]Module, len(r.mods))
+	for n, m := range r.mods {
+		out[n] = m
+	}
+	for _, src := range r.sources {
+		for _, m := range src.Modules() {
+			if _, taken := out[m.Name()]; taken {
+				if _, builtin := r.mods[m.Name()]; builtin {
+					continue // never shadow a built-in (the source reports it itself)
+				}
+			}
+			out[m.Name()] = m
+		}
+	}
+	return out
+}
+
+// Names returns the module names, sorted.
+func (r *Registry) Names() []string {
+	all := r.all()
+	names := make([]string, 0, len(all))
+	for n := range all {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -102,9 +165,7 @@ func (r *Registry) Names() []string {
 }
 
 func (r *Registry) module(name string) (Module, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	m, ok := r.mods[name]
+	m, ok := r.all()[name]
 	return m, ok
 }
 
@@ -135,6 +196,9 @@ func (r *Registry) Lookup(module, method string) (*Method, error) {
 	m, ok := r.module(module)
 	if !ok {
 		return nil, status.Errorf(status.KindUnknownModule, "no module %q (have: %s)", module, strings.Join(r.Names(), ", "))
+	}
+	if b, ok := m.(Broken); ok {
+		return nil, status.Errorf(status.KindModuleError, "module %q is broken: %v", module, b.Err())
 	}
 	var names []string
 	for _, meth := range m.Methods() {

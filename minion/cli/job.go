@@ -3,13 +3,13 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/overlordhq/overlord/minion"
-	"github.com/overlordhq/overlord/modules/builtin"
 )
 
 // runJobCmd is the hidden command the daemon starts an async job's runner
@@ -21,7 +21,9 @@ func (a *App) runJobCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return minion.RunJob(args[0], builtin.Registry())
+			// The spool directory is <state-dir>/spool/<job>.
+			stateDir := filepath.Dir(filepath.Dir(filepath.Clean(args[0])))
+			return minion.RunJob(args[0], minion.Registry(stateDir))
 		},
 	}
 }

@@ -9,9 +9,18 @@ import (
 )
 
 // Registry returns a new registry holding every built-in module.
-func Registry() *modules.Registry {
+func Registry() *modules.Registry { return New(Options{}) }
+
+// Options configure the built-in modules.
+type Options struct {
+	// Info adds the minion's own configuration and health to system.info.
+	Info func() map[string]any
+}
+
+// New returns a new registry holding every built-in module.
+func New(opts Options) *modules.Registry {
 	r := modules.NewRegistry()
-	for _, m := range []modules.Module{test.Module{}, command.Module{}, system.Module{Registry: r}} {
+	for _, m := range []modules.Module{test.Module{}, command.Module{}, system.Module{Registry: r, Info: opts.Info}} {
 		if err := r.Add(m); err != nil {
 			panic(err) // built-in names are fixed and distinct
 		}

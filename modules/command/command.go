@@ -78,16 +78,8 @@ func run(ctx context.Context, a modules.Args) (any, error) {
 		return nil, status.Errorf(status.KindBadArgs, "run: parameter max_output: must be positive, got %d", limit)
 	}
 
-	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	if c.Dir = a.String("cwd"); c.Dir != "" {
-		if fi, err := os.Stat(c.Dir); err != nil {
-			return Result{ExitCode: -1}, status.Errorf(status.KindModuleError, "cwd: %v", err)
-		} else if !fi.IsDir() {
-			return Result{ExitCode: -1}, status.Errorf(status.KindModuleError, "cwd %s is not a directory", c.Dir)
-		}
-	}
+	spec := Spec{Argv: argv, Dir: a.String("cwd"), MaxOutput: int(limit)}
 	if env := a.Object("env"); len(env) > 0 {
-		c.Env = os.Environ()
 		keys := make([]string, 0, len(env))
 		for k := range env {
 			keys = append(keys, k)
@@ -97,13 +89,47 @@ func run(ctx context.Context, a modules.Args) (any, error) {
 			if k == "" || strings.ContainsAny(k, "=\x00") {
 				return nil, status.Errorf(status.KindBadArgs, "run: parameter env: bad variable name %q", k)
 			}
-			c.Env = append(c.Env, k+"="+envValue(env[k]))
+			spec.Env = append(spec.Env, k+"="+envValue(env[k]))
 		}
 	}
 	if a.Has("stdin") {
-		c.Stdin = strings.NewReader(a.String("stdin"))
+		spec.Stdin = strings.NewReader(a.String("stdin"))
 	}
-	stdout, stderr := &Capped{Max: int(limit)}, &Capped{Max: int(limit)}
+	return Exec(ctx, spec)
+}
+
+// Spec is a process for Exec to run.
+type Spec struct {
+	Argv      []string
+	Dir       string    // working directory; "" for the minion's
+	Env       []string  // NAME=value added to the minion's environment
+	Stdin     io.Reader // nil for none
+	MaxOutput int       // cap on each of stdout and stderr; 0 for DefaultMaxOutput
+}
+
+// Exec runs a process as command.run does: in a process group of its own
+// (or in an async job's runner's group), killed with everything it
+// started when ctx ends, stdout and stderr capped, and in an async job
+// streamed to the job's output as produced. A non-zero exit is kind
+// module_error, ctx's deadline kind timeout, its cancellation kind
+// cancelled; the Result comes back in every case.
+func Exec(ctx context.Context, spec Spec) (Result, error) {
+	if spec.MaxOutput <= 0 {
+		spec.MaxOutput = DefaultMaxOutput
+	}
+	c := exec.CommandContext(ctx, spec.Argv[0], spec.Argv[1:]...)
+	if c.Dir = spec.Dir; c.Dir != "" {
+		if fi, err := os.Stat(c.Dir); err != nil {
+			return Result{ExitCode: -1}, status.Errorf(status.KindModuleError, "cwd: %v", err)
+		} else if !fi.IsDir() {
+			return Result{ExitCode: -1}, status.Errorf(status.KindModuleError, "cwd %s is not a directory", c.Dir)
+		}
+	}
+	if len(spec.Env) > 0 {
+		c.Env = append(os.Environ(), spec.Env...)
+	}
+	c.Stdin = spec.Stdin
+	stdout, stderr := &Capped{Max: spec.MaxOutput}, &Capped{Max: spec.MaxOutput}
 	c.Stdout, c.Stderr = stdout, stderr
 	if w := modules.Output(ctx); w != nil {
 		c.Stdout, c.Stderr = io.MultiWriter(stdout, w), io.MultiWriter(stderr, w)
@@ -123,7 +149,7 @@ func run(ctx context.Context, a modules.Args) (any, error) {
 	c.WaitDelay = 2 * time.Second
 
 	start := time.Now()
-	err = c.Run()
+	err := c.Run()
 	res := Result{
 		Stdout:     stdout.String(),
 		Stderr:     stderr.String(),

@@ -4,6 +4,7 @@ package system
 
 import (
 	"context"
+	"os"
 	"runtime"
 
 	"github.com/overlordhq/overlord/internal/buildinfo"
@@ -13,6 +14,9 @@ import (
 // Module is the system module. It describes the registry it is given.
 type Module struct {
 	Registry *modules.Registry
+	// Info, if set, adds the minion's configuration and health to
+	// system.info.
+	Info func() map[string]any
 }
 
 var _ modules.Module = Module{}
@@ -39,6 +43,8 @@ func (m Module) Methods() []*modules.Method {
 				}
 				return info, nil
 			}},
+		{Name: "info", Doc: "The minion's own configuration and health: its name, state directory, listen address, uptime, async jobs, process and memory.",
+			Returns: "{version, pid, goroutines, memory_bytes, ...}", Run: m.info},
 		{Name: "version", Doc: "The minion's version, Go version and platform.", Returns: "{version, go, os, arch}",
 			Run: func(context.Context, modules.Args) (any, error) {
 				return map[string]string{
@@ -49,4 +55,26 @@ func (m Module) Methods() []*modules.Method {
 				}, nil
 			}},
 	}
+}
+
+func (m Module) info(context.Context, modules.Args) (any, error) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	out := map[string]any{
+		"version":          buildinfo.Version(),
+		"go":               runtime.Version(),
+		"os":               runtime.GOOS,
+		"arch":             runtime.GOARCH,
+		"pid":              os.Getpid(),
+		"goroutines":       runtime.NumGoroutine(),
+		"memory_bytes":     ms.Sys,
+		"heap_alloc_bytes": ms.HeapAlloc,
+		"modules":          len(m.Registry.Names()),
+	}
+	if m.Info != nil {
+		for k, v := range m.Info() {
+			out[k] = v
+		}
+	}
+	return out, nil
 }
