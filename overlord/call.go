@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/overlordhq/overlord/certs"
@@ -46,6 +47,9 @@ type CallSpec struct {
 	Module string
 	Method string
 	Words  []string // the method's arguments as typed on the command line
+	// Where narrows the target by the minions' cached facts
+	// ("os=debian", "memory_bytes>=8e9"); every condition must hold.
+	Where []string
 
 	Forks          int
 	Timeout        time.Duration // per minion call
@@ -95,6 +99,15 @@ func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("%w: %q (%d registered; see 'overlord minion list')", ErrNoMatch, spec.Target, len(all))
+	}
+	if len(spec.Where) > 0 {
+		if names, err = where(names, byName, spec.Where); err != nil {
+			return nil, err
+		}
+		if len(names) == 0 {
+			return nil, fmt.Errorf("%w: %q with --where %s (facts are cached by 'overlord minion facts TARGET')",
+				ErrNoMatch, spec.Target, strings.Join(spec.Where, " --where "))
+		}
 	}
 	id, err := jobs.NewID()
 	if err != nil {
@@ -240,4 +253,29 @@ func callResult(ctx context.Context, reply rpc.CallReply, err error, took time.D
 	}
 	r.Error = rpc.Classify(ctx, err)
 	return r
+}
+
+// where keeps the names whose cached facts satisfy every condition.
+func where(names []string, byName map[string]jobs.Minion, conds []string) ([]string, error) {
+	cs := make([]target.Cond, len(conds))
+	for i, c := range conds {
+		var err error
+		if cs[i], err = target.ParseWhere(c); err != nil {
+			return nil, err
+		}
+	}
+	var out []string
+	for _, n := range names {
+		ok := true
+		for _, c := range cs {
+			if !c.Match(byName[n].Facts) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }

@@ -27,6 +27,11 @@ record the call as a job in overlord.db and print each minion's result.
 TARGET is comma-separated terms: a glob on minion names (web*, db[1-3]),
 @group, or either with ! in front to exclude ('web*,!web3').
 
+--where narrows the target by the facts cached in overlord.db (refresh
+them with 'overlord minion facts TARGET'): KEY OP VALUE with OP one of
+= != < <= > >= ~ (a regular expression); a minion without the fact never
+matches.
+
 ARGs fill the method's parameters in order; key=value names one. A value
 that parses as JSON is JSON, otherwise it is a string; a parameter that
 takes a string gets the word as typed.
@@ -42,6 +47,7 @@ configuration error, 3 the target matched no minion.`,
   overlord call 'web*' command.run 'systemctl reload nginx'
   overlord call @db command.run '["pg_isready", "-q"]' timeout=10s -o json
   overlord call 'web*,!web3' test.sleep 2 --forks 16 --timeout 5s -o ndjson
+  overlord call --where os=debian --where 'memory_bytes>=8e9' '*' test.ping
   id=$(overlord call 'web*' command.run 'make -C /srv deploy' --async)
   overlord job status "$id" --wait`,
 		Args: cobra.MinimumNArgs(2),
@@ -109,6 +115,7 @@ configuration error, 3 the target matched no minion.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
+	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE (OP: = != < <= > >= ~); repeatable")
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
 	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call; with --async, the whole job's deadline, 1h if not given")
 	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
