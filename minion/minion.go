@@ -115,6 +115,7 @@ type Config struct {
 
 // Server is a running minion daemon: New, then Open, then Close.
 type Server struct {
+	files   *transfers
 	cfg     Config
 	started time.Time
 	jobs    *asyncJobs
@@ -149,7 +150,7 @@ func New(cfg Config) (*Server, error) {
 	if role := certs.RoleOf(cfg.Bundle.Cert); role != certs.RoleMinion {
 		return nil, fmt.Errorf("identity %q has role %q, not minion", cfg.Bundle.Cert.Subject.CommonName, role)
 	}
-	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{}), started: time.Now()}
+	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{}), started: time.Now(), files: newTransfers()}
 	if s.cfg.Registry == nil {
 		s.cfg.Registry = registry(cfg.StateDir, s.info)
 	}
@@ -161,7 +162,7 @@ func (s *Server) Name() string { return s.name }
 
 // Handler returns the minion's HTTP handler (JSON-RPC at rpc.Path).
 func (s *Server) Handler() (http.Handler, error) {
-	return rpc.NewServer(map[string]any{"Minion": &Service{Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger, jobs: s.jobs}})
+	return rpc.NewServer(map[string]any{"Minion": &Service{Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger, jobs: s.jobs, files: s.files}})
 }
 
 // TLSConfig returns the minion's TLS configuration.
@@ -215,6 +216,7 @@ func (s *Server) Open(ctx context.Context) error {
 		}
 	}
 	s.ln = ln
+	s.files.run()
 	s.srv = &http.Server{
 		Handler:           h,
 		TLSConfig:         tcfg,
@@ -253,6 +255,7 @@ func (s *Server) Close(ctx context.Context) error {
 	var err error
 	s.closed.Do(func() {
 		defer func() {
+			s.files.Close()
 			if s.jobs != nil {
 				err = errors.Join(err, s.jobs.Close())
 			}

@@ -19,6 +19,7 @@ type Service struct {
 	Registry *modules.Registry
 	Logger   *slog.Logger
 	jobs     *asyncJobs // nil: async jobs are off
+	files    *transfers
 }
 
 // Call runs a module method in-process and answers with its result.
@@ -133,5 +134,26 @@ func (s *Service) List(r *http.Request, p *rpc.ListParams, reply *rpc.ListReply)
 		return rpc.NewError(err, nil)
 	}
 	reply.Jobs = jobs
+	return nil
+}
+
+// WriteChunk receives one chunk of a file being copied to this minion
+// (overlord cp).
+func (s *Service) WriteChunk(r *http.Request, p *rpc.WriteChunkParams, reply *rpc.WriteChunkReply) error {
+	out, err := s.files.write(caller(r), p)
+	if err != nil {
+		return rpc.NewError(err, nil)
+	}
+	*reply = out
+	return nil
+}
+
+// ReadChunk sends part of a file (overlord fetch).
+func (s *Service) ReadChunk(r *http.Request, p *rpc.ReadChunkParams, reply *rpc.ReadChunkReply) error {
+	out, err := readChunk(p)
+	if err != nil {
+		return rpc.NewError(err, nil)
+	}
+	*reply = out
 	return nil
 }

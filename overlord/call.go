@@ -164,6 +164,20 @@ func (o *Overlord) Client(minions []jobs.Minion, forks int, connectTimeout time.
 // A failure to record results does not stop the run; it is returned with
 // the job.
 func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name string, r status.Result)) (status.Job, error) {
+	spec := p.defaults()
+	params := rpc.CallParams{Module: spec.Module, Method: spec.Method, Args: p.Args, Positional: p.Positional, TimeoutMS: spec.Timeout.Milliseconds()}
+	return o.run(ctx, p, func(ctx context.Context, client *rpc.Client, m jobs.Minion) status.Result {
+		ctx, cancel := context.WithTimeout(ctx, spec.Timeout+callGrace)
+		defer cancel()
+		start := time.Now()
+		var reply rpc.CallReply
+		err := client.Call(ctx, m.Name, "Minion.Call", params, &reply)
+		return callResult(ctx, reply, err, time.Since(start))
+	}, onResult)
+}
+
+// defaults returns the call's spec with its defaults filled in.
+func (p *Prepared) defaults() CallSpec {
 	spec := p.Spec
 	if spec.Timeout <= 0 {
 		spec.Timeout = DefaultCallTimeout
@@ -174,6 +188,14 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 	if spec.Forks <= 0 {
 		spec.Forks = fanout.DefaultForks
 	}
+	return spec
+}
+
+// run records a synchronous job and runs one step per minion, at most
+// --forks at once, recording each result in batches and handing it to
+// onResult as it arrives. Call, Copy and Fetch are run with their step.
+func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Context, *rpc.Client, jobs.Minion) status.Result, onResult func(string, status.Result)) (status.Job, error) {
+	spec := p.defaults()
 	client, err := o.Client(p.Minions, spec.Forks, spec.ConnectTimeout)
 	if err != nil {
 		return status.Job{}, err
@@ -187,7 +209,7 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 	}
 	names := p.Names()
 	// While this call runs it holds the job's driver lock, so that if it
-	// dies, `job status` can tell and settle the job (see Settle).
+	// dies, `job status` can tell and settle the job (see EnsureDriver).
 	lock, _, err := o.lockDriver(rec.ID)
 	if err != nil {
 		return status.Job{}, err
@@ -200,19 +222,11 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 		return status.Job{}, err
 	}
 
-	params := rpc.CallParams{Module: spec.Module, Method: spec.Method, Args: p.Args, Positional: p.Positional, TimeoutMS: spec.Timeout.Milliseconds()}
-	call := func(ctx context.Context, m jobs.Minion) status.Result {
-		ctx, cancel := context.WithTimeout(ctx, spec.Timeout+callGrace)
-		defer cancel()
-		start := time.Now()
-		var reply rpc.CallReply
-		err := client.Call(ctx, m.Name, "Minion.Call", params, &reply)
-		return callResult(ctx, reply, err, time.Since(start))
-	}
-
 	entries := make(map[string]status.Result, len(names))
 	rc := newRecorder(o.Store, *rec)
-	fanout.Run(ctx, p.Minions, spec.Forks, call, func(m jobs.Minion, r status.Result) {
+	fanout.Run(ctx, p.Minions, spec.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
+		return step(ctx, client, m)
+	}, func(m jobs.Minion, r status.Result) {
 		entries[m.Name] = r
 		if r.Error != nil {
 			o.Logger.Debug("minion failed", "job", rec.ID, "minion", m.Name, "kind", r.Error.Kind, "err", r.Error.Message, "ms", r.DurationMS)

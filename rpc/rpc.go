@@ -230,3 +230,44 @@ type ListParams struct {
 type ListReply struct {
 	Jobs []JobStatus `json:"jobs"`
 }
+
+// MaxChunk bounds the data of one WriteChunk or ReadChunk.
+const MaxChunk = 4 << 20
+
+// WriteChunkParams are the parameters of Minion.WriteChunk, which
+// `overlord cp` uses to stream a file to a minion in order: chunks of one
+// transfer go to a temporary file beside Path; the final one is checked
+// against SHA256 and the file renamed into place.
+type WriteChunkParams struct {
+	TransferID string `json:"transfer_id"`
+	Path       string `json:"path"` // absolute
+	Offset     int64  `json:"offset"`
+	Data       []byte `json:"data"`           // base64 in JSON
+	Mode       uint32 `json:"mode,omitempty"` // permission bits, on the final chunk
+	Final      bool   `json:"final,omitempty"`
+	SHA256     string `json:"sha256,omitempty"` // the whole file's, with Final
+}
+
+// WriteChunkReply is the reply of Minion.WriteChunk.
+type WriteChunkReply struct {
+	Written int64  `json:"written"`          // bytes so far
+	SHA256  string `json:"sha256,omitempty"` // once final, the file's digest
+}
+
+// ReadChunkParams are the parameters of Minion.ReadChunk, which
+// `overlord fetch` uses to read a file from a minion.
+type ReadChunkParams struct {
+	Path   string `json:"path"` // absolute
+	Offset int64  `json:"offset"`
+	Length int    `json:"length"` // at most MaxChunk
+}
+
+// ReadChunkReply is the reply of Minion.ReadChunk.
+type ReadChunkReply struct {
+	Data []byte `json:"data"`
+	Size int64  `json:"size"` // the file's size
+	Mode uint32 `json:"mode"` // its permission bits
+	EOF  bool   `json:"eof"`
+	// SHA256 is the whole file's digest, given with the chunk at offset 0.
+	SHA256 string `json:"sha256,omitempty"`
+}

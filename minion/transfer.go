@@ -1,0 +1,240 @@
+package minion
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/overlordhq/overlord/rpc"
+	"github.com/overlordhq/overlord/status"
+)
+
+// Limits on file transfers.
+const (
+	maxTransfers     = 64
+	transferIdleTime = 5 * time.Minute
+)
+
+// transfers holds the files being streamed to this minion: each goes to a
+// temporary file beside its destination until its last chunk is checked.
+type transfers struct {
+	mu    sync.Mutex
+	open  map[string]*transfer
+	stop  chan struct{}
+	done  chan struct{}
+	start sync.Once
+	close sync.Once
+}
+
+type transfer struct {
+	path, tmp string
+	f         *os.File
+	sum       hash.Hash
+	written   int64
+	last      time.Time
+}
+
+func newTransfers() *transfers {
+	return &transfers{open: map[string]*transfer{}, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// run drops transfers left idle (an overlord that died mid-copy) until
+// Close.
+func (t *transfers) run() {
+	t.start.Do(func() {
+		go func() {
+			defer close(t.done)
+			tick := time.NewTicker(time.Minute)
+			defer tick.Stop()
+			for {
+				select {
+				case <-t.stop:
+					return
+				case <-tick.C:
+					t.expire(time.Now().Add(-transferIdleTime))
+				}
+			}
+		}()
+	})
+}
+
+// Close stops the sweeper and removes unfinished transfers.
+func (t *transfers) Close() {
+	t.close.Do(func() {
+		close(t.stop)
+		t.start.Do(func() { close(t.done) }) // never started
+		<-t.done
+		t.expire(time.Now().Add(time.Hour))
+	})
+}
+
+func (t *transfers) expire(before time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, tr := range t.open {
+		if tr.last.Before(before) {
+			tr.abort()
+			delete(t.open, k)
+		}
+	}
+}
+
+func (tr *transfer) abort() {
+	tr.f.Close()
+	os.Remove(tr.tmp)
+}
+
+func checkPath(p string) error {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return status.Errorf(status.KindBadArgs, "path %q must be absolute and clean", p)
+	}
+	return nil
+}
+
+// write handles one chunk.
+func (t *transfers) write(caller string, p *rpc.WriteChunkParams) (rpc.WriteChunkReply, error) {
+	if err := checkPath(p.Path); err != nil {
+		return rpc.WriteChunkReply{}, err
+	}
+	if p.TransferID == "" || len(p.Data) > rpc.MaxChunk {
+		return rpc.WriteChunkReply{}, status.Errorf(status.KindBadArgs, "a chunk needs a transfer_id and at most %d bytes", rpc.MaxChunk)
+	}
+	key := caller + "\x00" + p.TransferID + "\x00" + p.Path
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tr := t.open[key]
+	if p.Offset == 0 && tr != nil { // a retried start: begin again
+		tr.abort()
+		delete(t.open, key)
+		tr = nil
+	}
+	if tr == nil {
+		if p.Offset != 0 {
+			return rpc.WriteChunkReply{}, status.Errorf(status.KindBadArgs, "no transfer %s of %s in progress at offset %d", p.TransferID, p.Path, p.Offset)
+		}
+		if len(t.open) >= maxTransfers {
+			return rpc.WriteChunkReply{}, status.Errorf(status.KindModuleError, "too many transfers in progress (%d)", maxTransfers)
+		}
+		var err error
+		if tr, err = begin(p.Path); err != nil {
+			return rpc.WriteChunkReply{}, err
+		}
+		t.open[key] = tr
+	}
+	if p.Offset != tr.written {
+		return rpc.WriteChunkReply{}, status.Errorf(status.KindBadArgs, "chunk at offset %d, want %d", p.Offset, tr.written)
+	}
+	if _, err := tr.f.Write(p.Data); err != nil {
+		tr.abort()
+		delete(t.open, key)
+		return rpc.WriteChunkReply{}, status.Errorf(status.KindModuleError, "write %s: %v", p.Path, err)
+	}
+	tr.sum.Write(p.Data)
+	tr.written += int64(len(p.Data))
+	tr.last = time.Now()
+	if !p.Final {
+		return rpc.WriteChunkReply{Written: tr.written}, nil
+	}
+	delete(t.open, key)
+	sum, err := tr.commit(p.SHA256, fs.FileMode(p.Mode).Perm())
+	if err != nil {
+		return rpc.WriteChunkReply{}, err
+	}
+	return rpc.WriteChunkReply{Written: tr.written, SHA256: sum}, nil
+}
+
+func begin(path string) (*transfer, error) {
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, status.Errorf(status.KindModuleError, "directory %s does not exist", dir)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, status.Errorf(status.KindModuleError, "%s is a directory", path)
+	}
+	var r [6]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return nil, err
+	}
+	tmp := filepath.Join(dir, "."+filepath.Base(path)+".overlord-"+hex.EncodeToString(r[:])+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, status.Errorf(status.KindModuleError, "%v", err)
+	}
+	return &transfer{path: path, tmp: tmp, f: f, sum: sha256.New(), last: time.Now()}, nil
+}
+
+// commit checks the digest, applies the mode, syncs and renames the
+// temporary file into place. On any failure nothing is left behind.
+func (tr *transfer) commit(want string, mode fs.FileMode) (string, error) {
+	got := hex.EncodeToString(tr.sum.Sum(nil))
+	if want != got {
+		tr.abort()
+		return "", status.Errorf(status.KindModuleError, "sha256 mismatch for %s: got %s, sent %s; nothing written", tr.path, got, want)
+	}
+	err := tr.f.Chmod(mode)
+	if err == nil {
+		err = tr.f.Sync()
+	}
+	if cerr := tr.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tr.tmp, tr.path)
+	}
+	if err != nil {
+		os.Remove(tr.tmp)
+		return "", status.Errorf(status.KindModuleError, "%v", err)
+	}
+	if d, err := os.Open(filepath.Dir(tr.path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return got, nil
+}
+
+// readChunk reads part of a file; at offset 0 it also returns the whole
+// file's digest.
+func readChunk(p *rpc.ReadChunkParams) (rpc.ReadChunkReply, error) {
+	if err := checkPath(p.Path); err != nil {
+		return rpc.ReadChunkReply{}, err
+	}
+	if p.Length <= 0 || p.Length > rpc.MaxChunk || p.Offset < 0 {
+		return rpc.ReadChunkReply{}, status.Errorf(status.KindBadArgs, "length must be 1..%d and offset not negative", rpc.MaxChunk)
+	}
+	f, err := os.Open(p.Path)
+	if err != nil {
+		return rpc.ReadChunkReply{}, status.Errorf(status.KindModuleError, "%v", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return rpc.ReadChunkReply{}, status.Errorf(status.KindModuleError, "%v", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return rpc.ReadChunkReply{}, status.Errorf(status.KindModuleError, "%s is not a regular file", p.Path)
+	}
+	reply := rpc.ReadChunkReply{Size: fi.Size(), Mode: uint32(fi.Mode().Perm())}
+	if p.Offset == 0 {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			return rpc.ReadChunkReply{}, status.Errorf(status.KindModuleError, "%v", err)
+		}
+		reply.SHA256 = hex.EncodeToString(h.Sum(nil))
+	}
+	buf := make([]byte, p.Length)
+	n, err := f.ReadAt(buf, p.Offset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return rpc.ReadChunkReply{}, status.Errorf(status.KindModuleError, "%v", err)
+	}
+	reply.Data = buf[:n]
+	reply.EOF = p.Offset+int64(n) >= fi.Size()
+	return reply, nil
+}
