@@ -30,14 +30,14 @@ type proc struct {
 	err     error         // from Wait, once done
 }
 
-// startProc starts bin with args, its output going to logPath.
-func startProc(logPath string, env []string, bin string, args ...string) (*proc, error) {
+// startProc starts bin with args in dir, its output going to logPath.
+func startProc(dir, logPath string, env []string, bin string, args ...string) (*proc, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = env
+	cmd.Env, cmd.Dir = env, dir
 	cmd.Stdout, cmd.Stderr = f, f
 	// If the test binary dies, take the process with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -289,12 +289,13 @@ func (f *fleet) add(name string) (*minionProc, error) {
 	return m, nil
 }
 
-// start starts a minion's daemon; wait for it with ready.
+// start starts a minion's daemon, in its state directory; wait for it
+// with ready.
 func (f *fleet) start(m *minionProc) error {
 	if m.p != nil && !m.p.exited() {
 		return fmt.Errorf("minion %s is already running (pid %d)", m.name, m.p.Pid())
 	}
-	p, err := startProc(m.logPath, f.env, filepath.Join(binDir, "minion"),
+	p, err := startProc(m.dir, m.logPath, f.env, filepath.Join(binDir, "minion"),
 		"--state-dir", m.dir, "serve", "--listen", m.addr, "--log-level", "debug", "--grace", "3s")
 	if err != nil {
 		return err

@@ -37,7 +37,8 @@ import (
 //		(or the NAMEs) at free ports, install their bundles and start
 //		their daemons, and wait until they accept connections. For a
 //		minion web1 it sets WEB1_ADDR to its address; its bundle is
-//		$WORK/web1.pem, its state $WORK/web1/, its log $WORK/web1.log.
+//		$WORK/web1.pem, its state $WORK/web1/ (also its working
+//		directory), its log $WORK/web1.log.
 //		Minions still running at the end of the script get SIGTERM;
 //		one that exited on its own, or does not exit 0 on SIGTERM,
 //		fails the test.
