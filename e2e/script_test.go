@@ -68,12 +68,15 @@ import (
 //	setjson VAR [-line N] PATH
 //		set VAR to a field of stdout (a string as is, else its JSON)
 func TestScripts(t *testing.T) {
-	testscript.Run(t, scriptParams("testdata"))
+	testscript.Run(t, scriptParams(t, "testdata"))
 }
 
-func scriptParams(dir string) testscript.Params {
+func scriptParams(t *testing.T, dir string) testscript.Params {
 	return testscript.Params{
-		Dir:                 dir,
+		Dir: dir,
+		// Under a directory of the test's own, so that nothing is left
+		// behind even when -run selects some of the scripts.
+		WorkdirRoot:         t.TempDir(),
 		RequireExplicitExec: true,
 		Setup:               setupScript,
 		Cmds: map[string]func(*testscript.TestScript, bool, []string){
