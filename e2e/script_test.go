@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,6 +54,8 @@ import (
 //	waitminion NAME
 //		wait (up to 10s) for a minion to exit; stdout is how it ended,
 //		such as "exit status 0"
+//	waitfile FILE REGEXP
+//		wait (up to 10s) until FILE (a minion's log, say) matches REGEXP
 //	exitcode [-within DUR] N PROG [ARG...]
 //		run PROG like exec and check that it exits with status N (and,
 //		with -within, that it took less than DUR); stdout and stderr
@@ -83,6 +87,7 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"freeport":    cmdFreeport,
 			"waitport":    cmdWaitport,
 			"waitconn":    cmdWaitconn,
+			"waitfile":    cmdWaitfile,
 			"fleet":       cmdFleet,
 			"stopminion":  cmdStopminion,
 			"startminion": cmdStartminion,
@@ -177,6 +182,27 @@ func cmdWaitconn(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: waitconn ADDR")
 	}
 	ts.Check(waitConn(args[0], readyTimeout))
+}
+
+func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
+	noNeg(ts, neg, "waitfile")
+	if len(args) != 2 {
+		ts.Fatalf("usage: waitfile FILE REGEXP")
+	}
+	re, err := regexp.Compile(args[1])
+	ts.Check(err)
+	file := ts.MkAbs(args[0])
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		data, _ := os.ReadFile(file)
+		if re.Match(data) {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s does not match %q after %s:\n%s", args[0], args[1], readyTimeout, data)
+		}
+		time.Sleep(pollEvery)
+	}
 }
 
 func cmdFleet(ts *testscript.TestScript, neg bool, args []string) {
