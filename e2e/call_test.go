@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -104,7 +105,8 @@ func TestDeadCallJob(t *testing.T) {
 	}
 	t.Parallel()
 	f := startFleet(t, "web1", "web2")
-	call, _, _ := overlordCmd(f, "call", "*", "test.sleep", "30")
+	// Each minion runs the command in its state directory.
+	call, _, _ := overlordCmd(f, "call", "*", "command.run", "touch started; exec sleep 30")
 	if err := call.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -112,9 +114,7 @@ func TestDeadCallJob(t *testing.T) {
 	go func() { _ = call.Wait(); close(done) }()
 	defer func() { _ = call.Process.Kill(); <-done }()
 	for _, n := range []string{"web1", "web2"} {
-		if err := waitConn(mustMinion(t, f, n).addr, readyTimeout); err != nil {
-			t.Fatal(err)
-		}
+		waitFile(t, filepath.Join(mustMinion(t, f, n).dir, "started"))
 	}
 	out, err := f.overlord("job", "list", "-o", "json")
 	if err != nil {

@@ -185,3 +185,19 @@ func waitLog(t *testing.T, p *proc, from int64, s string) {
 		time.Sleep(pollEvery)
 	}
 }
+
+// waitFile waits until file exists.
+func waitFile(t *testing.T, file string) {
+	t.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		_, err := os.Stat(file)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v after %s", err, readyTimeout)
+		}
+		time.Sleep(pollEvery)
+	}
+}

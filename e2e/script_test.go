@@ -54,8 +54,11 @@ import (
 //	waitminion NAME
 //		wait (up to 10s) for a minion to exit; stdout is how it ended,
 //		such as "exit status 0"
-//	waitfile FILE REGEXP
-//		wait (up to 10s) until FILE (a minion's log, say) matches REGEXP
+//	waitfile FILE [REGEXP]
+//		wait (up to 10s) until FILE exists (and matches REGEXP): a
+//		minion's log says something, a command has started
+//	waitgone PIDFILE
+//		wait (up to 10s) until the process whose ID is in PIDFILE is gone
 //	exitcode [-within DUR] N PROG [ARG...]
 //		run PROG like exec and check that it exits with status N (and,
 //		with -within, that it took less than DUR); stdout and stderr
@@ -88,6 +91,7 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"waitport":    cmdWaitport,
 			"waitconn":    cmdWaitconn,
 			"waitfile":    cmdWaitfile,
+			"waitgone":    cmdWaitgone,
 			"fleet":       cmdFleet,
 			"stopminion":  cmdStopminion,
 			"startminion": cmdStartminion,
@@ -186,20 +190,43 @@ func cmdWaitconn(ts *testscript.TestScript, neg bool, args []string) {
 
 func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
 	noNeg(ts, neg, "waitfile")
-	if len(args) != 2 {
-		ts.Fatalf("usage: waitfile FILE REGEXP")
+	if len(args) < 1 || len(args) > 2 {
+		ts.Fatalf("usage: waitfile FILE [REGEXP]")
 	}
-	re, err := regexp.Compile(args[1])
-	ts.Check(err)
+	re := regexp.MustCompile("")
+	if len(args) == 2 {
+		var err error
+		re, err = regexp.Compile(args[1])
+		ts.Check(err)
+	}
 	file := ts.MkAbs(args[0])
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		data, _ := os.ReadFile(file)
-		if re.Match(data) {
+		data, err := os.ReadFile(file)
+		if err == nil && re.Match(data) {
 			return
 		}
 		if time.Now().After(deadline) {
-			ts.Fatalf("%s does not match %q after %s:\n%s", args[0], args[1], readyTimeout, data)
+			if err != nil {
+				ts.Fatalf("%v after %s", err, readyTimeout)
+			}
+			ts.Fatalf("%s does not match %q after %s:\n%s", args[0], re, readyTimeout, data)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+func cmdWaitgone(ts *testscript.TestScript, neg bool, args []string) {
+	noNeg(ts, neg, "waitgone")
+	if len(args) != 1 {
+		ts.Fatalf("usage: waitgone PIDFILE")
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(ts.ReadFile(args[0])))
+	ts.Check(err)
+	deadline := time.Now().Add(readyTimeout)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			ts.Fatalf("pid %d still there after %s", pid, readyTimeout)
 		}
 		time.Sleep(pollEvery)
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,7 +48,8 @@ func TestServeDrains(t *testing.T) {
 	f := startFleet(t, "web1")
 	m := mustMinion(t, f, "web1")
 
-	call, stdout, stderr := overlordCmd(f, "call", "web1", "test.sleep", "1", "-o", "json")
+	// The minion runs the command in its state directory.
+	call, stdout, stderr := overlordCmd(f, "call", "web1", "command.run", "touch started; sleep 1", "-o", "json")
 	if err := call.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -57,9 +59,7 @@ func TestServeDrains(t *testing.T) {
 		_ = call.Process.Kill()
 		<-callDone
 	})
-	if err := waitConn(m.addr, readyTimeout); err != nil {
-		t.Fatal(err)
-	}
+	waitFile(t, filepath.Join(m.dir, "started"))
 
 	m.stopped = true
 	off := logSize(m.p)
