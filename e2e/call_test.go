@@ -64,30 +64,109 @@ func TestNDJSONStreams(t *testing.T) {
 	}
 }
 
-// TestForks: --forks bounds how many minions are called at once.
+// TestForks: --forks bounds how many minions are called at once. How many
+// calls overlapped is read from the minions' logs (each logs a call when
+// it ends, with its duration), which does not depend on how loaded the
+// machine is.
 func TestForks(t *testing.T) {
 	t.Parallel()
-	f := startFleet(t, "web1", "web2", "web3", "web4", "web5", "web6")
-	run := func(forks int) time.Duration {
+	names := []string{"web1", "web2", "web3", "web4", "web5", "web6"}
+	f := startFleet(t, names...)
+	run := func(forks int) (took time.Duration, overlap int) {
 		t.Helper()
+		offsets := map[string]int64{}
+		for _, n := range names {
+			offsets[n] = logSize(mustMinion(t, f, n).p)
+		}
 		cmd, stdout, stderr := overlordCmd(f, "call", "*", "test.sleep", "0.5", "--forks", fmt.Sprint(forks))
 		start := time.Now()
 		if code := exitCode(t, cmd); code != 0 {
 			t.Fatalf("--forks %d: exit %d\n%s%s", forks, code, stdout, stderr)
 		}
+		took = time.Since(start)
 		if !strings.Contains(stdout.String(), "6 minions: 6 ok, 0 failed") {
 			t.Errorf("--forks %d:\n%s", forks, stdout)
 		}
-		return time.Since(start)
+		var spans [][2]time.Time
+		for _, n := range names {
+			m := mustMinion(t, f, n)
+			waitLog(t, m.p, offsets[n], "method=sleep")
+			spans = append(spans, callSpans(t, m, offsets[n])...)
+		}
+		if len(spans) != len(names) {
+			t.Fatalf("--forks %d: %d calls in the minions' logs, want %d", forks, len(spans), len(names))
+		}
+		return took, maxOverlap(spans)
 	}
-	// Three rounds of two: at least 1.5s.
-	if took := run(2); took < 1500*time.Millisecond {
+
+	took, overlap := run(2)
+	t.Logf("--forks 2: %s, at most %d calls at once", took, overlap)
+	if overlap > 2 {
+		t.Errorf("--forks 2: %d calls at once", overlap)
+	}
+	if took < 1500*time.Millisecond { // three rounds of two
 		t.Errorf("--forks 2: 6 sleeps of 0.5s took %s, want at least 1.5s", took)
 	}
-	// All at once: about 0.5s.
-	if took := run(6); took >= 1500*time.Millisecond {
-		t.Errorf("--forks 6: 6 sleeps of 0.5s took %s, want well under 1.5s", took)
+	took, overlap = run(6)
+	t.Logf("--forks 6: %s, at most %d calls at once", took, overlap)
+	if overlap <= 2 {
+		t.Errorf("--forks 6: at most %d calls at once, want more than 2", overlap)
 	}
+}
+
+// callSpans returns when the calls a minion logged after byte offset from
+// ran, from each log line's time (the end) and its duration.
+func callSpans(t *testing.T, m *minionProc, from int64) [][2]time.Time {
+	t.Helper()
+	data, err := os.ReadFile(m.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spans [][2]time.Time
+	for _, line := range strings.Split(string(data[from:]), "\n") {
+		if !strings.Contains(line, " msg=call ") {
+			continue
+		}
+		var (
+			end time.Time
+			ms  int64 = -1
+		)
+		for _, field := range strings.Fields(line) {
+			k, v, _ := strings.Cut(field, "=")
+			switch k {
+			case "time":
+				end, err = time.Parse(time.RFC3339Nano, v)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+			case "ms":
+				fmt.Sscan(v, &ms)
+			}
+		}
+		if end.IsZero() || ms < 0 {
+			t.Fatalf("cannot read a call's time and duration from %q", line)
+		}
+		spans = append(spans, [2]time.Time{end.Add(-time.Duration(ms) * time.Millisecond), end})
+	}
+	return spans
+}
+
+// maxOverlap returns the most spans that overlap by more than a few
+// milliseconds (log times are to the millisecond).
+func maxOverlap(spans [][2]time.Time) int {
+	const slack = 20 * time.Millisecond
+	best := 0
+	for _, s := range spans {
+		at := s[0].Add(slack) // just after s starts
+		n := 0
+		for _, o := range spans {
+			if !o[0].Add(slack).After(at) && o[1].Add(-slack).After(at) {
+				n++
+			}
+		}
+		best = max(best, n)
+	}
+	return best
 }
 
 // TestDeadCallJob: a synchronous call whose overlord process dies (kill
