@@ -34,8 +34,10 @@ import (
 //		wait (up to 10s) until ADDR accepts TCP connections;
 //		with !, until it refuses them
 //	waitconn ADDR
-//		wait (up to 10s) until a TCP connection to ADDR is established,
-//		that is, until a call to the minion at ADDR is in flight
+//		wait (up to 10s) until a TCP connection to ADDR is established:
+//		a call to the minion at ADDR is being made (it may not have
+//		reached the method yet; a command can say so with a file, see
+//		waitfile)
 //	fleet N | fleet NAME...
 //		'overlord ca init' unless done, then register minions web1..webN
 //		(or the NAMEs) at free ports, install their bundles and start
