@@ -121,8 +121,10 @@ func TestIdentityFlag(t *testing.T) {
 	if !strings.Contains(out, `overlord identity "ci" written`) {
 		t.Errorf("ca client said %q", out)
 	}
-	if fi, err := os.Stat(ci); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("bundle %s: %v, mode %v; want 0600", ci, err, fi.Mode().Perm())
+	if fi, err := os.Stat(ci); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("bundle %s has mode %v, want 0600", ci, fi.Mode().Perm())
 	}
 
 	t.Run("flag", func(t *testing.T) {
