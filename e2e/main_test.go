@@ -1,0 +1,70 @@
+//go:build linux
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// binDir holds the overlord and minion binaries built by TestMain.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "overlord-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	binDir = dir
+	return m.Run()
+}
+
+// build compiles both binaries into dir, with the race detector when the
+// tests themselves run with it, so that races in the product show up too.
+func build(dir string) error {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, "github.com/overlordhq/overlord/cmd/overlord", "github.com/overlordhq/overlord/cmd/minion")
+	cmd := exec.Command(gobin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+// binEnv returns environment variables every binary started by the tests
+// gets: the binaries first on PATH, and no one-second sleep at exit from
+// race-enabled binaries.
+func binEnv() []string {
+	gorace := "atexit_sleep_ms=0"
+	if v := os.Getenv("GORACE"); v != "" {
+		gorace = v + " " + gorace
+	}
+	return []string{
+		"PATH=" + binDir + string(filepath.ListSeparator) + os.Getenv("PATH"),
+		"GORACE=" + gorace,
+		"NO_COLOR=1",
+	}
+}
