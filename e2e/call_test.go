@@ -174,16 +174,12 @@ func maxOverlap(spans [][2]time.Time) int {
 // TestDeadCallJob: a synchronous call whose overlord process dies (kill
 // -9, OOM, reboot) leaves its job in overlord.db.
 //
-// BUG: the job stays RUNNING with every minion pending, for ever: nothing
-// ever finishes it (ARCHITECTURE.md: "it never leaves a job hanging",
-// "Nothing stays RUNNING forever"), and 'overlord job status' of it exits
-// 0, which the contract says means "every minion ok", though no minion
-// reported anything. The same exit 0 comes from 'job status' of a call
-// still in progress. Set E2E_KNOWN_BUGS=1 to run it.
+// The job must not stay RUNNING for ever ("Nothing stays RUNNING
+// forever"): 'overlord job status' sees that no process holds it and
+// settles the minions that never answered as lost. While the call is in
+// progress, 'job status' does not exit 0, which would mean "every minion
+// ok".
 func TestDeadCallJob(t *testing.T) {
-	if os.Getenv("E2E_KNOWN_BUGS") == "" {
-		t.Skip("BUG: the job of a killed 'overlord call' stays RUNNING for ever, and 'job status' of it exits 0; E2E_KNOWN_BUGS=1 to run")
-	}
 	t.Parallel()
 	f := startFleet(t, "web1", "web2")
 	// Each minion runs the command in its state directory.

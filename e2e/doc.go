@@ -6,12 +6,6 @@
 // commands they may use are documented in script_test.go. Checks that are
 // awkward in a script (raw TLS clients, signals) are plain Go tests.
 //
-// Known bugs of the product have tests that fail until they are fixed:
-// testdata/bugs/*.txtar and TestDeadCallJob. They are skipped unless
-// E2E_KNOWN_BUGS=1:
-//
-//	E2E_KNOWN_BUGS=1 go test -run 'KnownBugs|DeadCallJob' ./e2e/
-//
 // The tests build only on Linux (they read /proc/net/tcp to see calls in
 // flight, and tie the processes they start to their own life with
 // Pdeathsig); they need the go command.

@@ -563,12 +563,3 @@ func cmdSetJSON(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv(name, s)
 }
 
-// TestKnownBugs runs testdata/bugs/*.txtar: scripts that show bugs of the
-// product, which fail until they are fixed. Set E2E_KNOWN_BUGS=1 to run
-// them.
-func TestKnownBugs(t *testing.T) {
-	if os.Getenv("E2E_KNOWN_BUGS") == "" {
-		t.Skip("BUG: see testdata/bugs/*.txtar; E2E_KNOWN_BUGS=1 to run")
-	}
-	testscript.Run(t, scriptParams(t, "testdata/bugs"))
-}

@@ -145,13 +145,18 @@ const (
 	ExitFailed      = 1 // at least one minion failed
 	ExitUsage       = 2 // usage or configuration error
 	ExitNoMatch     = 3 // the target matched no minion
-	ExitWaitTimeout = 4 // --wait timed out
+	ExitWaitTimeout = 4 // --wait timed out, or the job is not FINISHED yet
 )
 
-// ExitCode returns the exit code for a job with summary s.
+// ExitCode returns the exit code for a job with summary s: 1 if a minion
+// failed, else 4 while some are pending (the job is not known to be ok
+// yet; `job status` without --wait), else 0.
 func (s Summary) ExitCode() int {
-	if s.Failed > 0 {
+	switch {
+	case s.Failed > 0:
 		return ExitFailed
+	case s.Pending > 0:
+		return ExitWaitTimeout
 	}
 	return ExitOK
 }

@@ -82,8 +82,12 @@ func TestSummary(t *testing.T) {
 	if want := (status.Summary{Total: 4, OK: 3, Failed: 0, Pending: 1}); s != want {
 		t.Errorf("after Remove = %+v, want %+v", s, want)
 	}
+	if s.ExitCode() != status.ExitWaitTimeout {
+		t.Errorf("ExitCode = %d with one pending, no failures; want 4 (not known to be ok yet)", s.ExitCode())
+	}
+	s.Remove(partial)
 	if s.ExitCode() != status.ExitOK {
-		t.Errorf("ExitCode = %d without failures", s.ExitCode())
+		t.Errorf("ExitCode = %d with every minion ok", s.ExitCode())
 	}
 	if !failed.Failed() || ok.Failed() || running.Failed() {
 		t.Error("Failed() is wrong")

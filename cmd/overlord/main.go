@@ -11,6 +11,10 @@ import (
 )
 
 func main() {
+	// A reader that goes away (overlord call -o ndjson | head -n 1) must
+	// not kill a call half-way through recording its job: writes then
+	// fail with EPIPE instead, and the call runs to its end.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()

@@ -12,7 +12,7 @@ func (a *App) caCmd() *cobra.Command {
 		Short: "Manage the certificate authority and overlord identities",
 	}
 	cmd.AddCommand(a.caInitCmd(), a.caClientCmd())
-	return cmd
+	return groupCommand(cmd)
 }
 
 // keyTypeFlag adds --key-type to cmd.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -107,7 +108,7 @@ configuration error, 3 the target matched no minion.`,
 			} else if err != nil {
 				return err
 			}
-			if printErr != nil {
+			if printErr != nil && !errors.Is(printErr, syscall.EPIPE) {
 				return printErr
 			}
 			return exitFor(job.Summary.ExitCode())

@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"errors"
+	"syscall"
+
 	"github.com/spf13/cobra"
 
 	"github.com/overlordhq/overlord/fanout"
@@ -49,7 +52,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 			if err != nil {
 				return err
 			}
-			if printErr != nil {
+			if printErr != nil && !errors.Is(printErr, syscall.EPIPE) {
 				return printErr
 			}
 			return exitFor(job.Summary.ExitCode())

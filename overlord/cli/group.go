@@ -17,7 +17,7 @@ func (a *App) groupCmd() *cobra.Command {
 		Short: "Name sets of minions for targets (@group)",
 	}
 	cmd.AddCommand(a.groupAddCmd(), a.groupListCmd(), a.groupRemoveCmd())
-	return cmd
+	return groupCommand(cmd)
 }
 
 func (a *App) groupAddCmd() *cobra.Command {

@@ -8,5 +8,5 @@ func (a *App) jobCmd() *cobra.Command {
 		Short: "List, inspect, cancel and purge jobs",
 	}
 	cmd.AddCommand(a.jobListCmd(), a.jobStatusCmd(), a.jobCancelCmd(), a.jobPurgeCmd(), a.jobDriveCmd())
-	return cmd
+	return groupCommand(cmd)
 }

@@ -8,5 +8,5 @@ func (a *App) minionCmd() *cobra.Command {
 		Short: "Register, list and remove minions",
 	}
 	cmd.AddCommand(a.minionAddCmd(), a.minionListCmd(), a.minionRemoveCmd(), a.minionFactsCmd())
-	return cmd
+	return groupCommand(cmd)
 }

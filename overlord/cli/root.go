@@ -154,3 +154,16 @@ func (a *App) overlord() *overlord.Overlord {
 func usageError(format string, args ...any) error {
 	return &ExitError{Code: status.ExitUsage, Err: fmt.Errorf(format, args...)}
 }
+
+// groupCommand makes cmd, a command that only holds subcommands, refuse
+// an unknown subcommand (exit 2) instead of printing help and exiting 0.
+func groupCommand(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError("unknown command %q for %q (see '%s --help')", args[0], c.CommandPath(), c.CommandPath())
+		}
+		return c.Help()
+	}
+	return cmd
+}
