@@ -562,4 +562,3 @@ func cmdSetJSON(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	ts.Setenv(name, s)
 }
-
