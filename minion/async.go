@@ -329,7 +329,10 @@ func (a *asyncJobs) finish(id string, o outcome) (Job, error) {
 
 // status returns the state of the jobs asked for, settling running ones
 // first so the answer is fresh.
-func (a *asyncJobs) status(p *rpc.StatusParams) ([]rpc.JobStatus, error) {
+//
+// A job submitted by another identity than caller looks like no job at all
+// (kind lost); caller "" sees every job (the minion's own use).
+func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus, error) {
 	max := p.MaxOutput
 	if max == 0 {
 		max = defaultMaxChunk
@@ -337,6 +340,9 @@ func (a *asyncJobs) status(p *rpc.StatusParams) ([]rpc.JobStatus, error) {
 	out := make([]rpc.JobStatus, 0, len(p.JobIDs))
 	for _, id := range p.JobIDs {
 		j, err := a.store.get(id)
+		if err == nil && caller != "" && j.Caller != caller {
+			err = status.Errorf(status.KindLost, "no job %s", id)
+		}
 		if err != nil {
 			if status.KindOf(err) == status.KindLost {
 				out = append(out, rpc.JobStatus{JobID: id, State: status.Finished, Error: status.Errorf(status.KindLost, "this minion has no job %s", id)})
@@ -366,7 +372,7 @@ const (
 
 // waitChange waits until any of the jobs in first changes state, up to
 // p.WaitMS or ctx's end, and returns their status then.
-func (a *asyncJobs) waitChange(ctx context.Context, p *rpc.StatusParams, first []rpc.JobStatus) ([]rpc.JobStatus, error) {
+func (a *asyncJobs) waitChange(ctx context.Context, p *rpc.StatusParams, caller string, first []rpc.JobStatus) ([]rpc.JobStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, min(time.Duration(p.WaitMS)*time.Millisecond, maxWait))
 	defer cancel()
 	tick := time.NewTicker(waitTick)
@@ -386,7 +392,7 @@ func (a *asyncJobs) waitChange(ctx context.Context, p *rpc.StatusParams, first [
 		case <-tick.C:
 		}
 		var err error
-		if cur, err = a.status(p); err != nil {
+		if cur, err = a.status(p, caller); err != nil {
 			return nil, err
 		}
 	}
@@ -413,9 +419,14 @@ func (a *asyncJobs) jobStatus(j Job) rpc.JobStatus {
 
 // cancel asks a job to stop: SIGTERM to its runner's process group, then
 // SIGKILL after a grace period.
-func (a *asyncJobs) cancel(id string, reason status.Kind) (rpc.JobStatus, error) {
+func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.JobStatus, error) {
 	if reason == "" {
 		reason = status.KindCancelled
+	}
+	if j, err := a.store.get(id); err != nil {
+		return rpc.JobStatus{}, err
+	} else if caller != "" && j.Caller != caller {
+		return rpc.JobStatus{}, status.Errorf(status.KindLost, "no job %s", id)
 	}
 	newly := false
 	j, err := a.store.update(id, func(j *Job) bool {
@@ -454,14 +465,21 @@ func (a *asyncJobs) cancel(id string, reason status.Kind) (rpc.JobStatus, error)
 	return a.jobStatus(j), nil
 }
 
-func (a *asyncJobs) list(limit int) ([]rpc.JobStatus, error) {
-	js, err := a.store.list(limit)
+// list returns caller's jobs, newest first ("" for everyone's).
+func (a *asyncJobs) list(limit int, caller string) ([]rpc.JobStatus, error) {
+	js, err := a.store.list(0)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]rpc.JobStatus, len(js))
-	for i, j := range js {
-		out[i] = a.jobStatus(j)
+	var out []rpc.JobStatus
+	for _, j := range js {
+		if caller != "" && j.Caller != caller {
+			continue
+		}
+		out = append(out, a.jobStatus(j))
+		if limit > 0 && len(out) >= limit {
+			break
+		}
 	}
 	return out, nil
 }

@@ -23,7 +23,7 @@ func BenchmarkAsyncJob(b *testing.B) {
 			b.Fatal(err)
 		}
 		for {
-			st, err := a.status(&rpc.StatusParams{JobIDs: []string{j.ID}, MaxOutput: -1})
+			st, err := a.status(&rpc.StatusParams{JobIDs: []string{j.ID}, MaxOutput: -1}, "")
 			if err != nil {
 				b.Fatal(err)
 			}

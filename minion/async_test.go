@@ -59,7 +59,7 @@ func waitState(t testing.TB, a *asyncJobs, id string, cond func(rpc.JobStatus) b
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		st, err := a.status(&rpc.StatusParams{JobIDs: []string{id}})
+		st, err := a.status(&rpc.StatusParams{JobIDs: []string{id}}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +98,7 @@ func TestAsyncJobRunsDetachedAndFinishes(t *testing.T) {
 		t.Fatalf("result %s (%v), want stdout first\\nsecond\\n", done.Result, err)
 	}
 	// Reading on from the offset given while it ran returns the rest.
-	st, err := a.status(&rpc.StatusParams{JobIDs: []string{j.ID}, FromOffset: partial.NextOffset})
+	st, err := a.status(&rpc.StatusParams{JobIDs: []string{j.ID}, FromOffset: partial.NextOffset}, "")
 	if err != nil || st[0].Output != "second\n" {
 		t.Fatalf("output from offset %d: %q, %v; want \"second\\n\"", partial.NextOffset, st[0].Output, err)
 	}
@@ -152,7 +152,7 @@ func TestAsyncCancelKillsTheWholeProcessGroup(t *testing.T) {
 	j := submit(t, a, "o1", "command", "run", map[string]any{"cmd": "sleep 60 & echo $! > " + pidFile + "; echo started; wait"})
 	waitState(t, a, j.ID, func(s rpc.JobStatus) bool { return s.State == status.Partial })
 	child := readPID(t, pidFile)
-	if _, err := a.cancel(j.ID, ""); err != nil {
+	if _, err := a.cancel(j.ID, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	done := waitState(t, a, j.ID, isFinished)
@@ -216,7 +216,7 @@ func TestAsyncRestartAdoptsIngestsAndLoses(t *testing.T) {
 func TestAsyncStatusOfUnknownJobIsLost(t *testing.T) {
 	a := newAsync(t, t.TempDir())
 	defer a.Close()
-	st, err := a.status(&rpc.StatusParams{JobIDs: []string{"no-such-job"}})
+	st, err := a.status(&rpc.StatusParams{JobIDs: []string{"no-such-job"}}, "")
 	if err != nil || st[0].State != status.Finished || st[0].Error == nil || st[0].Error.Kind != status.KindLost {
 		t.Fatalf("got %+v, %v; want FINISHED lost", st, err)
 	}
@@ -250,12 +250,12 @@ func TestLongPollAnswersWhenTheJobEnds(t *testing.T) {
 	defer a.Close()
 	j := submit(t, a, "o1", "test", "sleep", map[string]any{"seconds": 0.3})
 	p := &rpc.StatusParams{JobIDs: []string{j.ID}, WaitMS: 10000, MaxOutput: -1}
-	first, err := a.status(p)
+	first, err := a.status(p, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	st, err := a.waitChange(context.Background(), p, first)
+	st, err := a.waitChange(context.Background(), p, "", first)
 	if err != nil || st[0].State != status.Finished {
 		t.Fatalf("long poll: %+v %v, want FINISHED", st, err)
 	}

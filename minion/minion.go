@@ -116,6 +116,8 @@ type Config struct {
 // Server is a running minion daemon: New, then Open, then Close.
 type Server struct {
 	files   *transfers
+	acl     *acl
+	audit   *auditLog
 	cfg     Config
 	started time.Time
 	jobs    *asyncJobs
@@ -150,7 +152,8 @@ func New(cfg Config) (*Server, error) {
 	if role := certs.RoleOf(cfg.Bundle.Cert); role != certs.RoleMinion {
 		return nil, fmt.Errorf("identity %q has role %q, not minion", cfg.Bundle.Cert.Subject.CommonName, role)
 	}
-	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{}), started: time.Now(), files: newTransfers()}
+	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{}), started: time.Now(),
+		files: newTransfers(), acl: newACL(cfg.StateDir)}
 	if s.cfg.Registry == nil {
 		s.cfg.Registry = registry(cfg.StateDir, s.info)
 	}
@@ -160,9 +163,35 @@ func New(cfg Config) (*Server, error) {
 // Name returns the minion's name, from its certificate.
 func (s *Server) Name() string { return s.name }
 
+// MaxConcurrentRequests bounds the requests a minion serves at once; past
+// it, requests are refused with HTTP 503 at once rather than queued.
+const MaxConcurrentRequests = 256
+
 // Handler returns the minion's HTTP handler (JSON-RPC at rpc.Path).
 func (s *Server) Handler() (http.Handler, error) {
-	return rpc.NewServer(map[string]any{"Minion": &Service{Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger, jobs: s.jobs, files: s.files}})
+	h, err := rpc.NewServer(map[string]any{"Minion": &Service{
+		Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger,
+		jobs: s.jobs, files: s.files, acl: s.acl, audit: s.audit,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return limitConcurrency(h, MaxConcurrentRequests), nil
+}
+
+// limitConcurrency serves at most n requests at once and refuses the rest.
+func limitConcurrency(h http.Handler, n int) http.Handler {
+	sem := make(chan struct{}, n)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case sem <- struct{}{}:
+			defer func() { <-sem }()
+			h.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "minion busy: too many requests at once", http.StatusServiceUnavailable)
+		}
+	})
 }
 
 // TLSConfig returns the minion's TLS configuration.
@@ -192,11 +221,16 @@ func (s *Server) Open(ctx context.Context) error {
 		if s.cfg.JobKeep <= 0 {
 			s.cfg.JobKeep = DefaultJobKeep
 		}
+		audit, err := openAudit(s.cfg.StateDir)
+		if err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
 		jobs, err := openAsync(s.cfg.StateDir, runner, s.cfg.Registry, s.cfg.JobRetention, s.cfg.JobKeep, s.cfg.Logger)
 		if err != nil {
+			audit.Close()
 			return err
 		}
-		s.jobs = jobs
+		s.jobs, s.audit = jobs, audit
 	}
 	h, err := s.Handler()
 	if err != nil {
@@ -211,6 +245,7 @@ func (s *Server) Open(ctx context.Context) error {
 		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", s.cfg.Listen); err != nil {
 			if s.jobs != nil {
 				s.jobs.Close()
+				s.audit.Close()
 			}
 			return err
 		}
@@ -257,7 +292,7 @@ func (s *Server) Close(ctx context.Context) error {
 		defer func() {
 			s.files.Close()
 			if s.jobs != nil {
-				err = errors.Join(err, s.jobs.Close())
+				err = errors.Join(err, s.jobs.Close(), s.audit.Close())
 			}
 		}()
 		if s.jobs != nil {

@@ -13,22 +13,51 @@ import (
 	"github.com/overlordhq/overlord/status"
 )
 
-// Service is the JSON-RPC service "Minion".
+// Service is the JSON-RPC service "Minion". Every call that runs
+// something is checked against the ACL first and written to the audit
+// log.
 type Service struct {
 	Name     string
 	Registry *modules.Registry
 	Logger   *slog.Logger
 	jobs     *asyncJobs // nil: async jobs are off
 	files    *transfers
+	acl      *acl      // nil: everything allowed
+	audit    *auditLog // nil: nothing recorded
+}
+
+// record writes an audit entry; a failure to is logged, not fatal.
+func (s *Service) record(r *http.Request, e AuditEntry, err error) {
+	e.Identity, e.Remote, e.Outcome = caller(r), r.RemoteAddr, "ok"
+	if err != nil {
+		e.Outcome, e.Message = string(status.KindOf(err)), err.Error()
+	}
+	if aerr := s.audit.record(e); aerr != nil {
+		s.Logger.Error("audit log", "err", aerr)
+	}
 }
 
 // Call runs a module method in-process and answers with its result.
 func (s *Service) Call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply) error {
+	start := time.Now()
+	res, err := s.call(r, p, reply)
+	s.record(r, AuditEntry{RPC: "Minion.Call", Call: p.Module + "." + p.Method, ArgsSHA256: argsDigest(p.Args, p.Positional),
+		DurationMS: time.Since(start).Milliseconds()}, err)
+	if err != nil {
+		return rpc.NewError(err, res)
+	}
+	return nil
+}
+
+func (s *Service) call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply) (any, error) {
 	timeout := DefaultCallTimeout
 	if p.TimeoutMS > 0 {
 		timeout = min(time.Duration(p.TimeoutMS)*time.Millisecond, MaxCallTimeout)
 	} else if p.TimeoutMS < 0 {
-		return rpc.NewError(status.Errorf(status.KindBadArgs, "timeout_ms must not be negative"), nil)
+		return nil, status.Errorf(status.KindBadArgs, "timeout_ms must not be negative")
+	}
+	if err := s.acl.allow(caller(r), p.Module, p.Method); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
@@ -37,14 +66,14 @@ func (s *Service) Call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply)
 	reply.DurationMS = time.Since(start).Milliseconds()
 	s.Logger.Debug("call", "identity", caller(r), "module", p.Module, "method", p.Method, "kind", kindOf(err), "ms", reply.DurationMS)
 	if err != nil {
-		return rpc.NewError(err, res)
+		return res, err
 	}
 	raw, err := json.Marshal(res)
 	if err != nil {
-		return rpc.NewError(status.Errorf(status.KindInternal, "encode result: %v", err), nil)
+		return nil, status.Errorf(status.KindInternal, "encode result: %v", err)
 	}
 	reply.Result = raw
-	return nil
+	return nil, nil
 }
 
 // Describe returns the minion's modules with their methods and typed
@@ -73,19 +102,30 @@ func kindOf(err error) status.Kind {
 // Submit starts an async job, or returns the job already started for the
 // same caller and origin job ID.
 func (s *Service) Submit(r *http.Request, p *rpc.SubmitParams, reply *rpc.SubmitReply) error {
-	if s.jobs == nil {
-		return rpc.NewError(errNoAsync, nil)
+	var job Job
+	err := s.acl.allow(caller(r), p.Module, p.Method)
+	if err == nil && s.jobs == nil {
+		err = errNoAsync
 	}
-	job, created, err := s.jobs.submit(caller(r), p)
+	if err == nil {
+		job, reply.Created, err = s.jobs.submit(caller(r), p)
+	}
+	if err == nil || reply.Created {
+		s.Logger.Debug("submit", "identity", caller(r), "origin", p.OriginJobID, "job", job.ID, "created", reply.Created, "module", p.Module, "method", p.Method)
+	}
+	if err != nil || reply.Created { // a retried Submit is not a new call
+		s.record(r, AuditEntry{RPC: "Minion.Submit", Call: p.Module + "." + p.Method, ArgsSHA256: argsDigest(p.Args, p.Positional),
+			JobID: job.ID, OriginJobID: p.OriginJobID}, err)
+	}
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}
-	s.Logger.Debug("submit", "identity", caller(r), "origin", p.OriginJobID, "job", job.ID, "created", created, "module", p.Module, "method", p.Method)
-	reply.JobID, reply.Created = job.ID, created
+	reply.JobID = job.ID
 	return nil
 }
 
-// Status returns the state of async jobs, with their output from an offset.
+// Status returns the state of the caller's async jobs, with their output
+// from an offset.
 func (s *Service) Status(r *http.Request, p *rpc.StatusParams, reply *rpc.StatusReply) error {
 	if s.jobs == nil {
 		return rpc.NewError(errNoAsync, nil)
@@ -93,12 +133,12 @@ func (s *Service) Status(r *http.Request, p *rpc.StatusParams, reply *rpc.Status
 	if len(p.JobIDs) > 10000 {
 		return rpc.NewError(status.Errorf(status.KindBadArgs, "at most 10000 job_ids per call"), nil)
 	}
-	jobs, err := s.jobs.status(p)
+	jobs, err := s.jobs.status(p, caller(r))
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}
 	if p.WaitMS > 0 {
-		if jobs, err = s.jobs.waitChange(r.Context(), p, jobs); err != nil {
+		if jobs, err = s.jobs.waitChange(r.Context(), p, caller(r), jobs); err != nil {
 			return rpc.NewError(err, nil)
 		}
 	}
@@ -106,7 +146,7 @@ func (s *Service) Status(r *http.Request, p *rpc.StatusParams, reply *rpc.Status
 	return nil
 }
 
-// Cancel stops an async job and its whole process group.
+// Cancel stops one of the caller's async jobs and its whole process group.
 func (s *Service) Cancel(r *http.Request, p *rpc.CancelParams, reply *rpc.CancelReply) error {
 	if s.jobs == nil {
 		return rpc.NewError(errNoAsync, nil)
@@ -116,7 +156,8 @@ func (s *Service) Cancel(r *http.Request, p *rpc.CancelParams, reply *rpc.Cancel
 	default:
 		return rpc.NewError(status.Errorf(status.KindBadArgs, "reason must be cancelled or timeout, not %q", p.Reason), nil)
 	}
-	st, err := s.jobs.cancel(p.JobID, p.Reason)
+	st, err := s.jobs.cancel(p.JobID, p.Reason, caller(r))
+	s.record(r, AuditEntry{RPC: "Minion.Cancel", JobID: p.JobID, Call: st.Module + "." + st.Method}, err)
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}
@@ -124,12 +165,12 @@ func (s *Service) Cancel(r *http.Request, p *rpc.CancelParams, reply *rpc.Cancel
 	return nil
 }
 
-// List returns the minion's async jobs, newest first.
+// List returns the caller's async jobs, newest first.
 func (s *Service) List(r *http.Request, p *rpc.ListParams, reply *rpc.ListReply) error {
 	if s.jobs == nil {
 		return rpc.NewError(errNoAsync, nil)
 	}
-	jobs, err := s.jobs.list(p.Limit)
+	jobs, err := s.jobs.list(p.Limit, caller(r))
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}
@@ -138,9 +179,16 @@ func (s *Service) List(r *http.Request, p *rpc.ListParams, reply *rpc.ListReply)
 }
 
 // WriteChunk receives one chunk of a file being copied to this minion
-// (overlord cp).
+// (overlord cp; the ACL calls it file.cp).
 func (s *Service) WriteChunk(r *http.Request, p *rpc.WriteChunkParams, reply *rpc.WriteChunkReply) error {
-	out, err := s.files.write(caller(r), p)
+	err := s.acl.allow(caller(r), "file", "cp")
+	var out rpc.WriteChunkReply
+	if err == nil {
+		out, err = s.files.write(caller(r), p)
+	}
+	if err != nil || p.Final {
+		s.record(r, AuditEntry{RPC: "Minion.WriteChunk", Call: "file.cp", ArgsSHA256: p.SHA256, JobID: p.TransferID, Message: p.Path}, err)
+	}
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}
@@ -148,9 +196,17 @@ func (s *Service) WriteChunk(r *http.Request, p *rpc.WriteChunkParams, reply *rp
 	return nil
 }
 
-// ReadChunk sends part of a file (overlord fetch).
+// ReadChunk sends part of a file (overlord fetch; the ACL calls it
+// file.fetch).
 func (s *Service) ReadChunk(r *http.Request, p *rpc.ReadChunkParams, reply *rpc.ReadChunkReply) error {
-	out, err := readChunk(p)
+	err := s.acl.allow(caller(r), "file", "fetch")
+	var out rpc.ReadChunkReply
+	if err == nil {
+		out, err = readChunk(p)
+	}
+	if err != nil || p.Offset == 0 {
+		s.record(r, AuditEntry{RPC: "Minion.ReadChunk", Call: "file.fetch", Message: p.Path}, err)
+	}
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}
