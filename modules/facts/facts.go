@@ -70,17 +70,17 @@ type fact struct {
 // facts lists every fact in the order they are documented.
 func facts() []fact {
 	return []fact{
-		{"hostname", "string: the host name", (*collector).hostname},
-		{"fqdn", fmt.Sprintf("string: the canonical name the resolver gives for hostname when it begins with hostname and a dot (/etc/hosts, then DNS, within %s), else hostname", FQDNTimeout), (*collector).fqdn},
-		{"os", `string: ID from /etc/os-release, such as "debian" or "rhel"`, (*collector).osID},
-		{"os_version", `string: VERSION_ID from /etc/os-release, such as "12"; left out where there is none (rolling releases)`, (*collector).osVersion},
-		{"kernel", "string: the kernel release (uname -r)", (*collector).kernel},
-		{"arch", "string: the host's CPU architecture (uname -m) in Go's GOARCH names: amd64, arm64, 386, arm...; a machine Go has no name for as uname gives it", (*collector).arch},
-		{"cpus", "number: online CPUs (/sys/devices/system/cpu/online), else the number the minion may use", (*collector).cpus},
-		{"memory_bytes", "number: total memory (MemTotal in /proc/meminfo)", (*collector).memory},
-		{"uptime_seconds", "number: whole seconds since boot (/proc/uptime)", (*collector).uptime},
-		{"ip_addresses", "list of strings: the addresses of the interfaces that are up, without loopback and link-local ones", (*collector).ipAddresses},
-		{"minion_version", "string: the minion's version", (*collector).minionVersion},
+		{"hostname", "string, the host name", (*collector).hostname},
+		{"fqdn", fmt.Sprintf("string, the canonical name the resolver (/etc/hosts, then DNS) gives for hostname within %s if it begins with hostname and a dot, else hostname", FQDNTimeout), (*collector).fqdn},
+		{"os", `string, ID from /etc/os-release, such as "debian" or "rhel"`, (*collector).osID},
+		{"os_version", `string, VERSION_ID from /etc/os-release, such as "12", left out where there is none (rolling releases)`, (*collector).osVersion},
+		{"kernel", "string, the kernel release as uname -r gives it", (*collector).kernel},
+		{"arch", "string, the host's CPU architecture (uname -m) named as Go's GOARCH names it (amd64, arm64, 386, arm...), or as uname gives it if Go has no name for it", (*collector).arch},
+		{"cpus", "number, the online CPUs (/sys/devices/system/cpu/online), else the number the minion may use", (*collector).cpus},
+		{"memory_bytes", "number, the total memory in bytes (MemTotal in /proc/meminfo)", (*collector).memory},
+		{"uptime_seconds", "number, whole seconds since boot (/proc/uptime)", (*collector).uptime},
+		{"ip_addresses", "list of strings, the addresses of the interfaces that are up, without loopback and link-local ones", (*collector).ipAddresses},
+		{"minion_version", "string, the minion's version", (*collector).minionVersion},
 	}
 }
 
@@ -105,7 +105,7 @@ func (Module) Doc() string {
 		if i > 0 {
 			b.WriteString(";")
 		}
-		fmt.Fprintf(&b, " %s (%s)", f.name, f.doc)
+		fmt.Fprintf(&b, " %s: %s", f.name, f.doc)
 	}
 	b.WriteString(".")
 	return b.String()

@@ -331,7 +331,7 @@ func TestAllJSON(t *testing.T) {
 func TestDocs(t *testing.T) {
 	info := modules.Info(facts.Module{})
 	for _, name := range facts.Names() {
-		if !strings.Contains(info.Doc, name+" (") {
+		if !strings.Contains(info.Doc, " "+name+": ") {
 			t.Errorf("module doc does not describe %s", name)
 		}
 	}

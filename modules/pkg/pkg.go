@@ -80,8 +80,8 @@ func (m Module) Methods() []*modules.Method {
 			Name: "query",
 			Doc: "Query one package. A package that is not installed is not an error: installed is false. " +
 				"For a Multi-Arch package installed for several architectures, name one as NAME:ARCH (dpkg).",
-			Returns: "{name, version, arch, installed, status}; status is dpkg's state (installed, config-files, " +
-				"half-configured...) or installed, or not-installed",
+			Returns: `{name, version, arch, installed, status}; status is dpkg's state (installed, config-files, ` +
+				`half-configured...), "installed" with rpm, or "not-installed"`,
 			Params: []modules.Param{
 				{Name: "name", Type: modules.String, Required: true,
 					Doc: "the package name, such as openssl or libc6:amd64 (letters, digits and . _ + ~ ^ : -, not starting with -)"},

@@ -272,17 +272,26 @@ func readValue(fsys fs.FS, path string, fi fs.FileInfo) (string, error) {
 	}
 	f, err := fsys.Open(path)
 	if err != nil {
-		return "", err
+		return "", bare(err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxValue+1))
 	if err != nil {
-		return "", err
+		return "", bare(err)
 	}
 	if len(data) > MaxValue {
 		return "", fmt.Errorf("value longer than %d KiB", MaxValue>>10)
 	}
 	return strings.TrimSpace(string(data)), nil
+}
+
+// bare drops the path from a *fs.PathError: messages name the key.
+func bare(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // keyOf turns a path under proc/sys into its dotted key.

@@ -26,7 +26,7 @@ type file struct {
 
 // fakeRoot writes files (path → content) into a new directory and returns
 // it as a file system.
-func fakeRoot(t *testing.T, files map[string]file) fs.FS {
+func fakeRoot(t testing.TB, files map[string]file) fs.FS {
 	t.Helper()
 	root := t.TempDir()
 	for name, f := range files {
@@ -50,7 +50,7 @@ func fakeRoot(t *testing.T, files map[string]file) fs.FS {
 
 // procSys is a small /proc/sys. net.ipv4.conf has both eth0 and the VLAN
 // interface eth0.100.
-func procSys(t *testing.T) fs.FS {
+func procSys(t testing.TB) fs.FS {
 	return fakeRoot(t, map[string]file{
 		"proc/sys/net/ipv4/ip_forward":              {data: "1\n"},
 		"proc/sys/net/ipv4/tcp_rmem":                {data: "4096\t131072\t6291456\n"},
