@@ -4,6 +4,10 @@ package builtin
 import (
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/modules/command"
+	"github.com/overlordhq/overlord/modules/facts"
+	"github.com/overlordhq/overlord/modules/mount"
+	"github.com/overlordhq/overlord/modules/pkg"
+	"github.com/overlordhq/overlord/modules/sysctl"
 	"github.com/overlordhq/overlord/modules/system"
 	"github.com/overlordhq/overlord/modules/test"
 )
@@ -20,7 +24,10 @@ type Options struct {
 // New returns a new registry holding every built-in module.
 func New(opts Options) *modules.Registry {
 	r := modules.NewRegistry()
-	for _, m := range []modules.Module{test.Module{}, command.Module{}, system.Module{Registry: r, Info: opts.Info}} {
+	for _, m := range []modules.Module{
+		test.Module{}, command.Module{}, system.Module{Registry: r, Info: opts.Info},
+		facts.Module{}, sysctl.Module{}, mount.Module{}, pkg.Module{},
+	} {
 		if err := r.Add(m); err != nil {
 			panic(err) // built-in names are fixed and distinct
 		}
