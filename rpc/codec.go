@@ -43,6 +43,10 @@ func (c strictCodec) NewRequest(r *http.Request) rpc.CodecRequest {
 		req.err = &json2.Error{Code: json2.E_PARSE, Message: msg, Data: ErrorData{Kind: status.KindBadArgs}}
 		return req
 	}
+	if depth := jsonDepth(body); depth > MaxDepth {
+		req.err = &json2.Error{Code: json2.E_PARSE, Message: fmt.Sprintf("request nested %d deep, at most %d", depth, MaxDepth), Data: ErrorData{Kind: status.KindBadArgs}}
+		return req
+	}
 	var envelope struct {
 		Params json.RawMessage `json:"params"`
 	}
@@ -111,4 +115,34 @@ func (r *strictRequest) WriteError(w http.ResponseWriter, code int, err error) {
 		}
 	}
 	r.CodecRequest.WriteError(w, code, err)
+}
+
+// MaxDepth bounds how deeply a request's JSON may nest.
+const MaxDepth = 64
+
+// jsonDepth returns the deepest nesting of objects and arrays in data,
+// which need not be valid JSON: it only skips over strings.
+func jsonDepth(data []byte) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, c := range data {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }

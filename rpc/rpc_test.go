@@ -324,3 +324,19 @@ func TestClientReusesConnections(t *testing.T) {
 		t.Errorf("%d connections for 10 sequential calls, want 1", n)
 	}
 }
+
+func TestDeepRequestRefused(t *testing.T) {
+	h, err := rpc.NewServer(map[string]any{"Echo": new(Echo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deep := strings.Repeat("[", 100) + strings.Repeat("]", 100)
+	body := `{"jsonrpc":"2.0","method":"Echo.Say","id":1,"params":{"text":` + deep + `}}`
+	req := httptest.NewRequest("POST", rpc.Path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rr := httptest.NewRecorder()
+	h.ServeHTTP(rr, req)
+	if !strings.Contains(rr.Body.String(), "nested 102 deep") || !strings.Contains(rr.Body.String(), `"kind":"bad_args"`) {
+		t.Errorf("a request nested 102 deep: %s", rr.Body.String())
+	}
+}

@@ -77,7 +77,7 @@ for overlord identities of its CA.`,
 	root.SetOut(a.Stdout)
 	root.SetErr(a.Stderr)
 	root.PersistentFlags().StringVar(&a.stateDir, "state-dir", "", "state directory (env MINION_STATE_DIR; default /var/lib/minion for root, else ~/.local/state/minion)")
-	root.AddCommand(a.initCmd(), a.serveCmd(), a.runJobCmd(), a.jobCmd())
+	root.AddCommand(a.initCmd(), a.serveCmd(), a.runJobCmd(), a.jobCmd(), a.auditCmd())
 	return root
 }
 

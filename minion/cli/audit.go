@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/overlordhq/overlord/minion"
+)
+
+func (a *App) auditCmd() *cobra.Command {
+	var (
+		limit   int
+		jsonOut bool
+	)
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Show the audit log: who called what, and how it went",
+		Long: `Show the last entries of the minion's audit log (<state-dir>/audit.log):
+one line per call with its time, the overlord identity, its address, the
+method, a SHA-256 digest of the arguments, the job ID and the outcome.`,
+		Example: "  minion audit\n  minion audit --limit 200 --json | jq 'select(.outcome != \"ok\")'",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			es, err := minion.ReadAudit(a.stateDir, limit)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				for _, e := range es {
+					if err := writeJSONLine(a.Stdout, e); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tIDENTITY\tREMOTE\tCALL\tOUTCOME\tJOB\tARGS")
+			for _, e := range es {
+				call := e.Call
+				if call == "" || call == "." {
+					call = e.RPC
+				}
+				args := "-"
+				if len(e.ArgsSHA256) >= 12 {
+					args = e.ArgsSHA256[:12]
+				}
+				job := e.JobID
+				if job == "" {
+					job = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.DateTime), e.Identity, e.Remote, call, e.Outcome, job, args)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 50, "the last this many entries (0: all)")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the entries as JSON lines")
+	return cmd
+}
