@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/modules/builtin"
@@ -179,18 +181,37 @@ func (s *Server) Handler() (http.Handler, error) {
 	return limitConcurrency(h, MaxConcurrentRequests), nil
 }
 
-// limitConcurrency serves at most n requests at once and refuses the rest.
+// MaxBodyBytesInFlight bounds the memory the request bodies being read
+// at once may take: each request reserves its Content-Length (a request
+// without one, the most a body may be) for as long as it is served.
+const MaxBodyBytesInFlight = 64 << 20
+
+// limitConcurrency serves at most n requests at once, and no more body
+// bytes than MaxBodyBytesInFlight, and refuses the rest with HTTP 503
+// rather than queueing them.
 func limitConcurrency(h http.Handler, n int) http.Handler {
-	sem := make(chan struct{}, n)
+	requests := semaphore.NewWeighted(int64(n))
+	bodies := semaphore.NewWeighted(MaxBodyBytesInFlight)
+	busy := func(w http.ResponseWriter) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "minion busy: too many requests at once", http.StatusServiceUnavailable)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case sem <- struct{}{}:
-			defer func() { <-sem }()
-			h.ServeHTTP(w, r)
-		default:
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, "minion busy: too many requests at once", http.StatusServiceUnavailable)
+		if !requests.TryAcquire(1) {
+			busy(w)
+			return
 		}
+		defer requests.Release(1)
+		size := int64(rpc.MaxRequestBytes)
+		if r.ContentLength >= 0 && r.ContentLength < size {
+			size = r.ContentLength
+		}
+		if !bodies.TryAcquire(size) {
+			busy(w)
+			return
+		}
+		defer bodies.Release(size)
+		h.ServeHTTP(w, r)
 	})
 }
 

@@ -30,7 +30,19 @@ func newStrictCodec() strictCodec {
 
 // NewRequest implements rpc.Codec.
 func (c strictCodec) NewRequest(r *http.Request) rpc.CodecRequest {
-	body, readErr := io.ReadAll(r.Body)
+	var body []byte
+	var readErr error
+	if r.ContentLength > MaxRequestBytes {
+		// Refuse what is announced too big without reading any of it.
+		readErr = &http.MaxBytesError{Limit: MaxRequestBytes}
+	} else {
+		buf := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 0)+bytes.MinRead))
+		_, readErr = buf.ReadFrom(r.Body)
+		body = buf.Bytes()
+	}
+	if readErr != nil {
+		body = nil // json2 need not parse what will be refused anyway
+	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	req := &strictRequest{CodecRequest: c.inner.NewRequest(r)}
 	if readErr != nil {
