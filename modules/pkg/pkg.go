@@ -11,12 +11,10 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/overlordhq/overlord/modules"
@@ -318,24 +316,13 @@ func (m Module) run(ctx context.Context, program, path string, args []string) (o
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	c := exec.CommandContext(ctx, path, args...)
-	c.Env = append(os.Environ(), "LC_ALL=C")
-	stdout, stderr := &command.Capped{Max: m.maxOutput()}, &command.Capped{Max: maxStderr}
-	c.Stdout, c.Stderr = stdout, stderr
-	if modules.JobProcessGroup(ctx) {
-		// An async job's runner leads a process group of its own: stay
-		// in it, and signal it, as command.run does.
-		c.Cancel = func() error { return syscall.Kill(-syscall.Getpgrp(), syscall.SIGTERM) }
-	} else {
-		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
-	}
-	c.WaitDelay = 2 * time.Second
-
 	start := time.Now()
-	err := c.Run()
-	out := output{stdout: stdout.String(), stderr: stderr.String(), truncated: stdout.Truncated()}
-	var exitErr *exec.ExitError
+	res, err := command.Exec(ctx, command.Spec{Argv: append([]string{path}, args...), Env: []string{"LC_ALL=C"}, MaxOutput: m.maxOutput()})
+	stderr := res.Stderr
+	if len(stderr) > maxStderr {
+		stderr = stderr[:maxStderr]
+	}
+	out := output{stdout: res.Stdout, stderr: stderr, truncated: res.Truncated}
 	switch {
 	case err == nil:
 		return out, nil
@@ -343,9 +330,14 @@ func (m Module) run(ctx context.Context, program, path string, args []string) (o
 		return out, status.Errorf(status.KindTimeout, "%s killed after %s", program, time.Since(start).Round(time.Millisecond))
 	case ctx.Err() != nil:
 		return out, status.Errorf(status.KindCancelled, "%s cancelled", program)
-	case errors.As(err, &exitErr) && exitErr.ExitCode() > 0:
-		out.exit = exitErr.ExitCode()
+	case res.ExitCode > 0:
+		out.exit = res.ExitCode // the caller decides what an exit status means
 		return out, nil
 	}
-	return out, status.Errorf(status.KindModuleError, "%s: %v", program, err)
+	msg := err.Error()
+	var se *status.Error
+	if errors.As(err, &se) {
+		msg = strings.TrimPrefix(se.Message, "command ")
+	}
+	return out, status.Errorf(status.KindModuleError, "%s: %s", program, msg)
 }
