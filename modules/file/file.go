@@ -9,6 +9,7 @@
 package file
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -339,7 +340,7 @@ func write(_ context.Context, a modules.Args) (any, error) {
 			return nil, err
 		}
 	}
-	n, sum, err := writeAtomic(p, strings.NewReader(string(data)), mode, keep, "")
+	n, sum, err := writeAtomic(p, bytes.NewReader(data), mode, keep, "")
 	if err != nil {
 		return nil, err
 	}

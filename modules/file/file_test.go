@@ -169,6 +169,12 @@ func TestStat(t *testing.T) {
 			if strconv.Itoa(st.UID) != me.Uid || st.Owner != me.Username || st.Group == "" {
 				t.Errorf("uid %d owner %q group %q; want %s %s", st.UID, st.Owner, st.Group, me.Uid, me.Username)
 			}
+			data, _ := json.Marshal(st)
+			for _, want := range []string{`"exists":true`, `"type":"` + tt.typ + `"`, `"mode":"` + tt.mode + `"`, `"owner":"` + me.Username + `"`, `"mtime":"`} {
+				if !strings.Contains(string(data), want) {
+					t.Errorf("JSON %s lacks %s", data, want)
+				}
+			}
 			if time.Since(st.MTime) > time.Minute {
 				t.Errorf("mtime %s", st.MTime)
 			}
@@ -330,7 +336,7 @@ func TestWriteFailures(t *testing.T) {
 		{name: "mode not octal", path: filepath.Join(dir, "n"), named: map[string]any{"content": "", "mode": "0689"}, kind: status.KindBadArgs, msg: "parameter mode"},
 		{name: "mode too large", path: filepath.Join(dir, "n"), named: map[string]any{"content": "", "mode": "17777"}, kind: status.KindBadArgs, msg: "parameter mode"},
 		{name: "mode as number", path: filepath.Join(dir, "n"), named: map[string]any{"content": "", "mode": 420.0}, kind: status.KindBadArgs, msg: "parameter mode: want string"},
-		{name: "missing parent", path: filepath.Join(dir, "no", "n"), named: map[string]any{"content": ""}, kind: status.KindModuleError, msg: "no such file or directory"},
+		{name: "missing parent", path: filepath.Join(dir, "no", "n"), named: map[string]any{"content": ""}, kind: status.KindModuleError, msg: "directory " + filepath.Join(dir, "no") + " does not exist"},
 		{name: "directory", path: dir, named: map[string]any{"content": ""}, kind: status.KindModuleError, msg: "is a directory"},
 		{name: "parent is a file", path: filepath.Join(f, "n"), named: map[string]any{"content": "", "mkdirs": true}, kind: status.KindModuleError, msg: "not a directory"},
 		{name: "trailing slash", path: dir + "/", named: map[string]any{"content": ""}, kind: status.KindModuleError, msg: "not a file name"},

@@ -69,6 +69,9 @@ func writeAtomic(path string, r io.Reader, mode fs.FileMode, keepMode bool, want
 		tmpBase = tmpBase[:128]
 	}
 	tmp, err := os.CreateTemp(dir, "."+tmpBase+".tmp-*")
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, "", fmt.Errorf("write %s: directory %s does not exist: %w", path, dir, fs.ErrNotExist)
+	}
 	if err != nil {
 		return 0, "", fmt.Errorf("write %s: %w", path, err)
 	}
