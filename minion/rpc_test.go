@@ -117,7 +117,7 @@ func TestCall(t *testing.T) {
 		{"named args", rpc.CallParams{Module: "test", Method: "add", Args: map[string]any{"a": 1, "b": 2.5}}, `3.5`},
 		{"positional args", rpc.CallParams{Module: "test", Method: "echo", Positional: []any{map[string]any{"k": []any{1, "x"}}}}, `{"k":[1,"x"]}`},
 		{"mixed args", rpc.CallParams{Module: "test", Method: "add", Args: map[string]any{"b": 2}, Positional: []any{40}}, `42`},
-		{"introspection", rpc.CallParams{Module: "system", Method: "list_modules"}, `["command","counter","facts","mount","package","sysctl","system","test"]`},
+		{"introspection", rpc.CallParams{Module: "system", Method: "list_modules"}, `["command","counter","facts","file","mount","package","process","service","sysctl","system","test"]`},
 		{"command", rpc.CallParams{Module: "command", Method: "run", Positional: []any{"printf hello"}},
 			`{"stdout":"hello","stderr":"","exit_code":0}`},
 	}
@@ -169,7 +169,7 @@ func TestCallErrors(t *testing.T) {
 		{name: "negative timeout", params: rpc.CallParams{Module: "test", Method: "ping", TimeoutMS: -1},
 			kind: status.KindBadArgs, msg: "timeout_ms must not be negative"},
 		{name: "unknown module", params: rpc.CallParams{Module: "nosuch", Method: "ping"},
-			kind: status.KindUnknownModule, msg: `no module "nosuch" (have: command, counter, facts, mount, package, sysctl, system, test)`},
+			kind: status.KindUnknownModule, msg: `no module "nosuch" (have: command, counter, facts, file, mount, package, process, service, sysctl, system, test)`},
 		{name: "unknown method", params: rpc.CallParams{Module: "test", Method: "nosuch"},
 			kind: status.KindUnknownMethod, msg: `module "test" has no method "nosuch"`},
 		{name: "module error", params: rpc.CallParams{Module: "test", Method: "fail", Positional: []any{"on purpose"}},
@@ -294,7 +294,7 @@ func TestDescribe(t *testing.T) {
 			}
 		}
 	}
-	if strings.Join(names, ",") != "command,counter,facts,mount,package,sysctl,system,test" {
+	if strings.Join(names, ",") != "command,counter,facts,file,mount,package,process,service,sysctl,system,test" {
 		t.Errorf("modules %v", names)
 	}
 	if run == nil {

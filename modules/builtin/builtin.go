@@ -5,8 +5,11 @@ import (
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/modules/command"
 	"github.com/overlordhq/overlord/modules/facts"
+	"github.com/overlordhq/overlord/modules/file"
 	"github.com/overlordhq/overlord/modules/mount"
 	"github.com/overlordhq/overlord/modules/pkg"
+	"github.com/overlordhq/overlord/modules/process"
+	"github.com/overlordhq/overlord/modules/service"
 	"github.com/overlordhq/overlord/modules/sysctl"
 	"github.com/overlordhq/overlord/modules/system"
 	"github.com/overlordhq/overlord/modules/test"
@@ -27,6 +30,7 @@ func New(opts Options) *modules.Registry {
 	for _, m := range []modules.Module{
 		test.Module{}, command.Module{}, system.Module{Registry: r, Info: opts.Info},
 		facts.Module{}, sysctl.Module{}, mount.Module{}, pkg.Module{},
+		file.Module{}, process.Module{}, service.Module{},
 	} {
 		if err := r.Add(m); err != nil {
 			panic(err) // built-in names are fixed and distinct

@@ -17,7 +17,7 @@ var knownTypes = []modules.Type{modules.String, modules.Int, modules.Float, modu
 // A default must itself pass the parameter's type check.
 func TestDeclarations(t *testing.T) {
 	r := builtin.Registry()
-	if got := r.Names(); !slices.Equal(got, []string{"command", "facts", "mount", "package", "sysctl", "system", "test"}) {
+	if got := r.Names(); !slices.Equal(got, []string{"command", "facts", "file", "mount", "package", "process", "service", "sysctl", "system", "test"}) {
 		t.Fatalf("Names = %v", got)
 	}
 	for _, mod := range r.DescribeAll() {

@@ -19,7 +19,7 @@ func TestSystem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if names, _ := got.([]string); !slices.Equal(names, []string{"command", "facts", "mount", "package", "sysctl", "system", "test"}) {
+	if names, _ := got.([]string); !slices.Equal(names, []string{"command", "facts", "file", "mount", "package", "process", "service", "sysctl", "system", "test"}) {
 		t.Errorf("list_modules = %#v", got)
 	}
 
