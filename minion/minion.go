@@ -126,6 +126,7 @@ type Server struct {
 	errMu   sync.Mutex
 	err     error
 	closed  sync.Once
+	rev     *revocation
 }
 
 // New checks the configuration and loads the identity; it does not listen.
@@ -151,6 +152,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("identity %q has role %q, not minion", cfg.Bundle.Cert.Subject.CommonName, role)
 	}
 	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{}), started: time.Now(), files: newTransfers()}
+	var err error
+	if s.rev, err = loadRevocation(cfg.StateDir, cfg.Bundle.CA, cfg.Logger); err != nil {
+		return nil, err
+	}
 	if s.cfg.Registry == nil {
 		s.cfg.Registry = registry(cfg.StateDir, s.info)
 	}
@@ -162,7 +167,11 @@ func (s *Server) Name() string { return s.name }
 
 // Handler returns the minion's HTTP handler (JSON-RPC at rpc.Path).
 func (s *Server) Handler() (http.Handler, error) {
-	return rpc.NewServer(map[string]any{"Minion": &Service{Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger, jobs: s.jobs, files: s.files}})
+	h, err := rpc.NewServer(map[string]any{"Minion": &Service{Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger, jobs: s.jobs, files: s.files, rev: s.rev}})
+	if err != nil {
+		return nil, err
+	}
+	return s.rev.handler(h), nil
 }
 
 // TLSConfig returns the minion's TLS configuration.
@@ -171,7 +180,7 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return certs.ServerConfig(id, s.cfg.Bundle.Pool()), nil
+	return s.rev.tlsConfig(certs.ServerConfig(id, s.cfg.Bundle.Pool())), nil
 }
 
 // Open settles the jobs an earlier daemon left running, then listens and

@@ -20,6 +20,7 @@ type Service struct {
 	Logger   *slog.Logger
 	jobs     *asyncJobs // nil: async jobs are off
 	files    *transfers
+	rev      *revocation // Minion.UpdateCRL (revocation.go)
 }
 
 // Call runs a module method in-process and answers with its result.
