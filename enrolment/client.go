@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/overlordhq/overlord/certs"
@@ -42,7 +43,7 @@ func ServerAddr(server string) (string, error) {
 		if _, _, err2 := net.SplitHostPort(server + ":0"); err2 != nil {
 			return "", fmt.Errorf("bad server address %q: want HOST[:PORT]", server)
 		}
-		return net.JoinHostPort(server, strconv.Itoa(DefaultPort)), nil
+		return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(server, "["), "]"), strconv.Itoa(DefaultPort)), nil
 	}
 	if host == "" {
 		return "", fmt.Errorf("bad server address %q: no host", server)

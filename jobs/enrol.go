@@ -220,9 +220,12 @@ func useToken(tx *bolt.Tx, id, hash string, now time.Time) error {
 //     answers as that one did: its certificate if signed, ErrRejected or
 //     ErrRevoked; if still pending, it is signed now if a valid token
 //     came with it;
-//   - a request for a name that another key has pending or holds a
-//     certificate for (not revoked), or that is registered as a minion,
-//     is refused (ErrConflict, ErrExists);
+//   - a request for a name that another key holds a certificate for
+//     (not revoked), or that is registered as a minion, is refused
+//     (ErrConflict, ErrExists); so is one without a token for a name
+//     another key has a request pending for. A valid token replaces such
+//     a pending request: the token holder is authorised, the other
+//     requester was not;
 //   - with a token, the token must be valid (ErrTokenInvalid,
 //     ErrTokenExpired, ErrTokenUsedUp); one use is counted, the request
 //     signed, the certificate recorded and the minion registered with
@@ -231,8 +234,30 @@ func useToken(tx *bolt.Tx, id, hash string, now time.Time) error {
 //   - without a token, the request is kept pending for an operator.
 func (s *Store) Enrol(in EnrolInput) (CertRequest, error) {
 	req := in.Request
-	var out CertRequest
-	err := s.update(func(tx *bolt.Tx) error {
+	// A minion polling its pending request needs no write: answer from
+	// a read transaction, under the shared lock.
+	var (
+		out  CertRequest
+		done bool
+	)
+	err := s.view(func(tx *bolt.Tx) error {
+		reqs := tx.Bucket(bucketRequests)
+		if reqs == nil || reqs.Get([]byte(req.Name)) == nil {
+			return nil
+		}
+		var prev CertRequest
+		if err := getJSON(reqs, []byte(req.Name), &prev); err != nil {
+			return err
+		}
+		if prev.KeyFingerprint == req.KeyFingerprint && prev.State == StatePending && in.TokenID == "" {
+			out, done = prev, true
+		}
+		return nil
+	})
+	if err != nil || done {
+		return out, err
+	}
+	err = s.update(func(tx *bolt.Tx) error {
 		reqs, err := tx.CreateBucketIfNotExists(bucketRequests)
 		if err != nil {
 			return err
@@ -262,7 +287,7 @@ func (s *Store) Enrol(in EnrolInput) (CertRequest, error) {
 			}
 			req = prev // keep when it was first requested
 			req.Addr = in.Request.Addr
-		case hasPrev && prev.State == StatePending:
+		case hasPrev && prev.State == StatePending && in.TokenID == "":
 			return fmt.Errorf("%w: another key has a request pending for %s (key %.16s…); reject it first: overlord certs reject %s",
 				ErrConflict, req.Name, prev.KeyFingerprint, req.Name)
 		case hasPrev && prev.State == StateSigned:

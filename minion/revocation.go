@@ -105,17 +105,44 @@ func (r *revocation) handler(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		crl := r.current()
-		w.Header().Set(rpc.CRLHeader, strconv.FormatInt(crl.NumberOf(), 10))
+		cw := &crlWriter{ResponseWriter: w, rev: r}
 		if req.TLS != nil && len(req.TLS.PeerCertificates) > 0 {
-			if err := certs.CheckRevoked(crl, req.TLS.PeerCertificates[0]); err != nil {
-				writeRPCError(w, http.StatusForbidden, rpc.NewError(status.Errorf(status.KindDenied, "%v", err), nil))
+			if err := certs.CheckRevoked(r.current(), req.TLS.PeerCertificates[0]); err != nil {
+				writeRPCError(cw, http.StatusForbidden, rpc.NewError(status.Errorf(status.KindDenied, "%v", err), nil))
 				return
 			}
 		}
-		next.ServeHTTP(w, req)
+		next.ServeHTTP(cw, req)
 	})
 }
+
+// crlWriter sets rpc.CRLHeader as the answer's header goes out, so that
+// it tells the list in force then: after a Minion.UpdateCRL, the new one.
+type crlWriter struct {
+	http.ResponseWriter
+	rev     *revocation
+	stamped bool
+}
+
+func (w *crlWriter) stamp() {
+	if !w.stamped {
+		w.stamped = true
+		w.Header().Set(rpc.CRLHeader, strconv.FormatInt(w.rev.current().NumberOf(), 10))
+	}
+}
+
+func (w *crlWriter) WriteHeader(code int) {
+	w.stamp()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *crlWriter) Write(b []byte) (int, error) {
+	w.stamp()
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *crlWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func writeRPCError(w http.ResponseWriter, code int, e *json2.Error) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
