@@ -91,6 +91,8 @@ func hintFor(err error) string {
 		return "overlord minion list"
 	case errors.Is(err, target.ErrUnknownGroup):
 		return "overlord group list"
+	case errors.Is(err, jobs.ErrNotPending):
+		return "overlord certs list --state pending"
 	case errors.Is(err, jobs.ErrLocked):
 		return "run the command again; raise --lock-timeout if the store stays busy"
 	}
