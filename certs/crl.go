@@ -111,6 +111,16 @@ func (c *CRL) Revoked(cert *x509.Certificate) (time.Time, bool) {
 	return at, ok
 }
 
+// RevokesSerial reports whether the list revokes the certificate with
+// serial number serial.
+func (c *CRL) RevokesSerial(serial *big.Int) bool {
+	if c == nil || serial == nil {
+		return false
+	}
+	_, ok := c.serials[serial.Text(16)]
+	return ok
+}
+
 // NumberOf returns the list's number, 0 for a nil list.
 func (c *CRL) NumberOf() int64 {
 	if c == nil {

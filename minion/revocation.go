@@ -1,6 +1,7 @@
 package minion
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -94,8 +96,37 @@ func (r *revocation) tlsConfig(cfg *tls.Config) *tls.Config {
 		}
 		return err
 	}
+	// A resumed TLS session carries the client certificate over from the
+	// ticket. Refusing it then comes after the client has finished its
+	// side of the handshake, and the client may see a broken connection
+	// rather than the alert. So tickets record the certificate's serial,
+	// and a ticket of a revoked certificate is not resumed: the client
+	// makes a full handshake and is refused in it.
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		if len(cs.PeerCertificates) > 0 {
+			ss.Extra = append(ss.Extra, append([]byte(ticketSerialPrefix), cs.PeerCertificates[0].SerialNumber.Bytes()...))
+		}
+		return cfg.EncryptTicket(cs, ss)
+	}
+	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := cfg.DecryptTicket(identity, cs)
+		if err != nil || ss == nil {
+			return ss, err
+		}
+		crl := r.current()
+		for _, e := range ss.Extra {
+			if serial, ok := bytes.CutPrefix(e, []byte(ticketSerialPrefix)); ok && crl.RevokesSerial(new(big.Int).SetBytes(serial)) {
+				return nil, nil
+			}
+		}
+		return ss, nil
+	}
 	return cfg
 }
+
+// ticketSerialPrefix marks the client certificate's serial number in a
+// session ticket's extra data.
+const ticketSerialPrefix = "overlord/client-serial/1:"
 
 // handler tells the list's number in every answer and refuses requests
 // on connections whose client certificate was revoked after the

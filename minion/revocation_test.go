@@ -175,3 +175,60 @@ func TestRevocation(t *testing.T) {
 		t.Errorf("New with another CA's list: %v, want an error naming %s", err, minion.CRLFile)
 	}
 }
+
+// TestRevocationKeepsResumption: TLS sessions still resume for identities
+// that are not revoked; a revoked identity's ticket is not resumed, so it
+// is refused in a full handshake.
+func TestRevocationKeepsResumption(t *testing.T) {
+	ca := certstest.NewCA(t)
+	dir := filepath.Join(t.TempDir(), "web1")
+	if err := minion.Identity(dir).Install(ca.Minion("web1")); err != nil {
+		t.Fatal(err)
+	}
+	op, bot := ca.Overlord("op"), ca.Overlord("ci-bot")
+	addr := serveDir(t, dir)
+	transport := func(id *certs.Bundle) *http.Transport {
+		cfg := certstest.ClientTLS(t, id) // with a session cache
+		cfg.ServerName = "web1"
+		tr := &http.Transport{TLSClientConfig: cfg}
+		t.Cleanup(tr.CloseIdleConnections)
+		return tr
+	}
+	post := func(tr *http.Transport) (*http.Response, error) {
+		tr.CloseIdleConnections() // a new connection each time
+		body := strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"Minion.Describe","params":{}}`)
+		req, _ := http.NewRequest(http.MethodPost, "https://"+addr+rpc.Path, body)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	opTr, botTr := transport(op), transport(bot)
+	for _, tr := range []*http.Transport{opTr, botTr} {
+		if _, err := post(tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := post(opTr)
+	if err != nil || !resp.TLS.DidResume {
+		t.Fatalf("op's second connection: %v, resumed %v; want a resumed session", err, err == nil && resp.TLS.DidResume)
+	}
+	crl, err := ca.NewCRL(1, []certs.Revocation{{Serial: bot.Cert.SerialNumber, At: time.Now()}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := updateCRL(newHeaderClient(t, op, addr).Client, crl); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 { // the refusal must be a TLS alert every time, not a broken connection
+		if _, err := post(botTr); err == nil || !strings.Contains(err.Error(), "bad certificate") {
+			t.Fatalf("ci-bot, try %d: %v, want the bad certificate alert", i, err)
+		}
+	}
+	if resp, err := post(opTr); err != nil || !resp.TLS.DidResume {
+		t.Errorf("op after the revocation: %v; want a resumed session", err)
+	}
+}

@@ -219,6 +219,14 @@ func (o *Overlord) Certs() ([]CertEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	ms, err := o.Store.Minions()
+	if err != nil {
+		return nil, err
+	}
+	pinned := make(map[string]string, len(ms)) // fingerprint -> address
+	for _, m := range ms {
+		pinned[m.Fingerprint] = m.Addr
+	}
 	bySerial := make(map[string]jobs.CertRequest, len(reqs))
 	out := []CertEntry{}
 	for _, r := range reqs {
@@ -239,6 +247,9 @@ func (o *Overlord) Certs() ([]CertEntry, error) {
 			KeyFingerprint: c.KeyFingerprint, Source: c.Source, IssuedAt: ptr(c.IssuedAt), NotAfter: ptr(c.NotAfter), RevokedAt: c.RevokedAt}
 		if r, ok := bySerial[c.Serial]; ok {
 			e.Addr, e.From, e.RequestedAt = r.Addr, r.From, ptr(r.RequestedAt)
+		}
+		if addr, ok := pinned[c.Fingerprint]; ok {
+			e.Addr = addr // where it is registered now
 		}
 		out = append(out, e)
 	}

@@ -25,11 +25,14 @@ const (
 	// MaxEndpointRequests bounds the requests handled at once; more get
 	// HTTP 503 (kind busy) at once rather than queueing.
 	MaxEndpointRequests = 32
-	endpointReadHeader  = 5 * time.Second
-	endpointRead        = 10 * time.Second
-	endpointWrite       = 30 * time.Second
-	endpointIdle        = 30 * time.Second
-	endpointMaxHeader   = 16 << 10
+	// MaxEndpointConns bounds the connections open at once, idle ones
+	// included; more wait in the kernel's backlog.
+	MaxEndpointConns   = 256
+	endpointReadHeader = 5 * time.Second
+	endpointRead       = 10 * time.Second
+	endpointWrite      = 30 * time.Second
+	endpointIdle       = 30 * time.Second
+	endpointMaxHeader  = 16 << 10
 )
 
 // EndpointConfig configures an Endpoint.
@@ -192,6 +195,7 @@ func (e *Endpoint) Open(ctx context.Context) error {
 		}
 	}
 	e.ln = ln
+	ln = &limitListener{Listener: ln, sem: make(chan struct{}, MaxEndpointConns)}
 	e.srv = &http.Server{
 		Handler:           e.Handler(),
 		TLSConfig:         tcfg,
@@ -239,5 +243,34 @@ func (e *Endpoint) Close(ctx context.Context) error {
 		}
 		e.errMu.Unlock()
 	})
+	return err
+}
+
+// limitListener accepts a connection only while fewer than cap(sem) are
+// open.
+type limitListener struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	l.sem <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
 	return err
 }

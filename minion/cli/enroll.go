@@ -30,7 +30,8 @@ certificate signing request to the overlord's enrolment endpoint
 the CA certificate, in the state directory as 'minion init' would. Then
 'minion serve' works.
 
-With --token (from 'overlord token create') the request is signed at once
+With --token (from 'overlord token create'; or MINION_JOIN_TOKEN, which
+other users cannot see in the process list) the request is signed at once
 and the minion registered at --addr. Without one it waits for an
 operator: 'overlord certs sign NAME'. Without --wait the command then
 exits 0 saying the request is pending; run it again (or with --wait) to
@@ -53,6 +54,9 @@ endpoint presents, for you to compare.`,
 				return fmt.Errorf("unknown --key-type %q (want ecdsa or ed25519)", keyType)
 			}
 			cfg.KeyType = kt
+			if cfg.Token == "" {
+				cfg.Token = a.Getenv("MINION_JOIN_TOKEN")
+			}
 			cfg.StateDir = a.stateDir
 			cfg.Logf = func(format string, args ...any) { fmt.Fprintf(a.Stderr, format+"\n", args...) }
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -84,7 +88,7 @@ endpoint presents, for you to compare.`,
 	f.StringVar(&cfg.Server, "server", "", fmt.Sprintf("the enrolment endpoint, HOST[:PORT] (port %d by default; required)", enrolment.DefaultPort))
 	f.StringVar(&cfg.Name, "name", "", "this minion's name (required)")
 	f.StringVar(&cfg.Addr, "addr", "", "HOST:PORT where the overlord will reach this minion (required)")
-	f.StringVar(&cfg.Token, "token", "", "a join token from 'overlord token create': signed at once")
+	f.StringVar(&cfg.Token, "token", "", "a join token from 'overlord token create': signed at once (env MINION_JOIN_TOKEN)")
 	f.StringVar(&cfg.CAFingerprint, "ca-fingerprint", "", "the CA's SHA-256 fingerprint, to verify the endpoint without a token")
 	f.BoolVar(&cfg.Wait, "wait", false, "wait until an operator signs or rejects the request")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", minion.DefaultPollInterval, "with --wait, how often to ask")
