@@ -185,3 +185,24 @@ func TestServerAddr(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseToken: no input makes ParseToken panic, and what it accepts
+// prints back as it was given (trimmed).
+func FuzzParseToken(f *testing.F) {
+	f.Add("ovl1.0123456789abcdef.0123456789abcdef0123456789abcdef." + strings.Repeat("ab", 32))
+	f.Add("ovl1...")
+	f.Add("")
+	f.Add("ovl1.x.y.z")
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := enrolment.ParseToken(s)
+		if err != nil {
+			return
+		}
+		if got := tok.String(); got != strings.TrimSpace(s) {
+			t.Fatalf("ParseToken(%q).String() = %q", s, got)
+		}
+		if _, err := enrolment.NormalizeFingerprint(tok.CAFingerprint); err != nil {
+			t.Fatalf("accepted a token with a bad CA fingerprint: %v", err)
+		}
+	})
+}
