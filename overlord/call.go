@@ -146,10 +146,9 @@ func (o *Overlord) Client(minions []jobs.Minion, forks int, connectTimeout time.
 		return nil, err
 	}
 	crl, err := o.CRL(id.CA)
-	if err != nil {
+	if err != nil && !errors.Is(err, jobs.ErrNoStore) {
 		// Not fatal: revoked minions are out of the registry anyway.
 		o.Logger.Warn("the revocation list in overlord.db is unusable; not checking or sending it", "err", err)
-		crl = nil
 	}
 	if err := certs.CheckRevoked(crl, id.Cert); err != nil {
 		return nil, fmt.Errorf("identity: %w; use another (--identity FILE)", err)
