@@ -5,7 +5,13 @@
 //
 // A certificate's role is its Subject OrganizationalUnit: "minion" for a
 // minion's server certificate (server auth only, the minion's name in the
-// DNS SAN), "overlord" for an overlord identity (client auth only).
+// DNS SAN), "overlord" for an overlord identity (client auth only),
+// "endpoint" for the overlord's enrolment endpoint (server auth only).
+//
+// Minions can also enrol online: a minion makes its key and a certificate
+// signing request (NewCSR), and the CA signs it as a minion certificate
+// whatever it asks for (SignCSR). Revoked certificates are listed in a
+// CRL the CA signs (NewCRL, ParseCRL) and refused by RefuseRevoked.
 package certs
 
 import (
@@ -35,6 +41,7 @@ type Role string
 const (
 	RoleMinion   Role = "minion"   // server auth: a minion daemon
 	RoleOverlord Role = "overlord" // client auth: an operator, a CI job, a driver
+	RoleEndpoint Role = "endpoint" // server auth: the overlord's enrolment endpoint
 	roleCA       Role = "ca"
 )
 
@@ -123,30 +130,41 @@ func (a *Authority) Issue(name string, role Role, t KeyType) (*x509.Certificate,
 	if err != nil {
 		return nil, nil, err
 	}
+	cert, err := a.sign(name, role, key.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
+}
+
+// sign makes a leaf certificate for the public key pub, named name, in
+// role. Everything in it but the key comes from here: nothing a requester
+// asks for is copied.
+func (a *Authority) sign(name string, role Role, pub crypto.PublicKey) (*x509.Certificate, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
 	tmpl := template(name, role, LeafValidity)
 	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = false
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	if _, isECDSA := key.(*ecdsa.PrivateKey); isECDSA {
+	if _, isECDSA := pub.(*ecdsa.PublicKey); isECDSA {
 		tmpl.KeyUsage |= x509.KeyUsageKeyAgreement
 	}
 	switch role {
-	case RoleMinion:
+	case RoleMinion, RoleEndpoint:
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.DNSNames = []string{name}
 	case RoleOverlord:
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	default:
-		return nil, nil, fmt.Errorf("unknown role %q", role)
+		return nil, fmt.Errorf("unknown role %q", role)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.Cert, key.Public(), a.Key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.Cert, pub, a.Key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sign certificate for %s: %w", name, err)
+		return nil, fmt.Errorf("sign certificate for %s: %w", name, err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cert, key, nil
+	return x509.ParseCertificate(der)
 }
 
 func template(name string, role Role, validity time.Duration) *x509.Certificate {
@@ -167,7 +185,7 @@ func template(name string, role Role, validity time.Duration) *x509.Certificate 
 func RoleOf(c *x509.Certificate) Role {
 	for _, ou := range c.Subject.OrganizationalUnit {
 		switch Role(ou) {
-		case RoleMinion, RoleOverlord, roleCA:
+		case RoleMinion, RoleOverlord, RoleEndpoint, roleCA:
 			return Role(ou)
 		}
 	}
@@ -179,6 +197,22 @@ func Fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	return hex.EncodeToString(sum[:])
 }
+
+// KeyFingerprint returns the hex SHA-256 of a public key's DER
+// SubjectPublicKeyInfo: the same for a certificate signing request and
+// the certificate made from it, so an operator can compare the two.
+func KeyFingerprint(pub crypto.PublicKey) string {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// Serial returns a certificate's serial number as lower-case hex, the
+// form the overlord records and prints.
+func Serial(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
 
 // ServerConfig is the minion's TLS configuration: TLS 1.3, a client
 // certificate of the CA required, and that certificate must carry the

@@ -19,11 +19,20 @@
 //	jobs      job ID -> bucket
 //	            "job"     -> JSON Record (spec, state, summary)
 //	            "minions" -> bucket: minion name -> JSON status.Result
+//	tokens    token ID -> JSON Token (the SHA-256 of its secret, never the secret)
+//	requests  minion name -> JSON CertRequest (its CSR, pending/signed/rejected/revoked)
+//	certs     serial (hex) -> JSON Cert (every certificate the CA issued)
+//	crl       "number" -> the current revocation list's number
+//	          "der"    -> that list, signed by the CA
 //
 // Job IDs are UUIDv7 strings, which sort by creation time, so listing the
 // newest jobs is a reverse cursor walk. Each minion's result is a key of
 // its own, so writing one costs the same for a job of 3 minions or 30,000;
 // the Record keeps a running Summary so listing never reads the entries.
+//
+// The tokens, requests, certs and crl buckets came after schema version
+// 1 and did not change it: a store without them reads as if they were
+// empty, and the first write that needs one creates it.
 //
 // # Caveats
 //

@@ -33,29 +33,34 @@ func (s *Store) AddMinion(m Minion) error {
 // RemoveMinion unregisters a minion and drops it from every group.
 func (s *Store) RemoveMinion(name string) error {
 	return s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMinions)
-		if b.Get([]byte(name)) == nil {
+		if tx.Bucket(bucketMinions).Get([]byte(name)) == nil {
 			return fmt.Errorf("minion %s: %w", name, ErrNotFound)
 		}
-		if err := b.Delete([]byte(name)); err != nil {
+		return removeMinion(tx, name)
+	})
+}
+
+// removeMinion deletes a minion's registry entry, when it was last seen
+// and its group memberships, in tx.
+func removeMinion(tx *bolt.Tx, name string) error {
+	if err := tx.Bucket(bucketMinions).Delete([]byte(name)); err != nil {
+		return err
+	}
+	if seen := tx.Bucket(bucketSeen); seen != nil {
+		if err := seen.Delete([]byte(name)); err != nil {
 			return err
 		}
-		if seen := tx.Bucket(bucketSeen); seen != nil {
-			if err := seen.Delete([]byte(name)); err != nil {
-				return err
-			}
+	}
+	g := tx.Bucket(bucketGroups)
+	return g.ForEach(func(k, v []byte) error {
+		var members []string
+		if err := getJSON(g, k, &members); err != nil {
+			return err
 		}
-		g := tx.Bucket(bucketGroups)
-		return g.ForEach(func(k, v []byte) error {
-			var members []string
-			if err := getJSON(g, k, &members); err != nil {
-				return err
-			}
-			if i := slices.Index(members, name); i >= 0 {
-				return putJSON(g, k, slices.Delete(members, i, i+1))
-			}
-			return nil
-		})
+		if i := slices.Index(members, name); i >= 0 {
+			return putJSON(g, k, slices.Delete(members, i, i+1))
+		}
+		return nil
 	})
 }
 

@@ -130,6 +130,7 @@ type Server struct {
 	errMu   sync.Mutex
 	err     error
 	closed  sync.Once
+	rev     *revocation
 }
 
 // New checks the configuration and loads the identity; it does not listen.
@@ -156,6 +157,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{}), started: time.Now(),
 		files: newTransfers(), acl: newACL(cfg.StateDir)}
+	var err error
+	if s.rev, err = loadRevocation(cfg.StateDir, cfg.Bundle.CA, cfg.Logger); err != nil {
+		return nil, err
+	}
 	if s.cfg.Registry == nil {
 		s.cfg.Registry = registry(cfg.StateDir, s.info)
 	}
@@ -173,12 +178,12 @@ const MaxConcurrentRequests = 256
 func (s *Server) Handler() (http.Handler, error) {
 	h, err := rpc.NewServer(map[string]any{"Minion": &Service{
 		Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger,
-		jobs: s.jobs, files: s.files, acl: s.acl, audit: s.audit,
+		jobs: s.jobs, files: s.files, acl: s.acl, audit: s.audit, rev: s.rev,
 	}})
 	if err != nil {
 		return nil, err
 	}
-	return limitConcurrency(h, MaxConcurrentRequests), nil
+	return limitConcurrency(s.rev.handler(h), MaxConcurrentRequests), nil
 }
 
 // MaxBodyBytesInFlight bounds the memory the request bodies being read
@@ -221,7 +226,7 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return certs.ServerConfig(id, s.cfg.Bundle.Pool()), nil
+	return s.rev.tlsConfig(certs.ServerConfig(id, s.cfg.Bundle.Pool())), nil
 }
 
 // Open settles the jobs an earlier daemon left running, then listens and

@@ -22,8 +22,9 @@ type Service struct {
 	Logger   *slog.Logger
 	jobs     *asyncJobs // nil: async jobs are off
 	files    *transfers
-	acl      *acl      // nil: everything allowed
-	audit    *auditLog // nil: nothing recorded
+	acl      *acl        // nil: everything allowed
+	audit    *auditLog   // nil: nothing recorded
+	rev      *revocation // Minion.UpdateCRL (revocation.go)
 }
 
 // record writes an audit entry; a failure to is logged, not fatal.

@@ -145,17 +145,29 @@ func (o *Overlord) Client(minions []jobs.Minion, forks int, connectTimeout time.
 	if err != nil {
 		return nil, err
 	}
+	crl, err := o.CRL(id.CA)
+	if err != nil && !errors.Is(err, jobs.ErrNoStore) {
+		// Not fatal: revoked minions are out of the registry anyway.
+		o.Logger.Warn("the revocation list in overlord.db is unusable; not checking or sending it", "err", err)
+	}
+	if err := certs.CheckRevoked(crl, id.Cert); err != nil {
+		return nil, fmt.Errorf("identity: %w; use another (--identity FILE)", err)
+	}
 	byName := make(map[string]jobs.Minion, len(minions))
 	for _, m := range minions {
 		byName[m.Name] = m
 	}
 	pinned := func(name string) (string, bool) { m, ok := byName[name]; return m.Fingerprint, ok }
-	return rpc.NewClient(rpc.ClientConfig{
-		TLS:            certs.Pin(certs.ClientConfig(tlsID, id.Pool()), pinned),
+	cfg := rpc.ClientConfig{
+		TLS:            certs.Pin(certs.RefuseRevoked(certs.ClientConfig(tlsID, id.Pool()), func() *certs.CRL { return crl }), pinned),
 		Resolve:        func(name string) (string, bool) { m, ok := byName[name]; return m.Addr, ok },
 		ConnectTimeout: connectTimeout,
 		MaxIdleConns:   forks,
-	}), nil
+	}
+	if crl != nil {
+		cfg.AfterCall = newCRLPusher(crl, o.Logger).afterCall
+	}
+	return rpc.NewClient(cfg), nil
 }
 
 // Call runs a prepared call synchronously: it records the job, fans the

@@ -107,7 +107,10 @@ func (o *Overlord) InitCA(name string, kt certs.KeyType) (*certs.Authority, erro
 	if err := o.identityStore().Install(&certs.Bundle{Cert: cert, Key: key, CA: ca.Cert}); err != nil {
 		return nil, err
 	}
-	return ca, o.Store.Init()
+	if err := o.Store.Init(); err != nil {
+		return nil, err
+	}
+	return ca, o.Store.RecordCert(certRecord(cert, SourceCAInit, time.Now()))
 }
 
 // DefaultIdentityName is the name of the identity `overlord ca init`
@@ -163,6 +166,10 @@ func (o *Overlord) IssueClient(name, bundleOut string, kt certs.KeyType) (*certs
 	if err != nil {
 		return nil, err
 	}
+	// Recorded first, so that it can be revoked by name.
+	if err := o.Store.RecordCert(certRecord(cert, SourceCAClient, time.Now())); err != nil {
+		return nil, err
+	}
 	b := &certs.Bundle{Cert: cert, Key: key, CA: ca.Cert}
 	return b, writeBundle(b, bundleOut)
 }
@@ -211,7 +218,7 @@ func (o *Overlord) AddMinion(name, addr, bundleOut string, kt certs.KeyType) (jo
 		return jobs.Minion{}, err
 	}
 	m := jobs.Minion{Name: name, Addr: addr, Fingerprint: certs.Fingerprint(cert), AddedAt: time.Now().UTC()}
-	if err := o.Store.AddMinion(m); err != nil {
+	if err := o.Store.AddMinionCert(m, certRecord(cert, SourceMinionAdd, m.AddedAt)); err != nil {
 		return jobs.Minion{}, err
 	}
 	if err := writeBundle(&certs.Bundle{Cert: cert, Key: key, CA: ca.Cert}, bundleOut); err != nil {

@@ -31,12 +31,17 @@ type ClientConfig struct {
 	ConnectTimeout time.Duration
 	// MaxIdleConns bounds idle keep-alive connections kept for reuse.
 	MaxIdleConns int
+	// AfterCall, if set, is called after every call that got an HTTP
+	// answer, with the minion's name, the method and the answer's
+	// header, before Call returns. It may call the minion again with c.
+	AfterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
 }
 
 // Client calls minions by name. One Client (one HTTP transport, with
 // keep-alive and TLS session reuse) serves a whole run.
 type Client struct {
-	http *http.Client
+	http      *http.Client
+	afterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
 }
 
 // DefaultConnectTimeout is used when ClientConfig.ConnectTimeout is zero.
@@ -68,7 +73,7 @@ func NewClient(cfg ClientConfig) *Client {
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &Client{http: &http.Client{Transport: tr}}
+	return &Client{http: &http.Client{Transport: tr}, afterCall: cfg.AfterCall}
 }
 
 // Close closes idle connections.
@@ -90,24 +95,35 @@ func (e *ResultError) Unwrap() error { return e.Err }
 // error is, or wraps, a *status.Error with the failure's kind; a remote
 // failure that carried a result is a *ResultError.
 func (c *Client) Call(ctx context.Context, minion, method string, params, reply any) error {
+	h, err := c.call(ctx, minion, method, params, reply)
+	if h != nil && c.afterCall != nil {
+		c.afterCall(ctx, c, minion, method, h)
+	}
+	return err
+}
+
+// call makes one call; it returns the answer's header if there was an
+// HTTP answer.
+func (c *Client) call(ctx context.Context, minion, method string, params, reply any) (http.Header, error) {
 	body, err := json2.EncodeClientRequest(method, params)
 	if err != nil {
-		return status.Errorf(status.KindInternal, "encode %s request: %v", method, err)
+		return nil, status.Errorf(status.KindInternal, "encode %s request: %v", method, err)
 	}
 	u := url.URL{Scheme: "https", Host: minion, Path: Path}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return status.Errorf(status.KindInternal, "%v", err)
+		return nil, status.Errorf(status.KindInternal, "%v", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Classify(ctx, err)
+		return nil, Classify(ctx, err)
 	}
 	defer resp.Body.Close()
+	h := resp.Header
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK && !isJSON(ct) {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return status.Errorf(status.KindInternal, "minion answered HTTP %s: %s", resp.Status, bytes.TrimSpace(msg))
+		return h, status.Errorf(status.KindInternal, "minion answered HTTP %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
 	var msg struct {
 		Result json.RawMessage `json:"result"`
@@ -119,23 +135,23 @@ func (c *Client) Call(ctx context.Context, minion, method string, params, reply 
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxResponseBytes)).Decode(&msg); err != nil {
 		if ctx.Err() != nil {
-			return Classify(ctx, ctx.Err())
+			return h, Classify(ctx, ctx.Err())
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return Classify(ctx, err)
+			return h, Classify(ctx, err)
 		}
-		return status.Errorf(status.KindInternal, "unreadable answer to %s: %v", method, err)
+		return h, status.Errorf(status.KindInternal, "unreadable answer to %s: %v", method, err)
 	}
 	if msg.Error != nil {
-		return remoteError(msg.Error.Code, msg.Error.Message, msg.Error.Data)
+		return h, remoteError(msg.Error.Code, msg.Error.Message, msg.Error.Data)
 	}
 	if len(msg.Result) == 0 || string(msg.Result) == "null" {
-		return status.Errorf(status.KindInternal, "%s answered with neither a result nor an error", method)
+		return h, status.Errorf(status.KindInternal, "%s answered with neither a result nor an error", method)
 	}
 	if err := json.Unmarshal(msg.Result, reply); err != nil {
-		return status.Errorf(status.KindInternal, "unexpected answer to %s: %v", method, err)
+		return h, status.Errorf(status.KindInternal, "unexpected answer to %s: %v", method, err)
 	}
-	return nil
+	return h, nil
 }
 
 func isJSON(ct string) bool { return strings.HasPrefix(ct, "application/json") }

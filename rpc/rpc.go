@@ -271,3 +271,26 @@ type ReadChunkReply struct {
 	// SHA256 is the whole file's digest, given with the chunk at offset 0.
 	SHA256 string `json:"sha256,omitempty"`
 }
+
+// CRLHeader is the response header in which a minion tells, on every
+// answer, the number of the revocation list it holds ("0" for none), so
+// that an overlord with a newer one sends it (Minion.UpdateCRL).
+const CRLHeader = "Overlord-Crl-Number"
+
+// UpdateCRLParams are the parameters of Minion.UpdateCRL.
+type UpdateCRLParams struct {
+	// CRL is the DER of an X.509 revocation list signed by the minion's
+	// CA (base64 in JSON).
+	CRL []byte `json:"crl"`
+}
+
+// UpdateCRLReply is the reply of Minion.UpdateCRL.
+type UpdateCRLReply struct {
+	// Number is the number of the list the minion holds now.
+	Number int64 `json:"number"`
+	// Updated is false when the minion already held this list or a
+	// newer one.
+	Updated bool `json:"updated"`
+	// Revoked is how many certificates the list held now revokes.
+	Revoked int `json:"revoked"`
+}

@@ -1,4 +1,4 @@
-// Package cli is the minion's command line: init and serve.
+// Package cli is the minion's command line: init, enroll and serve.
 package cli
 
 import (
@@ -77,7 +77,7 @@ for overlord identities of its CA.`,
 	root.SetOut(a.Stdout)
 	root.SetErr(a.Stderr)
 	root.PersistentFlags().StringVar(&a.stateDir, "state-dir", "", "state directory (env MINION_STATE_DIR; default /var/lib/minion for root, else ~/.local/state/minion)")
-	root.AddCommand(a.initCmd(), a.serveCmd(), a.runJobCmd(), a.jobCmd(), a.auditCmd())
+	root.AddCommand(a.initCmd(), a.enrollCmd(), a.serveCmd(), a.runJobCmd(), a.jobCmd(), a.auditCmd())
 	return root
 }
 

@@ -9,9 +9,9 @@ import (
 func (a *App) caCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ca",
-		Short: "Manage the certificate authority and overlord identities",
+		Short: "Manage the certificate authority, overlord identities and revocation",
 	}
-	cmd.AddCommand(a.caInitCmd(), a.caClientCmd())
+	cmd.AddCommand(a.caInitCmd(), a.caClientCmd(), a.caRevokeCmd())
 	return groupCommand(cmd)
 }
 

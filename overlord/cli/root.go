@@ -91,6 +91,8 @@ func hintFor(err error) string {
 		return "overlord minion list"
 	case errors.Is(err, target.ErrUnknownGroup):
 		return "overlord group list"
+	case errors.Is(err, jobs.ErrNotPending):
+		return "overlord certs list --state pending"
 	case errors.Is(err, jobs.ErrLocked):
 		return "run the command again; raise --lock-timeout if the store stays busy"
 	}
@@ -137,7 +139,8 @@ results for people (text) and for scripts (json, ndjson, yaml).`,
 	pf.DurationVar(&a.lockTimeout, "lock-timeout", jobs.DefaultLockTimeout, "how long to wait for overlord.db's lock")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log debug detail to stderr")
 
-	root.AddCommand(a.caCmd(), a.minionCmd(), a.groupCmd(), a.callCmd(), a.cpCmd(), a.fetchCmd(), a.jobCmd(), a.modulesCmd())
+	root.AddCommand(a.caCmd(), a.minionCmd(), a.groupCmd(), a.callCmd(), a.cpCmd(), a.fetchCmd(), a.jobCmd(), a.modulesCmd(),
+		a.serveCmd(), a.tokenCmd(), a.certsCmd())
 	return root
 }
 
