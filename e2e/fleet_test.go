@@ -29,6 +29,7 @@ func startFleet(t *testing.T, names ...string) *fleet {
 	}
 	dir := t.TempDir()
 	f := newFleet(dir, filepath.Join(dir, "overlord"), append(binEnv(), "HOME="+dir))
+	f.logf = t.Logf
 	t.Cleanup(func() {
 		for _, err := range f.close() {
 			t.Error(err)

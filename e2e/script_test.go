@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,6 +79,15 @@ import (
 //		check that stdout is exactly N lines, each a JSON object
 //	setjson VAR [-line N] PATH
 //		set VAR to a field of stdout (a string as is, else its JSON)
+//	randfile FILE SIZE
+//		write SIZE random bytes (a number, with an optional k or M
+//		suffix for KiB, MiB) to FILE, mode 0644 (chmod to change it)
+//	samebytes FILE1 FILE2
+//		check that two files hold the same bytes (with !, that they
+//		differ); unlike cmp, a difference is reported as the sizes and
+//		the first offset that differs, not as a diff
+//	filemode FILE MODE
+//		check that FILE's permission bits are MODE (octal, like 0640)
 func TestScripts(t *testing.T) {
 	testscript.Run(t, scriptParams(t, "testdata"))
 }
@@ -105,6 +115,9 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"jsonfield":   cmdJSONField,
 			"jsonlines":   cmdJSONLines,
 			"setjson":     cmdSetJSON,
+			"randfile":    cmdRandfile,
+			"samebytes":   cmdSamebytes,
+			"filemode":    cmdFilemode,
 		},
 	}
 }
@@ -149,6 +162,7 @@ func fleetOf(ts *testscript.TestScript) *fleet {
 	work := ts.Getenv("WORK")
 	env := append(binEnv(), "HOME="+work, "TMPDIR="+ts.Getenv("TMPDIR"))
 	f := newFleet(work, ts.Getenv("OVERLORD_STATE_DIR"), env)
+	f.logf = ts.Logf
 	st.fleet = f
 	ts.Defer(func() {
 		for _, err := range f.close() {
@@ -561,4 +575,63 @@ func cmdSetJSON(ts *testscript.TestScript, neg bool, args []string) {
 		s = compact(v)
 	}
 	ts.Setenv(name, s)
+}
+
+func cmdRandfile(ts *testscript.TestScript, neg bool, args []string) {
+	noNeg(ts, neg, "randfile")
+	if len(args) != 2 {
+		ts.Fatalf("usage: randfile FILE SIZE")
+	}
+	num, unit := args[1], int64(1)
+	switch {
+	case strings.HasSuffix(num, "k"):
+		num, unit = strings.TrimSuffix(num, "k"), 1<<10
+	case strings.HasSuffix(num, "M"):
+		num, unit = strings.TrimSuffix(num, "M"), 1<<20
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 {
+		ts.Fatalf("randfile: bad size %q", args[1])
+	}
+	data := make([]byte, n*unit)
+	_, err = rand.Read(data)
+	ts.Check(err)
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), data, 0o644))
+}
+
+func cmdSamebytes(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: [!] samebytes FILE1 FILE2")
+	}
+	a, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	b, err := os.ReadFile(ts.MkAbs(args[1]))
+	ts.Check(err)
+	same := bytes.Equal(a, b)
+	switch {
+	case same && neg:
+		ts.Fatalf("%s and %s hold the same %d bytes", args[0], args[1], len(a))
+	case !same && !neg:
+		i := 0
+		for i < len(a) && i < len(b) && a[i] == b[i] {
+			i++
+		}
+		ts.Fatalf("%s (%d bytes) and %s (%d bytes) differ from offset %d on", args[0], len(a), args[1], len(b), i)
+	}
+}
+
+func cmdFilemode(ts *testscript.TestScript, neg bool, args []string) {
+	noNeg(ts, neg, "filemode")
+	if len(args) != 2 {
+		ts.Fatalf("usage: filemode FILE MODE")
+	}
+	want, err := strconv.ParseUint(args[1], 8, 32)
+	if err != nil {
+		ts.Fatalf("filemode: bad mode %q", args[1])
+	}
+	fi, err := os.Stat(ts.MkAbs(args[0]))
+	ts.Check(err)
+	if got := fi.Mode().Perm(); got != os.FileMode(want) {
+		ts.Fatalf("%s has mode %#o, want %#o", args[0], got, want)
+	}
 }
