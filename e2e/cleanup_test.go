@@ -4,6 +4,10 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -50,6 +54,63 @@ func TestScriptCleanup(t *testing.T) {
 	for _, a := range addrs {
 		if err := waitPort(a, false, time.Second, nil); err != nil {
 			t.Error(err)
+		}
+	}
+}
+
+// TestDetachedCleanup checks what the async tests rely on: when a fleet
+// is closed, the detached processes of its jobs still running (a driver,
+// a runner, and the command's children) are killed too, and said so.
+func TestDetachedCleanup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	f := newFleet(dir, filepath.Join(dir, "overlord"), append(binEnv(), "HOME="+dir))
+	var notes []string
+	f.logf = func(format string, args ...any) { notes = append(notes, fmt.Sprintf(format, args...)) }
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			f.close()
+		}
+	})
+	if err := f.initCA(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.add("web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.start(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ready(m); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(dir, "child")
+	id := callAsync(t, f, "web1", "command.run", fmt.Sprintf("sleep 300 & echo $! > %s; wait", shellQuote(pidFile)))
+	child, err := strconv.Atoi(waitLines(t, pidFile, 1)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	driver := drivers(f.stateDir, id)
+	runner := findProcs(" run-job " + filepath.Join(m.dir, "spool") + "/")
+	if len(driver) != 1 || len(runner) != 1 {
+		t.Fatalf("driver %v, runner %v: want one of each", driver, runner)
+	}
+
+	closed = true
+	if errs := f.close(); len(errs) != 0 {
+		t.Fatalf("close: %v", errs)
+	}
+	for _, pid := range []int{driver[0].pid, runner[0].pid, child} {
+		if alive(pid) {
+			t.Errorf("pid %d still there after close", pid)
+		}
+	}
+	all := strings.Join(notes, "\n")
+	for _, want := range []string{fmt.Sprintf("killed pid %d: ", driver[0].pid), fmt.Sprintf("killed pid %d: ", runner[0].pid)} {
+		if !strings.Contains(all, want) {
+			t.Errorf("close noted %q, want %q", all, want)
 		}
 	}
 }

@@ -21,7 +21,8 @@ import (
 
 // startFleet makes a fleet in a temporary directory with the named minions
 // started; they are stopped when the test ends, and one that does not exit
-// 0 on SIGTERM, or crashed, fails the test.
+// 0 on SIGTERM, or crashed, fails the test. The async jobs' drivers and
+// runners still running then are killed (see fleet.close).
 func startFleet(t *testing.T, names ...string) *fleet {
 	t.Helper()
 	if binDir == "" {
