@@ -212,27 +212,35 @@ func indexOf(lines []string, s string) int {
 
 // TestAsyncMinionRestart: a minion stopped (SIGTERM) and started again on
 // the same state directory and port while its job runs adopts the job's
-// runner, and the job ends ok.
+// runner (web1); a minion that is down while its job ends ingests the
+// result the runner left when it comes back (web2). Either way the job
+// ends ok.
 func TestAsyncMinionRestart(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t, "web1", "web2")
-	web1 := mustMinion(t, f, "web1")
+	web1, web2 := mustMinion(t, f, "web1"), mustMinion(t, f, "web2")
 	started := filepath.Join(f.dir, "started")
 	g := newGate(t, "go")
 	id := callAsync(t, f, "*", "command.run",
 		fmt.Sprintf("echo started; echo \"$PWD\" >> %s; %s; echo done", shellQuote(started), g.wait()))
 	waitLines(t, started, 2)
 
-	runner := findProcs(" run-job " + filepath.Join(web1.dir, "spool") + "/")
-	if len(runner) != 1 {
-		t.Fatalf("web1's runner: found %v, want one process", runner)
+	runners := map[*minionProc]procInfo{}
+	for _, m := range []*minionProc{web1, web2} {
+		r := findProcs(" run-job " + filepath.Join(m.dir, "spool") + "/")
+		if len(r) != 1 {
+			t.Fatalf("%s's runner: found %v, want one process", m.name, r)
+		}
+		runners[m] = r[0]
+		if err := f.stop(m); err != nil {
+			t.Fatal(err)
+		}
+		if !alive(r[0].pid) {
+			t.Fatalf("%s's runner (pid %d) did not outlive its daemon", m.name, r[0].pid)
+		}
 	}
-	if err := f.stop(web1); err != nil {
-		t.Fatal(err)
-	}
-	if !alive(runner[0].pid) {
-		t.Fatalf("web1's runner (pid %d) did not outlive its daemon", runner[0].pid)
-	}
+
+	// web1 comes back while the job runs.
 	off := logSize(web1.p)
 	if err := f.start(web1); err != nil {
 		t.Fatal(err)
@@ -242,12 +250,56 @@ func TestAsyncMinionRestart(t *testing.T) {
 	}
 	waitLog(t, web1.p, off, `msg="settled jobs left running" ingested=0 adopted=1 lost=0`)
 
+	// web2 comes back after the job ended.
 	g.open(t)
+	if err := waitGone(readyTimeout, runners[web2].pid); err != nil {
+		t.Fatal(err)
+	}
+	off = logSize(web2.p)
+	if err := f.start(web2); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ready(web2); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, web2.p, off, `msg="settled jobs left running" ingested=1 adopted=0 lost=0`)
+
 	j := waitFinished(t, f, id, 0)
 	for _, n := range []string{"web1", "web2"} {
 		if e := j.Minions[n]; !e.OK || e.stdout() != "started\ndone\n" {
 			t.Errorf("%s: %+v (result %s), want ok with stdout \"started\\ndone\\n\"", n, e, e.Result)
 		}
+	}
+}
+
+// TestAsyncRunnerDies: a runner killed (SIGKILL) without a result is
+// noticed by its minion: the entry ends lost, naming the runner, and what
+// the command started goes with the runner's process group.
+func TestAsyncRunnerDies(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, "web1")
+	web1 := mustMinion(t, f, "web1")
+	pidFile := filepath.Join(f.dir, "child")
+	id := callAsync(t, f, "web1", "command.run",
+		fmt.Sprintf("sleep 300 & echo $! > %s; wait", shellQuote(pidFile)))
+	child, err := strconv.Atoi(waitLines(t, pidFile, 1)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := findProcs(" run-job " + filepath.Join(web1.dir, "spool") + "/")
+	if len(r) != 1 {
+		t.Fatalf("runner: found %v, want one process", r)
+	}
+	if err := syscall.Kill(r[0].pid, syscall.SIGKILL); err != nil { // the runner alone
+		t.Fatal(err)
+	}
+	j := waitFinished(t, f, id, 1)
+	e := j.Minions["web1"]
+	if want := fmt.Sprintf("the job's runner (pid %d) ended without a result", r[0].pid); e.kind() != "lost" || e.Error.Message != want {
+		t.Errorf("entry %+v, want kind lost: %s", e.Error, want)
+	}
+	if err := waitGone(2*time.Second, child); err != nil {
+		t.Errorf("the command's child after its runner was lost: %v", err)
 	}
 }
 
@@ -444,6 +496,41 @@ func TestAsyncCancelTree(t *testing.T) {
 	for _, n := range []string{"web1", "web2"} {
 		if r := findProcs(" run-job " + filepath.Join(mustMinion(t, f, n).dir, "spool") + "/"); len(r) != 0 {
 			t.Errorf("%s: runner still there after the cancel: %v", n, r)
+		}
+	}
+}
+
+// TestAsyncCancelEarly: 'job cancel' right after 'call --async', before
+// or while the driver submits: whichever minions it reached or not, every
+// entry ends cancelled and no command is left running.
+func TestAsyncCancelEarly(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, "web1", "web2", "web3")
+	for range 3 {
+		// The token marks this test's commands in /proc.
+		token := filepath.Join(f.dir, "early")
+		id := callAsync(t, f, "*", "command.run", "sleep 300; : "+shellQuote(token))
+		if out, err := f.overlord("job", "cancel", id); err != nil || out != "cancel requested for job "+id+"\n" {
+			t.Fatalf("job cancel: %v\n%s", err, out)
+		}
+		j := waitFinished(t, f, id, 1)
+		reached := 0
+		for _, n := range j.names() {
+			e := j.Minions[n]
+			if e.kind() != "cancelled" {
+				t.Errorf("%s: %+v, want kind cancelled", n, e.Error)
+			}
+			if e.MinionJobID != "" {
+				reached++
+			}
+		}
+		t.Logf("job %s: cancelled on %d minions it had reached, and before it reached %d", id, reached, 3-reached)
+		var pids []int
+		for _, p := range findProcs(token) {
+			pids = append(pids, p.pid)
+		}
+		if err := waitGone(2*time.Second, pids...); err != nil {
+			t.Errorf("commands of a cancelled job: %v", err)
 		}
 	}
 }
