@@ -28,11 +28,12 @@ import (
 type procInfo struct {
 	pid, pgid int
 	cmdline   string // arguments joined by spaces
+	cwd       string // its working directory, if it could be read
 }
 
-// findProcs returns the live processes whose command line contains every
-// one of substrs.
-func findProcs(substrs ...string) []procInfo {
+// procs returns the live processes (other than this one) for which match
+// holds.
+func procs(match func(procInfo) bool) []procInfo {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -47,24 +48,42 @@ func findProcs(substrs ...string) []procInfo {
 		if err != nil || len(raw) == 0 { // gone, or a zombie
 			continue
 		}
-		cmdline := string(bytes.TrimRight(bytes.ReplaceAll(raw, []byte{0}, []byte{' '}), " "))
-		match := true
-		for _, s := range substrs {
-			if !strings.Contains(cmdline, s) {
-				match = false
-				break
-			}
-		}
-		if !match {
+		p := procInfo{pid: pid, cmdline: string(bytes.TrimRight(bytes.ReplaceAll(raw, []byte{0}, []byte{' '}), " "))}
+		p.cwd, _ = os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if !match(p) {
 			continue
 		}
-		pgid, err := syscall.Getpgid(pid)
-		if err != nil {
+		if p.pgid, err = syscall.Getpgid(pid); err != nil {
 			continue
 		}
-		found = append(found, procInfo{pid: pid, pgid: pgid, cmdline: cmdline})
+		found = append(found, p)
 	}
 	return found
+}
+
+// findProcs returns the live processes whose command line contains every
+// one of substrs.
+func findProcs(substrs ...string) []procInfo {
+	return procs(func(p procInfo) bool {
+		for _, s := range substrs {
+			if !strings.Contains(p.cmdline, s) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// ownedProcs returns the live processes that belong to a test's
+// directory dir: their command line names it (drivers, runners, commands
+// given a path under it), or they run in it (a command of an async job
+// runs in its spool directory, a synchronous one in the minion's state
+// directory; so do whatever they started, even once their runner is
+// gone).
+func ownedProcs(dir string) []procInfo {
+	return procs(func(p procInfo) bool {
+		return strings.Contains(p.cmdline, dir) || p.cwd == dir || strings.HasPrefix(p.cwd, dir+string(filepath.Separator))
+	})
 }
 
 // drivers returns the processes driving an async job of the overlord
@@ -105,17 +124,14 @@ func waitGone(timeout time.Duration, pids ...int) error {
 	}
 }
 
-// killDetached kills every process whose command line contains dir,
-// except keep: a session leader (a driver, a runner) with its whole
-// process group, so the commands a runner started go too; any other
-// process alone. It returns what it killed.
-func killDetached(dir string, keep map[int]bool) ([]procInfo, error) {
+// killDetached kills the processes of ownedProcs(dir): a group leader
+// (a driver, a runner) with its whole process group, so the commands a
+// runner started go too; any other process alone. It returns what it
+// killed.
+func killDetached(dir string) ([]procInfo, error) {
 	var killed []procInfo
 	var pids []int
-	for _, p := range findProcs(dir) {
-		if keep[p.pid] {
-			continue
-		}
+	for _, p := range ownedProcs(dir) {
 		target := p.pid
 		if p.pgid == p.pid && p.pgid != syscall.Getpgrp() {
 			target = -p.pgid

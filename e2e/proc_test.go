@@ -349,12 +349,13 @@ func (f *fleet) stop(m *minionProc) error {
 }
 
 // close stops every minion still running, killing those that do not exit
-// on SIGTERM, then kills the async jobs' drivers and runners (and their
-// commands) still running, and returns what went wrong, including a data
-// race reported by a driver or a runner.
+// on SIGTERM, then kills whatever else of the fleet's directory still runs
+// (async jobs' drivers, runners and their commands: see killDetached),
+// and returns what went wrong, including a data race reported by a driver
+// or a runner.
 func (f *fleet) close() (errs []error) {
 	defer func() {
-		killed, err := killDetached(f.dir, nil)
+		killed, err := killDetached(f.dir)
 		if err != nil {
 			errs = append(errs, err)
 		}

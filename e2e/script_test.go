@@ -49,9 +49,9 @@ import (
 //		Minions still running at the end of the script get SIGTERM;
 //		one that exited on its own, or does not exit 0 on SIGTERM,
 //		fails the test. Then the async jobs' drivers and runners still
-//		running (every process whose command line holds $WORK) are
-//		killed, runners with their process groups; a data race reported
-//		in their logs fails the test.
+//		running, and the commands they started (every process whose
+//		command line holds $WORK or that runs under it), are killed;
+//		a data race reported in their logs fails the test.
 //	stopminion [-kill] NAME...
 //		stop minions of the fleet: SIGTERM, then check that each exits
 //		with status 0 and its port closes; with -kill, SIGKILL
