@@ -136,8 +136,9 @@ func TestAsyncPartialOutput(t *testing.T) {
 			return "", false
 		}
 	}
+	reaped := false
 	defer func() {
-		if follow.ProcessState == nil {
+		if !reaped {
 			_ = follow.Process.Kill()
 			for range lines {
 			}
@@ -151,7 +152,7 @@ func TestAsyncPartialOutput(t *testing.T) {
 	for len(want) > 0 {
 		l, ok := next(time.Until(deadline))
 		if !ok {
-			t.Fatalf("job status --follow: still waiting for %v; printed:\n%s\nstderr: %s", want, strings.Join(seen, "\n"), stderr)
+			t.Fatalf("job status --follow: still waiting for %v; printed:\n%s", want, strings.Join(seen, "\n"))
 		}
 		delete(want, l)
 	}
@@ -176,11 +177,16 @@ func TestAsyncPartialOutput(t *testing.T) {
 	}
 
 	g.open(t)
-	for l, ok := next(30 * time.Second); ok; l, ok = next(30 * time.Second) {
-		_ = l
+	for _, ok := next(30 * time.Second); ok; _, ok = next(30 * time.Second) {
 	}
-	if err := <-followDone; err != nil {
-		t.Errorf("job status --follow: %v\n%s", err, stderr)
+	select {
+	case err := <-followDone:
+		reaped = true
+		if err != nil {
+			t.Errorf("job status --follow: %v\n%s", err, stderr)
+		}
+	case <-time.After(readyTimeout):
+		t.Fatalf("job status --follow still running after the job ended; printed:\n%s", strings.Join(seen, "\n"))
 	}
 	printed := strings.Join(seen, "\n")
 	for _, n := range []string{"web1", "web2"} {
@@ -378,8 +384,9 @@ func TestAsyncDriverKilled(t *testing.T) {
 	}
 	waitDone := make(chan error, 1)
 	go func() { waitDone <- wait.Wait() }()
+	reaped := false
 	defer func() {
-		if wait.ProcessState == nil {
+		if !reaped {
 			_ = wait.Process.Kill()
 			<-waitDone
 		}
@@ -388,13 +395,14 @@ func TestAsyncDriverKilled(t *testing.T) {
 	deadline := time.Now().Add(readyTimeout)
 	for len(drivers(f.stateDir, id)) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no new driver for job %s after %s; job status --wait: %s", id, readyTimeout, stderr)
+			t.Fatalf("no new driver for job %s %s after 'job status --wait' started", id, readyTimeout)
 		}
 		time.Sleep(pollEvery)
 	}
 	g.open(t)
 	select {
 	case err := <-waitDone:
+		reaped = true
 		if err != nil {
 			t.Fatalf("job status --wait: %v\n%s%s", err, stdout, stderr)
 		}
@@ -547,6 +555,7 @@ func TestAsyncConcurrentCalls(t *testing.T) {
 
 	type res struct {
 		code           int
+		err            error
 		stdout, stderr string
 	}
 	results := make([]res, n)
@@ -558,8 +567,8 @@ func TestAsyncConcurrentCalls(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-gate
-			code := exitCode(t, cmd)
-			results[i] = res{code, stdout.String(), stderr.String()}
+			code, err := runCode(cmd)
+			results[i] = res{code, err, stdout.String(), stderr.String()}
 		}()
 	}
 	close(gate)
@@ -568,8 +577,8 @@ func TestAsyncConcurrentCalls(t *testing.T) {
 	ids := map[string]bool{}
 	for i, r := range results {
 		id := strings.TrimSpace(r.stdout)
-		if r.code != 0 || !jobIDPattern.MatchString(id) || r.stderr != "" {
-			t.Errorf("call %d: exit %d, stdout %q, stderr %q; want 0, a job ID, nothing", i, r.code, r.stdout, r.stderr)
+		if r.err != nil || r.code != 0 || !jobIDPattern.MatchString(id) || r.stderr != "" {
+			t.Errorf("call %d: exit %d (%v), stdout %q, stderr %q; want 0, a job ID, nothing", i, r.code, r.err, r.stdout, r.stderr)
 			continue
 		}
 		ids[id] = true
@@ -593,9 +602,11 @@ func TestAsyncConcurrentCalls(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			cmd, stdout, stderr := overlordCmd(f, "job", "status", id, "--wait", "--timeout", "60s", "-o", "json")
-			code := exitCode(t, cmd)
+			code, err := runCode(cmd)
 			var j jobView
-			err := json.Unmarshal(stdout.Bytes(), &j)
+			if err == nil {
+				err = json.Unmarshal(stdout.Bytes(), &j)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if code != 0 || err != nil || j.State != "FINISHED" || j.Summary != (summaryView{Total: 2, OK: 2}) {

@@ -83,14 +83,25 @@ func overlordCmd(f *fleet, args ...string) (cmd *exec.Cmd, stdout, stderr *bytes
 // exitCode runs cmd and returns its exit status.
 func exitCode(t *testing.T, cmd *exec.Cmd) int {
 	t.Helper()
+	code, err := runCode(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// runCode runs cmd and returns its exit status, or an error if it did not
+// exit (it could not start, or a signal ended it). Unlike exitCode it may
+// be called from any goroutine.
+func runCode(cmd *exec.Cmd) (int, error) {
 	err := cmd.Run()
 	if ee, ok := err.(*exec.ExitError); ok && ee.Exited() {
-		return ee.ExitCode()
+		return ee.ExitCode(), nil
 	}
 	if err != nil {
-		t.Fatalf("%s: %v", strings.Join(cmd.Args, " "), err)
+		return 0, fmt.Errorf("%s: %v", strings.Join(cmd.Args, " "), err)
 	}
-	return 0
+	return 0, nil
 }
 
 // caPool returns the pool of the CA in an overlord state directory.
