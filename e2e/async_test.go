@@ -533,12 +533,14 @@ func TestAsyncCancelEarly(t *testing.T) {
 			}
 		}
 		t.Logf("job %s: cancelled on %d minions it had reached, and before it reached %d", id, reached, 3-reached)
+		// Neither a command nor a runner (which may not have started
+		// the command yet) is left.
 		var pids []int
-		for _, p := range findProcs(token) {
+		for _, p := range append(findProcs(token), findProcs(" run-job "+f.dir+"/")...) {
 			pids = append(pids, p.pid)
 		}
 		if err := waitGone(2*time.Second, pids...); err != nil {
-			t.Errorf("commands of a cancelled job: %v", err)
+			t.Errorf("runners and commands of a cancelled job: %v", err)
 		}
 	}
 }
