@@ -21,7 +21,8 @@ import (
 
 // startFleet makes a fleet in a temporary directory with the named minions
 // started; they are stopped when the test ends, and one that does not exit
-// 0 on SIGTERM, or crashed, fails the test.
+// 0 on SIGTERM, or crashed, fails the test. The async jobs' drivers and
+// runners still running then are killed (see fleet.close).
 func startFleet(t *testing.T, names ...string) *fleet {
 	t.Helper()
 	if binDir == "" {
@@ -29,6 +30,7 @@ func startFleet(t *testing.T, names ...string) *fleet {
 	}
 	dir := t.TempDir()
 	f := newFleet(dir, filepath.Join(dir, "overlord"), append(binEnv(), "HOME="+dir))
+	f.logf = t.Logf
 	t.Cleanup(func() {
 		for _, err := range f.close() {
 			t.Error(err)
@@ -81,14 +83,25 @@ func overlordCmd(f *fleet, args ...string) (cmd *exec.Cmd, stdout, stderr *bytes
 // exitCode runs cmd and returns its exit status.
 func exitCode(t *testing.T, cmd *exec.Cmd) int {
 	t.Helper()
+	code, err := runCode(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// runCode runs cmd and returns its exit status, or an error if it did not
+// exit (it could not start, or a signal ended it). Unlike exitCode it may
+// be called from any goroutine.
+func runCode(cmd *exec.Cmd) (int, error) {
 	err := cmd.Run()
 	if ee, ok := err.(*exec.ExitError); ok && ee.Exited() {
-		return ee.ExitCode()
+		return ee.ExitCode(), nil
 	}
 	if err != nil {
-		t.Fatalf("%s: %v", strings.Join(cmd.Args, " "), err)
+		return 0, fmt.Errorf("%s: %v", strings.Join(cmd.Args, " "), err)
 	}
-	return 0
+	return 0, nil
 }
 
 // caPool returns the pool of the CA in an overlord state directory.

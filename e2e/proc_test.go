@@ -222,6 +222,8 @@ type fleet struct {
 	env      []string
 	minions  map[string]*minionProc
 	names    []string // in the order added
+	// logf, if set, notes what close had to clean up.
+	logf func(format string, args ...any)
 }
 
 // minionProc is a minion of a fleet and, while it runs, its process.
@@ -347,9 +349,26 @@ func (f *fleet) stop(m *minionProc) error {
 }
 
 // close stops every minion still running, killing those that do not exit
-// on SIGTERM, and returns what went wrong.
-func (f *fleet) close() []error {
-	var errs []error
+// on SIGTERM, then kills whatever else of the fleet's directory still runs
+// (async jobs' drivers, runners and their commands: see killDetached),
+// and returns what went wrong, including a data race reported by a driver
+// or a runner.
+func (f *fleet) close() (errs []error) {
+	defer func() {
+		killed, err := killDetached(f.dir)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, p := range killed {
+			if f.logf != nil {
+				f.logf("cleanup: killed pid %d: %s", p.pid, p.cmdline)
+			}
+		}
+		for _, l := range raceReports(f) {
+			data, _ := os.ReadFile(l)
+			errs = append(errs, fmt.Errorf("data race reported in %s:\n%s", l, data))
+		}
+	}()
 	for _, name := range f.names {
 		m := f.minions[name]
 		if m.p == nil || m.stopped {

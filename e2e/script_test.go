@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,7 +48,10 @@ import (
 //		directory), its log $WORK/web1.log.
 //		Minions still running at the end of the script get SIGTERM;
 //		one that exited on its own, or does not exit 0 on SIGTERM,
-//		fails the test.
+//		fails the test. Then the async jobs' drivers and runners still
+//		running, and the commands they started (every process whose
+//		command line holds $WORK or that runs under it), are killed;
+//		a data race reported in their logs fails the test.
 //	stopminion [-kill] NAME...
 //		stop minions of the fleet: SIGTERM, then check that each exits
 //		with status 0 and its port closes; with -kill, SIGKILL
@@ -78,6 +82,15 @@ import (
 //		check that stdout is exactly N lines, each a JSON object
 //	setjson VAR [-line N] PATH
 //		set VAR to a field of stdout (a string as is, else its JSON)
+//	randfile FILE SIZE
+//		write SIZE random bytes (a number, with an optional k or M
+//		suffix for KiB, MiB) to FILE, mode 0644 (chmod to change it)
+//	samebytes FILE1 FILE2
+//		check that two files hold the same bytes (with !, that they
+//		differ); unlike cmp, a difference is reported as the sizes and
+//		the first offset that differs, not as a diff
+//	filemode FILE MODE
+//		check that FILE's permission bits are MODE (octal, like 0640)
 func TestScripts(t *testing.T) {
 	testscript.Run(t, scriptParams(t, "testdata"))
 }
@@ -90,6 +103,7 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 		WorkdirRoot:         t.TempDir(),
 		RequireExplicitExec: true,
 		Setup:               setupScript,
+		Condition:           scriptCondition,
 		Cmds: map[string]func(*testscript.TestScript, bool, []string){
 			"freeport":    cmdFreeport,
 			"waitport":    cmdWaitport,
@@ -105,6 +119,9 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"jsonfield":   cmdJSONField,
 			"jsonlines":   cmdJSONLines,
 			"setjson":     cmdSetJSON,
+			"randfile":    cmdRandfile,
+			"samebytes":   cmdSamebytes,
+			"filemode":    cmdFilemode,
 		},
 	}
 }
@@ -118,6 +135,18 @@ type scriptState struct {
 	// stopping its minions), when the script itself can no longer fail.
 	errorf func(format string, args ...any)
 	fleet  *fleet
+}
+
+// scriptCondition knows one condition besides testscript's own: [bugs]
+// holds when known product bugs are to be tested (E2E_KNOWN_BUGS=1), so a
+// script of a known bug starts with
+//
+//	[!bugs] skip 'BUG: ...'
+func scriptCondition(cond string) (bool, error) {
+	if cond == "bugs" {
+		return knownBugs, nil
+	}
+	return false, fmt.Errorf("unknown condition %q", cond)
 }
 
 func setupScript(env *testscript.Env) error {
@@ -149,6 +178,7 @@ func fleetOf(ts *testscript.TestScript) *fleet {
 	work := ts.Getenv("WORK")
 	env := append(binEnv(), "HOME="+work, "TMPDIR="+ts.Getenv("TMPDIR"))
 	f := newFleet(work, ts.Getenv("OVERLORD_STATE_DIR"), env)
+	f.logf = ts.Logf
 	st.fleet = f
 	ts.Defer(func() {
 		for _, err := range f.close() {
@@ -561,4 +591,63 @@ func cmdSetJSON(ts *testscript.TestScript, neg bool, args []string) {
 		s = compact(v)
 	}
 	ts.Setenv(name, s)
+}
+
+func cmdRandfile(ts *testscript.TestScript, neg bool, args []string) {
+	noNeg(ts, neg, "randfile")
+	if len(args) != 2 {
+		ts.Fatalf("usage: randfile FILE SIZE")
+	}
+	num, unit := args[1], int64(1)
+	switch {
+	case strings.HasSuffix(num, "k"):
+		num, unit = strings.TrimSuffix(num, "k"), 1<<10
+	case strings.HasSuffix(num, "M"):
+		num, unit = strings.TrimSuffix(num, "M"), 1<<20
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 {
+		ts.Fatalf("randfile: bad size %q", args[1])
+	}
+	data := make([]byte, n*unit)
+	_, err = rand.Read(data)
+	ts.Check(err)
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), data, 0o644))
+}
+
+func cmdSamebytes(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: [!] samebytes FILE1 FILE2")
+	}
+	a, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	b, err := os.ReadFile(ts.MkAbs(args[1]))
+	ts.Check(err)
+	same := bytes.Equal(a, b)
+	switch {
+	case same && neg:
+		ts.Fatalf("%s and %s hold the same %d bytes", args[0], args[1], len(a))
+	case !same && !neg:
+		i := 0
+		for i < len(a) && i < len(b) && a[i] == b[i] {
+			i++
+		}
+		ts.Fatalf("%s (%d bytes) and %s (%d bytes) differ from offset %d on", args[0], len(a), args[1], len(b), i)
+	}
+}
+
+func cmdFilemode(ts *testscript.TestScript, neg bool, args []string) {
+	noNeg(ts, neg, "filemode")
+	if len(args) != 2 {
+		ts.Fatalf("usage: filemode FILE MODE")
+	}
+	want, err := strconv.ParseUint(args[1], 8, 32)
+	if err != nil {
+		ts.Fatalf("filemode: bad mode %q", args[1])
+	}
+	fi, err := os.Stat(ts.MkAbs(args[0]))
+	ts.Check(err)
+	if got := fi.Mode().Perm(); got != os.FileMode(want) {
+		ts.Fatalf("%s has mode %#o, want %#o", args[0], got, want)
+	}
 }
