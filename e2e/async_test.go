@@ -430,7 +430,7 @@ func TestAsyncDriverKilled(t *testing.T) {
 		m := mustMinion(t, f, n)
 		count := 0
 		for _, l := range lines {
-			if strings.HasPrefix(l, m.dir+string(filepath.Separator)) {
+			if l == m.dir || strings.HasPrefix(l, m.dir+string(filepath.Separator)) {
 				count++
 			}
 		}

@@ -92,10 +92,10 @@ func TestDetachedCleanup(t *testing.T) {
 		}
 		ms = append(ms, m)
 	}
-	// The command's child writes its pid to a file named after the
-	// minion's spool (its working directory), so the command line of the
-	// child holds no path of the test.
-	id := callAsync(t, f, "*", "command.run", "sleep 300 & echo $! > ../../child; wait")
+	// The command's child writes its pid to a file in the minion's
+	// working directory (its state directory), so the command line of
+	// the child holds no path of the test.
+	id := callAsync(t, f, "*", "command.run", "sleep 300 & echo $! > child; wait")
 	var children []int
 	runners := map[string]procInfo{}
 	for _, m := range ms {

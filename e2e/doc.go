@@ -15,9 +15,8 @@
 //
 // A test of a known product bug is kept, skipped with a message that
 // starts with "BUG:" (skipBug in Go, "[!bugs] skip 'BUG: ...'" in a
-// script); E2E_KNOWN_BUGS=1 runs those too, to check a fix:
-//
-//	E2E_KNOWN_BUGS=1 go test -run 'CallResultsSoFar|HungMinion|Scripts/(plugin_writable|async_cancel_prefix)' ./e2e/
+// script); E2E_KNOWN_BUGS=1 runs those too, to check a fix. (None is
+// known now.)
 //
 // The tests build only on Linux (they read /proc/net/tcp to see calls in
 // flight, and tie the processes they start to their own life with

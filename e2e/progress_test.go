@@ -21,7 +21,6 @@ const recordedWithin = 2 * time.Second
 // while another one still works.
 func TestCallResultsSoFar(t *testing.T) {
 	t.Parallel()
-	skipBug(t, "results are only written when a later result comes in (recorder.add flushes when 250ms have passed since the last write; nothing flushes on a timer), so one minion's answer waits unwritten for as long as another minion works")
 	f := startFleet(t, "web1", "web2")
 	g := newGate(t, "go")
 	// Each minion runs the command in its state directory: web2 waits.
@@ -83,7 +82,6 @@ func TestCallResultsSoFar(t *testing.T) {
 // reached", docs/jobs.md).
 func TestAsyncCancelWithHungMinion(t *testing.T) {
 	t.Parallel()
-	skipBug(t, "while the driver's submit to a hung minion is retried (5 attempts of a TLS handshake that times out, about 33s), the minion job IDs that came back are not written to overlord.db, so 'job cancel' cannot reach them: the command goes on on the healthy minions for about 33s after the cancel, and the hung minion ends unreachable instead of cancelled")
 	f := startFleet(t, "web1", "web2")
 	web1 := mustMinion(t, f, "web1")
 	if err := web1.p.signal(syscall.SIGSTOP); err != nil { // fleet.close sends SIGCONT

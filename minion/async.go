@@ -247,7 +247,11 @@ func (a *asyncJobs) start(job Job) (int, error) {
 	defer log.Close()
 	cmd := exec.Command(a.runner[0], append(a.runner[1:], dir)...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Dir = dir
+	// The job runs where a synchronous call would: in the daemon's
+	// working directory (the runner finds its spool by absolute path).
+	if wd, err := os.Getwd(); err == nil {
+		cmd.Dir = wd
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -152,8 +152,9 @@ func (o *Overlord) settleOrphan(id string) error {
 		}
 	}
 	rc := newRecorder(o.Store, rec)
+	defer rc.close()
 	for n, r := range lost {
-		rc.batch[n] = r
+		rc.add(n, r)
 	}
 	return rc.finish()
 }

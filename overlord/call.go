@@ -236,6 +236,7 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 
 	entries := make(map[string]status.Result, len(names))
 	rc := newRecorder(o.Store, *rec)
+	defer rc.close()
 	fanout.Run(ctx, p.Minions, spec.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
 		return step(ctx, client, m)
 	}, func(m jobs.Minion, r status.Result) {
@@ -251,7 +252,7 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 		rc.add(m.Name, r)
 	})
 	storeErr := rc.finish()
-	job := rc.rec.Status(entries)
+	job := rc.header().Status(entries)
 	if storeErr != nil {
 		// The results were not all recorded; report the job as run.
 		now := time.Now().UTC()

@@ -128,6 +128,9 @@ func pushFile(ctx context.Context, client *rpc.Client, minion, transfer, local, 
 // through a temporary file, checked against the sha256 the minion gives.
 // It is recorded as a job (file.fetch).
 func (o *Overlord) Fetch(ctx context.Context, p *Prepared, remote, localDir string, onResult func(string, status.Result)) (status.Job, error) {
+	if err := os.MkdirAll(localDir, 0o755); err != nil {
+		return status.Job{}, err
+	}
 	if fi, err := os.Stat(localDir); err != nil || !fi.IsDir() {
 		return status.Job{}, fmt.Errorf("%s is not a directory", localDir)
 	}

@@ -80,17 +80,19 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 		// Without an identity no minion can be reached: end the job
 		// rather than leave it for driver after driver to fail on.
 		rc := newRecorder(o.Store, rec)
+		defer rc.close()
 		for n, e := range entries {
 			if e.State != status.Finished {
 				r := finished(status.KindInternal, "the job's driver could not start: %v", err)
 				r.MinionJobID = e.MinionJobID
-				rc.batch[n] = r
+				rc.add(n, r)
 			}
 		}
 		return errors.Join(err, rc.finish())
 	}
 	defer client.Close()
 	d := &driver{o: o, client: client, rc: newRecorder(o.Store, rec), entries: entries, forks: rec.Forks}
+	defer d.rc.close()
 	for n := range entries {
 		d.names = append(d.names, n)
 	}
@@ -109,7 +111,7 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 		return err
 	}
 	os.Remove(o.driverLock(id)) // FINISHED: nobody needs to ask any more
-	o.Logger.Info("job finished", "job", id, "ok", d.rc.rec.Summary.OK, "failed", d.rc.rec.Summary.Failed)
+	o.Logger.Info("job finished", "job", id, "ok", d.rc.header().Summary.OK, "failed", d.rc.header().Summary.Failed)
 	return nil
 }
 
@@ -136,10 +138,10 @@ func (d *driver) open(submitted bool) []string {
 }
 
 func (d *driver) deadline() time.Time {
-	if d.rc.rec.Deadline == nil {
+	if d.rc.header().Deadline == nil {
 		return time.Now().Add(DefaultAsyncTimeout)
 	}
-	return *d.rc.rec.Deadline
+	return *d.rc.header().Deadline
 }
 
 func finished(kind status.Kind, format string, args ...any) status.Result {
@@ -152,7 +154,7 @@ func (d *driver) submitAll(ctx context.Context) {
 	if len(todo) == 0 {
 		return
 	}
-	if d.rc.rec.CancelRequested {
+	if d.rc.header().CancelRequested {
 		for _, n := range todo {
 			d.set(n, finished(status.KindCancelled, "job cancelled before it reached this minion"))
 		}
@@ -160,7 +162,7 @@ func (d *driver) submitAll(ctx context.Context) {
 	}
 	sctx, cancel := context.WithDeadline(ctx, d.deadline())
 	defer cancel()
-	rec := d.rc.rec
+	rec := d.rc.header()
 	fanout.Run(sctx, todo, d.forks, func(ctx context.Context, name string) status.Result {
 		return d.submit(ctx, rec, name)
 	}, d.set)
@@ -192,6 +194,9 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string) statu
 			r.DurationMS = time.Since(start).Milliseconds()
 			return r
 		}
+		if hdr, err := d.o.Store.Header(rec.ID); err == nil && hdr.CancelRequested {
+			return finished(status.KindCancelled, "job cancelled before it reached this minion (%s)", se.Message)
+		}
 		d.o.Logger.Debug("submit failed; retrying", "minion", name, "attempt", attempt, "err", se)
 		t := time.NewTimer(backoff)
 		select {
@@ -221,7 +226,7 @@ func (d *driver) poll(ctx context.Context) {
 			d.expire(ctx, open)
 			return
 		}
-		if hdr, err := d.o.Store.Header(d.rc.rec.ID); err == nil && hdr.CancelRequested && cancelSentAt.IsZero() {
+		if hdr, err := d.o.Store.Header(d.rc.header().ID); err == nil && hdr.CancelRequested && cancelSentAt.IsZero() {
 			d.cancelAll(ctx, open)
 			cancelSentAt = time.Now()
 		}
@@ -251,7 +256,7 @@ func (d *driver) poll(ctx context.Context) {
 			}
 		}
 		if err := d.rc.flush(nil); err != nil {
-			d.o.Logger.Warn("could not record results; will retry", "job", d.rc.rec.ID, "err", err)
+			d.o.Logger.Warn("could not record results; will retry", "job", d.rc.header().ID, "err", err)
 		}
 		if failures == 0 && time.Since(now) >= pollFirst {
 			interval = pollFirst // the minions held the calls: no need to wait

@@ -1,6 +1,7 @@
 package overlord
 
 import (
+	"sync"
 	"time"
 
 	"github.com/overlordhq/overlord/jobs"
@@ -8,9 +9,14 @@ import (
 )
 
 // recorder batches a job's per-minion results into overlord.db: a write
-// after flushEvery results or flushInterval, whichever comes first, and
-// one final write. A failed write keeps its batch for the next one.
+// after flushEvery results or flushInterval, whichever comes first (a
+// timer writes what arrived even when nothing else does, so `job status`
+// shows the results so far), and one final write. A failed write keeps
+// its batch for the next one. Its methods are safe for concurrent use.
 type recorder struct {
+	mu    sync.Mutex
+	stop  chan struct{}
+	done  chan struct{}
 	store *jobs.Store
 	rec   jobs.Record
 	batch map[string]status.Result
@@ -19,19 +25,66 @@ type recorder struct {
 }
 
 func newRecorder(store *jobs.Store, rec jobs.Record) *recorder {
-	return &recorder{store: store, rec: rec, batch: map[string]status.Result{}, last: time.Now()}
+	r := &recorder{store: store, rec: rec, batch: map[string]status.Result{}, last: time.Now(),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go r.tick()
+	return r
+}
+
+// tick writes a waiting batch every flushInterval until finish or close.
+func (r *recorder) tick() {
+	defer close(r.done)
+	t := time.NewTicker(flushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			r.mu.Lock()
+			if len(r.batch) > 0 && time.Since(r.last) >= flushInterval {
+				r.flushLocked(nil)
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+// close stops the timer; it is called by finish, and harmless twice.
+func (r *recorder) close() {
+	select {
+	case <-r.stop:
+	default:
+		close(r.stop)
+	}
+	<-r.done
 }
 
 // add queues a result and writes the batch if it is due.
 func (r *recorder) add(name string, res status.Result) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.batch[name] = res
 	if len(r.batch) >= flushEvery || time.Since(r.last) >= flushInterval {
-		r.flush(nil)
+		r.flushLocked(nil)
 	}
+}
+
+// header returns the job's header as last written.
+func (r *recorder) header() jobs.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rec
 }
 
 // flush writes the batch (and mutate's change to the header, if any).
 func (r *recorder) flush(mutate func(*jobs.Record) error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.flushLocked(mutate)
+}
+
+func (r *recorder) flushLocked(mutate func(*jobs.Record) error) error {
 	if len(r.batch) == 0 && mutate == nil {
 		return r.err
 	}
@@ -46,8 +99,9 @@ func (r *recorder) flush(mutate func(*jobs.Record) error) error {
 	return nil
 }
 
-// finish writes the batch and sets the job FINISHED.
+// finish stops the timer, writes the batch and sets the job FINISHED.
 func (r *recorder) finish() error {
+	r.close()
 	return r.flush(func(rec *jobs.Record) error {
 		now := time.Now().UTC()
 		rec.State, rec.FinishedAt = status.Finished, &now

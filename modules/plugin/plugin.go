@@ -17,7 +17,7 @@
 // whole process group killed when the call ends early.
 //
 // The directory is read again on every lookup and a description is
-// cached by the plugin file's size and modification time, so plugins are
+// cached by the plugin file's size, modification time and mode, so plugins are
 // picked up, changed and removed without restarting the minion. A plugin
 // that fails to describe itself is listed with its error and breaks
 // nothing else.
@@ -67,6 +67,7 @@ type Dir struct {
 type cached struct {
 	size  int64
 	mtime time.Time
+	mode  fs.FileMode
 	mod   modules.Module
 }
 
@@ -96,12 +97,12 @@ func (d *Dir) Modules() []modules.Module {
 			continue // not executable: not a plugin (a README, a config)
 		}
 		seen[name] = true
-		if c, ok := d.cache[name]; ok && c.size == fi.Size() && c.mtime.Equal(fi.ModTime()) {
+		if c, ok := d.cache[name]; ok && c.size == fi.Size() && c.mtime.Equal(fi.ModTime()) && c.mode == fi.Mode() {
 			out = append(out, c.mod)
 			continue
 		}
 		m := d.load(name, fi)
-		d.cache[name] = cached{size: fi.Size(), mtime: fi.ModTime(), mod: m}
+		d.cache[name] = cached{size: fi.Size(), mtime: fi.ModTime(), mode: fi.Mode(), mod: m}
 		out = append(out, m)
 	}
 	for name := range d.cache {
