@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -136,6 +137,19 @@ func (p *proc) logTail(n int) string {
 
 // freePort returns a TCP port on 127.0.0.1 that nothing listens on now.
 func freePort() (int, error) {
+	// Ports from the kernel's ephemeral range (":0") are also handed out
+	// as source ports of outgoing connections, so one freed here may be
+	// taken before the minion binds it. Pick below that range, at
+	// random, and check that it is free.
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port, nil
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
