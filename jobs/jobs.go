@@ -102,6 +102,9 @@ func (s *Store) CreateJob(rec *Record, minions []string) error {
 				return err
 			}
 		}
+		if err := markOpen(tx, rec.ID, rec.State); err != nil {
+			return err
+		}
 		purged, err = autoPurge(tx, rec.CreatedAt)
 		return err
 	})
@@ -153,6 +156,9 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 			}
 		}
 		if err := putJSON(jb, keyJob, rec); err != nil {
+			return err
+		}
+		if err := markOpen(tx, rec.ID, rec.State); err != nil {
 			return err
 		}
 		return touch(tx, seen, rec.UpdatedAt)
@@ -215,12 +221,25 @@ type ListOptions struct {
 	Limit int          // at most this many; 0 for no limit
 }
 
-// ListJobs returns job headers, newest first.
+// markOpen keeps the index of jobs not FINISHED up to date.
+func markOpen(tx *bolt.Tx, id string, state status.State) error {
+	open := tx.Bucket(bucketOpen)
+	if state == status.Finished {
+		return open.Delete([]byte(id))
+	}
+	return open.Put([]byte(id), nil)
+}
+
+// ListJobs returns job headers, newest first. Listing the RUNNING or
+// PARTIAL jobs walks the index of open jobs, not the whole store.
 func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
 	var out []Record
 	err := s.view(func(tx *bolt.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		c := jobs.Cursor()
+		if open := tx.Bucket(bucketOpen); open != nil && (opts.State == status.Running || opts.State == status.Partial) {
+			c = open.Cursor()
+		}
 		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
 			jb := jobs.Bucket(k)
 			if jb == nil {

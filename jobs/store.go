@@ -12,6 +12,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/overlordhq/overlord/status"
 )
 
 // SchemaVersion is the layout version this package reads and writes.
@@ -41,6 +43,7 @@ var (
 	bucketGroups  = []byte("groups")
 	bucketJobs    = []byte("jobs")
 	bucketSeen    = []byte("seen")
+	bucketOpen    = []byte("open")
 	keyJob        = []byte("job")
 	keySchema     = []byte("schema_version")
 )
@@ -91,7 +94,7 @@ func (s *Store) Init() error {
 				return fmt.Errorf("%s is a bbolt file of another program (it has no meta bucket); not using it", s.path)
 			}
 		}
-		for _, b := range [][]byte{bucketMeta, bucketMinions, bucketGroups, bucketJobs, bucketSeen, bucketTokens, bucketRequests, bucketCerts, bucketCRL} {
+		for _, b := range [][]byte{bucketMeta, bucketMinions, bucketGroups, bucketJobs, bucketSeen, bucketOpen, bucketTokens, bucketRequests, bucketCerts, bucketCRL} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -153,7 +156,33 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 		if err := checkSchema(tx); err != nil {
 			return err
 		}
+		if err := indexOpenJobs(tx); err != nil {
+			return err
+		}
 		return fn(tx)
+	})
+}
+
+// indexOpenJobs builds the index of jobs not FINISHED in a store made
+// before it existed (once: afterwards CreateJob and Write keep it).
+func indexOpenJobs(tx *bolt.Tx) error {
+	if tx.Bucket(bucketOpen) != nil {
+		return nil
+	}
+	open, err := tx.CreateBucket(bucketOpen)
+	if err != nil {
+		return err
+	}
+	jobs := tx.Bucket(bucketJobs)
+	return jobs.ForEachBucket(func(k []byte) error {
+		rec, err := header(jobs, k)
+		if err != nil {
+			return err
+		}
+		if rec.State != status.Finished {
+			return open.Put(k, nil)
+		}
+		return nil
 	})
 }
 
