@@ -30,11 +30,17 @@ type Record struct {
 	Deadline *time.Time `json:"deadline,omitempty"`
 	// CancelRequested is set by `overlord job cancel`; the driver acts
 	// on it.
-	CancelRequested bool           `json:"cancel_requested,omitempty"`
-	CreatedAt       time.Time      `json:"created_at"`
-	UpdatedAt       time.Time      `json:"updated_at"`
-	FinishedAt      *time.Time     `json:"finished_at,omitempty"`
-	Summary         status.Summary `json:"summary"`
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Identity is the absolute path of the identity bundle an async job
+	// was submitted with ("" for the state directory's own); its drivers
+	// use it, since minions keep each caller's jobs apart. Caller is that
+	// identity's name.
+	Identity   string         `json:"identity,omitempty"`
+	Caller     string         `json:"caller,omitempty"`
+	CreatedAt  time.Time      `json:"created_at"`
+	UpdatedAt  time.Time      `json:"updated_at"`
+	FinishedAt *time.Time     `json:"finished_at,omitempty"`
+	Summary    status.Summary `json:"summary"`
 }
 
 // NewID returns a new job ID: a UUIDv7, which sorts by creation time.

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -130,8 +131,24 @@ func (s *Store) open(readOnly bool) (*bolt.DB, error) {
 	return db, nil
 }
 
+// guard turns a fault reading the memory-mapped file (a truncated or
+// damaged overlord.db) into an error instead of a crash.
+func (s *Store) guard(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%s is damaged (%v); restore it from a backup, or move it away and run 'overlord ca init' in a new state directory", s.path, p)
+		}
+	}()
+	return fn()
+}
+
 // view runs fn in a read transaction on a freshly opened file.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	return s.guard(func() error { return s.viewOnce(fn) })
+}
+
+func (s *Store) viewOnce(fn func(tx *bolt.Tx) error) error {
 	db, err := s.open(true)
 	if err != nil {
 		return err
@@ -147,6 +164,10 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 
 // update runs fn in a write transaction on a freshly opened file.
 func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	return s.guard(func() error { return s.updateOnce(fn) })
+}
+
+func (s *Store) updateOnce(fn func(tx *bolt.Tx) error) error {
 	db, err := s.open(false)
 	if err != nil {
 		return err

@@ -25,7 +25,12 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration) (jobs.Record, erro
 	}
 	// The driver will need the identity: check it now, while someone is
 	// there to read the error.
-	if _, err := o.Identity(); err != nil {
+	id, err := o.Identity()
+	if err != nil {
+		return jobs.Record{}, err
+	}
+	identity, err := o.identityPath()
+	if err != nil {
 		return jobs.Record{}, err
 	}
 	forks := p.Spec.Forks
@@ -37,11 +42,12 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration) (jobs.Record, erro
 		ID: p.JobID, Target: p.Spec.Target, Module: p.Spec.Module, Method: p.Spec.Method,
 		Args: p.Args, Positional: p.Positional, Async: true,
 		TimeoutMS: timeout.Milliseconds(), Forks: forks, Deadline: &deadline,
+		Identity: identity, Caller: id.Cert.Subject.CommonName,
 	}
 	if err := o.Store.CreateJob(rec, p.Names()); err != nil {
 		return jobs.Record{}, err
 	}
-	if err := o.StartDriver(rec.ID); err != nil {
+	if _, err := o.StartDriver(*rec); err != nil {
 		return *rec, fmt.Errorf("job %s is recorded but its driver did not start (run 'overlord job status %s' to retry): %w", rec.ID, rec.ID, err)
 	}
 	return *rec, nil
@@ -56,37 +62,45 @@ func (o *Overlord) driverLock(id string) string { return filepath.Join(o.driverD
 // DriverLog is where a job's driver logs.
 func (o *Overlord) DriverLog(id string) string { return filepath.Join(o.driverDir(), id+".log") }
 
-// StartDriver starts a detached driver for job id: the overlord binary
-// re-executed in a session of its own, logging to DriverLog(id). It takes
-// the job's driver lock first and hands it to the driver, so there is
-// never a moment when a starting driver looks dead; if another driver
-// holds the lock, it starts nothing.
-func (o *Overlord) StartDriver(id string) error {
+// identityPath returns the absolute path of the identity bundle in use,
+// or "" for the state directory's own identity.
+func (o *Overlord) identityPath() (string, error) {
+	if o.IdentityFile == "" {
+		return "", nil
+	}
+	return filepath.Abs(o.IdentityFile)
+}
+
+// StartDriver starts a detached driver for job rec: the overlord binary
+// re-executed in a session of its own, logging to DriverLog(id), with the
+// identity the job was submitted with (minions key their jobs by caller,
+// so another identity could not find them). It takes the job's driver
+// lock first and hands it to the driver, so there is never a moment when a
+// starting driver looks dead; if another driver holds the lock, it starts
+// nothing and reports false.
+func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
+	id := rec.ID
 	lock, ok, err := o.lockDriver(id)
 	if err != nil || !ok {
-		return err
+		return false, err
 	}
 	defer lock.Close() // the driver holds its own copy
 	argv := o.DriverCommand
 	if len(argv) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
-			return err
+			return false, err
 		}
 		argv = []string{exe}
 	}
 	args := append(append([]string(nil), argv[1:]...), "--state-dir", o.Dir, "--lock-timeout", o.Store.LockTimeout().String())
-	if o.IdentityFile != "" {
-		abs, err := filepath.Abs(o.IdentityFile)
-		if err != nil {
-			return err
-		}
-		args = append(args, "--identity", abs)
+	if rec.Identity != "" {
+		args = append(args, "--identity", rec.Identity)
 	}
 	args = append(args, "job", "drive", "--lock-fd", "3", id)
 	log, err := os.OpenFile(o.DriverLog(id), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer log.Close()
 	cmd := exec.Command(argv[0], args...)
@@ -94,11 +108,11 @@ func (o *Overlord) StartDriver(id string) error {
 	cmd.ExtraFiles = []*os.File{lock} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return err
+		return false, err
 	}
 	// The driver is detached: nobody waits for it. Release lets it be
 	// reparented and reaped by init when this process exits.
-	return cmd.Process.Release()
+	return true, cmd.Process.Release()
 }
 
 // DriverAlive reports whether some process is driving job id.
@@ -127,7 +141,7 @@ func (o *Overlord) EnsureDriver(rec jobs.Record) (bool, error) {
 		return false, o.settleOrphan(rec.ID)
 	}
 	o.Logger.Info("job has no driver; starting one", "job", rec.ID)
-	return true, o.StartDriver(rec.ID)
+	return o.StartDriver(rec)
 }
 
 // settleOrphan finishes a synchronous job whose call ended before every

@@ -128,6 +128,9 @@ func pushFile(ctx context.Context, client *rpc.Client, minion, transfer, local, 
 // through a temporary file, checked against the sha256 the minion gives.
 // It is recorded as a job (file.fetch).
 func (o *Overlord) Fetch(ctx context.Context, p *Prepared, remote, localDir string, onResult func(string, status.Result)) (status.Job, error) {
+	if path.Base(remote) == "/" {
+		return status.Job{}, fmt.Errorf("fetch copies a file; %q is not one", remote)
+	}
 	if err := os.MkdirAll(localDir, 0o755); err != nil {
 		return status.Job{}, err
 	}

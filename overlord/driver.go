@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/overlordhq/overlord/fanout"
@@ -33,6 +35,9 @@ const (
 	// cancelWait is how long after a cancel the driver waits for minions
 	// to confirm before it calls their entries cancelled.
 	cancelWait = 15 * time.Second
+	// cancelCheckEvery bounds how often the driver reads the store to see
+	// whether the job was cancelled.
+	cancelCheckEvery = 250 * time.Millisecond
 )
 
 // driver carries one async job from RUNNING to FINISHED.
@@ -43,6 +48,10 @@ type driver struct {
 	entries map[string]status.Result
 	names   []string // every minion of the job, sorted
 	forks   int
+
+	cancelMu  sync.Mutex
+	cancelAt  time.Time // when the store was last asked
+	cancelled bool
 }
 
 // Drive runs the async flow of job id to FINISHED: Minion.Submit to
@@ -77,18 +86,9 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	}
 	client, err := o.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
 	if err != nil {
-		// Without an identity no minion can be reached: end the job
-		// rather than leave it for driver after driver to fail on.
-		rc := newRecorder(o.Store, rec)
-		defer rc.close()
-		for n, e := range entries {
-			if e.State != status.Finished {
-				r := finished(status.KindInternal, "the job's driver could not start: %v", err)
-				r.MinionJobID = e.MinionJobID
-				rc.add(n, r)
-			}
-		}
-		return errors.Join(err, rc.finish())
+		// Leave the job as it is: a driver started once the problem is
+		// fixed (job status starts one) carries it on.
+		return fmt.Errorf("job %s: the driver cannot reach minions: %w", id, err)
 	}
 	defer client.Close()
 	d := &driver{o: o, client: client, rc: newRecorder(o.Store, rec), entries: entries, forks: rec.Forks}
@@ -96,8 +96,12 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	for n := range entries {
 		d.names = append(d.names, n)
 	}
+	sort.Strings(d.names)
 	o.Logger.Info("driving job", "job", id, "minions", len(entries))
 	d.submitAll(ctx)
+	if ctx.Err() != nil {
+		return d.stopping(ctx)
+	}
 	if err := d.rc.flush(func(r *jobs.Record) error {
 		if r.State == status.Running {
 			r.State = status.Partial
@@ -107,16 +111,31 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 		return err
 	}
 	d.poll(ctx)
+	if ctx.Err() != nil {
+		return d.stopping(ctx)
+	}
 	if err := d.rc.finish(); err != nil {
 		return err
 	}
-	os.Remove(o.driverLock(id)) // FINISHED: nobody needs to ask any more
 	o.Logger.Info("job finished", "job", id, "ok", d.rc.header().Summary.OK, "failed", d.rc.header().Summary.Failed)
 	return nil
 }
 
-// set records an entry if it changed.
+// stopping records what is known when the driver is told to stop (a
+// signal, a shutdown) and leaves the job open: the next driver carries it
+// on with the same minion jobs.
+func (d *driver) stopping(ctx context.Context) error {
+	err := d.rc.flush(nil)
+	d.o.Logger.Info("driver stopping; the job stays open for the next driver", "job", d.rc.header().ID)
+	return errors.Join(ctx.Err(), err)
+}
+
+// set records an entry if it changed. A Result with no State means no
+// change.
 func (d *driver) set(name string, r status.Result) {
+	if r.State == "" {
+		return
+	}
 	old := d.entries[name]
 	if old.State == r.State && old.MinionJobID == r.MinionJobID && r.State != status.Finished {
 		return
@@ -148,92 +167,157 @@ func finished(kind status.Kind, format string, args ...any) status.Result {
 	return status.Result{State: status.Finished, Error: status.Errorf(kind, format, args...)}
 }
 
-// submitAll submits the job to every minion not yet submitted to.
+// submitAll submits the job to every minion not yet submitted to, in
+// rounds: a minion whose submit fails on the network is tried again in
+// the next round, after a backoff that holds no worker, so minions that
+// answer never wait behind ones that do not.
 func (d *driver) submitAll(ctx context.Context) {
-	todo := d.open(false)
-	if len(todo) == 0 {
-		return
-	}
-	if d.rc.header().CancelRequested {
-		for _, n := range todo {
-			d.set(n, finished(status.KindCancelled, "job cancelled before it reached this minion"))
-		}
-		return
-	}
-	sctx, cancel := context.WithDeadline(ctx, d.deadline())
-	defer cancel()
+	pending := d.open(false)
 	rec := d.rc.header()
-	fanout.Run(sctx, todo, d.forks, func(ctx context.Context, name string) status.Result {
-		return d.submit(ctx, rec, name)
-	}, d.set)
-}
-
-func (d *driver) submit(ctx context.Context, rec jobs.Record, name string) status.Result {
 	backoff := submitBackoff
-	for attempt := 1; ; attempt++ {
-		params := rpc.SubmitParams{
-			OriginJobID: rec.ID, Module: rec.Module, Method: rec.Method,
-			Args: rec.Args, Positional: rec.Positional,
-			TimeoutMS: time.Until(d.deadline()).Milliseconds(),
+	for attempt := 1; len(pending) > 0; attempt++ {
+		switch {
+		case ctx.Err() != nil:
+			return
+		case d.cancelRequested():
+			for _, n := range pending {
+				d.set(n, finished(status.KindCancelled, "job cancelled before it reached this minion"))
+			}
+			return
+		case !time.Now().Before(d.deadline()):
+			for _, n := range pending {
+				d.set(n, finished(status.KindTimeout, "job deadline passed before the job reached this minion"))
+			}
+			return
 		}
-		if params.TimeoutMS <= 0 || ctx.Err() != nil {
-			return finished(status.KindTimeout, "job deadline passed before the job reached this minion")
+		last := attempt >= submitAttempts
+		var retry []string
+		fanout.Run(ctx, pending, d.forks, func(ctx context.Context, name string) submitOutcome {
+			return d.submit(ctx, rec, name, last)
+		}, func(name string, out submitOutcome) {
+			if out.retry {
+				retry = append(retry, name)
+				return
+			}
+			d.set(name, out.r)
+		})
+		pending = retry
+		if len(pending) == 0 {
+			return
 		}
-		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-		var reply rpc.SubmitReply
-		start := time.Now()
-		err := d.client.Call(cctx, name, "Minion.Submit", params, &reply)
-		cancel()
-		if err == nil {
-			return status.Result{State: status.Running, MinionJobID: reply.JobID}
-		}
-		se := rpc.Classify(ctx, err)
-		retry := se.Kind == status.KindUnreachable || (se.Kind == status.KindTimeout && ctx.Err() == nil)
-		if !retry || attempt >= submitAttempts {
-			r := finished(se.Kind, "%s", se.Message)
-			r.DurationMS = time.Since(start).Milliseconds()
-			return r
-		}
-		if hdr, err := d.o.Store.Header(rec.ID); err == nil && hdr.CancelRequested {
-			return finished(status.KindCancelled, "job cancelled before it reached this minion (%s)", se.Message)
-		}
-		d.o.Logger.Debug("submit failed; retrying", "minion", name, "attempt", attempt, "err", se)
-		t := time.NewTimer(backoff)
+		d.o.Logger.Debug("submits failed; retrying", "minions", len(pending), "attempt", attempt, "backoff", backoff)
+		t := time.NewTimer(min(backoff, time.Until(d.deadline())))
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			return
 		case <-t.C:
 		}
 		backoff = min(backoff*2, maxSubmitBackoff)
 	}
 }
 
-// poll asks every minion with an open entry for its job's state, with
-// backoff, until every entry is FINISHED or the deadline passes.
+// submitOutcome is one submit attempt's result: the entry, or retry.
+type submitOutcome struct {
+	r     status.Result
+	retry bool
+}
+
+// submit makes one attempt to submit the job to a minion. A network
+// failure asks for a retry unless this is the last attempt.
+func (d *driver) submit(ctx context.Context, rec jobs.Record, name string, last bool) submitOutcome {
+	if ctx.Err() != nil {
+		return submitOutcome{} // stopping: no change
+	}
+	if d.cancelRequested() {
+		return submitOutcome{r: finished(status.KindCancelled, "job cancelled before it reached this minion")}
+	}
+	params := rpc.SubmitParams{
+		OriginJobID: rec.ID, Module: rec.Module, Method: rec.Method,
+		Args: rec.Args, Positional: rec.Positional,
+		TimeoutMS: time.Until(d.deadline()).Milliseconds(),
+	}
+	if params.TimeoutMS <= 0 {
+		return submitOutcome{r: finished(status.KindTimeout, "job deadline passed before the job reached this minion")}
+	}
+	cctx, cancel := context.WithTimeout(ctx, min(rpcTimeout, time.Until(d.deadline())))
+	defer cancel()
+	var reply rpc.SubmitReply
+	start := time.Now()
+	err := d.client.Call(cctx, name, "Minion.Submit", params, &reply)
+	if err == nil {
+		return submitOutcome{r: status.Result{State: status.Running, MinionJobID: reply.JobID}}
+	}
+	if ctx.Err() != nil {
+		return submitOutcome{} // stopping: the next driver submits again (idempotent)
+	}
+	se := rpc.Classify(cctx, err)
+	if (se.Kind == status.KindUnreachable || se.Kind == status.KindTimeout) && !last {
+		return submitOutcome{retry: true}
+	}
+	r := finished(se.Kind, "%s", se.Message)
+	r.DurationMS = time.Since(start).Milliseconds()
+	return submitOutcome{r: r}
+}
+
+// cancelRequested reports whether `job cancel` asked for the job to stop,
+// reading the store at most every cancelCheckEvery.
+func (d *driver) cancelRequested() bool {
+	d.cancelMu.Lock()
+	defer d.cancelMu.Unlock()
+	if !d.cancelled && time.Since(d.cancelAt) >= cancelCheckEvery {
+		d.cancelAt = time.Now()
+		if hdr, err := d.o.Store.Header(d.rc.header().ID); err == nil {
+			d.cancelled = hdr.CancelRequested
+		}
+	}
+	return d.cancelled
+}
+
+// poll asks every minion with an open entry for its job's state until
+// every entry is FINISHED or the deadline passes. While the open minions
+// fit in --forks, each call is a long poll (the minion answers when its
+// job changes); with more, plain polls with backoff, so no minion's news
+// waits behind others' long polls.
 func (d *driver) poll(ctx context.Context) {
 	interval := pollFirst
 	lastContact := map[string]time.Time{}
 	var cancelSentAt time.Time
+	lastLook := false
 	for {
 		open := d.open(true)
-		if len(open) == 0 {
+		if len(open) == 0 || ctx.Err() != nil {
 			return
 		}
-		if ctx.Err() != nil {
-			return // the driver is stopping; the next one carries on
+		wait := pollWait
+		if len(open) > d.forks {
+			wait = 0
 		}
-		if time.Now().After(d.deadline()) {
-			d.expire(ctx, open)
-			return
+		if !time.Now().Before(d.deadline()) {
+			if lastLook {
+				d.expire(ctx, open)
+				return
+			}
+			// Ask once more before calling anything late: a driver
+			// restarted after the deadline must not call jobs that
+			// finished in time timed out.
+			lastLook, wait = true, 0
+		} else if wait > 0 {
+			wait = min(wait, time.Until(d.deadline()))
 		}
-		if hdr, err := d.o.Store.Header(d.rc.header().ID); err == nil && hdr.CancelRequested && cancelSentAt.IsZero() {
+		if d.cancelRequested() && cancelSentAt.IsZero() {
 			d.cancelAll(ctx, open)
 			cancelSentAt = time.Now()
+		}
+		// Workers read this snapshot; only the emit side writes entries.
+		jobIDs := make(map[string]string, len(open))
+		for _, n := range open {
+			jobIDs[n] = d.entries[n].MinionJobID
 		}
 		now := time.Now()
 		failures := 0
 		fanout.Run(ctx, open, d.forks, func(ctx context.Context, name string) pollResult {
-			return d.status(ctx, name)
+			return d.status(ctx, name, jobIDs[name], wait)
 		}, func(name string, pr pollResult) {
 			if pr.err != nil {
 				failures++
@@ -258,7 +342,10 @@ func (d *driver) poll(ctx context.Context) {
 		if err := d.rc.flush(nil); err != nil {
 			d.o.Logger.Warn("could not record results; will retry", "job", d.rc.header().ID, "err", err)
 		}
-		if failures == 0 && time.Since(now) >= pollFirst {
+		if lastLook {
+			continue
+		}
+		if wait > 0 && failures == 0 && time.Since(now) >= pollFirst {
 			interval = pollFirst // the minions held the calls: no need to wait
 			continue
 		}
@@ -277,13 +364,13 @@ type pollResult struct {
 	err *status.Error
 }
 
-func (d *driver) status(ctx context.Context, name string) pollResult {
-	e := d.entries[name]
+// status asks a minion for one job's state, holding the call up to wait
+// for a change (0: answer at once).
+func (d *driver) status(ctx context.Context, name, jobID string, wait time.Duration) pollResult {
 	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
 	var reply rpc.StatusReply
-	wait := min(pollWait, time.Until(d.deadline()))
-	params := rpc.StatusParams{JobIDs: []string{e.MinionJobID}, MaxOutput: -1, WaitMS: max(wait.Milliseconds(), 1)}
+	params := rpc.StatusParams{JobIDs: []string{jobID}, MaxOutput: -1, WaitMS: wait.Milliseconds()}
 	err := d.client.Call(cctx, name, "Minion.Status", params, &reply)
 	if err == nil && len(reply.Jobs) != 1 {
 		err = status.Errorf(status.KindInternal, "Minion.Status answered %d jobs for 1", len(reply.Jobs))
@@ -292,7 +379,7 @@ func (d *driver) status(ctx context.Context, name string) pollResult {
 		return pollResult{err: rpc.Classify(cctx, err)}
 	}
 	js := reply.Jobs[0]
-	r := status.Result{State: js.State, MinionJobID: e.MinionJobID}
+	r := status.Result{State: js.State, MinionJobID: jobID}
 	if js.State == status.Finished {
 		r.OK, r.Result, r.Error, r.DurationMS = js.OK, js.Result, js.Error, js.DurationMS
 	}
@@ -355,7 +442,11 @@ func (o *Overlord) Cancel(ctx context.Context, id string) (jobs.Record, error) {
 		if err != nil {
 			return rec, err
 		}
-		client, err := o.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
+		// As the identity that submitted the job: minions show each
+		// caller only its own jobs.
+		as := *o
+		as.IdentityFile = rec.Identity
+		client, err := as.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
 		if err != nil {
 			return rec, err
 		}

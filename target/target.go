@@ -40,6 +40,8 @@ func Parse(expr string) ([]Term, error) {
 		switch {
 		case s == "":
 			return nil, fmt.Errorf("target %q has an empty term", expr)
+		case strings.HasPrefix(s, "!"):
+			return nil, fmt.Errorf("target %q: %q excludes twice", expr, raw)
 		case strings.HasPrefix(s, "@"):
 			t.Group = s[1:]
 			if t.Group == "" || strings.ContainsAny(t.Group, "*?[]@!") {

@@ -18,7 +18,7 @@ type Cond struct {
 	isNum bool
 }
 
-var whereRE = regexp.MustCompile(`^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|!=|=|<|>|~)\s*(.*?)\s*$`)
+var whereRE = regexp.MustCompile(`^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|!=|==|=|<|>|~)\s*(.*?)\s*$`)
 
 // ParseWhere parses a condition such as "os=debian", "memory_bytes>=8e9"
 // or "hostname~^web[0-9]+$".
@@ -28,6 +28,9 @@ func ParseWhere(s string) (Cond, error) {
 		return Cond{}, fmt.Errorf("bad --where %q: want KEY OP VALUE with OP one of = != < <= > >= ~", s)
 	}
 	c := Cond{Key: m[1], Op: m[2], Value: m[3]}
+	if c.Op == "==" {
+		c.Op = "="
+	}
 	switch c.Op {
 	case "~":
 		re, err := regexp.Compile(c.Value)
@@ -57,19 +60,32 @@ func (c Cond) Match(facts map[string]any) bool {
 	if !ok {
 		return false
 	}
-	if list, ok := v.([]any); ok && (c.Op == "=" || c.Op == "~") {
-		for _, e := range list {
-			if c.matchOne(e) {
-				return true
+	if list, ok := v.([]any); ok {
+		switch c.Op {
+		case "=", "~": // some element matches
+			for _, e := range list {
+				if c.matchOne(e) {
+					return true
+				}
 			}
+			return false
+		case "!=": // no element equals
+			for _, e := range list {
+				if !c.matchOne(e) {
+					return false
+				}
+			}
+			return true
 		}
-		return false
 	}
 	return c.matchOne(v)
 }
 
 func (c Cond) matchOne(v any) bool {
 	s := fmt.Sprint(v)
+	if f, ok := v.(float64); ok {
+		s = strconv.FormatFloat(f, 'f', -1, 64) // 25276514304, not 2.5276514304e+10
+	}
 	f, isNum := number(v)
 	switch c.Op {
 	case "~":

@@ -52,3 +52,24 @@ func FuzzWhere(f *testing.F) {
 		c.Match(map[string]any{"os": "debian", "n": 3.0, "l": []any{"a"}, "o": map[string]any{"k": "v"}})
 	})
 }
+
+func TestWhereListsAndNumbers(t *testing.T) {
+	facts := map[string]any{"ip_addresses": []any{"10.0.0.5", "192.0.2.2"}, "memory_bytes": 25276514304.0}
+	for cond, want := range map[string]bool{
+		"ip_addresses!=192.0.2.2":   false, // it has it: not selected
+		"ip_addresses!=1.2.3.4":     true,
+		"memory_bytes~^2527":        true,
+		"memory_bytes==25276514304": true,
+	} {
+		c, err := target.ParseWhere(cond)
+		if err != nil {
+			t.Fatalf("%s: %v", cond, err)
+		}
+		if got := c.Match(facts); got != want {
+			t.Errorf("%s: %v, want %v", cond, got, want)
+		}
+	}
+	if _, err := target.Resolve("!!web1", []string{"web1", "web2"}, nil); err == nil {
+		t.Error("!!web1 accepted")
+	}
+}

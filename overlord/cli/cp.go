@@ -30,6 +30,9 @@ func (a *App) fileCmd(use, short, long, example, method string,
 			if spec.Forks < 1 {
 				return usageError("--forks must be at least 1, got %d", spec.Forks)
 			}
+			if spec.Timeout <= 0 {
+				return usageError("--timeout must be positive, got %s", spec.Timeout)
+			}
 			spec.Target, spec.Module, spec.Method = tgt, "file", method
 			o := a.overlord()
 			p, err := o.Prepare(spec)

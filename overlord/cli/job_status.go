@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/overlordhq/overlord/fanout"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
@@ -93,6 +92,9 @@ Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
 				return err
 			}
 			if (wait || follow) && job.State != status.Finished {
+				if cmd.Context().Err() != nil {
+					return &ExitError{Code: status.ExitWaitTimeout, Err: fmt.Errorf("interrupted; job %s is still %s and goes on", job.JobID, job.State)}
+				}
 				return &ExitError{Code: status.ExitWaitTimeout, Err: fmt.Errorf("job %s is still %s after %s", job.JobID, job.State, timeout)}
 			}
 			return exitFor(job.Summary.ExitCode())
@@ -110,28 +112,29 @@ Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
 // the minion jobs' new output there.
 func (a *App) waitJob(ctx context.Context, o *overlord.Overlord, rec jobs.Record, entries map[string]status.Result, stream io.Writer) (jobs.Record, map[string]status.Result, error) {
 	var follower *overlord.Follower
-	if stream != nil {
-		f, err := o.Follower(max(rec.Forks, fanout.DefaultForks))
+	emit := func(minion, lines string) {
+		for _, line := range strings.SplitAfter(lines, "\n") {
+			if line != "" {
+				fmt.Fprintf(stream, "%s| %s", minion, line)
+			}
+		}
+	}
+	// A job already FINISHED has its results in the store: nothing to
+	// follow, no minion to ask.
+	if stream != nil && rec.State != status.Finished {
+		f, err := o.Follower(rec)
 		if err != nil {
 			return rec, entries, err
 		}
 		defer f.Close()
+		defer f.Flush(emit)
 		follower = f
 	}
 	interval := waitFirst
 	lastCheck := time.Now()
 	for {
 		if follower != nil {
-			follower.Read(ctx, entries, func(minion, out string) {
-				for _, line := range strings.SplitAfter(out, "\n") {
-					if line != "" {
-						fmt.Fprintf(stream, "%s| %s", minion, line)
-						if !strings.HasSuffix(line, "\n") {
-							fmt.Fprintln(stream)
-						}
-					}
-				}
-			})
+			follower.Read(ctx, entries, emit)
 		}
 		if rec.State == status.Finished {
 			return rec, entries, nil

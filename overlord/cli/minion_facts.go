@@ -31,6 +31,9 @@ refreshes them the same way. The call is recorded as a job.`,
   overlord call --where os=debian --where 'memory_bytes>=8e9' '*' test.ping`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if spec.Forks < 1 || spec.Timeout <= 0 {
+				return usageError("--forks must be at least 1 and --timeout positive")
+			}
 			spec.Target, spec.Module, spec.Method = args[0], "facts", "all"
 			o := a.overlord()
 			p, err := o.Prepare(spec)

@@ -34,6 +34,9 @@ module, with every parameter's type, default and doc. Records no job.`,
   overlord modules @db -o json`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if forks < 1 || timeout <= 0 {
+				return usageError("--forks must be at least 1 and --timeout positive")
+			}
 			descs, err := a.overlord().Describe(cmd.Context(), args[0], forks, timeout)
 			if err != nil {
 				return err

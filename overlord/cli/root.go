@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -56,6 +57,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
+		return status.ExitOK
+	}
+	if errors.Is(err, syscall.EPIPE) {
+		// The reader went away (| head): not an error worth a word.
 		return status.ExitOK
 	}
 	code := ExitCode(err)
