@@ -2,6 +2,7 @@ package modules
 
 import (
 	"encoding/json"
+	"github.com/overlordhq/overlord/status"
 	"regexp"
 	"strings"
 )
@@ -73,4 +74,19 @@ func convert(p *Param, raw string) any {
 		return raw
 	}
 	return v
+}
+
+// CheckCommandLine reports a parameter named twice on a command line
+// (a=1 a=2), which ParseCommandLine would resolve silently, last wins.
+func CheckCommandLine(m *Method, words []string) error {
+	seen := map[string]bool{}
+	for _, w := range words {
+		if k, _, ok := splitNamed(m, w); ok {
+			if seen[k] {
+				return status.Errorf(status.KindBadArgs, "parameter %s given twice", k)
+			}
+			seen[k] = true
+		}
+	}
+	return nil
 }

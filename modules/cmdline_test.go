@@ -2,6 +2,7 @@ package modules_test
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/overlordhq/overlord/modules"
@@ -154,4 +155,17 @@ func FuzzParseCommandLine(f *testing.F) {
 			_, _ = run.Bind(named, positional) // must not panic
 		}
 	})
+}
+
+func TestCheckCommandLine(t *testing.T) {
+	m := &modules.Method{Name: "add", Params: []modules.Param{{Name: "a", Type: modules.Float}, {Name: "b", Type: modules.Float}}}
+	if err := modules.CheckCommandLine(m, []string{"a=1", "a=2", "b=3"}); err == nil || !strings.Contains(err.Error(), "parameter a given twice") {
+		t.Errorf("a named twice: %v", err)
+	}
+	if err := modules.CheckCommandLine(m, []string{"a=1", "b=3"}); err != nil {
+		t.Errorf("a and b: %v", err)
+	}
+	if err := modules.CheckCommandLine(nil, []string{"FOO=1 make", "FOO=1 make"}); err == nil {
+		t.Error("an unknown method's named args given twice were accepted")
+	}
 }

@@ -121,6 +121,9 @@ func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	if lookupErr != nil {
 		meth = nil
 	}
+	if err := modules.CheckCommandLine(meth, spec.Words); err != nil {
+		return nil, err
+	}
 	named, positional := modules.ParseCommandLine(meth, spec.Words)
 	if meth == nil {
 		p.Args, p.Positional = named, positional
