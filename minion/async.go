@@ -29,8 +29,20 @@ const (
 	// spawnGrace is how long a job may go without a recorded runner pid
 	// before the sweeper calls it lost (the daemon records the pid right
 	// after starting the runner).
-	spawnGrace      = 30 * time.Second
-	defaultMaxChunk = 64 << 10
+	spawnGrace = 30 * time.Second
+)
+
+// Output limits of Minion.Status.
+const (
+	// DefaultStatusChunk is the output returned per job when max_output is
+	// 0 or absent.
+	DefaultStatusChunk = 64 << 10
+	// MaxStatusChunk is the most output returned per job: a larger
+	// max_output is cut to it.
+	MaxStatusChunk = 1 << 20
+	// MaxStatusOutput is the most output one reply carries, all its jobs
+	// together. The jobs past it get less or none, and Truncated.
+	MaxStatusOutput = 8 << 20
 )
 
 // asyncJobs runs and tracks async jobs: minion.db, the spool, the
@@ -338,9 +350,14 @@ func (a *asyncJobs) finish(id string, o outcome) (Job, error) {
 // (kind lost); caller "" sees every job (the minion's own use).
 func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus, error) {
 	max := p.MaxOutput
-	if max == 0 {
-		max = defaultMaxChunk
+	switch {
+	case max == 0:
+		max = DefaultStatusChunk
+	case max > MaxStatusChunk:
+		max = MaxStatusChunk
 	}
+	from := max64(p.FromOffset, 0)
+	budget := MaxStatusOutput // output bytes left for this reply
 	out := make([]rpc.JobStatus, 0, len(p.JobIDs))
 	for _, id := range p.JobIDs {
 		j, err := a.store.get(id)
@@ -359,9 +376,15 @@ func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus,
 		}
 		st := a.jobStatus(j)
 		if max > 0 {
-			if st.Output, st.NextOffset, err = readOutput(a.dir(j.ID), max64(p.FromOffset, 0), max); err != nil {
+			size := st.NextOffset
+			chunk := min(max, budget)
+			if st.Output, st.NextOffset, err = readOutput(a.dir(j.ID), from, chunk); err != nil {
 				return nil, err
 			}
+			budget -= len(st.Output)
+			// The reply's budget, not the job's max_output, stopped the
+			// read short: the caller is to ask again from NextOffset.
+			st.Truncated = chunk < max && st.NextOffset < size
 		}
 		out = append(out, st)
 	}

@@ -90,7 +90,8 @@ func readOutcome(dir string) (*outcome, error) {
 }
 
 // readOutput returns up to max bytes of a job's output from offset, and
-// the offset to read on from.
+// the offset to read on from. It allocates no more than the output holds
+// past offset, whatever max says.
 func readOutput(dir string, offset int64, max int) (string, int64, error) {
 	f, err := os.Open(filepath.Join(dir, outputFile))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -100,12 +101,20 @@ func readOutput(dir string, offset int64, max int) (string, int64, error) {
 		return "", offset, err
 	}
 	defer f.Close()
-	buf := make([]byte, max)
-	n, err := f.ReadAt(buf, offset)
+	fi, err := f.Stat()
+	if err != nil {
+		return "", offset, err
+	}
+	n := min(int64(max), fi.Size()-offset)
+	if n <= 0 {
+		return "", offset, nil
+	}
+	buf := make([]byte, n)
+	k, err := f.ReadAt(buf, offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return "", offset, err
 	}
-	return string(buf[:n]), offset + int64(n), nil
+	return string(buf[:k]), offset + int64(k), nil
 }
 
 func outputSize(dir string) int64 {
