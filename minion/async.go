@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -56,6 +57,7 @@ type asyncJobs struct {
 	logger    *slog.Logger
 	retention time.Duration
 	keep      int
+	bootID    string // this boot's, to tell a runner of this boot from a reused pid
 
 	mu       sync.Mutex
 	children map[int]bool // runners started by this daemon, to reap
@@ -81,7 +83,7 @@ func openAsync(stateDir string, runner []string, reg *modules.Registry, retentio
 	}
 	a := &asyncJobs{
 		store: store, spool: spool, runner: runner, reg: reg, logger: logger,
-		retention: retention, keep: keep,
+		retention: retention, keep: keep, bootID: bootID(),
 		children: map[int]bool{}, stop: make(chan struct{}), done: make(chan struct{}), draining: make(chan struct{}),
 	}
 	if err := a.recover(); err != nil {
@@ -226,35 +228,41 @@ func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error
 	if err != nil || !created {
 		return job, false, err
 	}
-	pid, err := a.start(job)
+	pid, ticks, err := a.start(job)
 	if err != nil {
 		a.logger.Error("start runner", "job", job.ID, "err", err)
 		job, err = a.finish(job.ID, outcome{Error: status.Errorf(status.KindInternal, "could not start the job's runner: %v", err), FinishedAt: time.Now().UTC()})
 		return job, true, err
 	}
-	job, err = a.store.update(job.ID, func(j *Job) bool { j.PID = pid; return true })
+	job, err = a.store.update(job.ID, func(j *Job) bool {
+		j.PID, j.StartTicks, j.BootID = pid, ticks, a.bootID
+		return true
+	})
 	return job, true, err
 }
 
 // start spools the job and starts its runner in a session of its own.
-func (a *asyncJobs) start(job Job) (int, error) {
+//
+// It returns the runner's pid and start time (0 where procfs cannot
+// tell it).
+func (a *asyncJobs) start(job Job) (int, uint64, error) {
 	dir := a.dir(job.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	data, err := json.Marshal(spec{
 		JobID: job.ID, OriginJobID: job.OriginJobID, Caller: job.Caller, Module: job.Module, Method: job.Method,
 		Args: job.Args, TimeoutMS: job.TimeoutMS, CreatedAt: job.CreatedAt,
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := writeFileAtomic(filepath.Join(dir, specFile), data); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	log, err := os.OpenFile(filepath.Join(dir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer log.Close()
 	cmd := exec.Command(a.runner[0], append(a.runner[1:], dir)...)
@@ -268,12 +276,15 @@ func (a *asyncJobs) start(job Job) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	pid := cmd.Process.Pid
 	a.children[pid] = true
 	_ = cmd.Process.Release() // reaped by pid in reap
-	return pid, nil
+	// The runner cannot be reaped before this returns (reap takes a.mu),
+	// so the pid is still its own.
+	ticks, _ := procStartTicks(pid)
+	return pid, ticks, nil
 }
 
 // settle brings a RUNNING job up to date: a result file is ingested; a
@@ -290,7 +301,7 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 	if j.PID == 0 && !starting && time.Since(j.CreatedAt) < spawnGrace {
 		return j, nil // its runner is being started
 	}
-	if runnerAlive(j.PID, dir) {
+	if a.isRunner(j) {
 		return j, nil
 	}
 	// The runner may have written its result just before exiting.
@@ -298,16 +309,48 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return a.finish(j.ID, *o)
 	}
 	o := outcome{FinishedAt: time.Now().UTC(), Error: status.Errorf(status.KindLost, "the job's runner (pid %d) ended without a result", j.PID)}
-	if j.PID > 0 {
+	if a.ownsGroup(j) {
 		// The runner led the job's process group: whatever it started and
-		// left behind goes with it. (A group id is not reused while the
-		// group has members.)
+		// left behind goes with it.
 		_ = syscall.Kill(-j.PID, syscall.SIGKILL)
 	}
 	if j.Cancelled {
 		o.Error = status.Errorf(status.KindCancelled, "job cancelled")
 	}
 	return a.finish(j.ID, o)
+}
+
+// isRunner reports whether j's runner is alive: its pid runs j (see
+// runnerAlive) and, when the daemon that started it recorded them, has
+// the runner's start time in this boot.
+func (a *asyncJobs) isRunner(j Job) bool {
+	if !runnerAlive(j.PID, a.dir(j.ID)) {
+		return false
+	}
+	if j.StartTicks == 0 {
+		return true // recorded by an older daemon, or no procfs: the command line is all there is
+	}
+	ticks, err := procStartTicks(j.PID)
+	return err == nil && ticks == j.StartTicks && j.BootID == a.bootID
+}
+
+// ownsGroup reports whether signalling process group j.PID reaches j's
+// processes and nobody else's. It does when the boot is the one the
+// runner was started in and either the runner (or its zombie) still
+// holds the pid, with the start time recorded, or no process holds it:
+// the kernel does not give a new process a pid that a process group
+// still uses, so the members left in the group are the job's. Without a
+// recorded start time and boot (a job of an older daemon), the group is
+// never signalled.
+func (a *asyncJobs) ownsGroup(j Job) bool {
+	if j.PID <= 0 || j.StartTicks == 0 || j.BootID == "" || j.BootID != a.bootID {
+		return false
+	}
+	ticks, err := procStartTicks(j.PID)
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	return ticks == j.StartTicks
 }
 
 // finish records a job's outcome in minion.db. An outcome the runner did
@@ -469,9 +512,9 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 	if !newly {
 		return a.jobStatus(j), nil // finished, or already being cancelled
 	}
-	if runnerAlive(j.PID, a.dir(j.ID)) {
+	if a.isRunner(j) {
 		_ = syscall.Kill(-j.PID, syscall.SIGTERM)
-		pid := j.PID
+		job := j
 		go func() {
 			t := time.NewTimer(cancelGrace)
 			defer t.Stop()
@@ -481,8 +524,10 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 				return
 			}
 			// Whether or not the runner is still there, take down what is
-			// left of its process group.
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			// left of its process group, if the group is still the job's.
+			if a.ownsGroup(job) {
+				_ = syscall.Kill(-job.PID, syscall.SIGKILL)
+			}
 		}()
 	} else {
 		if j, err = a.settle(j, false); err != nil {

@@ -28,11 +28,17 @@ type Job struct {
 	Result      json.RawMessage `json:"result,omitempty"`
 	Error       *status.Error   `json:"error,omitempty"`
 	PID         int             `json:"pid,omitempty"`
-	Cancelled   bool            `json:"cancel_requested,omitempty"`
-	CancelKind  status.Kind     `json:"cancel_kind,omitempty"` // cancelled or timeout
-	CreatedAt   time.Time       `json:"created_at"`
-	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
-	DurationMS  int64           `json:"duration_ms,omitempty"`
+	// StartTicks and BootID identify the runner beyond its pid: its start
+	// time (clock ticks after boot, /proc/PID/stat) and the boot it ran
+	// in. A pid reused by another process, after a restart or a reboot,
+	// does not match them, and its process group is never signalled.
+	StartTicks uint64      `json:"start_ticks,omitempty"`
+	BootID     string      `json:"boot_id,omitempty"`
+	Cancelled  bool        `json:"cancel_requested,omitempty"`
+	CancelKind status.Kind `json:"cancel_kind,omitempty"` // cancelled or timeout
+	CreatedAt  time.Time   `json:"created_at"`
+	FinishedAt *time.Time  `json:"finished_at,omitempty"`
+	DurationMS int64       `json:"duration_ms,omitempty"`
 }
 
 const jobStoreSchema = 1

@@ -146,6 +146,37 @@ func runnerAlive(pid int, dir string) bool {
 	return bytes.Contains(cmdline, []byte(dir))
 }
 
+// procStartTicks returns when process pid started, in clock ticks after
+// boot: field 22 of /proc/PID/stat. The error wraps fs.ErrNotExist when
+// there is no such process.
+func procStartTicks(pid int) (uint64, error) {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name (in parentheses, and it may hold
+	// spaces and parentheses itself) start with the third, the state.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	fields := bytes.Fields(stat[i+1:])
+	if len(fields) < 22-2 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields)+2)
+	}
+	return strconv.ParseUint(string(fields[22-3]), 10, 64)
+}
+
+// bootID returns the kernel's identifier of this boot, "" if it cannot
+// tell.
+func bootID() string {
+	data, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return string(bytes.TrimSpace(data))
+}
+
 func procfs() bool {
 	_, err := os.Stat("/proc/self/cmdline")
 	return err == nil
