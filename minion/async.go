@@ -33,7 +33,7 @@ const (
 	spawnGrace = 30 * time.Second
 )
 
-// Output limits of Minion.Status.
+// Limits of Minion.Status and Minion.List.
 const (
 	// DefaultStatusChunk is the output returned per job when max_output is
 	// 0 or absent.
@@ -44,6 +44,14 @@ const (
 	// MaxStatusOutput is the most output one reply carries, all its jobs
 	// together. The jobs past it get less or none, and Truncated.
 	MaxStatusOutput = 8 << 20
+	// MaxStatusReply bounds the JSON of one reply's jobs, results and
+	// output included: past it, jobs come without their result and
+	// output, and Truncated. The first job always has its result.
+	MaxStatusReply = 32 << 20
+	// MaxStatusJobs is the most job IDs one Minion.Status may ask for;
+	// MaxWaitJobs the most with a long poll.
+	MaxStatusJobs = 1000
+	MaxWaitJobs   = 100
 )
 
 // asyncJobs runs and tracks async jobs: minion.db, the spool, the
@@ -58,6 +66,7 @@ type asyncJobs struct {
 	retention time.Duration
 	keep      int
 	bootID    string // this boot's, to tell a runner of this boot from a reused pid
+	maxReply  int    // MaxStatusReply if 0 (tests make it smaller)
 
 	mu       sync.Mutex
 	children map[int]bool // runners started by this daemon, to reap
@@ -400,7 +409,7 @@ func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus,
 		max = MaxStatusChunk
 	}
 	from := max64(p.FromOffset, 0)
-	budget := MaxStatusOutput // output bytes left for this reply
+	budget := newReplyBudget(a.maxReply)
 	out := make([]rpc.JobStatus, 0, len(p.JobIDs))
 	for _, id := range p.JobIDs {
 		j, err := a.store.get(id)
@@ -409,7 +418,9 @@ func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus,
 		}
 		if err != nil {
 			if status.KindOf(err) == status.KindLost {
-				out = append(out, rpc.JobStatus{JobID: id, State: status.Finished, Error: status.Errorf(status.KindLost, "this minion has no job %s", id)})
+				st := rpc.JobStatus{JobID: id, State: status.Finished, Error: status.Errorf(status.KindLost, "this minion has no job %s", id)}
+				budget.entry(&st)
+				out = append(out, st)
 				continue
 			}
 			return nil, err
@@ -418,16 +429,18 @@ func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus,
 			return nil, err
 		}
 		st := a.jobStatus(j)
+		budget.entry(&st)
 		if max > 0 {
 			size := st.NextOffset
-			chunk := min(max, budget)
-			if st.Output, st.NextOffset, err = readOutput(a.dir(j.ID), from, chunk); err != nil {
+			output, next, err := readOutput(a.dir(j.ID), from, budget.chunk(max))
+			if err != nil {
 				return nil, err
 			}
-			budget -= len(st.Output)
-			// The reply's budget, not the job's max_output, stopped the
+			kept := budget.output(&st, output)
+			st.NextOffset = next - int64(len(output)-kept)
+			// The reply's limits, not the job's max_output, stopped the
 			// read short: the caller is to ask again from NextOffset.
-			st.Truncated = chunk < max && st.NextOffset < size
+			st.Truncated = st.Truncated || kept < max && st.NextOffset < size
 		}
 		out = append(out, st)
 	}
@@ -543,12 +556,15 @@ func (a *asyncJobs) list(limit int, caller string) ([]rpc.JobStatus, error) {
 	if err != nil {
 		return nil, err
 	}
+	budget := newReplyBudget(a.maxReply)
 	var out []rpc.JobStatus
 	for _, j := range js {
 		if caller != "" && j.Caller != caller {
 			continue
 		}
-		out = append(out, a.jobStatus(j))
+		st := a.jobStatus(j)
+		budget.entry(&st)
+		out = append(out, st)
 		if limit > 0 && len(out) >= limit {
 			break
 		}

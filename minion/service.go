@@ -131,9 +131,13 @@ func (s *Service) Status(r *http.Request, p *rpc.StatusParams, reply *rpc.Status
 	if s.jobs == nil {
 		return rpc.NewError(errNoAsync, nil)
 	}
-	if len(p.JobIDs) > 10000 {
-		return rpc.NewError(status.Errorf(status.KindBadArgs, "at most 10000 job_ids per call"), nil)
+	switch {
+	case len(p.JobIDs) > MaxStatusJobs:
+		return rpc.NewError(status.Errorf(status.KindBadArgs, "at most %d job_ids per call, got %d", MaxStatusJobs, len(p.JobIDs)), nil)
+	case p.WaitMS > 0 && len(p.JobIDs) > MaxWaitJobs:
+		return rpc.NewError(status.Errorf(status.KindBadArgs, "at most %d job_ids per call with wait_ms, got %d", MaxWaitJobs, len(p.JobIDs)), nil)
 	}
+	p.JobIDs = distinct(p.JobIDs)
 	jobs, err := s.jobs.status(p, caller(r))
 	if err != nil {
 		return rpc.NewError(err, nil)
@@ -145,6 +149,20 @@ func (s *Service) Status(r *http.Request, p *rpc.StatusParams, reply *rpc.Status
 	}
 	reply.Jobs = jobs
 	return nil
+}
+
+// distinct returns ids without repeats, in the order of their first
+// appearance.
+func distinct(ids []string) []string {
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // Cancel stops one of the caller's async jobs and its whole process group.
