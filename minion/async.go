@@ -552,22 +552,16 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 
 // list returns caller's jobs, newest first ("" for everyone's).
 func (a *asyncJobs) list(limit int, caller string) ([]rpc.JobStatus, error) {
-	js, err := a.store.list(0)
+	js, err := a.store.list(limit, caller)
 	if err != nil {
 		return nil, err
 	}
 	budget := newReplyBudget(a.maxReply)
-	var out []rpc.JobStatus
+	out := make([]rpc.JobStatus, 0, len(js))
 	for _, j := range js {
-		if caller != "" && j.Caller != caller {
-			continue
-		}
 		st := a.jobStatus(j)
 		budget.entry(&st)
 		out = append(out, st)
-		if limit > 0 && len(out) >= limit {
-			break
-		}
 	}
 	return out, nil
 }
