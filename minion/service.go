@@ -221,7 +221,7 @@ func (s *Service) ReadChunk(r *http.Request, p *rpc.ReadChunkParams, reply *rpc.
 	err := s.acl.allow(caller(r), "file", "fetch")
 	var out rpc.ReadChunkReply
 	if err == nil {
-		out, err = readChunk(p)
+		out, err = readChunk(r.Context(), p)
 	}
 	if err != nil || p.Offset == 0 {
 		s.record(r, AuditEntry{RPC: "Minion.ReadChunk", Call: "file.fetch", Message: p.Path}, err)
