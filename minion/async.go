@@ -33,6 +33,9 @@ const (
 	spawnGrace = 30 * time.Second
 )
 
+// MaxOriginJobID bounds the origin_job_id of Minion.Submit.
+const MaxOriginJobID = 256
+
 // Limits of Minion.Status and Minion.List.
 const (
 	// DefaultStatusChunk is the output returned per job when max_output is
@@ -209,8 +212,8 @@ func (a *asyncJobs) purge(cutoff time.Time, keep int) error {
 // submit validates and records a job, then starts its runner. The same
 // caller and origin job ID always get the same job.
 func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error) {
-	if p.OriginJobID == "" {
-		return Job{}, false, status.Errorf(status.KindBadArgs, "origin_job_id is required")
+	if p.OriginJobID == "" || len(p.OriginJobID) > MaxOriginJobID {
+		return Job{}, false, status.Errorf(status.KindBadArgs, "origin_job_id is required, at most %d bytes", MaxOriginJobID)
 	}
 	m, err := a.reg.Lookup(p.Module, p.Method)
 	if err != nil {

@@ -57,6 +57,9 @@ func (s *Service) call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply)
 	} else if p.TimeoutMS < 0 {
 		return nil, status.Errorf(status.KindBadArgs, "timeout_ms must not be negative")
 	}
+	if err := modules.CheckCall(p.Module, p.Method); err != nil {
+		return nil, err
+	}
 	if err := s.acl.allow(caller(r), p.Module, p.Method); err != nil {
 		return nil, err
 	}
@@ -104,7 +107,10 @@ func kindOf(err error) status.Kind {
 // same caller and origin job ID.
 func (s *Service) Submit(r *http.Request, p *rpc.SubmitParams, reply *rpc.SubmitReply) error {
 	var job Job
-	err := s.acl.allow(caller(r), p.Module, p.Method)
+	err := modules.CheckCall(p.Module, p.Method)
+	if err == nil {
+		err = s.acl.allow(caller(r), p.Module, p.Method)
+	}
 	if err == nil && s.jobs == nil {
 		err = errNoAsync
 	}

@@ -94,7 +94,13 @@ func (tr *transfer) abort() {
 	os.Remove(tr.tmp)
 }
 
+// maxPath bounds the path of a transfer (Linux's PATH_MAX).
+const maxPath = 4096
+
 func checkPath(p string) error {
+	if len(p) > maxPath {
+		return status.Errorf(status.KindBadArgs, "path of %d bytes, at most %d", len(p), maxPath)
+	}
 	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
 		return status.Errorf(status.KindBadArgs, "path %q must be absolute and clean", p)
 	}

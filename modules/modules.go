@@ -11,6 +11,7 @@ package modules
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -18,6 +19,28 @@ import (
 
 	"github.com/overlordhq/overlord/status"
 )
+
+// nameRE is what module and method names look like.
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+
+// ValidName reports whether s is a well-formed module or method name:
+// a lower-case letter, then at most 63 lower-case letters, digits and _.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// CheckCall returns an error of kind bad_args unless module and method
+// are well-formed names. Its message quotes at most the start of a name.
+func CheckCall(module, method string) error {
+	for _, n := range [...]struct{ what, name string }{{"module", module}, {"method", method}} {
+		if !ValidName(n.name) {
+			shown := n.name
+			if len(shown) > 64 {
+				shown = shown[:64] + "..."
+			}
+			return status.Errorf(status.KindBadArgs, "%s name %q is not a name (a lower-case letter, then at most 63 lower-case letters, digits and _)", n.what, shown)
+		}
+	}
+	return nil
+}
 
 // Module is a named set of methods.
 type Module interface {
