@@ -31,6 +31,17 @@ const (
 	// before the sweeper calls it lost (the daemon records the pid right
 	// after starting the runner).
 	spawnGrace = 30 * time.Second
+	// timeoutSlack is how long past its time limit a runner may go on
+	// before the sweeper cancels it (a runner stops its job at the limit
+	// itself, unless it is stopped or hung).
+	timeoutSlack = 30 * time.Second
+)
+
+// Limits on the async jobs running at once: past them, Minion.Submit
+// fails with kind internal, saying the minion is busy.
+const (
+	MaxRunningJobs            = 256
+	MaxRunningJobsPerIdentity = 64
 )
 
 // MaxOriginJobID bounds the origin_job_id of Minion.Submit.
@@ -70,6 +81,10 @@ type asyncJobs struct {
 	keep      int
 	bootID    string // this boot's, to tell a runner of this boot from a reused pid
 	maxReply  int    // MaxStatusReply if 0 (tests make it smaller)
+	// The defaults of these are MaxRunningJobs, MaxRunningJobsPerIdentity
+	// and timeoutSlack; tests make them smaller.
+	maxRunning, maxPerCaller int
+	slack                    time.Duration
 
 	mu       sync.Mutex
 	children map[int]bool // runners started by this daemon, to reap
@@ -96,6 +111,7 @@ func openAsync(stateDir string, runner []string, reg *modules.Registry, retentio
 	a := &asyncJobs{
 		store: store, spool: spool, runner: runner, reg: reg, logger: logger,
 		retention: retention, keep: keep, bootID: bootID(),
+		maxRunning: MaxRunningJobs, maxPerCaller: MaxRunningJobsPerIdentity, slack: timeoutSlack,
 		children: map[int]bool{}, stop: make(chan struct{}), done: make(chan struct{}), draining: make(chan struct{}),
 	}
 	if err := a.recover(); err != nil {
@@ -171,9 +187,12 @@ func (a *asyncJobs) sweeper() {
 			continue
 		}
 		for _, j := range running {
-			if _, err := a.settle(j, false); err != nil {
+			settled, err := a.settle(j, false)
+			if err != nil {
 				a.logger.Error("settle job", "job", j.ID, "err", err)
+				continue
 			}
+			a.enforceTimeout(settled)
 		}
 		if time.Since(lastPurge) >= purgeInterval {
 			lastPurge = time.Now()
@@ -181,6 +200,41 @@ func (a *asyncJobs) sweeper() {
 				a.logger.Error("purge jobs", "err", err)
 			}
 		}
+	}
+}
+
+// limits returns the check of the running-jobs limits for a new job of
+// caller.
+func (a *asyncJobs) limits(caller string) func(running, callers int) error {
+	return func(running, callers int) error {
+		switch {
+		case running >= a.maxRunning:
+			return status.Errorf(status.KindInternal, "this minion is busy with %d async jobs (at most %d at once); try again later", running, a.maxRunning)
+		case callers >= a.maxPerCaller:
+			return status.Errorf(status.KindInternal, "this minion is busy with %d async jobs of %s (at most %d per identity); try again later", callers, caller, a.maxPerCaller)
+		}
+		return nil
+	}
+}
+
+// enforceTimeout stops a job whose runner has gone on past the job's time
+// limit (and the slack): it is cancelled with kind timeout, and if it
+// still runs cancelGrace after that (the delayed SIGKILL of the cancel is
+// lost when the daemon restarts), its group is killed.
+func (a *asyncJobs) enforceTimeout(j Job) {
+	if j.State == status.Finished || j.TimeoutMS <= 0 {
+		return
+	}
+	over := time.Since(j.CreatedAt) - time.Duration(j.TimeoutMS)*time.Millisecond - a.slack
+	switch {
+	case over <= 0:
+	case !j.Cancelled:
+		a.logger.Warn("job past its time limit: cancelling it", "job", j.ID, "timeout_ms", j.TimeoutMS)
+		if _, err := a.cancel(j.ID, status.KindTimeout, ""); err != nil {
+			a.logger.Error("cancel job past its time limit", "job", j.ID, "err", err)
+		}
+	case over > 2*cancelGrace && a.ownsGroup(j):
+		_ = syscall.Kill(-j.PID, syscall.SIGKILL)
 	}
 }
 
@@ -230,7 +284,7 @@ func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error
 	if p.TimeoutMS > 0 {
 		timeout = min(time.Duration(p.TimeoutMS)*time.Millisecond, MaxJobTimeout)
 	}
-	job, created, err := a.store.submit(caller, p.OriginJobID, func(id string) Job {
+	job, created, err := a.store.submit(caller, p.OriginJobID, a.limits(caller), func(id string) Job {
 		return Job{
 			ID: id, OriginJobID: p.OriginJobID, Caller: caller,
 			Module: p.Module, Method: p.Method, Args: args, TimeoutMS: timeout.Milliseconds(),

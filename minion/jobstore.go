@@ -119,12 +119,29 @@ func originKey(caller, origin string) []byte { return []byte(caller + "\x00" + o
 
 // submit returns the job for (caller, origin), creating it with mk if it
 // does not exist yet, in one transaction: the same pair always maps to
-// the same job.
-func (s *jobStore) submit(caller, origin string, mk func(id string) Job) (job Job, created bool, err error) {
+// the same job. A new job is refused (kind internal) if limits says so,
+// given how many jobs run, in all and of caller.
+func (s *jobStore) submit(caller, origin string, limits func(running, callers int) error, mk func(id string) Job) (job Job, created bool, err error) {
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		ob := tx.Bucket(mbOrigins)
 		if id := ob.Get(originKey(caller, origin)); id != nil {
 			return getJob(tx, string(id), &job)
+		}
+		if limits != nil {
+			running, callers := 0, 0
+			err := tx.Bucket(mbRunning).ForEach(func(_, v []byte) error {
+				running++
+				if string(v) == caller {
+					callers++
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if err := limits(running, callers); err != nil {
+				return err
+			}
 		}
 		id, err := jobs.NewID()
 		if err != nil {

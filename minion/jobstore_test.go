@@ -25,7 +25,7 @@ func openTestStore(t *testing.T, dir string) *jobStore {
 
 func addJob(t *testing.T, s *jobStore, caller, origin string, state status.State) Job {
 	t.Helper()
-	j, _, err := s.submit(caller, origin, func(id string) Job {
+	j, _, err := s.submit(caller, origin, nil, func(id string) Job {
 		return Job{ID: id, OriginJobID: origin, Caller: caller, Module: "test", Method: "ping", State: state, CreatedAt: time.Now().UTC()}
 	})
 	if err != nil {

@@ -24,7 +24,7 @@ import (
 // in its spool, without running anything.
 func finishedJob(t testing.TB, a *asyncJobs, caller, origin string, output []byte) Job {
 	t.Helper()
-	j, _, err := a.store.submit(caller, origin, func(id string) Job {
+	j, _, err := a.store.submit(caller, origin, nil, func(id string) Job {
 		now := time.Now().UTC()
 		return Job{ID: id, OriginJobID: origin, Caller: caller, Module: "test", Method: "ping",
 			State: status.Finished, OK: true, CreatedAt: now, FinishedAt: &now}
