@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,6 +56,29 @@ func registry(stateDir string, info func() map[string]any) *modules.Registry {
 		r.AddSource(&plugin.Dir{Path: filepath.Join(stateDir, PluginDir)})
 	}
 	return r
+}
+
+// CheckTrustFiles returns an error if the state directory, or a file in
+// it that says whom the minion trusts and what it runs (ca.crt, acl.conf,
+// crl.pem, modules.d), is writable by group or others: any of them could
+// then make the minion accept their own identity, or run their code. The
+// error names the file and the mode it needs.
+func CheckTrustFiles(stateDir string) error {
+	for _, name := range []string{"", certs.CAFile, ACLFile, CRLFile, PluginDir} {
+		path := filepath.Join(stateDir, name)
+		fi, err := os.Stat(path)
+		if name != "" && errors.Is(err, fs.ErrNotExist) {
+			continue // optional
+		}
+		if err != nil {
+			return err
+		}
+		if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+			want := perm &^ 0o022
+			return fmt.Errorf("%s has mode %#o, writable by group or others; it must be %#o (chmod %o %s)", path, perm, want, want, path)
+		}
+	}
+	return nil
 }
 
 // Identity returns the certificate store in stateDir.
@@ -164,6 +188,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	if role := certs.RoleOf(cfg.Bundle.Cert); role != certs.RoleMinion {
 		return nil, fmt.Errorf("identity %q has role %q, not minion", cfg.Bundle.Cert.Subject.CommonName, role)
+	}
+	if cfg.StateDir != "" {
+		if err := CheckTrustFiles(cfg.StateDir); err != nil {
+			return nil, err
+		}
 	}
 	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{}), started: time.Now(),
 		files: newTransfers(), acl: newACL(cfg.StateDir)}
