@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/overlordhq/overlord/certs"
@@ -141,7 +142,13 @@ type Config struct {
 	// (DefaultWriteTimeout if 0): a client that does not read its answer
 	// loses its connection rather than hold a request slot.
 	WriteTimeout time.Duration
+	// MaxConns bounds the connections open at once (DefaultMaxConns if
+	// 0); more wait in the kernel's backlog until one closes.
+	MaxConns int
 }
+
+// DefaultMaxConns is the default Config.MaxConns.
+const DefaultMaxConns = 1024
 
 // DefaultWriteTimeout is the default Config.WriteTimeout.
 const DefaultWriteTimeout = 2 * time.Minute
@@ -174,6 +181,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
 	}
 
 	if cfg.Bundle == nil {
@@ -416,7 +426,7 @@ func (s *Server) Open(ctx context.Context) error {
 			return err
 		}
 	}
-	s.ln = ln
+	s.ln = netutil.LimitListener(ln, s.cfg.MaxConns)
 	s.files.run()
 	s.srv = &http.Server{
 		Handler:           h,
@@ -429,7 +439,7 @@ func (s *Server) Open(ctx context.Context) error {
 	}
 	go func() {
 		defer close(s.done)
-		err := s.srv.Serve(tls.NewListener(ln, tcfg))
+		err := s.srv.Serve(tls.NewListener(s.ln, tcfg))
 		if !errors.Is(err, http.ErrServerClosed) {
 			s.errMu.Lock()
 			s.err = err
