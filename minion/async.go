@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -333,6 +334,7 @@ func (a *asyncJobs) start(job Job) (int, uint64, error) {
 	defer log.Close()
 	cmd := exec.Command(a.runner[0], append(a.runner[1:], dir)...)
 	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), MinionPIDEnv+"="+strconv.Itoa(os.Getpid()))
 	// The job runs where a synchronous call would: in the daemon's
 	// working directory (the runner finds its spool by absolute path).
 	if wd, err := os.Getwd(); err == nil {

@@ -49,10 +49,21 @@ const PluginDir = "modules.d"
 
 // Registry returns the modules a minion with state directory stateDir
 // serves: the built-in modules, and the plugins in its modules.d.
-func Registry(stateDir string) *modules.Registry { return registry(stateDir, nil) }
+func Registry(stateDir string) *modules.Registry { return registry(stateDir, builtin.Options{}) }
 
-func registry(stateDir string, info func() map[string]any) *modules.Registry {
-	r := builtin.New(builtin.Options{Info: info})
+// MinionPIDEnv is the environment variable in which the daemon gives an
+// async job's runner its own pid.
+const MinionPIDEnv = "OVERLORD_MINION_PID"
+
+// RunnerRegistry returns the modules an async job's runner serves: those
+// of Registry, with the process module protecting the daemon of pid
+// minionPID (0 if unknown) as well as the runner.
+func RunnerRegistry(stateDir string, minionPID int) *modules.Registry {
+	return registry(stateDir, builtin.Options{MinionPID: minionPID})
+}
+
+func registry(stateDir string, opts builtin.Options) *modules.Registry {
+	r := builtin.New(opts)
 	if stateDir != "" {
 		r.AddSource(&plugin.Dir{Path: filepath.Join(stateDir, PluginDir)})
 	}
@@ -211,7 +222,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if s.cfg.Registry == nil {
-		s.cfg.Registry = registry(cfg.StateDir, s.info)
+		s.cfg.Registry = registry(cfg.StateDir, builtin.Options{Info: s.info})
 	}
 	return s, nil
 }

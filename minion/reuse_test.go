@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -163,4 +164,16 @@ func TestSubmitRecordsTheRunnersStartTime(t *testing.T) {
 		t.Errorf("isRunner %v, ownsGroup %v for a live runner; want both", a.isRunner(j), a.ownsGroup(j))
 	}
 	waitState(t, a, j.ID, isFinished)
+}
+
+// An async job cannot signal the minion daemon that runs it: the runner
+// knows the daemon's pid and the process module refuses it.
+func TestAsyncJobCannotKillTheDaemon(t *testing.T) {
+	a := newAsync(t, t.TempDir())
+	defer a.Close()
+	j := submit(t, a, "o1", "process", "kill", map[string]any{"pid": os.Getpid(), "signal": 0})
+	st := waitState(t, a, j.ID, isFinished)
+	if st.OK || st.Error == nil || st.Error.Kind != status.KindBadArgs || !strings.Contains(st.Error.Message, "is the minion itself") {
+		t.Errorf("process.kill of the daemon from an async job: ok=%v %+v, want refused", st.OK, st.Error)
+	}
 }
