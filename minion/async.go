@@ -565,10 +565,12 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 	if reason == "" {
 		reason = status.KindCancelled
 	}
-	if j, err := a.store.get(id); err != nil {
+	// Another caller's job is answered as one that does not exist, in
+	// the same words.
+	if j, err := a.store.get(id); status.KindOf(err) == status.KindLost || err == nil && caller != "" && j.Caller != caller {
+		return rpc.JobStatus{}, status.Errorf(status.KindLost, "this minion has no job %s", id)
+	} else if err != nil {
 		return rpc.JobStatus{}, err
-	} else if caller != "" && j.Caller != caller {
-		return rpc.JobStatus{}, status.Errorf(status.KindLost, "no job %s", id)
 	}
 	newly := false
 	j, err := a.store.update(id, func(j *Job) bool {

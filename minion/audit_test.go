@@ -125,3 +125,20 @@ func TestAuditRotation(t *testing.T) {
 		t.Fatalf("ReadAudit(20): %d entries from %v, %v", len(last), last[0].JobID, err)
 	}
 }
+
+// Cancel answers an unknown job and another caller's job in the same
+// words, so it does not tell which IDs exist.
+func TestCancelOfAnotherCallersJob(t *testing.T) {
+	dir := t.TempDir()
+	svc := auditedService(t, dir)
+	j := finishedJob(t, svc.jobs, "owner", "o1", nil)
+	var mine, theirs rpc.CancelReply
+	errTheirs := svc.Cancel(asIdentity("other"), &rpc.CancelParams{JobID: j.ID}, &theirs)
+	errNone := svc.Cancel(asIdentity("other"), &rpc.CancelParams{JobID: "01a1fe00-0000-7000-8000-000000000000"}, &mine)
+	if rpcKind(errTheirs) != status.KindLost || rpcKind(errNone) != status.KindLost {
+		t.Fatalf("cancel of another's job: %v; of no job: %v; want both lost", errTheirs, errNone)
+	}
+	if a, b := strings.ReplaceAll(errTheirs.Error(), j.ID, "ID"), strings.ReplaceAll(errNone.Error(), "01a1fe00-0000-7000-8000-000000000000", "ID"); a != b {
+		t.Errorf("another's job: %q; no job: %q; want the same words", a, b)
+	}
+}

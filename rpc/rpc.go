@@ -140,7 +140,9 @@ func mapError(err error) error {
 	if errors.As(err, &se) {
 		return NewError(se, nil)
 	}
-	if strings.HasPrefix(err.Error(), "rpc: can't find") {
+	// gorilla's own: no such service or method, or a name that is not
+	// SERVICE.METHOD ("Minion.Call.x").
+	if msg := err.Error(); strings.HasPrefix(msg, "rpc: can't find") || strings.HasPrefix(msg, "rpc: service/method request ill-formed") {
 		return &json2.Error{Code: json2.E_NO_METHOD, Message: err.Error(), Data: ErrorData{Kind: status.KindUnknownMethod}}
 	}
 	return &json2.Error{Code: json2.E_SERVER, Message: err.Error(), Data: ErrorData{Kind: status.KindInternal}}
