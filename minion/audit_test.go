@@ -1,12 +1,15 @@
 package minion
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/overlordhq/overlord/certs/certstest"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
@@ -140,5 +143,90 @@ func TestCancelOfAnotherCallersJob(t *testing.T) {
 	}
 	if a, b := strings.ReplaceAll(errTheirs.Error(), j.ID, "ID"), strings.ReplaceAll(errNone.Error(), "01a1fe00-0000-7000-8000-000000000000", "ID"); a != b {
 		t.Errorf("another's job: %q; no job: %q; want the same words", a, b)
+	}
+}
+
+// auditOf returns the audit entries of rpcName.
+func auditOf(t *testing.T, dir, rpcName string) []AuditEntry {
+	t.Helper()
+	es, err := ReadAudit(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []AuditEntry
+	for _, e := range es {
+		if e.RPC == rpcName {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Every ReadChunk, the first and last chunk of each WriteChunk transfer,
+// and Minion.UpdateCRL are audited.
+func TestAuditTransfersAndCRL(t *testing.T) {
+	dir := t.TempDir()
+	svc := auditedService(t, dir)
+	svc.rev, _ = loadRevocation("", certstest.NewCA(t).Cert, newTestLogger(t))
+	files := t.TempDir()
+	src := filepath.Join(files, "src")
+	if err := os.WriteFile(src, []byte("0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 8} {
+		if err := svc.ReadChunk(asIdentity("op"), &rpc.ReadChunkParams{Path: src, Offset: off, Length: 8}, &rpc.ReadChunkReply{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if es := auditOf(t, dir, "Minion.ReadChunk"); len(es) != 2 || !strings.Contains(es[1].Message, "offset 8") {
+		t.Errorf("two ReadChunks audited as %+v, want two entries", es)
+	}
+
+	dst := filepath.Join(files, "dst")
+	data := []byte("0123456789abcdef")
+	sum := sha256.Sum256(data)
+	for i, off := range []int64{0, 5, 10} {
+		end := min(off+5, 16)
+		if i == 2 {
+			end = 16
+		}
+		p := &rpc.WriteChunkParams{TransferID: "t1", Path: dst, Offset: off, Data: data[off:end], Final: i == 2, Mode: 0o600}
+		if p.Final {
+			p.SHA256 = hex.EncodeToString(sum[:])
+		}
+		if err := svc.WriteChunk(asIdentity("op"), p, &rpc.WriteChunkReply{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if es := auditOf(t, dir, "Minion.WriteChunk"); len(es) != 2 || !strings.Contains(es[0].Message, "offset 0") || !strings.Contains(es[1].Message, "last chunk") {
+		t.Errorf("a transfer of three chunks audited as %+v, want its first and its last", es)
+	}
+
+	err := svc.UpdateCRL(asIdentity("op"), &rpc.UpdateCRLParams{CRL: []byte("not a CRL")}, &rpc.UpdateCRLReply{})
+	if es := auditOf(t, dir, "Minion.UpdateCRL"); err == nil || len(es) != 1 || es[0].Outcome != "bad_args" || len(es[0].ArgsSHA256) != 64 {
+		t.Errorf("UpdateCRL (%v) audited as %+v, want one bad_args entry with the list's digest", err, es)
+	}
+}
+
+// One identity may have at most maxTransfersPerIdentity transfers in
+// progress; others still may start theirs.
+func TestTransfersPerIdentity(t *testing.T) {
+	tr := newTransfers()
+	defer tr.Close()
+	dir := t.TempDir()
+	start := func(caller string, i int) error {
+		_, err := tr.write(caller, &rpc.WriteChunkParams{TransferID: caller + strconv.Itoa(i), Path: filepath.Join(dir, caller+strconv.Itoa(i)), Data: []byte("x")})
+		return err
+	}
+	for i := range maxTransfersPerIdentity {
+		if err := start("greedy", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := start("greedy", maxTransfersPerIdentity); err == nil || !strings.Contains(err.Error(), "too many transfers of greedy") {
+		t.Errorf("transfer %d of one identity: %v, want refused", maxTransfersPerIdentity+1, err)
+	}
+	if err := start("other", 0); err != nil {
+		t.Errorf("another identity's transfer: %v", err)
 	}
 }

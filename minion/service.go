@@ -3,6 +3,7 @@ package minion
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -211,8 +212,14 @@ func (s *Service) WriteChunk(r *http.Request, p *rpc.WriteChunkParams, reply *rp
 	if err == nil {
 		out, err = s.files.write(caller(r), p)
 	}
-	if err != nil || p.Final {
-		s.record(r, AuditEntry{RPC: "Minion.WriteChunk", Call: "file.cp", ArgsSHA256: p.SHA256, JobID: p.TransferID, Message: p.Path}, err)
+	// A transfer is recorded at its first chunk and its last, and
+	// wherever it fails.
+	if err != nil || p.Offset == 0 || p.Final {
+		msg := fmt.Sprintf("%s (offset %d, %d bytes)", p.Path, p.Offset, len(p.Data))
+		if p.Final {
+			msg = fmt.Sprintf("%s (last chunk, %d bytes in all)", p.Path, p.Offset+int64(len(p.Data)))
+		}
+		s.record(r, AuditEntry{RPC: "Minion.WriteChunk", Call: "file.cp", ArgsSHA256: p.SHA256, JobID: p.TransferID, Message: msg}, err)
 	}
 	if err != nil {
 		return rpc.NewError(err, nil)
@@ -229,9 +236,8 @@ func (s *Service) ReadChunk(r *http.Request, p *rpc.ReadChunkParams, reply *rpc.
 	if err == nil {
 		out, err = readChunk(r.Context(), p)
 	}
-	if err != nil || p.Offset == 0 {
-		s.record(r, AuditEntry{RPC: "Minion.ReadChunk", Call: "file.fetch", Message: p.Path}, err)
-	}
+	// Every chunk is a read of the file: each is recorded.
+	s.record(r, AuditEntry{RPC: "Minion.ReadChunk", Call: "file.fetch", Message: fmt.Sprintf("%s (offset %d, %d bytes)", p.Path, p.Offset, len(out.Data))}, err)
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}

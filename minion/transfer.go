@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -19,10 +20,12 @@ import (
 	"github.com/overlordhq/overlord/status"
 )
 
-// Limits on file transfers.
+// Limits on file transfers: in progress at once, in all and of one
+// identity; and how long one may stay idle.
 const (
-	maxTransfers     = 64
-	transferIdleTime = 5 * time.Minute
+	maxTransfers            = 64
+	maxTransfersPerIdentity = 16
+	transferIdleTime        = 5 * time.Minute
 )
 
 // transfers holds the files being streamed to this minion: each goes to a
@@ -130,6 +133,15 @@ func (t *transfers) write(caller string, p *rpc.WriteChunkParams) (rpc.WriteChun
 		}
 		if len(t.open) >= maxTransfers {
 			return rpc.WriteChunkReply{}, status.Errorf(status.KindModuleError, "too many transfers in progress (%d)", maxTransfers)
+		}
+		mine := 0
+		for k := range t.open {
+			if strings.HasPrefix(k, caller+"\x00") {
+				mine++
+			}
+		}
+		if mine >= maxTransfersPerIdentity {
+			return rpc.WriteChunkReply{}, status.Errorf(status.KindModuleError, "too many transfers of %s in progress (%d)", caller, maxTransfersPerIdentity)
 		}
 		var err error
 		if tr, err = begin(p.Path); err != nil {
