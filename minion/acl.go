@@ -17,9 +17,10 @@ import (
 
 // ACLFile is the access list in a minion's state directory: one line per
 // overlord identity, "NAME: pattern pattern ...", patterns being globs on
-// MODULE.METHOD ("test.*", "facts.get"). An identity with no line may
-// call anything, unless a "*:" line sets the default. '#' starts a
-// comment. The file is read again whenever it changes.
+// MODULE.METHOD ("test.*", "facts.get"). Names match whatever their
+// case. An identity with no line may call anything, unless a "*:" line
+// sets the default. '#' starts a comment. The file is read again
+// whenever it changes.
 const ACLFile = "acl.conf"
 
 // maxACLSize bounds acl.conf.
@@ -32,7 +33,9 @@ type acl struct {
 	mu    sync.Mutex
 	mtime time.Time
 	size  int64
-	rules map[string][]string // identity -> patterns; "*" the default
+	ino   uint64
+	ctime int64
+	rules map[string][]string // identity in lower case -> patterns; "*" the default
 	err   error               // a broken file denies everything
 }
 
@@ -53,7 +56,7 @@ func (a *acl) allow(identity, module, method string) error {
 	if err != nil {
 		return status.Errorf(status.KindDenied, "the minion's %s is broken, so every call is refused: %v", ACLFile, err)
 	}
-	patterns, ok := rules[identity]
+	patterns, ok := rules[strings.ToLower(identity)]
 	if !ok {
 		if patterns, ok = rules["*"]; !ok {
 			return nil // no line, no default: full access
@@ -74,16 +77,19 @@ func (a *acl) load() (map[string][]string, error) {
 	defer a.mu.Unlock()
 	fi, err := os.Stat(a.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		a.rules, a.err, a.mtime, a.size = nil, nil, time.Time{}, -1
+		a.rules, a.err, a.mtime, a.size, a.ino, a.ctime = nil, nil, time.Time{}, -1, 0, 0
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if fi.ModTime().Equal(a.mtime) && fi.Size() == a.size {
+	// A file replaced (another inode) or rewritten (a later change time)
+	// is read again even if its size and modification time are the same.
+	ino, ctime := fileChange(fi)
+	if fi.ModTime().Equal(a.mtime) && fi.Size() == a.size && ino == a.ino && ctime == a.ctime {
 		return a.rules, a.err
 	}
-	a.mtime, a.size = fi.ModTime(), fi.Size()
+	a.mtime, a.size, a.ino, a.ctime = fi.ModTime(), fi.Size(), ino, ctime
 	a.rules, a.err = parseACL(a.path)
 	return a.rules, a.err
 }
@@ -117,7 +123,9 @@ func parseACL(file string) (map[string][]string, error) {
 				return nil, fmt.Errorf("line %d: %v", n, err)
 			}
 		}
-		if _, dup := rules[name]; dup {
+		// Names are DNS-style: case does not tell two identities apart.
+		key := strings.ToLower(name)
+		if _, dup := rules[key]; dup {
 			return nil, fmt.Errorf("line %d: %s has a line already", n, name)
 		}
 		patterns := strings.Fields(pats)
@@ -126,7 +134,7 @@ func parseACL(file string) (map[string][]string, error) {
 				return nil, fmt.Errorf("line %d: bad pattern %q (want MODULE.METHOD globs such as test.* or facts.get)", n, p)
 			}
 		}
-		rules[name] = patterns // no patterns: nothing allowed
+		rules[key] = patterns // no patterns: nothing allowed
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err

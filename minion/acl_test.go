@@ -100,3 +100,64 @@ func TestAuditLog(t *testing.T) {
 		t.Error("the digest depends on map order")
 	}
 }
+
+// acl.conf replaced or rewritten with the same size and modification
+// time is read again: the inode or the change time tells.
+func TestACLReloadSameSizeAndMtime(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ACLFile)
+	a := newACL(dir)
+	stamp := time.Now().Add(-time.Hour).Truncate(time.Second)
+	write := func(file, content string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(file, stamp, stamp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(path, "ops: test.*\n")
+	if err := a.allow("ops", "test", "ping"); err != nil {
+		t.Fatal(err)
+	}
+	// Replaced by rename: another inode.
+	tmp := filepath.Join(dir, "acl.new")
+	write(tmp, "ops: file.*\n")
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	if a.allow("ops", "test", "ping") == nil {
+		t.Error("acl.conf replaced (same size and mtime): the old rules still apply")
+	}
+	// Rewritten in place: the same inode, a later change time.
+	write(path, "ops: test.*\n")
+	if err := a.allow("ops", "test", "ping"); err != nil {
+		t.Errorf("acl.conf rewritten in place (same size and mtime): %v; the old rules still apply", err)
+	}
+}
+
+// Identity names match acl.conf's lines whatever their case.
+func TestACLNamesIgnoreCase(t *testing.T) {
+	dir := t.TempDir()
+	a := newACL(dir)
+	if err := os.WriteFile(filepath.Join(dir, ACLFile), []byte("CI-Bot: test.*\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, who := range []string{"ci-bot", "CI-BOT", "CI-Bot"} {
+		if a.allow(who, "command", "run") == nil {
+			t.Errorf("%s may call command.run past the line for CI-Bot", who)
+		}
+		if err := a.allow(who, "test", "ping"); err != nil {
+			t.Errorf("%s calling test.ping: %v", who, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, ACLFile), []byte("ops: test.*\nOPS: command.*\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Hour)
+	os.Chtimes(filepath.Join(dir, ACLFile), future, future)
+	if err := a.allow("ops", "test", "ping"); err == nil || !strings.Contains(err.Error(), "has a line already") {
+		t.Errorf("two lines for ops and OPS: %v, want the file refused", err)
+	}
+}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -29,8 +31,42 @@ const (
 	// spawnGrace is how long a job may go without a recorded runner pid
 	// before the sweeper calls it lost (the daemon records the pid right
 	// after starting the runner).
-	spawnGrace      = 30 * time.Second
-	defaultMaxChunk = 64 << 10
+	spawnGrace = 30 * time.Second
+	// timeoutSlack is how long past its time limit a runner may go on
+	// before the sweeper cancels it (a runner stops its job at the limit
+	// itself, unless it is stopped or hung).
+	timeoutSlack = 30 * time.Second
+)
+
+// Limits on the async jobs running at once: past them, Minion.Submit
+// fails with kind internal, saying the minion is busy.
+const (
+	MaxRunningJobs            = 256
+	MaxRunningJobsPerIdentity = 64
+)
+
+// MaxOriginJobID bounds the origin_job_id of Minion.Submit.
+const MaxOriginJobID = 256
+
+// Limits of Minion.Status and Minion.List.
+const (
+	// DefaultStatusChunk is the output returned per job when max_output is
+	// 0 or absent.
+	DefaultStatusChunk = 64 << 10
+	// MaxStatusChunk is the most output returned per job: a larger
+	// max_output is cut to it.
+	MaxStatusChunk = 1 << 20
+	// MaxStatusOutput is the most output one reply carries, all its jobs
+	// together. The jobs past it get less or none, and Truncated.
+	MaxStatusOutput = 8 << 20
+	// MaxStatusReply bounds the JSON of one reply's jobs, results and
+	// output included: past it, jobs come without their result and
+	// output, and Truncated. The first job always has its result.
+	MaxStatusReply = 32 << 20
+	// MaxStatusJobs is the most job IDs one Minion.Status may ask for;
+	// MaxWaitJobs the most with a long poll.
+	MaxStatusJobs = 1000
+	MaxWaitJobs   = 100
 )
 
 // asyncJobs runs and tracks async jobs: minion.db, the spool, the
@@ -44,6 +80,12 @@ type asyncJobs struct {
 	logger    *slog.Logger
 	retention time.Duration
 	keep      int
+	bootID    string // this boot's, to tell a runner of this boot from a reused pid
+	maxReply  int    // MaxStatusReply if 0 (tests make it smaller)
+	// The defaults of these are MaxRunningJobs, MaxRunningJobsPerIdentity
+	// and timeoutSlack; tests make them smaller.
+	maxRunning, maxPerCaller int
+	slack                    time.Duration
 
 	mu       sync.Mutex
 	children map[int]bool // runners started by this daemon, to reap
@@ -69,7 +111,8 @@ func openAsync(stateDir string, runner []string, reg *modules.Registry, retentio
 	}
 	a := &asyncJobs{
 		store: store, spool: spool, runner: runner, reg: reg, logger: logger,
-		retention: retention, keep: keep,
+		retention: retention, keep: keep, bootID: bootID(),
+		maxRunning: MaxRunningJobs, maxPerCaller: MaxRunningJobsPerIdentity, slack: timeoutSlack,
 		children: map[int]bool{}, stop: make(chan struct{}), done: make(chan struct{}), draining: make(chan struct{}),
 	}
 	if err := a.recover(); err != nil {
@@ -145,9 +188,12 @@ func (a *asyncJobs) sweeper() {
 			continue
 		}
 		for _, j := range running {
-			if _, err := a.settle(j, false); err != nil {
+			settled, err := a.settle(j, false)
+			if err != nil {
 				a.logger.Error("settle job", "job", j.ID, "err", err)
+				continue
 			}
+			a.enforceTimeout(settled)
 		}
 		if time.Since(lastPurge) >= purgeInterval {
 			lastPurge = time.Now()
@@ -155,6 +201,41 @@ func (a *asyncJobs) sweeper() {
 				a.logger.Error("purge jobs", "err", err)
 			}
 		}
+	}
+}
+
+// limits returns the check of the running-jobs limits for a new job of
+// caller.
+func (a *asyncJobs) limits(caller string) func(running, callers int) error {
+	return func(running, callers int) error {
+		switch {
+		case running >= a.maxRunning:
+			return status.Errorf(status.KindInternal, "this minion is busy with %d async jobs (at most %d at once); try again later", running, a.maxRunning)
+		case callers >= a.maxPerCaller:
+			return status.Errorf(status.KindInternal, "this minion is busy with %d async jobs of %s (at most %d per identity); try again later", callers, caller, a.maxPerCaller)
+		}
+		return nil
+	}
+}
+
+// enforceTimeout stops a job whose runner has gone on past the job's time
+// limit (and the slack): it is cancelled with kind timeout, and if it
+// still runs cancelGrace after that (the delayed SIGKILL of the cancel is
+// lost when the daemon restarts), its group is killed.
+func (a *asyncJobs) enforceTimeout(j Job) {
+	if j.State == status.Finished || j.TimeoutMS <= 0 {
+		return
+	}
+	over := time.Since(j.CreatedAt) - time.Duration(j.TimeoutMS)*time.Millisecond - a.slack
+	switch {
+	case over <= 0:
+	case !j.Cancelled:
+		a.logger.Warn("job past its time limit: cancelling it", "job", j.ID, "timeout_ms", j.TimeoutMS)
+		if _, err := a.cancel(j.ID, status.KindTimeout, ""); err != nil {
+			a.logger.Error("cancel job past its time limit", "job", j.ID, "err", err)
+		}
+	case over > 2*cancelGrace && a.ownsGroup(j):
+		_ = syscall.Kill(-j.PID, syscall.SIGKILL)
 	}
 }
 
@@ -186,8 +267,8 @@ func (a *asyncJobs) purge(cutoff time.Time, keep int) error {
 // submit validates and records a job, then starts its runner. The same
 // caller and origin job ID always get the same job.
 func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error) {
-	if p.OriginJobID == "" {
-		return Job{}, false, status.Errorf(status.KindBadArgs, "origin_job_id is required")
+	if p.OriginJobID == "" || len(p.OriginJobID) > MaxOriginJobID {
+		return Job{}, false, status.Errorf(status.KindBadArgs, "origin_job_id is required, at most %d bytes", MaxOriginJobID)
 	}
 	m, err := a.reg.Lookup(p.Module, p.Method)
 	if err != nil {
@@ -204,7 +285,7 @@ func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error
 	if p.TimeoutMS > 0 {
 		timeout = min(time.Duration(p.TimeoutMS)*time.Millisecond, MaxJobTimeout)
 	}
-	job, created, err := a.store.submit(caller, p.OriginJobID, func(id string) Job {
+	job, created, err := a.store.submit(caller, p.OriginJobID, a.limits(caller), func(id string) Job {
 		return Job{
 			ID: id, OriginJobID: p.OriginJobID, Caller: caller,
 			Module: p.Module, Method: p.Method, Args: args, TimeoutMS: timeout.Milliseconds(),
@@ -214,39 +295,46 @@ func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error
 	if err != nil || !created {
 		return job, false, err
 	}
-	pid, err := a.start(job)
+	pid, ticks, err := a.start(job)
 	if err != nil {
 		a.logger.Error("start runner", "job", job.ID, "err", err)
 		job, err = a.finish(job.ID, outcome{Error: status.Errorf(status.KindInternal, "could not start the job's runner: %v", err), FinishedAt: time.Now().UTC()})
 		return job, true, err
 	}
-	job, err = a.store.update(job.ID, func(j *Job) bool { j.PID = pid; return true })
+	job, err = a.store.update(job.ID, func(j *Job) bool {
+		j.PID, j.StartTicks, j.BootID = pid, ticks, a.bootID
+		return true
+	})
 	return job, true, err
 }
 
 // start spools the job and starts its runner in a session of its own.
-func (a *asyncJobs) start(job Job) (int, error) {
+//
+// It returns the runner's pid and start time (0 where procfs cannot
+// tell it).
+func (a *asyncJobs) start(job Job) (int, uint64, error) {
 	dir := a.dir(job.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	data, err := json.Marshal(spec{
 		JobID: job.ID, OriginJobID: job.OriginJobID, Caller: job.Caller, Module: job.Module, Method: job.Method,
 		Args: job.Args, TimeoutMS: job.TimeoutMS, CreatedAt: job.CreatedAt,
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := writeFileAtomic(filepath.Join(dir, specFile), data); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	log, err := os.OpenFile(filepath.Join(dir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer log.Close()
 	cmd := exec.Command(a.runner[0], append(a.runner[1:], dir)...)
 	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), MinionPIDEnv+"="+strconv.Itoa(os.Getpid()))
 	// The job runs where a synchronous call would: in the daemon's
 	// working directory (the runner finds its spool by absolute path).
 	if wd, err := os.Getwd(); err == nil {
@@ -256,12 +344,15 @@ func (a *asyncJobs) start(job Job) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	pid := cmd.Process.Pid
 	a.children[pid] = true
 	_ = cmd.Process.Release() // reaped by pid in reap
-	return pid, nil
+	// The runner cannot be reaped before this returns (reap takes a.mu),
+	// so the pid is still its own.
+	ticks, _ := procStartTicks(pid)
+	return pid, ticks, nil
 }
 
 // settle brings a RUNNING job up to date: a result file is ingested; a
@@ -278,7 +369,7 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 	if j.PID == 0 && !starting && time.Since(j.CreatedAt) < spawnGrace {
 		return j, nil // its runner is being started
 	}
-	if runnerAlive(j.PID, dir) {
+	if a.isRunner(j) {
 		return j, nil
 	}
 	// The runner may have written its result just before exiting.
@@ -286,16 +377,48 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return a.finish(j.ID, *o)
 	}
 	o := outcome{FinishedAt: time.Now().UTC(), Error: status.Errorf(status.KindLost, "the job's runner (pid %d) ended without a result", j.PID)}
-	if j.PID > 0 {
+	if a.ownsGroup(j) {
 		// The runner led the job's process group: whatever it started and
-		// left behind goes with it. (A group id is not reused while the
-		// group has members.)
+		// left behind goes with it.
 		_ = syscall.Kill(-j.PID, syscall.SIGKILL)
 	}
 	if j.Cancelled {
 		o.Error = status.Errorf(status.KindCancelled, "job cancelled")
 	}
 	return a.finish(j.ID, o)
+}
+
+// isRunner reports whether j's runner is alive: its pid runs j (see
+// runnerAlive) and, when the daemon that started it recorded them, has
+// the runner's start time in this boot.
+func (a *asyncJobs) isRunner(j Job) bool {
+	if !runnerAlive(j.PID, a.dir(j.ID)) {
+		return false
+	}
+	if j.StartTicks == 0 {
+		return true // recorded by an older daemon, or no procfs: the command line is all there is
+	}
+	ticks, err := procStartTicks(j.PID)
+	return err == nil && ticks == j.StartTicks && j.BootID == a.bootID
+}
+
+// ownsGroup reports whether signalling process group j.PID reaches j's
+// processes and nobody else's. It does when the boot is the one the
+// runner was started in and either the runner (or its zombie) still
+// holds the pid, with the start time recorded, or no process holds it:
+// the kernel does not give a new process a pid that a process group
+// still uses, so the members left in the group are the job's. Without a
+// recorded start time and boot (a job of an older daemon), the group is
+// never signalled.
+func (a *asyncJobs) ownsGroup(j Job) bool {
+	if j.PID <= 0 || j.StartTicks == 0 || j.BootID == "" || j.BootID != a.bootID {
+		return false
+	}
+	ticks, err := procStartTicks(j.PID)
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	return ticks == j.StartTicks
 }
 
 // finish records a job's outcome in minion.db. An outcome the runner did
@@ -338,9 +461,14 @@ func (a *asyncJobs) finish(id string, o outcome) (Job, error) {
 // (kind lost); caller "" sees every job (the minion's own use).
 func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus, error) {
 	max := p.MaxOutput
-	if max == 0 {
-		max = defaultMaxChunk
+	switch {
+	case max == 0:
+		max = DefaultStatusChunk
+	case max > MaxStatusChunk:
+		max = MaxStatusChunk
 	}
+	from := max64(p.FromOffset, 0)
+	budget := newReplyBudget(a.maxReply)
 	out := make([]rpc.JobStatus, 0, len(p.JobIDs))
 	for _, id := range p.JobIDs {
 		j, err := a.store.get(id)
@@ -349,7 +477,9 @@ func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus,
 		}
 		if err != nil {
 			if status.KindOf(err) == status.KindLost {
-				out = append(out, rpc.JobStatus{JobID: id, State: status.Finished, Error: status.Errorf(status.KindLost, "this minion has no job %s", id)})
+				st := rpc.JobStatus{JobID: id, State: status.Finished, Error: status.Errorf(status.KindLost, "this minion has no job %s", id)}
+				budget.entry(&st)
+				out = append(out, st)
 				continue
 			}
 			return nil, err
@@ -358,10 +488,18 @@ func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus,
 			return nil, err
 		}
 		st := a.jobStatus(j)
+		budget.entry(&st)
 		if max > 0 {
-			if st.Output, st.NextOffset, err = readOutput(a.dir(j.ID), max64(p.FromOffset, 0), max); err != nil {
+			size := st.NextOffset
+			output, next, err := readOutput(a.dir(j.ID), from, budget.chunk(max))
+			if err != nil {
 				return nil, err
 			}
+			kept := budget.output(&st, output)
+			st.NextOffset = next - int64(len(output)-kept)
+			// The reply's limits, not the job's max_output, stopped the
+			// read short: the caller is to ask again from NextOffset.
+			st.Truncated = st.Truncated || kept < max && st.NextOffset < size
 		}
 		out = append(out, st)
 	}
@@ -427,10 +565,12 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 	if reason == "" {
 		reason = status.KindCancelled
 	}
-	if j, err := a.store.get(id); err != nil {
+	// Another caller's job is answered as one that does not exist, in
+	// the same words.
+	if j, err := a.store.get(id); status.KindOf(err) == status.KindLost || err == nil && caller != "" && j.Caller != caller {
+		return rpc.JobStatus{}, status.Errorf(status.KindLost, "this minion has no job %s", id)
+	} else if err != nil {
 		return rpc.JobStatus{}, err
-	} else if caller != "" && j.Caller != caller {
-		return rpc.JobStatus{}, status.Errorf(status.KindLost, "no job %s", id)
 	}
 	newly := false
 	j, err := a.store.update(id, func(j *Job) bool {
@@ -446,9 +586,9 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 	if !newly {
 		return a.jobStatus(j), nil // finished, or already being cancelled
 	}
-	if runnerAlive(j.PID, a.dir(j.ID)) {
+	if a.isRunner(j) {
 		_ = syscall.Kill(-j.PID, syscall.SIGTERM)
-		pid := j.PID
+		job := j
 		go func() {
 			t := time.NewTimer(cancelGrace)
 			defer t.Stop()
@@ -458,8 +598,10 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 				return
 			}
 			// Whether or not the runner is still there, take down what is
-			// left of its process group.
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			// left of its process group, if the group is still the job's.
+			if a.ownsGroup(job) {
+				_ = syscall.Kill(-job.PID, syscall.SIGKILL)
+			}
 		}()
 	} else {
 		if j, err = a.settle(j, false); err != nil {
@@ -471,19 +613,16 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 
 // list returns caller's jobs, newest first ("" for everyone's).
 func (a *asyncJobs) list(limit int, caller string) ([]rpc.JobStatus, error) {
-	js, err := a.store.list(0)
+	js, err := a.store.list(limit, caller)
 	if err != nil {
 		return nil, err
 	}
-	var out []rpc.JobStatus
+	budget := newReplyBudget(a.maxReply)
+	out := make([]rpc.JobStatus, 0, len(js))
 	for _, j := range js {
-		if caller != "" && j.Caller != caller {
-			continue
-		}
-		out = append(out, a.jobStatus(j))
-		if limit > 0 && len(out) >= limit {
-			break
-		}
+		st := a.jobStatus(j)
+		budget.entry(&st)
+		out = append(out, st)
 	}
 	return out, nil
 }

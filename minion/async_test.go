@@ -22,7 +22,8 @@ const runnerEnv = "OVERLORD_TEST_RUNNER"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(runnerEnv) == "1" {
-		if err := RunJob(os.Args[len(os.Args)-1], builtin.Registry()); err != nil {
+		daemon, _ := strconv.Atoi(os.Getenv(MinionPIDEnv))
+		if err := RunJob(os.Args[len(os.Args)-1], RunnerRegistry("", daemon)); err != nil {
 			os.Stderr.WriteString(err.Error() + "\n")
 			os.Exit(1)
 		}

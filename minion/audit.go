@@ -11,16 +11,24 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 )
 
 // AuditFile is the audit log in a minion's state directory: one JSON line
-// per call; AuditFile+".1" holds the previous one after a rotation.
+// per call. When it is full it is rotated: AuditFile+".1" holds the
+// previous one, and so on up to AuditFile+".5", the oldest kept.
 const AuditFile = "audit.log"
 
-// maxAuditSize is the size at which the audit log is rotated.
-const maxAuditSize = 32 << 20
+// Limits of the audit log.
+const (
+	maxAuditSize    = 32 << 20 // the size at which it is rotated
+	auditKeep       = 5        // rotated files kept
+	maxAuditField   = 256      // bytes kept of a string field of an entry
+	maxAuditMessage = 512      // bytes kept of an entry's message
+	maxAuditLine    = 64 << 10 // ReadAudit skips longer lines
+)
 
 // AuditEntry is one line of the audit log.
 type AuditEntry struct {
@@ -40,14 +48,15 @@ type AuditEntry struct {
 // auditLog appends entries to the audit log. Its methods are safe for
 // concurrent use; a nil *auditLog records nothing.
 type auditLog struct {
-	mu   sync.Mutex
-	path string
-	f    *os.File
-	size int64
+	mu      sync.Mutex
+	path    string
+	f       *os.File
+	size    int64
+	maxSize int64 // maxAuditSize, but for tests
 }
 
 func openAudit(stateDir string) (*auditLog, error) {
-	a := &auditLog{path: filepath.Join(stateDir, AuditFile)}
+	a := &auditLog{path: filepath.Join(stateDir, AuditFile), maxSize: maxAuditSize}
 	if err := a.open(); err != nil {
 		return nil, err
 	}
@@ -77,9 +86,11 @@ func (a *auditLog) record(e AuditEntry) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
-	if len(e.Message) > 512 {
-		e.Message = e.Message[:512] + "..."
+	// Whatever a caller sends, an entry stays a short line.
+	for _, f := range []*string{&e.Identity, &e.Remote, &e.RPC, &e.Call, &e.ArgsSHA256, &e.JobID, &e.OriginJobID, &e.Outcome} {
+		*f = truncateUTF8(*f, maxAuditField)
 	}
+	e.Message = truncateUTF8(e.Message, maxAuditMessage)
 	line, err := json.Marshal(e)
 	if err != nil {
 		return err
@@ -90,19 +101,40 @@ func (a *auditLog) record(e AuditEntry) error {
 	if a.f == nil {
 		return errors.New("audit log closed")
 	}
-	if a.size+int64(len(line)) > maxAuditSize {
-		a.f.Close()
-		if err := os.Rename(a.path, a.path+".1"); err != nil {
-			return err
-		}
-		if err := a.open(); err != nil {
-			a.f = nil
+	if a.size+int64(len(line)) > a.maxSize {
+		if err := a.rotate(); err != nil {
 			return err
 		}
 	}
 	n, err := a.f.Write(line)
 	a.size += int64(n)
 	return err
+}
+
+// rotate shifts audit.log.N to N+1 (the oldest kept goes), audit.log to
+// audit.log.1, and starts a new audit.log.
+func (a *auditLog) rotate() error {
+	a.f.Close()
+	a.f = nil
+	for i := auditKeep - 1; i >= 1; i-- {
+		err := os.Rename(rotated(a.path, i), rotated(a.path, i+1))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	if err := os.Rename(a.path, rotated(a.path, 1)); err != nil {
+		return err
+	}
+	return a.open()
+}
+
+// rotated is the name of the i-th rotated file of the log at path (0:
+// the log itself).
+func rotated(path string, i int) string {
+	if i == 0 {
+		return path
+	}
+	return path + "." + strconv.Itoa(i)
 }
 
 func (a *auditLog) Close() error {
@@ -137,28 +169,54 @@ func argsDigest(named map[string]any, positional []any) string {
 }
 
 // ReadAudit returns the last limit entries of the audit log in stateDir
-// (0: all), oldest first. Lines it cannot decode are skipped.
+// (0: all), oldest first, reading the rotated files too when the current
+// one holds fewer. Lines it cannot decode, or longer than any entry the
+// minion writes, are skipped.
 func ReadAudit(stateDir string, limit int) ([]AuditEntry, error) {
-	f, err := os.Open(filepath.Join(stateDir, AuditFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+	path := filepath.Join(stateDir, AuditFile)
+	var out []AuditEntry
+	for i := 0; i <= auditKeep && (limit <= 0 || len(out) < limit); i++ {
+		es, err := readAuditFile(rotated(path, i))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(es, out...)
 	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}
+
+func readAuditFile(path string) ([]AuditEntry, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	var out []AuditEntry
-	sc := bufio.NewScanner(io.LimitReader(f, maxAuditSize+1<<20))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var e AuditEntry
-		if json.Unmarshal(bytes.TrimSpace(sc.Bytes()), &e) != nil {
-			continue
+	r := bufio.NewReaderSize(io.LimitReader(f, maxAuditSize+1<<20), maxAuditLine)
+	for {
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// Skip the rest of an over-long line.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = r.ReadSlice('\n')
+			}
+		} else if line = bytes.TrimSpace(line); len(line) > 0 {
+			var e AuditEntry
+			if json.Unmarshal(line, &e) == nil {
+				out = append(out, e)
+			}
 		}
-		out = append(out, e)
-		if limit > 0 && len(out) > limit {
-			out = out[1:]
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
 		}
 	}
-	return out, sc.Err()
 }

@@ -28,11 +28,17 @@ type Job struct {
 	Result      json.RawMessage `json:"result,omitempty"`
 	Error       *status.Error   `json:"error,omitempty"`
 	PID         int             `json:"pid,omitempty"`
-	Cancelled   bool            `json:"cancel_requested,omitempty"`
-	CancelKind  status.Kind     `json:"cancel_kind,omitempty"` // cancelled or timeout
-	CreatedAt   time.Time       `json:"created_at"`
-	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
-	DurationMS  int64           `json:"duration_ms,omitempty"`
+	// StartTicks and BootID identify the runner beyond its pid: its start
+	// time (clock ticks after boot, /proc/PID/stat) and the boot it ran
+	// in. A pid reused by another process, after a restart or a reboot,
+	// does not match them, and its process group is never signalled.
+	StartTicks uint64      `json:"start_ticks,omitempty"`
+	BootID     string      `json:"boot_id,omitempty"`
+	Cancelled  bool        `json:"cancel_requested,omitempty"`
+	CancelKind status.Kind `json:"cancel_kind,omitempty"` // cancelled or timeout
+	CreatedAt  time.Time   `json:"created_at"`
+	FinishedAt *time.Time  `json:"finished_at,omitempty"`
+	DurationMS int64       `json:"duration_ms,omitempty"`
 }
 
 const jobStoreSchema = 1
@@ -41,6 +47,10 @@ var (
 	mbMeta    = []byte("meta")
 	mbJobs    = []byte("jobs")
 	mbOrigins = []byte("origins")
+	// mbRunning indexes the jobs not FINISHED: job ID -> caller. putJob
+	// keeps it in step with mbJobs; a store made before it existed gets
+	// it built when opened.
+	mbRunning = []byte("running")
 	mkSchema  = []byte("schema_version")
 )
 
@@ -67,10 +77,14 @@ func openJobStore(path string) (*jobStore, error) {
 		meta := tx.Bucket(mbMeta)
 		v := meta.Get(mkSchema)
 		if v == nil {
-			return meta.Put(mkSchema, []byte(strconv.Itoa(jobStoreSchema)))
-		}
-		if string(v) != strconv.Itoa(jobStoreSchema) {
+			if err := meta.Put(mkSchema, []byte(strconv.Itoa(jobStoreSchema))); err != nil {
+				return err
+			}
+		} else if string(v) != strconv.Itoa(jobStoreSchema) {
 			return fmt.Errorf("%s has schema version %s; this minion reads version %d", path, v, jobStoreSchema)
+		}
+		if tx.Bucket(mbRunning) == nil {
+			return buildRunningIndex(tx)
 		}
 		return nil
 	})
@@ -83,16 +97,51 @@ func openJobStore(path string) (*jobStore, error) {
 
 func (s *jobStore) Close() error { return s.db.Close() }
 
+// buildRunningIndex makes mbRunning from every job, once.
+func buildRunningIndex(tx *bolt.Tx) error {
+	rb, err := tx.CreateBucket(mbRunning)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(mbJobs).ForEach(func(k, v []byte) error {
+		var j Job
+		if err := json.Unmarshal(v, &j); err != nil {
+			return fmt.Errorf("job %s: %w", k, err)
+		}
+		if j.State == status.Finished {
+			return nil
+		}
+		return rb.Put(k, []byte(j.Caller))
+	})
+}
+
 func originKey(caller, origin string) []byte { return []byte(caller + "\x00" + origin) }
 
 // submit returns the job for (caller, origin), creating it with mk if it
 // does not exist yet, in one transaction: the same pair always maps to
-// the same job.
-func (s *jobStore) submit(caller, origin string, mk func(id string) Job) (job Job, created bool, err error) {
+// the same job. A new job is refused (kind internal) if limits says so,
+// given how many jobs run, in all and of caller.
+func (s *jobStore) submit(caller, origin string, limits func(running, callers int) error, mk func(id string) Job) (job Job, created bool, err error) {
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		ob := tx.Bucket(mbOrigins)
 		if id := ob.Get(originKey(caller, origin)); id != nil {
 			return getJob(tx, string(id), &job)
+		}
+		if limits != nil {
+			running, callers := 0, 0
+			err := tx.Bucket(mbRunning).ForEach(func(_, v []byte) error {
+				running++
+				if string(v) == caller {
+					callers++
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if err := limits(running, callers); err != nil {
+				return err
+			}
 		}
 		id, err := jobs.NewID()
 		if err != nil {
@@ -120,7 +169,13 @@ func putJob(tx *bolt.Tx, job Job) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(mbJobs).Put([]byte(job.ID), data)
+	if err := tx.Bucket(mbJobs).Put([]byte(job.ID), data); err != nil {
+		return err
+	}
+	if job.State == status.Finished {
+		return tx.Bucket(mbRunning).Delete([]byte(job.ID))
+	}
+	return tx.Bucket(mbRunning).Put([]byte(job.ID), []byte(job.Caller))
 }
 
 func (s *jobStore) get(id string) (Job, error) {
@@ -144,14 +199,19 @@ func (s *jobStore) update(id string, fn func(*Job) bool) (Job, error) {
 	return job, err
 }
 
-// running returns the jobs not yet FINISHED.
+// running returns the jobs not yet FINISHED, reading only those.
 func (s *jobStore) running() ([]Job, error) {
 	var out []Job
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(mbJobs).ForEach(func(_, v []byte) error {
+		jb := tx.Bucket(mbJobs)
+		return tx.Bucket(mbRunning).ForEach(func(k, _ []byte) error {
+			v := jb.Get(k)
+			if v == nil {
+				return nil
+			}
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
-				return err
+				return fmt.Errorf("job %s: %w", k, err)
 			}
 			if j.State != status.Finished {
 				out = append(out, j)
@@ -162,15 +222,19 @@ func (s *jobStore) running() ([]Job, error) {
 	return out, err
 }
 
-// list returns up to limit jobs, newest first (0: all).
-func (s *jobStore) list(limit int) ([]Job, error) {
+// list returns up to limit jobs of caller ("" for everyone's), newest
+// first (limit 0: all). It reads no further than it needs to.
+func (s *jobStore) list(limit int, caller string) ([]Job, error) {
 	var out []Job
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(mbJobs).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
-				return err
+				return fmt.Errorf("job %s: %w", k, err)
+			}
+			if caller != "" && j.Caller != caller {
+				continue
 			}
 			out = append(out, j)
 			if limit > 0 && len(out) >= limit {
@@ -208,6 +272,9 @@ func (s *jobStore) purge(cutoff time.Time, keep int) ([]string, error) {
 		}
 		for _, id := range gone {
 			if err := jb.Delete([]byte(id)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(mbRunning).Delete([]byte(id)); err != nil {
 				return err
 			}
 		}

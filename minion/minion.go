@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/overlordhq/overlord/certs"
@@ -47,14 +49,48 @@ const PluginDir = "modules.d"
 
 // Registry returns the modules a minion with state directory stateDir
 // serves: the built-in modules, and the plugins in its modules.d.
-func Registry(stateDir string) *modules.Registry { return registry(stateDir, nil) }
+func Registry(stateDir string) *modules.Registry { return registry(stateDir, builtin.Options{}) }
 
-func registry(stateDir string, info func() map[string]any) *modules.Registry {
-	r := builtin.New(builtin.Options{Info: info})
+// MinionPIDEnv is the environment variable in which the daemon gives an
+// async job's runner its own pid.
+const MinionPIDEnv = "OVERLORD_MINION_PID"
+
+// RunnerRegistry returns the modules an async job's runner serves: those
+// of Registry, with the process module protecting the daemon of pid
+// minionPID (0 if unknown) as well as the runner.
+func RunnerRegistry(stateDir string, minionPID int) *modules.Registry {
+	return registry(stateDir, builtin.Options{MinionPID: minionPID})
+}
+
+func registry(stateDir string, opts builtin.Options) *modules.Registry {
+	r := builtin.New(opts)
 	if stateDir != "" {
 		r.AddSource(&plugin.Dir{Path: filepath.Join(stateDir, PluginDir)})
 	}
 	return r
+}
+
+// CheckTrustFiles returns an error if the state directory, or a file in
+// it that says whom the minion trusts and what it runs (ca.crt, acl.conf,
+// crl.pem, modules.d), is writable by group or others: any of them could
+// then make the minion accept their own identity, or run their code. The
+// error names the file and the mode it needs.
+func CheckTrustFiles(stateDir string) error {
+	for _, name := range []string{"", certs.CAFile, ACLFile, CRLFile, PluginDir} {
+		path := filepath.Join(stateDir, name)
+		fi, err := os.Stat(path)
+		if name != "" && errors.Is(err, fs.ErrNotExist) {
+			continue // optional
+		}
+		if err != nil {
+			return err
+		}
+		if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+			want := perm &^ 0o022
+			return fmt.Errorf("%s has mode %#o, writable by group or others; it must be %#o (chmod %o %s)", path, perm, want, want, path)
+		}
+	}
+	return nil
 }
 
 // Identity returns the certificate store in stateDir.
@@ -113,7 +149,20 @@ type Config struct {
 	// by count (defaults DefaultJobRetention, DefaultJobKeep).
 	JobRetention time.Duration
 	JobKeep      int
+	// WriteTimeout bounds the time to write an answer, from its start
+	// (DefaultWriteTimeout if 0): a client that does not read its answer
+	// loses its connection rather than hold a request slot.
+	WriteTimeout time.Duration
+	// MaxConns bounds the connections open at once (DefaultMaxConns if
+	// 0); more wait in the kernel's backlog until one closes.
+	MaxConns int
 }
+
+// DefaultMaxConns is the default Config.MaxConns.
+const DefaultMaxConns = 1024
+
+// DefaultWriteTimeout is the default Config.WriteTimeout.
+const DefaultWriteTimeout = 2 * time.Minute
 
 // Server is a running minion daemon: New, then Open, then Close.
 type Server struct {
@@ -141,6 +190,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
 	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
 
 	if cfg.Bundle == nil {
 		b, err := Identity(cfg.StateDir).Load()
@@ -155,6 +210,11 @@ func New(cfg Config) (*Server, error) {
 	if role := certs.RoleOf(cfg.Bundle.Cert); role != certs.RoleMinion {
 		return nil, fmt.Errorf("identity %q has role %q, not minion", cfg.Bundle.Cert.Subject.CommonName, role)
 	}
+	if cfg.StateDir != "" {
+		if err := CheckTrustFiles(cfg.StateDir); err != nil {
+			return nil, err
+		}
+	}
 	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{}), started: time.Now(),
 		files: newTransfers(), acl: newACL(cfg.StateDir)}
 	var err error
@@ -162,7 +222,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if s.cfg.Registry == nil {
-		s.cfg.Registry = registry(cfg.StateDir, s.info)
+		s.cfg.Registry = registry(cfg.StateDir, builtin.Options{Info: s.info})
 	}
 	return s, nil
 }
@@ -172,7 +232,12 @@ func (s *Server) Name() string { return s.name }
 
 // MaxConcurrentRequests bounds the requests a minion serves at once; past
 // it, requests are refused with HTTP 503 at once rather than queued.
-const MaxConcurrentRequests = 256
+// MaxRequestsPerIdentity bounds those of one overlord identity, so that
+// one cannot take every slot.
+const (
+	MaxConcurrentRequests  = 256
+	MaxRequestsPerIdentity = 64
+)
 
 // Handler returns the minion's HTTP handler (JSON-RPC at rpc.Path).
 func (s *Server) Handler() (http.Handler, error) {
@@ -183,42 +248,138 @@ func (s *Server) Handler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return limitConcurrency(s.rev.handler(h), MaxConcurrentRequests), nil
+	return limitConcurrency(writeDeadlines(s.rev.handler(h), s.cfg.WriteTimeout), MaxConcurrentRequests), nil
 }
 
 // MaxBodyBytesInFlight bounds the memory the request bodies being read
 // at once may take: each request reserves its Content-Length (a request
 // without one, the most a body may be) for as long as it is served.
-const MaxBodyBytesInFlight = 64 << 20
+// MaxBodyBytesPerIdentity bounds those of one overlord identity.
+const (
+	MaxBodyBytesInFlight    = 64 << 20
+	MaxBodyBytesPerIdentity = 16 << 20
+)
 
 // limitConcurrency serves at most n requests at once, and no more body
-// bytes than MaxBodyBytesInFlight, and refuses the rest with HTTP 503
-// rather than queueing them.
+// bytes than MaxBodyBytesInFlight, and of one identity at most
+// MaxRequestsPerIdentity requests and MaxBodyBytesPerIdentity bytes; it
+// refuses the rest with HTTP 503 rather than queueing them.
 func limitConcurrency(h http.Handler, n int) http.Handler {
 	requests := semaphore.NewWeighted(int64(n))
 	bodies := semaphore.NewWeighted(MaxBodyBytesInFlight)
-	busy := func(w http.ResponseWriter) {
+	ids := &identityLimits{inUse: map[string]*identityUse{}}
+	busy := func(w http.ResponseWriter, msg string) {
 		w.Header().Set("Retry-After", "1")
-		http.Error(w, "minion busy: too many requests at once", http.StatusServiceUnavailable)
+		http.Error(w, msg, http.StatusServiceUnavailable)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !requests.TryAcquire(1) {
-			busy(w)
-			return
-		}
-		defer requests.Release(1)
 		size := int64(rpc.MaxRequestBytes)
 		if r.ContentLength >= 0 && r.ContentLength < size {
 			size = r.ContentLength
 		}
+		id := caller(r)
+		if !ids.acquire(id, size) {
+			busy(w, "minion busy: too many requests at once from "+id)
+			return
+		}
+		defer ids.release(id, size)
+		if !requests.TryAcquire(1) {
+			busy(w, "minion busy: too many requests at once")
+			return
+		}
+		defer requests.Release(1)
 		if !bodies.TryAcquire(size) {
-			busy(w)
+			busy(w, "minion busy: too many requests at once")
 			return
 		}
 		defer bodies.Release(size)
 		h.ServeHTTP(w, r)
 	})
 }
+
+// identityLimits counts the requests and body bytes each identity has in
+// flight.
+type identityLimits struct {
+	mu    sync.Mutex
+	inUse map[string]*identityUse
+}
+
+type identityUse struct {
+	requests int
+	bytes    int64
+}
+
+// acquire takes a request slot and size body bytes for id, if id has
+// them to spare.
+func (l *identityLimits) acquire(id string, size int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.inUse[id]
+	if u == nil {
+		u = &identityUse{}
+	}
+	if u.requests >= MaxRequestsPerIdentity || u.bytes+size > MaxBodyBytesPerIdentity {
+		return false
+	}
+	u.requests++
+	u.bytes += size
+	l.inUse[id] = u
+	return true
+}
+
+func (l *identityLimits) release(id string, size int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.inUse[id]
+	u.requests--
+	u.bytes -= size
+	if u.requests == 0 {
+		delete(l.inUse, id)
+	}
+}
+
+// writeDeadlines gives every answer at most d to be written, counted from
+// when it starts: a client that never reads its answer cannot hold its
+// request slot (and the handler's goroutine) longer than that. Until the
+// answer starts (a Minion.Call may run for an hour first), the deadline
+// is d from the request's start, which only bounds what the server
+// writes on its own, such as a 100 Continue.
+func writeDeadlines(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_ = rc.SetWriteDeadline(time.Now().Add(d))
+		h.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: rc, d: d}, r)
+	})
+}
+
+// deadlineWriter sets the connection's write deadline when the answer
+// starts.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	d       time.Duration
+	started bool
+}
+
+func (w *deadlineWriter) start() {
+	if !w.started {
+		w.started = true
+		_ = w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	}
+}
+
+func (w *deadlineWriter) WriteHeader(code int) {
+	w.start()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	w.start()
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // TLSConfig returns the minion's TLS configuration.
 func (s *Server) TLSConfig() (*tls.Config, error) {
@@ -276,7 +437,7 @@ func (s *Server) Open(ctx context.Context) error {
 			return err
 		}
 	}
-	s.ln = ln
+	s.ln = netutil.LimitListener(ln, s.cfg.MaxConns)
 	s.files.run()
 	s.srv = &http.Server{
 		Handler:           h,
@@ -289,7 +450,7 @@ func (s *Server) Open(ctx context.Context) error {
 	}
 	go func() {
 		defer close(s.done)
-		err := s.srv.Serve(tls.NewListener(ln, tcfg))
+		err := s.srv.Serve(tls.NewListener(s.ln, tcfg))
 		if !errors.Is(err, http.ErrServerClosed) {
 			s.errMu.Lock()
 			s.err = err

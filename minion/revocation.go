@@ -2,8 +2,10 @@ package minion
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -213,6 +215,12 @@ func (s *Service) UpdateCRL(r *http.Request, p *rpc.UpdateCRLParams, reply *rpc.
 		return rpc.NewError(status.Errorf(status.KindInternal, "this minion keeps no revocation list"), nil)
 	}
 	out, err := s.rev.update(p.CRL, caller(r))
+	sum := sha256.Sum256(p.CRL)
+	e := AuditEntry{RPC: "Minion.UpdateCRL", ArgsSHA256: hex.EncodeToString(sum[:])}
+	if err == nil {
+		e.Message = fmt.Sprintf("revocation list %d held (updated: %v), revoking %d", out.Number, out.Updated, out.Revoked)
+	}
+	s.record(r, e, err)
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}

@@ -176,6 +176,8 @@ func TestCallErrors(t *testing.T) {
 			kind: status.KindModuleError, msg: "on purpose"},
 		{name: "unknown RPC method", method: "Minion.Nope", params: rpc.CallParams{},
 			kind: status.KindUnknownMethod, msg: "Minion.Nope"},
+		{name: "ill-formed RPC method", method: "Minion.Call.x", params: rpc.CallParams{},
+			kind: status.KindUnknownMethod, msg: "Minion.Call.x"},
 		{name: "unknown RPC service", method: "Other.Call", params: rpc.CallParams{},
 			kind: status.KindUnknownMethod, msg: "Other.Call"},
 	}

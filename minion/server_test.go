@@ -3,6 +3,7 @@ package minion_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -344,5 +345,49 @@ func TestHandlerUnknownFields(t *testing.T) {
 	}
 	if k := errorKind(resp); k != string(status.KindBadArgs) {
 		t.Errorf("kind %q, want bad_args", k)
+	}
+}
+
+// minion serve refuses a state directory, or a file in it that says whom
+// the minion trusts, that group or others can write, naming the file and
+// the mode it needs.
+func TestNewRefusesWritableTrustFiles(t *testing.T) {
+	ca := certstest.NewCA(t)
+	for _, tt := range []struct {
+		name string // "" for the state directory
+		dir  bool
+		mode os.FileMode
+		want string
+	}{
+		{"", true, 0o777, "0755 (chmod 755"},
+		{"", true, 0o770, "0750 (chmod 750"},
+		{"ca.crt", false, 0o666, "0644 (chmod 644"},
+		{minion.ACLFile, false, 0o620, "0600 (chmod 600"},
+		{minion.CRLFile, false, 0o602, "0600 (chmod 600"},
+		{minion.PluginDir, true, 0o777, "0755 (chmod 755"},
+	} {
+		t.Run(fmt.Sprintf("%s %#o", tt.name, tt.mode), func(t *testing.T) {
+			dir := t.TempDir()
+			if err := minion.Identity(dir).Install(ca.Minion("web1")); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, tt.name)
+			if tt.dir && tt.name != "" {
+				if err := os.Mkdir(path, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			} else if !tt.dir && tt.name != "ca.crt" {
+				if err := os.WriteFile(path, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Chmod(path, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			_, err := minion.New(minion.Config{StateDir: dir})
+			if err == nil || !strings.Contains(err.Error(), path+" has mode") || !strings.Contains(err.Error(), tt.want+" "+path+")") {
+				t.Errorf("New = %v, want a refusal naming %s and %s", err, path, tt.want)
+			}
+		})
 	}
 }

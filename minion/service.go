@@ -3,6 +3,7 @@ package minion
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -57,6 +58,9 @@ func (s *Service) call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply)
 	} else if p.TimeoutMS < 0 {
 		return nil, status.Errorf(status.KindBadArgs, "timeout_ms must not be negative")
 	}
+	if err := modules.CheckCall(p.Module, p.Method); err != nil {
+		return nil, err
+	}
 	if err := s.acl.allow(caller(r), p.Module, p.Method); err != nil {
 		return nil, err
 	}
@@ -104,7 +108,10 @@ func kindOf(err error) status.Kind {
 // same caller and origin job ID.
 func (s *Service) Submit(r *http.Request, p *rpc.SubmitParams, reply *rpc.SubmitReply) error {
 	var job Job
-	err := s.acl.allow(caller(r), p.Module, p.Method)
+	err := modules.CheckCall(p.Module, p.Method)
+	if err == nil {
+		err = s.acl.allow(caller(r), p.Module, p.Method)
+	}
 	if err == nil && s.jobs == nil {
 		err = errNoAsync
 	}
@@ -131,9 +138,13 @@ func (s *Service) Status(r *http.Request, p *rpc.StatusParams, reply *rpc.Status
 	if s.jobs == nil {
 		return rpc.NewError(errNoAsync, nil)
 	}
-	if len(p.JobIDs) > 10000 {
-		return rpc.NewError(status.Errorf(status.KindBadArgs, "at most 10000 job_ids per call"), nil)
+	switch {
+	case len(p.JobIDs) > MaxStatusJobs:
+		return rpc.NewError(status.Errorf(status.KindBadArgs, "at most %d job_ids per call, got %d", MaxStatusJobs, len(p.JobIDs)), nil)
+	case p.WaitMS > 0 && len(p.JobIDs) > MaxWaitJobs:
+		return rpc.NewError(status.Errorf(status.KindBadArgs, "at most %d job_ids per call with wait_ms, got %d", MaxWaitJobs, len(p.JobIDs)), nil)
 	}
+	p.JobIDs = distinct(p.JobIDs)
 	jobs, err := s.jobs.status(p, caller(r))
 	if err != nil {
 		return rpc.NewError(err, nil)
@@ -145,6 +156,20 @@ func (s *Service) Status(r *http.Request, p *rpc.StatusParams, reply *rpc.Status
 	}
 	reply.Jobs = jobs
 	return nil
+}
+
+// distinct returns ids without repeats, in the order of their first
+// appearance.
+func distinct(ids []string) []string {
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // Cancel stops one of the caller's async jobs and its whole process group.
@@ -187,8 +212,14 @@ func (s *Service) WriteChunk(r *http.Request, p *rpc.WriteChunkParams, reply *rp
 	if err == nil {
 		out, err = s.files.write(caller(r), p)
 	}
-	if err != nil || p.Final {
-		s.record(r, AuditEntry{RPC: "Minion.WriteChunk", Call: "file.cp", ArgsSHA256: p.SHA256, JobID: p.TransferID, Message: p.Path}, err)
+	// A transfer is recorded at its first chunk and its last, and
+	// wherever it fails.
+	if err != nil || p.Offset == 0 || p.Final {
+		msg := fmt.Sprintf("%s (offset %d, %d bytes)", p.Path, p.Offset, len(p.Data))
+		if p.Final {
+			msg = fmt.Sprintf("%s (last chunk, %d bytes in all)", p.Path, p.Offset+int64(len(p.Data)))
+		}
+		s.record(r, AuditEntry{RPC: "Minion.WriteChunk", Call: "file.cp", ArgsSHA256: p.SHA256, JobID: p.TransferID, Message: msg}, err)
 	}
 	if err != nil {
 		return rpc.NewError(err, nil)
@@ -203,11 +234,10 @@ func (s *Service) ReadChunk(r *http.Request, p *rpc.ReadChunkParams, reply *rpc.
 	err := s.acl.allow(caller(r), "file", "fetch")
 	var out rpc.ReadChunkReply
 	if err == nil {
-		out, err = readChunk(p)
+		out, err = readChunk(r.Context(), p)
 	}
-	if err != nil || p.Offset == 0 {
-		s.record(r, AuditEntry{RPC: "Minion.ReadChunk", Call: "file.fetch", Message: p.Path}, err)
-	}
+	// Every chunk is a read of the file: each is recorded.
+	s.record(r, AuditEntry{RPC: "Minion.ReadChunk", Call: "file.fetch", Message: fmt.Sprintf("%s (offset %d, %d bytes)", p.Path, p.Offset, len(out.Data))}, err)
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}

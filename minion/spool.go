@@ -90,7 +90,8 @@ func readOutcome(dir string) (*outcome, error) {
 }
 
 // readOutput returns up to max bytes of a job's output from offset, and
-// the offset to read on from.
+// the offset to read on from. It allocates no more than the output holds
+// past offset, whatever max says.
 func readOutput(dir string, offset int64, max int) (string, int64, error) {
 	f, err := os.Open(filepath.Join(dir, outputFile))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -100,12 +101,20 @@ func readOutput(dir string, offset int64, max int) (string, int64, error) {
 		return "", offset, err
 	}
 	defer f.Close()
-	buf := make([]byte, max)
-	n, err := f.ReadAt(buf, offset)
+	fi, err := f.Stat()
+	if err != nil {
+		return "", offset, err
+	}
+	n := min(int64(max), fi.Size()-offset)
+	if n <= 0 {
+		return "", offset, nil
+	}
+	buf := make([]byte, n)
+	k, err := f.ReadAt(buf, offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return "", offset, err
 	}
-	return string(buf[:n]), offset + int64(n), nil
+	return string(buf[:k]), offset + int64(k), nil
 }
 
 func outputSize(dir string) int64 {
@@ -135,6 +144,37 @@ func runnerAlive(pid int, dir string) bool {
 		return false
 	}
 	return bytes.Contains(cmdline, []byte(dir))
+}
+
+// procStartTicks returns when process pid started, in clock ticks after
+// boot: field 22 of /proc/PID/stat. The error wraps fs.ErrNotExist when
+// there is no such process.
+func procStartTicks(pid int) (uint64, error) {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name (in parentheses, and it may hold
+	// spaces and parentheses itself) start with the third, the state.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	fields := bytes.Fields(stat[i+1:])
+	if len(fields) < 22-2 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields)+2)
+	}
+	return strconv.ParseUint(string(fields[22-3]), 10, 64)
+}
+
+// bootID returns the kernel's identifier of this boot, "" if it cannot
+// tell.
+func bootID() string {
+	data, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return string(bytes.TrimSpace(data))
 }
 
 func procfs() bool {

@@ -1,6 +1,7 @@
 package minion
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,17 +11,21 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
 
-// Limits on file transfers.
+// Limits on file transfers: in progress at once, in all and of one
+// identity; and how long one may stay idle.
 const (
-	maxTransfers     = 64
-	transferIdleTime = 5 * time.Minute
+	maxTransfers            = 64
+	maxTransfersPerIdentity = 16
+	transferIdleTime        = 5 * time.Minute
 )
 
 // transfers holds the files being streamed to this minion: each goes to a
@@ -92,7 +97,13 @@ func (tr *transfer) abort() {
 	os.Remove(tr.tmp)
 }
 
+// maxPath bounds the path of a transfer (Linux's PATH_MAX).
+const maxPath = 4096
+
 func checkPath(p string) error {
+	if len(p) > maxPath {
+		return status.Errorf(status.KindBadArgs, "path of %d bytes, at most %d", len(p), maxPath)
+	}
 	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
 		return status.Errorf(status.KindBadArgs, "path %q must be absolute and clean", p)
 	}
@@ -122,6 +133,15 @@ func (t *transfers) write(caller string, p *rpc.WriteChunkParams) (rpc.WriteChun
 		}
 		if len(t.open) >= maxTransfers {
 			return rpc.WriteChunkReply{}, status.Errorf(status.KindModuleError, "too many transfers in progress (%d)", maxTransfers)
+		}
+		mine := 0
+		for k := range t.open {
+			if strings.HasPrefix(k, caller+"\x00") {
+				mine++
+			}
+		}
+		if mine >= maxTransfersPerIdentity {
+			return rpc.WriteChunkReply{}, status.Errorf(status.KindModuleError, "too many transfers of %s in progress (%d)", caller, maxTransfersPerIdentity)
 		}
 		var err error
 		if tr, err = begin(p.Path); err != nil {
@@ -201,15 +221,19 @@ func (tr *transfer) commit(want string, mode fs.FileMode) (string, error) {
 }
 
 // readChunk reads part of a file; at offset 0 it also returns the whole
-// file's digest.
-func readChunk(p *rpc.ReadChunkParams) (rpc.ReadChunkReply, error) {
+// file's digest, reading it until ctx is done.
+func readChunk(ctx context.Context, p *rpc.ReadChunkParams) (rpc.ReadChunkReply, error) {
 	if err := checkPath(p.Path); err != nil {
 		return rpc.ReadChunkReply{}, err
 	}
 	if p.Length <= 0 || p.Length > rpc.MaxChunk || p.Offset < 0 {
 		return rpc.ReadChunkReply{}, status.Errorf(status.KindBadArgs, "length must be 1..%d and offset not negative", rpc.MaxChunk)
 	}
-	f, err := os.Open(p.Path)
+	// Without O_NONBLOCK, opening a FIFO waits for a writer, for ever;
+	// with it, the open returns and the check below refuses it. Regular
+	// files ignore the flag. O_NOCTTY: a terminal never becomes the
+	// daemon's.
+	f, err := os.OpenFile(p.Path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return rpc.ReadChunkReply{}, status.Errorf(status.KindModuleError, "%v", err)
 	}
@@ -224,7 +248,10 @@ func readChunk(p *rpc.ReadChunkParams) (rpc.ReadChunkReply, error) {
 	reply := rpc.ReadChunkReply{Size: fi.Size(), Mode: uint32(fi.Mode().Perm())}
 	if p.Offset == 0 {
 		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
+		if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20)); err != nil {
+			if ctx.Err() != nil {
+				return rpc.ReadChunkReply{}, ctxError(ctx.Err(), "reading "+p.Path)
+			}
 			return rpc.ReadChunkReply{}, status.Errorf(status.KindModuleError, "%v", err)
 		}
 		reply.SHA256 = hex.EncodeToString(h.Sum(nil))
@@ -237,4 +264,26 @@ func readChunk(p *rpc.ReadChunkParams) (rpc.ReadChunkReply, error) {
 	reply.Data = buf[:n]
 	reply.EOF = p.Offset+int64(n) >= fi.Size()
 	return reply, nil
+}
+
+// ctxReader reads from r until ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// ctxError is the error of work stopped because ctx ended: timeout at a
+// deadline, cancelled otherwise (the client went away).
+func ctxError(err error, doing string) *status.Error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return status.Errorf(status.KindTimeout, "%s: stopped at the deadline", doing)
+	}
+	return status.Errorf(status.KindCancelled, "%s: cancelled", doing)
 }

@@ -11,6 +11,7 @@ package modules
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -18,6 +19,28 @@ import (
 
 	"github.com/overlordhq/overlord/status"
 )
+
+// nameRE is what module and method names look like.
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+
+// ValidName reports whether s is a well-formed module or method name:
+// a lower-case letter, then at most 63 lower-case letters, digits and _.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// CheckCall returns an error of kind bad_args unless module and method
+// are well-formed names. Its message quotes at most the start of a name.
+func CheckCall(module, method string) error {
+	for _, n := range [...]struct{ what, name string }{{"module", module}, {"method", method}} {
+		if !ValidName(n.name) {
+			shown := n.name
+			if len(shown) > 64 {
+				shown = shown[:64] + "..."
+			}
+			return status.Errorf(status.KindBadArgs, "%s name %q is not a name (a lower-case letter, then at most 63 lower-case letters, digits and _)", n.what, shown)
+		}
+	}
+	return nil
+}
 
 // Module is a named set of methods.
 type Module interface {
@@ -90,6 +113,14 @@ type Source interface {
 	Modules() []Module
 }
 
+// Finder is implemented by sources that can find one module by name
+// without loading the others (a plugin directory describes only the
+// plugin asked for).
+type Finder interface {
+	Source
+	Module(name string) (Module, bool)
+}
+
 // Broken is implemented by a module that could not be loaded (a plugin
 // whose description fails). It is listed with its error; calling it fails.
 type Broken interface {
@@ -98,7 +129,9 @@ type Broken interface {
 }
 
 // Registry holds modules by name: the ones added, then those of its
-// sources. It is safe for concurrent use.
+// sources. A lookup by name consults the sources only for a name that
+// was not added, so built-in modules never wait on a plugin. It is safe
+// for concurrent use.
 type Registry struct {
 	mu      sync.RWMutex
 	mods    map[string]Module
@@ -165,8 +198,27 @@ func (r *Registry) Names() []string {
 }
 
 func (r *Registry) module(name string) (Module, bool) {
-	m, ok := r.all()[name]
-	return m, ok
+	r.mu.RLock()
+	m, ok := r.mods[name]
+	sources := r.sources
+	r.mu.RUnlock()
+	if ok {
+		return m, true
+	}
+	for _, src := range sources {
+		if f, ok := src.(Finder); ok {
+			if m, ok := f.Module(name); ok {
+				return m, true
+			}
+			continue
+		}
+		for _, m := range src.Modules() {
+			if m.Name() == name {
+				return m, true
+			}
+		}
+	}
+	return nil, false
 }
 
 // Describe returns the description of the named module.
@@ -180,12 +232,15 @@ func (r *Registry) Describe(module string) (ModuleInfo, error) {
 
 // DescribeAll returns the description of every module, sorted by name.
 func (r *Registry) DescribeAll() []ModuleInfo {
-	names := r.Names()
+	all := r.all()
+	names := make([]string, 0, len(all))
+	for n := range all {
+		names = append(names, n)
+	}
+	sort.Strings(names)
 	out := make([]ModuleInfo, 0, len(names))
 	for _, n := range names {
-		if m, ok := r.module(n); ok {
-			out = append(out, Info(m))
-		}
+		out = append(out, Info(all[n]))
 	}
 	return out
 }

@@ -140,7 +140,9 @@ func mapError(err error) error {
 	if errors.As(err, &se) {
 		return NewError(se, nil)
 	}
-	if strings.HasPrefix(err.Error(), "rpc: can't find") {
+	// gorilla's own: no such service or method, or a name that is not
+	// SERVICE.METHOD ("Minion.Call.x").
+	if msg := err.Error(); strings.HasPrefix(msg, "rpc: can't find") || strings.HasPrefix(msg, "rpc: service/method request ill-formed") {
 		return &json2.Error{Code: json2.E_NO_METHOD, Message: err.Error(), Data: ErrorData{Kind: status.KindUnknownMethod}}
 	}
 	return &json2.Error{Code: json2.E_SERVER, Message: err.Error(), Data: ErrorData{Kind: status.KindInternal}}
@@ -172,7 +174,8 @@ type StatusParams struct {
 	// FromOffset is where in each job's output to start reading.
 	FromOffset int64 `json:"from_offset,omitempty"`
 	// MaxOutput caps the output returned per job: 0 is the default
-	// (64 KiB), a negative value returns none.
+	// (64 KiB), a negative value returns none, and more than 1 MiB is
+	// cut to 1 MiB. A reply carries at most 8 MiB of output in all.
 	MaxOutput int `json:"max_output,omitempty"`
 	// WaitMS, if positive, makes the call wait up to this long (at most
 	// 30 s) for any of the jobs to change state before answering: a long
@@ -200,8 +203,12 @@ type JobStatus struct {
 	Error       *status.Error   `json:"error,omitempty"`
 	// Output is the job's output (stdout and stderr as produced) from
 	// the offset asked for; NextOffset is where to read on from.
-	Output     string     `json:"output,omitempty"`
-	NextOffset int64      `json:"next_offset"`
+	Output     string `json:"output,omitempty"`
+	NextOffset int64  `json:"next_offset"`
+	// Truncated is set when the reply's size limits left out some of
+	// this job's output (or its result) that the request asked for:
+	// ask for the job again, alone, from NextOffset.
+	Truncated  bool       `json:"truncated,omitempty"`
 	DurationMS int64      `json:"duration_ms,omitempty"`
 	CreatedAt  time.Time  `json:"created_at,omitzero"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`

@@ -74,6 +74,19 @@ func TestServeErrors(t *testing.T) {
 	if _, _, err := run(t, nil, "--state-dir", dir, "serve", "--listen", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "minion init") {
 		t.Errorf("serve without identity: %v", err)
 	}
+	if err := minion.Identity(dir).Install(certstest.NewCA(t).Minion("web1")); err != nil {
+		t.Fatal(err)
+	}
+	acl := filepath.Join(dir, minion.ACLFile)
+	if err := os.WriteFile(acl, []byte("*: test.*\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(acl, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := run(t, nil, "--state-dir", dir, "serve", "--listen", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), acl+" has mode 0666, writable by group or others; it must be 0644 (chmod 644 "+acl+")") {
+		t.Errorf("serve with a world-writable acl.conf: %v", err)
+	}
 }
 
 // serve runs until its context ends, then shuts down cleanly.

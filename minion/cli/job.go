@@ -3,7 +3,9 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -23,7 +25,11 @@ func (a *App) runJobCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// The spool directory is <state-dir>/spool/<job>.
 			stateDir := filepath.Dir(filepath.Dir(filepath.Clean(args[0])))
-			return minion.RunJob(args[0], minion.Registry(stateDir))
+			// The daemon says who it is, for the process module to spare
+			// it; what the job starts need not know.
+			daemon, _ := strconv.Atoi(a.Getenv(minion.MinionPIDEnv))
+			os.Unsetenv(minion.MinionPIDEnv)
+			return minion.RunJob(args[0], minion.RunnerRegistry(stateDir, daemon))
 		},
 	}
 }

@@ -22,6 +22,9 @@ func Registry() *modules.Registry { return New(Options{}) }
 type Options struct {
 	// Info adds the minion's own configuration and health to system.info.
 	Info func() map[string]any
+	// MinionPID, in an async job's runner, is the pid of the minion
+	// daemon, which the process module then protects too.
+	MinionPID int
 }
 
 // New returns a new registry holding every built-in module.
@@ -30,7 +33,7 @@ func New(opts Options) *modules.Registry {
 	for _, m := range []modules.Module{
 		test.Module{}, command.Module{}, system.Module{Registry: r, Info: opts.Info},
 		facts.Module{}, sysctl.Module{}, mount.Module{}, pkg.Module{},
-		file.Module{}, process.Module{}, service.Module{},
+		file.Module{}, process.Module{Minion: opts.MinionPID}, service.Module{},
 	} {
 		if err := r.Add(m); err != nil {
 			panic(err) // built-in names are fixed and distinct

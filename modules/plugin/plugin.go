@@ -16,10 +16,12 @@
 // as command.run's do: with the call's timeout, capped output, and the
 // whole process group killed when the call ends early.
 //
-// The directory is read again on every lookup and a description is
-// cached by the plugin file's size, modification time and mode, so plugins are
+// A lookup of one plugin looks at its file only, and a listing reads the
+// directory again; a description is cached by the plugin file's size,
+// modification time, mode, inode and owner, so plugins are
 // picked up, changed and removed without restarting the minion. A plugin
-// that fails to describe itself is listed with its error and breaks
+// that fails to describe itself, or that others than root and the
+// minion's user could have changed, is listed with its error and breaks
 // nothing else.
 package plugin
 
@@ -32,10 +34,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/overlordhq/overlord/modules"
@@ -53,25 +55,57 @@ const (
 	MaxResult = 16 << 20
 )
 
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
-
 // Dir is a directory of plugins, a modules.Source. A plugin named like a
 // built-in module is ignored: built-ins are never shadowed.
+//
+// Only what the minion's own user (or root) controls is run: the
+// directory must not be writable by group or others, and a plugin (the
+// file a symlink in it points to) must be a regular file owned by root
+// or the minion's user and not writable by group or others. What fails
+// these checks is listed as a broken plugin saying why, and never run.
 type Dir struct {
 	Path string
+	// UID is the minion's user, which may own plugins beside root; the
+	// process's effective uid if nil.
+	UID *int
 
-	mu    sync.Mutex
-	cache map[string]cached
+	mu      sync.Mutex
+	cache   map[string]cached
+	loading map[string]*loading
 }
 
+// cached is a plugin's module as loaded from the file that stat showed.
 type cached struct {
+	key fileKey
+	mod modules.Module
+}
+
+// loading is a description under way; others asking for the same plugin
+// wait for it.
+type loading struct {
+	key  fileKey
+	done chan struct{}
+	mod  modules.Module
+}
+
+// fileKey says whether a plugin file changed since it was described.
+type fileKey struct {
 	size  int64
 	mtime time.Time
 	mode  fs.FileMode
-	mod   modules.Module
+	ino   uint64
+	uid   uint32
 }
 
-var _ modules.Source = (*Dir)(nil)
+func keyOf(fi fs.FileInfo) fileKey {
+	k := fileKey{size: fi.Size(), mtime: fi.ModTime(), mode: fi.Mode()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		k.ino, k.uid = uint64(st.Ino), st.Uid
+	}
+	return k
+}
+
+var _ modules.Finder = (*Dir)(nil)
 
 // Modules implements modules.Source: every executable in the directory,
 // described (from cache when unchanged).
@@ -80,47 +114,132 @@ func (d *Dir) Modules() []modules.Module {
 	if err != nil {
 		return nil // no directory: no plugins
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cache == nil {
-		d.cache = map[string]cached{}
-	}
+	dirErr := d.checkDir()
 	seen := map[string]bool{}
 	var out []modules.Module
 	for _, e := range ents {
 		name := e.Name()
-		if strings.HasPrefix(name, ".") || e.IsDir() {
+		if strings.HasPrefix(name, ".") {
 			continue
 		}
-		fi, err := e.Info()
-		if err != nil || fi.Mode()&0o111 == 0 {
-			continue // not executable: not a plugin (a README, a config)
+		m, ok := d.find(name, dirErr)
+		if !ok {
+			continue
 		}
 		seen[name] = true
-		if c, ok := d.cache[name]; ok && c.size == fi.Size() && c.mtime.Equal(fi.ModTime()) && c.mode == fi.Mode() {
-			out = append(out, c.mod)
-			continue
-		}
-		m := d.load(name, fi)
-		d.cache[name] = cached{size: fi.Size(), mtime: fi.ModTime(), mode: fi.Mode(), mod: m}
 		out = append(out, m)
 	}
+	d.mu.Lock()
 	for name := range d.cache {
 		if !seen[name] {
 			delete(d.cache, name)
 		}
 	}
+	d.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
 	return out
 }
 
-func (d *Dir) load(name string, fi fs.FileInfo) modules.Module {
-	path := filepath.Join(d.Path, name)
-	if !nameRE.MatchString(name) {
-		return &broken{name: name, err: fmt.Errorf("%q is not a module name (lower-case letters, digits and _, starting with a letter)", name)}
+// Module implements modules.Finder: the plugin named name, described if
+// it is not in the cache, without looking at the others.
+func (d *Dir) Module(name string) (modules.Module, bool) {
+	if name == "" || strings.HasPrefix(name, ".") || strings.ContainsRune(name, '/') {
+		return nil, false
 	}
-	if fi.Mode().Perm()&0o002 != 0 {
-		return &broken{name: name, err: fmt.Errorf("%s is writable by anyone; refusing to run it", path)}
+	return d.find(name, d.checkDir())
+}
+
+// find returns the plugin in file name, if the file is one: an
+// executable (through a symlink or not) that is not a directory.
+func (d *Dir) find(name string, dirErr error) (modules.Module, bool) {
+	path := filepath.Join(d.Path, name)
+	fi, err := os.Stat(path) // follows a symlink: the target is what runs
+	if err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return nil, false // not executable: not a plugin (a README, a config)
+	}
+	if dirErr != nil {
+		return &broken{name: name, err: dirErr}, true
+	}
+	if err := d.checkFile(path, fi); err != nil {
+		return &broken{name: name, err: err}, true
+	}
+	return d.get(name, fi), true
+}
+
+func (d *Dir) uid() int {
+	if d.UID != nil {
+		return *d.UID
+	}
+	return os.Geteuid()
+}
+
+// checkDir returns why the directory's plugins may not run, or nil.
+func (d *Dir) checkDir() error {
+	fi, err := os.Stat(d.Path)
+	if err != nil {
+		return err
+	}
+	return d.trusted(d.Path, "directory", fi)
+}
+
+// checkFile returns why the plugin at path may not run, or nil.
+func (d *Dir) checkFile(path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file; refusing to run it", path)
+	}
+	return d.trusted(path, "plugin", fi)
+}
+
+// trusted checks that only root or the minion's user can change what fi
+// describes.
+func (d *Dir) trusted(path, what string, fi fs.FileInfo) error {
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("%s %s has mode %04o, writable by group or others; refusing to run it (chmod go-w %s)", what, path, perm, path)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != d.uid() {
+		return fmt.Errorf("%s %s is owned by uid %d, not root or the minion's user (uid %d); refusing to run it", what, path, st.Uid, d.uid())
+	}
+	return nil
+}
+
+// get returns the module of plugin name, whose file stat described as fi:
+// from the cache if the file is unchanged, else described now. The lock
+// is not held while a plugin describes itself; a second caller for the
+// same plugin waits for the first's description.
+func (d *Dir) get(name string, fi fs.FileInfo) modules.Module {
+	key := keyOf(fi)
+	d.mu.Lock()
+	if d.cache == nil {
+		d.cache, d.loading = map[string]cached{}, map[string]*loading{}
+	}
+	if c, ok := d.cache[name]; ok && c.key == key {
+		d.mu.Unlock()
+		return c.mod
+	}
+	if l, ok := d.loading[name]; ok && l.key == key {
+		d.mu.Unlock()
+		<-l.done
+		return l.mod
+	}
+	l := &loading{key: key, done: make(chan struct{})}
+	d.loading[name] = l
+	d.mu.Unlock()
+
+	l.mod = d.load(name)
+	close(l.done)
+	d.mu.Lock()
+	if d.loading[name] == l {
+		delete(d.loading, name)
+	}
+	d.cache[name] = cached{key: key, mod: l.mod}
+	d.mu.Unlock()
+	return l.mod
+}
+
+func (d *Dir) load(name string) modules.Module {
+	path := filepath.Join(d.Path, name)
+	if !modules.ValidName(name) {
+		return &broken{name: name, err: fmt.Errorf("%q is not a module name (lower-case letters, digits and _, starting with a letter)", name)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), DescribeTimeout)
 	defer cancel()
@@ -189,7 +308,7 @@ func ParseDescription(data []byte) (*Description, error) {
 	}
 	methods := map[string]bool{}
 	for _, m := range d.Methods {
-		if !nameRE.MatchString(m.Name) {
+		if !modules.ValidName(m.Name) {
 			return nil, fmt.Errorf("bad description: method name %q", m.Name)
 		}
 		if methods[m.Name] {
@@ -201,7 +320,7 @@ func ParseDescription(data []byte) (*Description, error) {
 		}
 		params := map[string]bool{}
 		for _, p := range m.Params {
-			if !nameRE.MatchString(p.Name) {
+			if !modules.ValidName(p.Name) {
 				return nil, fmt.Errorf("bad description: %s: parameter name %q", m.Name, p.Name)
 			}
 			if params[p.Name] {

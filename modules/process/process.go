@@ -3,7 +3,9 @@
 // lines.
 //
 // kill and pkill never signal pid 1, the minion itself or (pkill) any of
-// its ancestors, so a careless pattern cannot take the minion down.
+// its ancestors, so a careless pattern cannot take the minion down. In an
+// async job, "the minion itself" is both the job's runner and the minion
+// daemon that started it (Module.Minion).
 package process
 
 import (
@@ -48,6 +50,10 @@ type Module struct {
 	// PID is the minion's own pid, which kill and pkill refuse to signal;
 	// 0 means os.Getpid().
 	PID int
+	// Minion, in an async job's runner, is the pid of the minion daemon
+	// that started the runner: kill refuses it too, and pkill it and its
+	// ancestors. 0 in the daemon itself.
+	Minion int
 	// Signal sends sig to pid; nil means syscall.Kill.
 	Signal func(pid int, sig syscall.Signal) error
 }
@@ -186,7 +192,7 @@ func (m Module) kill(_ context.Context, a modules.Args) (any, error) {
 		return nil, status.Errorf(status.KindBadArgs, "kill: parameter pid: refusing to signal pid %d", pid64)
 	}
 	pid := int(pid64)
-	if pid == m.self() {
+	if pid == m.self() || pid == m.Minion {
 		return nil, status.Errorf(status.KindBadArgs, "kill: parameter pid: %d is the minion itself", pid)
 	}
 	if err := m.signal(pid, sig); err != nil {
@@ -307,17 +313,19 @@ func (m Module) pids() ([]int, error) {
 	return pids, nil
 }
 
-// ancestry returns the minion's pid and those of its ancestors.
+// ancestry returns the minion's pid and those of its ancestors, and in a
+// runner the daemon's and its ancestors' too.
 func (m Module) ancestry() map[int]bool {
 	out := map[int]bool{}
-	pid := m.self()
-	for pid > 0 && !out[pid] && len(out) < 4096 {
-		out[pid] = true
-		st, err := m.stat(pid)
-		if err != nil {
-			break
+	for _, pid := range []int{m.self(), m.Minion} {
+		for pid > 0 && !out[pid] && len(out) < 4096 {
+			out[pid] = true
+			st, err := m.stat(pid)
+			if err != nil {
+				break
+			}
+			pid = st.ppid
 		}
-		pid = st.ppid
 	}
 	return out
 }

@@ -469,3 +469,28 @@ func TestDocs(t *testing.T) {
 		}
 	}
 }
+
+// In an async job's runner, the minion daemon is protected as well as
+// the runner itself: kill refuses it, pkill skips it and its ancestors.
+func TestRunnerProtectsTheDaemon(t *testing.T) {
+	host := append(slices.Clone(fakeHost),
+		fakeProc{pid: 900, ppid: 1, comm: "minion", state: "S", argv: []string{"/usr/bin/minion", "run-job", "/var/lib/minion/spool/j1"}})
+	rec := &recorder{}
+	m := process.Module{ProcRoot: writeProc(t, host...), PID: 900, Minion: 600, Signal: rec.signal}
+	for _, pid := range []float64{600, 900} {
+		if _, err := call(t, m, "kill", nil, pid); err == nil || err.Kind != status.KindBadArgs || !strings.Contains(err.Message, "is the minion itself") {
+			t.Errorf("kill %v: %v, want refused", pid, err)
+		}
+	}
+	got, err := call(t, m, "pkill", nil, "minion|bash|nginx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := got.(process.PKill)
+	if !slices.Equal(res.Killed, []int{700, 701}) || !slices.Equal(res.Skipped, []int{500, 600, 900}) {
+		t.Errorf("killed %v skipped %v; want 700 701 killed, the daemon (600), its parent (500) and the runner (900) skipped", res.Killed, res.Skipped)
+	}
+	if len(rec.sent) != 2 {
+		t.Errorf("signals sent: %v", rec.sent)
+	}
+}

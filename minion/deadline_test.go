@@ -1,0 +1,123 @@
+package minion_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/overlordhq/overlord/certs/certstest"
+	"github.com/overlordhq/overlord/minion"
+	"github.com/overlordhq/overlord/rpc"
+)
+
+// A client that does not read its answer loses its connection once the
+// write timeout passes, instead of holding the request (its slot and
+// the handler) for ever: the server then has nothing left to drain.
+func TestWriteTimeout(t *testing.T) {
+	ca := certstest.NewCA(t)
+	srv, err := minion.New(minion.Config{Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0", WriteTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	file := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(file, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A receive buffer far smaller than the answer (over 5.5 MB: 4 MiB
+	// in base64), so that the minion's writes block while nothing reads.
+	if err := conn.(*net.TCPConn).SetReadBuffer(4 << 10); err != nil {
+		t.Fatal(err)
+	}
+	cfg := certstest.ClientTLS(t, ca.Overlord("op"))
+	cfg.ServerName = "web1"
+	tc := tls.Client(conn, cfg)
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"Minion.ReadChunk","params":{"path":%q,"offset":0,"length":%d}}`, file, 4<<20)
+	if _, err := fmt.Fprintf(tc, "POST /rpc HTTP/1.1\r\nHost: web1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the write timeout, not reading
+
+	// Shutdown waits for requests in flight; there must be none.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Close(ctx); err != nil {
+		t.Errorf("Close: %v; the answer nobody reads still holds its request", err)
+	}
+}
+
+// The write timeout counts from the answer's start: a call that runs
+// longer than it still gets its answer.
+func TestWriteTimeoutLongCall(t *testing.T) {
+	ca := certstest.NewCA(t)
+	srv, err := minion.New(minion.Config{Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0", WriteTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	c := dial(t, certstest.ClientTLS(t, ca.Overlord("op")), map[string]string{"web1": srv.Addr().String()})
+	for range 2 { // the second on the same connection, after the first's deadline
+		if _, err := call(context.Background(), c, "web1", rpc.CallParams{Module: "test", Method: "sleep", Positional: []any{0.5}}); err != nil {
+			t.Fatalf("a call longer than the write timeout: %v", err)
+		}
+	}
+}
+
+// Past MaxConns connections, the next waits until one closes.
+func TestMaxConns(t *testing.T) {
+	ca := certstest.NewCA(t)
+	srv, err := minion.New(minion.Config{Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0", MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	addr := srv.Addr().String()
+	var idle []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	ping := func(timeout time.Duration) error {
+		c := rpc.NewClient(rpc.ClientConfig{
+			TLS:            certstest.ClientTLS(t, ca.Overlord("op")),
+			Resolve:        func(string) (string, bool) { return addr, true },
+			ConnectTimeout: timeout,
+		})
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		_, err := call(ctx, c, "web1", rpc.CallParams{Module: "test", Method: "ping"})
+		return err
+	}
+	if err := ping(time.Second); err == nil {
+		t.Error("a third connection was served beside two open ones, with MaxConns 2")
+	}
+	idle[0].Close()
+	if err := ping(5 * time.Second); err != nil {
+		t.Errorf("after one closed: %v", err)
+	}
+}
