@@ -15,8 +15,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/modules/command"
@@ -311,23 +309,11 @@ type output struct {
 // run runs systemctl with args, bounded by ctx. A non-zero exit is a
 // module_error with systemctl's stderr; its output is returned too.
 func run(ctx context.Context, prog string, args ...string) (output, error) {
-	argv := append([]string{"--no-pager", "--no-ask-password"}, args...)
-	c := exec.CommandContext(ctx, prog, argv...)
-	c.Env = append(os.Environ(), "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0", "SYSTEMD_URLIFY=0")
-	stdout, stderr := &command.Capped{Max: maxStdout}, &command.Capped{Max: maxStderr}
-	c.Stdout, c.Stderr = stdout, stderr
-	if modules.JobProcessGroup(ctx) {
-		// An async job's runner leads a process group and kills it when
-		// the job is cancelled; stay in it.
-		c.Cancel = func() error { return syscall.Kill(-syscall.Getpgrp(), syscall.SIGTERM) }
-	} else {
-		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
-	}
-	c.WaitDelay = 2 * time.Second
-
-	err := c.Run()
-	out := output{stdout: stdout.String(), truncated: stdout.Truncated()}
+	argv := append([]string{prog, "--no-pager", "--no-ask-password"}, args...)
+	res, err := command.Exec(ctx, command.Spec{
+		Argv: argv, Env: []string{"SYSTEMD_PAGER=", "SYSTEMD_COLORS=0", "SYSTEMD_URLIFY=0"}, MaxOutput: maxStdout,
+	})
+	out := output{stdout: res.Stdout, truncated: res.Truncated}
 	what := "systemctl " + strings.Join(withoutDashes(args), " ")
 	switch {
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -336,19 +322,25 @@ func run(ctx context.Context, prog string, args ...string) (output, error) {
 		return out, status.Errorf(status.KindCancelled, "%s cancelled", what)
 	case err == nil:
 		return out, nil
-	}
-	var exitErr *exec.ExitError
-	if errors.As(err, &exitErr) {
-		msg := strings.TrimSpace(stderr.String())
+	case res.ExitCode > 0:
+		msg := strings.TrimSpace(res.Stderr)
+		if len(msg) > maxStderr {
+			msg = msg[:maxStderr]
+		}
 		if msg == "" {
 			msg = strings.TrimSpace(out.stdout)
 		}
 		if msg == "" {
 			msg = "no message"
 		}
-		return out, status.Errorf(status.KindModuleError, "%s failed (%s): %s", what, exitErr.ProcessState, msg)
+		return out, status.Errorf(status.KindModuleError, "%s failed (exit status %d): %s", what, res.ExitCode, msg)
 	}
-	return out, status.Errorf(status.KindModuleError, "%s: %v", what, err)
+	msg := err.Error()
+	var se *status.Error
+	if errors.As(err, &se) {
+		msg = strings.TrimPrefix(se.Message, "command ")
+	}
+	return out, status.Errorf(status.KindModuleError, "%s: %s", what, msg)
 }
 
 // withoutDashes drops the "--" that ends systemctl's options, for messages.
