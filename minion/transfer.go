@@ -13,9 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/overlordhq/overlord/modules/file"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
@@ -229,26 +229,17 @@ func readChunk(ctx context.Context, p *rpc.ReadChunkParams) (rpc.ReadChunkReply,
 	if p.Length <= 0 || p.Length > rpc.MaxChunk || p.Offset < 0 {
 		return rpc.ReadChunkReply{}, status.Errorf(status.KindBadArgs, "length must be 1..%d and offset not negative", rpc.MaxChunk)
 	}
-	// Without O_NONBLOCK, opening a FIFO waits for a writer, for ever;
-	// with it, the open returns and the check below refuses it. Regular
-	// files ignore the flag. O_NOCTTY: a terminal never becomes the
-	// daemon's.
-	f, err := os.OpenFile(p.Path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	// OpenRegular does not block on a FIFO and refuses anything that is
+	// not a regular file.
+	f, fi, err := file.OpenRegular(p.Path)
 	if err != nil {
 		return rpc.ReadChunkReply{}, status.Errorf(status.KindModuleError, "%v", err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return rpc.ReadChunkReply{}, status.Errorf(status.KindModuleError, "%v", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return rpc.ReadChunkReply{}, status.Errorf(status.KindModuleError, "%s is not a regular file", p.Path)
-	}
 	reply := rpc.ReadChunkReply{Size: fi.Size(), Mode: uint32(fi.Mode().Perm())}
 	if p.Offset == 0 {
 		h := sha256.New()
-		if _, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 1<<20)); err != nil {
+		if _, err := io.CopyBuffer(h, file.ContextReader(ctx, f), make([]byte, 1<<20)); err != nil {
 			if ctx.Err() != nil {
 				return rpc.ReadChunkReply{}, ctxError(ctx.Err(), "reading "+p.Path)
 			}
@@ -264,19 +255,6 @@ func readChunk(ctx context.Context, p *rpc.ReadChunkParams) (rpc.ReadChunkReply,
 	reply.Data = buf[:n]
 	reply.EOF = p.Offset+int64(n) >= fi.Size()
 	return reply, nil
-}
-
-// ctxReader reads from r until ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // ctxError is the error of work stopped because ctx ended: timeout at a

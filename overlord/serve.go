@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/enrolment"
 )
@@ -195,7 +197,7 @@ func (e *Endpoint) Open(ctx context.Context) error {
 		}
 	}
 	e.ln = ln
-	ln = &limitListener{Listener: ln, sem: make(chan struct{}, MaxEndpointConns)}
+	ln = netutil.LimitListener(ln, MaxEndpointConns)
 	e.srv = &http.Server{
 		Handler:           e.Handler(),
 		TLSConfig:         tcfg,
@@ -243,34 +245,5 @@ func (e *Endpoint) Close(ctx context.Context) error {
 		}
 		e.errMu.Unlock()
 	})
-	return err
-}
-
-// limitListener accepts a connection only while fewer than cap(sem) are
-// open.
-type limitListener struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
 	return err
 }

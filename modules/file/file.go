@@ -258,7 +258,7 @@ func read(_ context.Context, a modules.Args) (any, error) {
 	if limit <= 0 || limit > MaxRead {
 		return nil, status.Errorf(status.KindBadArgs, "read: parameter max_bytes: must be between 1 and %d, got %d", MaxRead, limit)
 	}
-	f, fi, err := openRegular(p)
+	f, fi, err := OpenRegular(p)
 	if err != nil {
 		return nil, err
 	}

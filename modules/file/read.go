@@ -24,11 +24,11 @@ var hashes = map[string]func() hash.Hash{
 	"md5":    md5.New,
 }
 
-// openRegular opens path for reading and checks that it is a regular file.
+// OpenRegular opens path for reading and checks that it is a regular file.
 // O_NONBLOCK keeps a FIFO from blocking the open until a writer comes; it
 // does nothing to a regular file.
-func openRegular(path string) (*os.File, fs.FileInfo, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+func OpenRegular(path string) (*os.File, fs.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -72,7 +72,7 @@ func hashFile(ctx context.Context, path, algo string) (string, int64, error) {
 	if !ok {
 		return "", 0, fmt.Errorf("unknown hash %q", algo)
 	}
-	f, _, err := openRegular(path)
+	f, _, err := OpenRegular(path)
 	if err != nil {
 		return "", 0, err
 	}
@@ -84,6 +84,10 @@ func hashFile(ctx context.Context, path, algo string) (string, int64, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
+
+// ContextReader returns a reader of r that fails once ctx has ended, so a
+// long read (a whole-file digest) stops with the request that asked.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
 
 // ctxReader is a reader that fails once its context has ended.
 type ctxReader struct {

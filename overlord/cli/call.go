@@ -88,30 +88,9 @@ configuration error, 3 the target matched no minion.`,
 				}
 				return err
 			}
-			pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv), jobID: p.JobID}
-			var printErr error
-			job, err := o.Call(cmd.Context(), p, func(name string, r status.Result) {
-				if printErr == nil {
-					printErr = pr.Result(name, r)
-				}
+			return a.runPrinted(format, p.JobID, func(onResult func(string, status.Result)) (status.Job, error) {
+				return o.Call(cmd.Context(), p, onResult)
 			})
-			if job.JobID == "" {
-				return err
-			}
-			if printErr == nil {
-				printErr = pr.Done(job)
-			}
-			if errors.Is(err, overlord.ErrNotRecorded) {
-				// The call itself ran: its results are printed, and its
-				// exit status says how it went. Do not suggest a retry.
-				fmt.Fprintf(a.Stderr, "warning: %v\n", err)
-			} else if err != nil {
-				return err
-			}
-			if printErr != nil && !errors.Is(printErr, syscall.EPIPE) {
-				return printErr
-			}
-			return exitFor(job.Summary.ExitCode())
 		},
 	}
 	f := cmd.Flags()
@@ -148,4 +127,35 @@ func (a *App) printSubmitted(format, id string, state status.State) error {
 	}
 	_, err := fmt.Fprintln(a.Stdout, id)
 	return err
+}
+
+// runPrinted runs a recorded fan-out (call, cp, fetch), printing each
+// minion's result as it arrives and the job at the end, and returns the
+// job's exit status. Results printed but not recorded are a warning, and a
+// reader that went away (| head) does not stop the run.
+func (a *App) runPrinted(format, jobID string, run func(onResult func(string, status.Result)) (status.Job, error)) error {
+	pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv), jobID: jobID}
+	var printErr error
+	job, err := run(func(name string, r status.Result) {
+		if printErr == nil {
+			printErr = pr.Result(name, r)
+		}
+	})
+	if job.JobID == "" {
+		return err
+	}
+	if printErr == nil {
+		printErr = pr.Done(job)
+	}
+	if errors.Is(err, overlord.ErrNotRecorded) {
+		// The run itself happened: its results are printed, and its exit
+		// status says how it went. Do not suggest a retry.
+		fmt.Fprintf(a.Stderr, "warning: %v\n", err)
+	} else if err != nil {
+		return err
+	}
+	if printErr != nil && !errors.Is(printErr, syscall.EPIPE) {
+		return printErr
+	}
+	return exitFor(job.Summary.ExitCode())
 }

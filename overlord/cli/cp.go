@@ -1,9 +1,6 @@
 package cli
 
 import (
-	"errors"
-	"syscall"
-
 	"github.com/spf13/cobra"
 
 	"github.com/overlordhq/overlord/fanout"
@@ -39,26 +36,9 @@ func (a *App) fileCmd(use, short, long, example, method string,
 			if err != nil {
 				return err
 			}
-			pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv), jobID: p.JobID}
-			var printErr error
-			job, err := run(cmd, o, p, args, func(name string, r status.Result) {
-				if printErr == nil {
-					printErr = pr.Result(name, r)
-				}
+			return a.runPrinted(format, p.JobID, func(onResult func(string, status.Result)) (status.Job, error) {
+				return run(cmd, o, p, args, onResult)
 			})
-			if job.JobID == "" {
-				return err
-			}
-			if printErr == nil {
-				printErr = pr.Done(job)
-			}
-			if err != nil {
-				return err
-			}
-			if printErr != nil && !errors.Is(printErr, syscall.EPIPE) {
-				return printErr
-			}
-			return exitFor(job.Summary.ExitCode())
 		},
 	}
 	f := cmd.Flags()
