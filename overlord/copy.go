@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -131,11 +132,16 @@ func (o *Overlord) Fetch(ctx context.Context, p *Prepared, remote, localDir stri
 	if path.Base(remote) == "/" {
 		return status.Job{}, fmt.Errorf("fetch copies a file; %q is not one", remote)
 	}
+	_, statErr := os.Lstat(localDir)
+	made := errors.Is(statErr, fs.ErrNotExist)
 	if err := os.MkdirAll(localDir, 0o755); err != nil {
 		return status.Job{}, err
 	}
 	if fi, err := os.Stat(localDir); err != nil || !fi.IsDir() {
 		return status.Job{}, fmt.Errorf("%s is not a directory", localDir)
+	}
+	if made {
+		defer os.Remove(localDir) // only if every fetch failed and left it empty
 	}
 	p.Args = map[string]any{"src": remote, "dest": localDir}
 	spec := p.defaults()
@@ -153,12 +159,19 @@ func (o *Overlord) Fetch(ctx context.Context, p *Prepared, remote, localDir stri
 }
 
 func pullFile(ctx context.Context, client *rpc.Client, minion, remote, dir string, timeout time.Duration) (FileResult, error) {
+	// A fetch that fails leaves nothing behind: not its temporary file,
+	// nor the minion's directory if this fetch made it.
+	_, statErr := os.Lstat(dir)
+	made := errors.Is(statErr, fs.ErrNotExist)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return FileResult{}, status.Errorf(status.KindInternal, "%v", err)
 	}
 	dest := filepath.Join(dir, path.Base(remote))
 	tmp, err := os.CreateTemp(dir, "."+path.Base(remote)+".tmp-*")
 	if err != nil {
+		if made {
+			os.Remove(dir)
+		}
 		return FileResult{}, status.Errorf(status.KindInternal, "%v", err)
 	}
 	done := false
@@ -166,6 +179,9 @@ func pullFile(ctx context.Context, client *rpc.Client, minion, remote, dir strin
 		if !done {
 			tmp.Close()
 			os.Remove(tmp.Name())
+			if made {
+				os.Remove(dir) // only if empty: never anything else's
+			}
 		}
 	}()
 	h := sha256.New()

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -92,9 +94,21 @@ func TestCopyFailuresLeaveNothing(t *testing.T) {
 	if r := job.Minions[fleet.Names[0]]; r.OK {
 		t.Errorf("fetch of a missing file: %+v, want a failure", r)
 	}
-	ents, _ := os.ReadDir(filepath.Join(dir, fleet.Names[0]))
-	if len(ents) != 0 {
-		t.Errorf("a failed fetch left %d files", len(ents))
+	if _, err := os.Lstat(filepath.Join(dir, fleet.Names[0])); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a failed fetch left its directory %s behind (%v)", filepath.Join(dir, fleet.Names[0]), err)
+	}
+	fresh := filepath.Join(dir, "fresh")
+	o.Fetch(ctx, prepare(t, o, "*", "fetch"), filepath.Join(dir, "missing"), fresh, nil)
+	if _, err := os.Lstat(fresh); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a failed fetch left the directory it made, %s (%v)", fresh, err)
+	}
+	// A directory that was there before is kept, with what it holds.
+	keep := filepath.Join(dir, fleet.Names[0])
+	os.Mkdir(keep, 0o755)
+	os.WriteFile(filepath.Join(keep, "other"), []byte("x"), 0o600)
+	o.Fetch(ctx, prepare(t, o, "*", "fetch"), filepath.Join(dir, "missing"), dir, nil)
+	if ents, err := os.ReadDir(keep); err != nil || len(ents) != 1 {
+		t.Errorf("a failed fetch into an existing directory: %v, %d entries, want the 1 that was there", err, len(ents))
 	}
 	if _, err := o.Copy(ctx, prepare(t, o, "*", "cp"), dir, "/tmp/x", nil); err == nil {
 		t.Error("copying a directory was accepted")
