@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -123,12 +125,16 @@ run detached in runners of their own and outlive a restart of the daemon;
 on start it settles the jobs an earlier daemon left running. On SIGTERM
 or SIGINT it stops accepting, lets calls in flight finish for --grace,
 then exits; a second signal exits at once.`,
-		Example: "  minion serve\n  minion serve --listen 127.0.0.1:51234 --log-level debug",
+		Example: "  minion serve\n  minion serve --listen 127.0.0.1:51234 --log-level debug\n  minion serve --listen 41015          # all addresses, port 41015",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %v", err)
+			}
+			listen, err := listenAddr(listen)
+			if err != nil {
+				return err
 			}
 			logger := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
 			srv, err := minion.New(minion.Config{StateDir: a.stateDir, Listen: listen, Logger: logger, JobRetention: retention, JobKeep: keep})
@@ -151,10 +157,25 @@ then exits; a second signal exits at once.`,
 			return srv.Close(sctx)
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", minion.DefaultListen, "address to listen on")
+	cmd.Flags().StringVar(&listen, "listen", minion.DefaultListen, "address to listen on: HOST:PORT, :PORT or a bare PORT")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Second, "how long calls in flight may finish on shutdown")
 	cmd.Flags().DurationVar(&retention, "job-retention", minion.DefaultJobRetention, "purge finished async jobs older than this")
 	cmd.Flags().IntVar(&keep, "job-keep", minion.DefaultJobKeep, "keep at most this many finished async jobs")
 	return cmd
+}
+
+// listenAddr reads --listen: HOST:PORT, :PORT, or a bare port number,
+// which means every address (":PORT").
+func listenAddr(s string) (string, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 0 || n > 65535 {
+			return "", fmt.Errorf("--listen %s: a port is 0 to 65535", s)
+		}
+		return ":" + s, nil
+	}
+	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
+		return "", fmt.Errorf("--listen %q: give HOST:PORT, :PORT or a port number (e.g. 127.0.0.1:51234, :51234 or 51234)", s)
+	}
+	return s, nil
 }
