@@ -18,10 +18,12 @@ import (
 	"time"
 )
 
-// How long the helpers wait for a condition before giving up.
+// How long the helpers wait for a condition before giving up. These are
+// deadlines, not speed assertions: on a busy machine a process can take
+// seconds to start, and waiting costs nothing when it is quick.
 const (
-	readyTimeout = 10 * time.Second // a port to accept, a connection to show up
-	stopTimeout  = 10 * time.Second // a process to exit after SIGTERM
+	readyTimeout = 60 * time.Second // a port to accept, a connection to show up
+	stopTimeout  = 30 * time.Second // a process to exit after SIGTERM
 	pollEvery    = 10 * time.Millisecond
 )
 
