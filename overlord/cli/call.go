@@ -21,10 +21,10 @@ func (a *App) callCmd() *cobra.Command {
 		raw    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "call TARGET MODULE.METHOD [ARG...]",
+		Use: "call TARGET MODULE.METHOD [ARG...]",
 		// Words a newcomer types for "run a command on the fleet".
 		SuggestFor: []string{"cmd", "run", "exec", "command", "execute"},
-		Short: "Call a module method on every minion a target matches",
+		Short:      "Call a module method on every minion a target matches",
 		Long: `Call MODULE.METHOD on every minion TARGET matches, at most --forks at once,
 record the call as a job in overlord.db and print each minion's result.
 
