@@ -180,11 +180,11 @@ func writeModuleText(w io.Writer, m modules.ModuleInfo, detail bool, width int) 
 	lead := fmt.Sprintf("  %s%s  ", m.Name, tag)
 	fmt.Fprintf(w, "%s%s\n", lead, wrapText(m.Doc, utf8.RuneCountInString(lead), "      ", width))
 	for _, meth := range m.Methods {
-		fmt.Fprintf(w, "    %s.%s(%s)", m.Name, meth.Name, signature(meth.Params))
+		sig := fmt.Sprintf("%s.%s(%s)", m.Name, meth.Name, signature(meth.Params))
 		if meth.Returns != "" {
-			fmt.Fprintf(w, " -> %s", meth.Returns)
+			sig += " -> " + meth.Returns
 		}
-		fmt.Fprintln(w)
+		fmt.Fprintf(w, "    %s\n", wrapText(sig, 4, "          ", width))
 		if !detail {
 			continue
 		}
