@@ -162,8 +162,9 @@ func TestTextOutputEveryField(t *testing.T) {
 		"c": {State: status.Finished, OK: true, Result: json.RawMessage("\"file\u202etxt.exe\"")},
 		"d": {State: status.Finished, OK: true, Result: json.RawMessage("{\"k\":\"\u009b31m\"}")},
 		"e": {State: status.Finished, OK: true, Result: json.RawMessage(`{"stdout":"h\u00e9llo \u65e5\u672c\tx\n","stderr":"","exit_code":0,"duration_ms":1}`)},
+		"f": {State: status.Partial, MinionJobID: "j\x1b[2J"},
 	}
-	names := []string{"a", "b", "c", "d", "e"}
+	names := []string{"a", "b", "c", "d", "e", "f"}
 	if err := s.CreateJob(rec, names); err != nil {
 		t.Fatal(err)
 	}
@@ -182,6 +183,7 @@ func TestTextOutputEveryField(t *testing.T) {
 		`c: "file\u202etxt.exe"` + "\n",
 		`      "k": "\u009b31m"` + "\n",
 		"    héllo 日本\tx\n",
+		"f: PARTIAL (minion job j^[[2J)\n",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("job status text lacks %q:\n%s", want, r.stdout)

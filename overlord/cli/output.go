@@ -223,7 +223,7 @@ func (p *jobPrinter) text(name string, r status.Result) error {
 	case r.State != status.Finished:
 		fmt.Fprintf(&b, "%s: %s", p.paint("33", name), r.State)
 		if r.MinionJobID != "" {
-			fmt.Fprintf(&b, " (minion job %s)", r.MinionJobID)
+			fmt.Fprintf(&b, " (minion job %s)", p.cleanLine(r.MinionJobID))
 		}
 		b.WriteByte('\n')
 	case r.OK:
