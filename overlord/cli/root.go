@@ -107,10 +107,10 @@ func (a *App) noStore() (msg, hint string) {
 	return msg, hint
 }
 
+// hintFor returns the command that usually fixes err, or "". A missing
+// overlord.db is explained by App.noStore instead.
 func hintFor(err error) string {
 	switch {
-	case errors.Is(err, jobs.ErrNoStore):
-		return "overlord ca init"
 	case errors.Is(err, overlord.ErrNoMatch):
 		return "overlord minion list"
 	case errors.Is(err, target.ErrUnknownGroup):
