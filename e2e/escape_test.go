@@ -142,7 +142,15 @@ func TestEscapesJobStatusFollow(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t, "m1")
 	g := newGate(t, "go")
-	id := callAsync(t, f, "m1", "command.run", escCmd+"; "+g.wait()+"; printf 'end\\033[0m\\n'")
+	// Not callAsync: how fast the submit returns is not what this tests.
+	cmd, stdout, stderr := overlordCmd(f, "call", "m1", "command.run", escCmd+"; "+g.wait()+"; printf 'end\\033[0m\\n'", "--async")
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("call --async: exit %d\n%s", code, stderr)
+	}
+	id := strings.TrimSpace(stdout.String())
+	if !jobIDPattern.MatchString(id) {
+		t.Fatalf("call --async printed %q, want a job ID", stdout)
+	}
 
 	type follower struct {
 		name   string
@@ -194,7 +202,7 @@ func TestEscapesJobStatusFollow(t *testing.T) {
 		}
 	}
 
-	cmd, stdout, stderr := overlordCmd(f, "job", "status", id)
+	cmd, stdout, stderr = overlordCmd(f, "job", "status", id)
 	if code := exitCode(t, cmd); code != 0 {
 		t.Fatalf("job status: exit %d\n%s", code, stderr)
 	}
