@@ -5,6 +5,7 @@ package command
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/status"
@@ -40,8 +42,9 @@ func (Module) Methods() []*modules.Method {
 	return []*modules.Method{{
 		Name: "run",
 		Doc: "Run a command line through /bin/sh -c, or an argv list without a shell. " +
-			"A non-zero exit is a module_error that still carries the output.",
-		Returns: "{stdout, stderr, exit_code, duration_ms, truncated}",
+			"A non-zero exit is a module_error that still carries the output. " +
+			"Where stdout or stderr is not valid UTF-8, stdout_base64 or stderr_base64 carries its exact bytes.",
+		Returns: "{stdout, stderr, exit_code, duration_ms, truncated, stdout_base64, stderr_base64}",
 		Params: []modules.Param{
 			{Name: "cmd", Type: "string|list", Required: true, Doc: `a shell command line, or an argv list such as ["ls", "-l"]`},
 			{Name: "cwd", Type: modules.String, Doc: "working directory"},
@@ -55,12 +58,28 @@ func (Module) Methods() []*modules.Method {
 }
 
 // Result is what command.run returns.
+//
+// Stdout and Stderr hold the bytes as the command wrote them. JSON can
+// only carry text: where one of them is not valid UTF-8, JSON shows each
+// bad byte as U+FFFD, and StdoutBase64 or StderrBase64 carries the exact
+// bytes, base64-encoded (absent when the text is valid UTF-8).
 type Result struct {
-	Stdout     string `json:"stdout"`
-	Stderr     string `json:"stderr"`
-	ExitCode   int    `json:"exit_code"`
-	DurationMS int64  `json:"duration_ms"`
-	Truncated  bool   `json:"truncated,omitempty"`
+	Stdout       string `json:"stdout"`
+	Stderr       string `json:"stderr"`
+	ExitCode     int    `json:"exit_code"`
+	DurationMS   int64  `json:"duration_ms"`
+	Truncated    bool   `json:"truncated,omitempty"`
+	StdoutBase64 string `json:"stdout_base64,omitempty"`
+	StderrBase64 string `json:"stderr_base64,omitempty"`
+}
+
+// exactBytes returns s base64-encoded if it is not valid UTF-8 (JSON
+// would lose its bad bytes), else "".
+func exactBytes(s string) string {
+	if utf8.ValidString(s) {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString([]byte(s))
 }
 
 func run(ctx context.Context, a modules.Args) (any, error) {
@@ -157,6 +176,7 @@ func Exec(ctx context.Context, spec Spec) (Result, error) {
 		DurationMS: time.Since(start).Milliseconds(),
 		Truncated:  stdout.Truncated() || stderr.Truncated(),
 	}
+	res.StdoutBase64, res.StderrBase64 = exactBytes(res.Stdout), exactBytes(res.Stderr)
 	switch {
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return res, status.Errorf(status.KindTimeout, "command killed after its deadline (%s)", time.Since(start).Round(time.Millisecond))

@@ -18,10 +18,13 @@ func (a *App) callCmd() *cobra.Command {
 		format string
 		spec   overlord.CallSpec
 		async  bool
+		raw    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "call TARGET MODULE.METHOD [ARG...]",
-		Short: "Call a module method on every minion a target matches",
+		Use: "call TARGET MODULE.METHOD [ARG...]",
+		// Words a newcomer types for "run a command on the fleet".
+		SuggestFor: []string{"cmd", "run", "exec", "command", "execute"},
+		Short:      "Call a module method on every minion a target matches",
 		Long: `Call MODULE.METHOD on every minion TARGET matches, at most --forks at once,
 record the call as a job in overlord.db and print each minion's result.
 
@@ -63,6 +66,9 @@ configuration error, 3 the target matched no minion.`,
 			if spec.Timeout <= 0 {
 				return usageError("--timeout must be positive, got %s", spec.Timeout)
 			}
+			if err := checkRaw(raw, format); err != nil {
+				return err
+			}
 			spec.Target, spec.Module, spec.Method, spec.Words = args[0], mod, meth, args[2:]
 
 			o := a.overlord()
@@ -88,7 +94,7 @@ configuration error, 3 the target matched no minion.`,
 				}
 				return err
 			}
-			return a.runPrinted(format, p.JobID, func(onResult func(string, status.Result)) (status.Job, error) {
+			return a.runPrinted(format, raw, p.JobID, func(onResult func(string, status.Result)) (status.Job, error) {
 				return o.Call(cmd.Context(), p, onResult)
 			})
 		},
@@ -99,6 +105,7 @@ configuration error, 3 the target matched no minion.`,
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
 	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call; with --async, the whole job's deadline, 1h if not given")
 	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
+	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
 	return cmd
 }
@@ -133,8 +140,8 @@ func (a *App) printSubmitted(format, id string, state status.State) error {
 // minion's result as it arrives and the job at the end, and returns the
 // job's exit status. Results printed but not recorded are a warning, and a
 // reader that went away (| head) does not stop the run.
-func (a *App) runPrinted(format, jobID string, run func(onResult func(string, status.Result)) (status.Job, error)) error {
-	pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv), jobID: jobID}
+func (a *App) runPrinted(format string, raw bool, jobID string, run func(onResult func(string, status.Result)) (status.Job, error)) error {
+	pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv), raw: raw, jobID: jobID}
 	var printErr error
 	job, err := run(func(name string, r status.Result) {
 		if printErr == nil {

@@ -164,7 +164,7 @@ func TestMainOutput(t *testing.T) {
 		quiet  bool     // nothing on stderr
 	}{
 		{"no store", []string{"minion", "list"}, 2,
-			[]string{"Error: no overlord.db: run 'overlord ca init' first", "Try: overlord ca init"}, false},
+			[]string{"Error: no overlord.db in " + dir + " (from --state-dir)", "Try: overlord --state-dir DIR", "overlord ca init only to start a new CA here"}, false},
 		{"usage", []string{"call", "*", "ping"}, 2,
 			[]string{`Error: want MODULE.METHOD, got "ping" (for example test.ping)`}, false},
 		{"unknown flag", []string{"minion", "list", "--nope"}, 2,

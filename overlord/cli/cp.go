@@ -15,6 +15,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 	var (
 		format string
 		spec   overlord.CallSpec
+		raw    bool
 	)
 	cmd := &cobra.Command{
 		Use: use, Short: short, Long: long, Example: example,
@@ -30,13 +31,16 @@ func (a *App) fileCmd(use, short, long, example, method string,
 			if spec.Timeout <= 0 {
 				return usageError("--timeout must be positive, got %s", spec.Timeout)
 			}
+			if err := checkRaw(raw, format); err != nil {
+				return err
+			}
 			spec.Target, spec.Module, spec.Method = tgt, "file", method
 			o := a.overlord()
 			p, err := o.Prepare(spec)
 			if err != nil {
 				return err
 			}
-			return a.runPrinted(format, p.JobID, func(onResult func(string, status.Result)) (status.Job, error) {
+			return a.runPrinted(format, raw, p.JobID, func(onResult func(string, status.Result)) (status.Job, error) {
 				return run(cmd, o, p, args, onResult)
 			})
 		},
@@ -45,6 +49,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many minions at once")
 	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each chunk's round trip")
 	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE; repeatable")
+	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/overlordhq/overlord/internal/termtext"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
@@ -26,6 +27,7 @@ func (a *App) jobStatusCmd() *cobra.Command {
 	var (
 		format       string
 		wait, follow bool
+		raw          bool
 		timeout      time.Duration
 	)
 	cmd := &cobra.Command{
@@ -51,6 +53,12 @@ Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout < 0 {
 				return usageError("--timeout must not be negative")
+			}
+			if raw && !follow {
+				// With --follow, --raw applies to the stream, text whatever -o.
+				if err := checkRaw(raw, format); err != nil {
+					return err
+				}
 			}
 			o := a.overlord()
 			rec, entries, err := o.Store.Job(args[0])
@@ -81,13 +89,13 @@ Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
 						stream = a.Stderr
 					}
 				}
-				rec, entries, err = a.waitJob(ctx, o, rec, entries, stream)
+				rec, entries, err = a.waitJob(ctx, o, rec, entries, stream, raw)
 				if err != nil {
 					return err
 				}
 			}
 			job := rec.Status(entries)
-			pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv)}
+			pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv), raw: raw && format == formatText}
 			if err := pr.All(job); err != nil {
 				return err
 			}
@@ -103,6 +111,7 @@ Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
 	cmd.Flags().BoolVar(&wait, "wait", false, "block until the job is FINISHED")
 	cmd.Flags().BoolVar(&follow, "follow", false, "stream running minion jobs' output (implies --wait)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 4); 0 waits for ever")
+	cmd.Flags().BoolVar(&raw, "raw", false, "text output and the --follow stream: print minions' output byte for byte, control characters included (by default they are shown as ^[, ^G, ...)")
 	outputFlag(cmd, &format)
 	return cmd
 }
@@ -110,9 +119,12 @@ Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
 // waitJob polls overlord.db until the job is FINISHED or ctx is done,
 // restarting the job's driver if it dies, and with stream set, copies
 // the minion jobs' new output there.
-func (a *App) waitJob(ctx context.Context, o *overlord.Overlord, rec jobs.Record, entries map[string]status.Result, stream io.Writer) (jobs.Record, map[string]status.Result, error) {
+func (a *App) waitJob(ctx context.Context, o *overlord.Overlord, rec jobs.Record, entries map[string]status.Result, stream io.Writer, raw bool) (jobs.Record, map[string]status.Result, error) {
 	var follower *overlord.Follower
 	emit := func(minion, lines string) {
+		if !raw {
+			lines = termtext.Visible(lines)
+		}
 		for _, line := range strings.SplitAfter(lines, "\n") {
 			if line != "" {
 				fmt.Fprintf(stream, "%s| %s", minion, line)

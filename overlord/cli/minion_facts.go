@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/internal/termtext"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
 )
@@ -64,19 +65,28 @@ refreshes them the same way. The call is recorded as a job.`,
 			fmt.Fprintf(tw, "NAME\t%s\n", strings.ToUpper(strings.Join(factColumns, "\t")))
 			for _, n := range names {
 				r := job.Minions[n]
+				row := []string{n}
 				if !r.OK {
+					// A dash in every column keeps the columns aligned
+					// (tabwriter aligns a column only over consecutive
+					// lines that have it); the error trails the row.
 					e := r.Error
 					if e == nil {
 						e = &status.Error{Kind: status.KindInternal}
 					}
-					fmt.Fprintf(tw, "%s\tERROR %s: %s\n", n, e.Kind, oneLine(e.Message))
+					for range factColumns {
+						row = append(row, "-")
+					}
+					row = append(row, termtext.Line(fmt.Sprintf("ERROR %s: %s", e.Kind, oneLine(e.Message))))
+					fmt.Fprintln(tw, strings.Join(row, "\t"))
 					continue
 				}
-				row := []string{n}
 				for _, m := range inv.Minions {
 					if m.Name == n {
 						for _, c := range factColumns {
-							row = append(row, fmt.Sprint(orDash(m.Facts[c])))
+							// Facts are what the minion said: show
+							// them, do not let them drive the terminal.
+							row = append(row, termtext.Line(fmt.Sprint(orDash(m.Facts[c]))))
 						}
 					}
 				}

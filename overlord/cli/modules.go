@@ -4,13 +4,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/internal/termtext"
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
@@ -140,26 +144,31 @@ func out2text[E any](out map[string]E, parts func(E) (string, *status.Error, []m
 }
 
 func (a *App) printModules(groups []moduleGroup, detail bool) error {
+	var b strings.Builder
 	for i, g := range groups {
 		if i > 0 {
-			fmt.Fprintln(a.Stdout)
+			b.WriteByte('\n')
 		}
 		head := strings.Join(g.minions, ", ")
 		if g.err != nil {
-			fmt.Fprintf(a.Stdout, "%s: ERROR %s: %s\n", head, g.err.Kind, g.err.Message)
+			fmt.Fprintf(&b, "%s: ERROR %s: %s\n", head, g.err.Kind, g.err.Message)
 			continue
 		}
-		fmt.Fprintf(a.Stdout, "%s (minion %s):\n", head, g.version)
+		fmt.Fprintf(&b, "%s (minion %s):\n", head, g.version)
 		for _, m := range g.modules {
-			writeModuleText(a.Stdout, m, detail)
+			writeModuleText(&b, m, detail, textWidth(a.Stdout))
 		}
 	}
-	return nil
+	// What a minion describes (plugins' docs, errors) must not drive the
+	// terminal.
+	_, err := io.WriteString(a.Stdout, termtext.Visible(b.String()))
+	return err
 }
 
 // writeModuleText shows a module for people: a line per method with its
-// signature, and with detail every parameter's type, default and doc.
-func writeModuleText(w io.Writer, m modules.ModuleInfo, detail bool) {
+// signature, and with detail every parameter's type, default and doc,
+// docs wrapped at width columns.
+func writeModuleText(w io.Writer, m modules.ModuleInfo, detail bool, width int) {
 	tag := ""
 	if m.Plugin {
 		tag = " [plugin]"
@@ -168,18 +177,19 @@ func writeModuleText(w io.Writer, m modules.ModuleInfo, detail bool) {
 		fmt.Fprintf(w, "  %s%s  BROKEN: %s\n", m.Name, tag, m.Error)
 		return
 	}
-	fmt.Fprintf(w, "  %s%s  %s\n", m.Name, tag, m.Doc)
+	lead := fmt.Sprintf("  %s%s  ", m.Name, tag)
+	fmt.Fprintf(w, "%s%s\n", lead, wrapText(m.Doc, utf8.RuneCountInString(lead), "      ", width))
 	for _, meth := range m.Methods {
-		fmt.Fprintf(w, "    %s.%s(%s)", m.Name, meth.Name, signature(meth.Params))
+		sig := fmt.Sprintf("%s.%s(%s)", m.Name, meth.Name, signature(meth.Params))
 		if meth.Returns != "" {
-			fmt.Fprintf(w, " -> %s", meth.Returns)
+			sig += " -> " + meth.Returns
 		}
-		fmt.Fprintln(w)
+		fmt.Fprintf(w, "    %s\n", wrapText(sig, 4, "          ", width))
 		if !detail {
 			continue
 		}
 		if meth.Doc != "" {
-			fmt.Fprintf(w, "        %s\n", meth.Doc)
+			fmt.Fprintf(w, "        %s\n", wrapText(meth.Doc, 8, "        ", width))
 		}
 		for _, p := range meth.Params {
 			req := "optional"
@@ -190,9 +200,53 @@ func writeModuleText(w io.Writer, m modules.ModuleInfo, detail bool) {
 				d, _ := json.Marshal(p.Default)
 				req = "default " + string(d)
 			}
-			fmt.Fprintf(w, "        %-12s %-12s %-16s %s\n", p.Name, p.Type, req, p.Doc)
+			lead := fmt.Sprintf("        %-12s %-12s %-16s ", p.Name, p.Type, req)
+			fmt.Fprintf(w, "%s%s\n", lead, wrapText(p.Doc, utf8.RuneCountInString(lead), "            ", width))
 		}
 	}
+}
+
+// defaultWidth is the width text is wrapped to when stdout is not a
+// terminal.
+const defaultWidth = 80
+
+// textWidth returns the width of the terminal w is, or defaultWidth.
+func textWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
+			return cols
+		}
+	}
+	return defaultWidth
+}
+
+// wrapText breaks s at spaces into lines of at most width columns (counted
+// in characters): the first line continues one that is already at column
+// at, the others start with indent. A word longer than a line stays whole.
+// There is no newline at the end.
+func wrapText(s string, at int, indent string, width int) string {
+	words := strings.Fields(s)
+	if len(words) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	col, start := at, true
+	for _, word := range words {
+		n := utf8.RuneCountInString(word)
+		if !start && col+1+n > width {
+			b.WriteByte('\n')
+			b.WriteString(indent)
+			col, start = utf8.RuneCountInString(indent), true
+		}
+		if !start {
+			b.WriteByte(' ')
+			col++
+		}
+		b.WriteString(word)
+		col += n
+		start = false
+	}
+	return b.String()
 }
 
 func signature(params []modules.Param) string {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
 
+	"github.com/overlordhq/overlord/internal/termtext"
+	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
 )
 
@@ -86,6 +89,21 @@ func blockStyle(n *yaml.Node) {
 	}
 }
 
+// rawFlag adds --raw to cmd, for the commands whose text output shows
+// what minions sent.
+func rawFlag(cmd *cobra.Command, dst *bool) {
+	cmd.Flags().BoolVar(dst, "raw", false, "text output: print minions' output byte for byte, control characters included (by default they are shown as ^[, ^G, ...)")
+}
+
+// checkRaw refuses --raw with a format other than text, which carries
+// minions' output exactly already.
+func checkRaw(raw bool, format string) error {
+	if raw && format != formatText {
+		return usageError("--raw changes text output only; -o %s carries minions' output exactly already", format)
+	}
+	return nil
+}
+
 // colour reports whether to colour output written to w.
 func colour(w io.Writer, getenv func(string) string) bool {
 	f, ok := w.(*os.File)
@@ -98,7 +116,24 @@ type jobPrinter struct {
 	w      io.Writer
 	format string
 	colour bool
+	raw    bool   // text: print what minions sent as it is (--raw)
 	jobID  string // for ndjson lines, once known
+}
+
+// clean makes text from a minion safe for a terminal, unless --raw.
+func (p *jobPrinter) clean(s string) string {
+	if p.raw {
+		return s
+	}
+	return termtext.Visible(s)
+}
+
+// cleanLine is clean for text that must stay on one line.
+func (p *jobPrinter) cleanLine(s string) string {
+	if p.raw {
+		return s
+	}
+	return termtext.Line(s)
 }
 
 func (p *jobPrinter) paint(code, s string) string {
@@ -188,7 +223,7 @@ func (p *jobPrinter) text(name string, r status.Result) error {
 	case r.State != status.Finished:
 		fmt.Fprintf(&b, "%s: %s", p.paint("33", name), r.State)
 		if r.MinionJobID != "" {
-			fmt.Fprintf(&b, " (minion job %s)", r.MinionJobID)
+			fmt.Fprintf(&b, " (minion job %s)", p.cleanLine(r.MinionJobID))
 		}
 		b.WriteByte('\n')
 	case r.OK:
@@ -198,27 +233,31 @@ func (p *jobPrinter) text(name string, r status.Result) error {
 		if e == nil {
 			e = &status.Error{Kind: status.KindInternal, Message: "failed without an error"}
 		}
-		fmt.Fprintf(&b, "%s: %s %s", p.paint("31", name), p.paint("31", "ERROR "+string(e.Kind)+":"), oneLine(e.Message))
+		fmt.Fprintf(&b, "%s: %s %s", p.paint("31", name), p.paint("31", "ERROR "+p.cleanLine(string(e.Kind))+":"), p.cleanLine(oneLine(e.Message)))
 	}
 	if r.State == status.Finished {
-		writeResultText(&b, r)
+		p.writeResultText(&b, r)
 	}
 	_, err := io.WriteString(p.w, b.String())
 	return err
 }
 
 // writeResultText renders a result value: a scalar on the same line, a
-// command's output as indented blocks, anything else as indented JSON.
-func writeResultText(b *strings.Builder, r status.Result) {
+// command's output as indented blocks, a copied file on one line,
+// anything else as indented JSON. What came from the minion goes through
+// clean.
+func (p *jobPrinter) writeResultText(b *strings.Builder, r status.Result) {
 	if len(r.Result) == 0 {
 		b.WriteByte('\n')
 		return
 	}
 	var cmd struct {
-		Stdout    *string `json:"stdout"`
-		Stderr    *string `json:"stderr"`
-		ExitCode  *int    `json:"exit_code"`
-		Truncated bool    `json:"truncated"`
+		Stdout       *string `json:"stdout"`
+		Stderr       *string `json:"stderr"`
+		ExitCode     *int    `json:"exit_code"`
+		Truncated    bool    `json:"truncated"`
+		StdoutBase64 string  `json:"stdout_base64"`
+		StderrBase64 string  `json:"stderr_base64"`
 	}
 	if json.Unmarshal(r.Result, &cmd) == nil && cmd.Stdout != nil && cmd.ExitCode != nil {
 		if r.OK {
@@ -226,13 +265,19 @@ func writeResultText(b *strings.Builder, r status.Result) {
 		} else {
 			fmt.Fprintf(b, " (exit %d)\n", *cmd.ExitCode)
 		}
-		indent(b, *cmd.Stdout, "    ")
+		indent(b, p.clean(exact(*cmd.Stdout, cmd.StdoutBase64)), "    ")
 		if cmd.Stderr != nil {
-			indent(b, *cmd.Stderr, "  ! ")
+			indent(b, p.clean(exact(*cmd.Stderr, cmd.StderrBase64)), "  ! ")
 		}
 		if cmd.Truncated {
 			b.WriteString("    [output truncated]\n")
 		}
+		return
+	}
+	if line, ok := fileLine(r.Result); ok {
+		b.WriteByte(' ')
+		b.WriteString(p.cleanLine(line))
+		b.WriteByte('\n')
 		return
 	}
 	trimmed := bytes.TrimSpace(r.Result)
@@ -242,7 +287,7 @@ func writeResultText(b *strings.Builder, r status.Result) {
 		} else {
 			b.WriteString("\n    ")
 		}
-		b.Write(trimmed)
+		b.WriteString(p.cleanLine(string(trimmed)))
 		b.WriteByte('\n')
 		return
 	}
@@ -251,7 +296,43 @@ func writeResultText(b *strings.Builder, r status.Result) {
 		pretty.Write(trimmed)
 	}
 	b.WriteByte('\n')
-	indent(b, pretty.String(), "    ")
+	indent(b, p.clean(pretty.String()), "    ")
+}
+
+// exact returns the bytes a command wrote: those in the base64 field when
+// the minion sent one (the output was not valid UTF-8), else the text.
+func exact(text, b64 string) string {
+	if b64 == "" {
+		return text
+	}
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return text
+	}
+	return string(raw)
+}
+
+// shaShown is how many hex digits of a copied file's sha256 text shows.
+const shaShown = 12
+
+// fileLine renders a cp or fetch result, {path, size, sha256, mode} and
+// nothing else, as one line: path, size, sha256 prefix and mode.
+func fileLine(raw json.RawMessage) (string, bool) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil || len(fields) != 4 {
+		return "", false
+	}
+	var f overlord.FileResult
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if dec.Decode(&f) != nil || f.Path == "" || f.SHA256 == "" || f.Mode == "" {
+		return "", false
+	}
+	sum := f.SHA256
+	if len(sum) > shaShown {
+		sum = sum[:shaShown]
+	}
+	return fmt.Sprintf("%s  %d bytes  sha256 %s  mode %s", f.Path, f.Size, sum, f.Mode), true
 }
 
 func indent(b *strings.Builder, s, prefix string) {

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/overlordhq/overlord/internal/buildinfo"
+	"github.com/overlordhq/overlord/internal/termtext"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
@@ -30,6 +31,7 @@ type App struct {
 	Getenv         func(string) string
 
 	stateDir     string
+	stateDirFrom string // where stateDir came from: a flag, the environment or the default
 	identityFile string
 	lockTimeout  time.Duration
 	verbose      bool
@@ -66,8 +68,14 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	code := ExitCode(err)
 	var ee *ExitError
 	if !errors.As(err, &ee) || ee.Err != nil {
-		fmt.Fprintf(stderr, "Error: %v\n", err)
-		if hint := hintFor(err); hint != "" {
+		msg, hint := err.Error(), hintFor(err)
+		if errors.Is(err, jobs.ErrNoStore) {
+			msg, hint = app.noStore()
+		}
+		// An error may quote what a minion sent: show it, do not let it
+		// drive the terminal.
+		fmt.Fprintf(stderr, "Error: %s\n", termtext.Visible(msg))
+		if hint != "" {
 			fmt.Fprintf(stderr, "Try: %s\n", hint)
 		}
 	}
@@ -88,10 +96,21 @@ func ExitCode(err error) int {
 	return status.ExitUsage
 }
 
+// noStore explains a missing overlord.db: which directory was looked in
+// and why that one, since a second 'ca init' in the wrong place (as under
+// sudo, which drops OVERLORD_STATE_DIR) makes a second CA that no minion
+// trusts.
+func (a *App) noStore() (msg, hint string) {
+	msg = fmt.Sprintf("no overlord.db in %s (%s)", a.stateDir, a.stateDirFrom)
+	hint = "overlord --state-dir DIR ... (or OVERLORD_STATE_DIR=DIR, which sudo drops) if the overlord's state is elsewhere;" +
+		" overlord ca init only to start a new CA here"
+	return msg, hint
+}
+
+// hintFor returns the command that usually fixes err, or "". A missing
+// overlord.db is explained by App.noStore instead.
 func hintFor(err error) string {
 	switch {
-	case errors.Is(err, jobs.ErrNoStore):
-		return "overlord ca init"
 	case errors.Is(err, overlord.ErrNoMatch):
 		return "overlord minion list"
 	case errors.Is(err, target.ErrUnknownGroup):
@@ -120,11 +139,12 @@ results for people (text) and for scripts (json, ndjson, yaml).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			a.stateDirFrom = "from --state-dir"
 			if a.stateDir == "" {
-				a.stateDir = a.Getenv("OVERLORD_STATE_DIR")
+				a.stateDir, a.stateDirFrom = a.Getenv("OVERLORD_STATE_DIR"), "from OVERLORD_STATE_DIR"
 			}
 			if a.stateDir == "" {
-				a.stateDir = overlord.DefaultStateDir()
+				a.stateDir, a.stateDirFrom = overlord.DefaultStateDir(), "the default: neither --state-dir nor OVERLORD_STATE_DIR is set"
 			}
 			if a.identityFile == "" {
 				a.identityFile = a.Getenv("OVERLORD_IDENTITY")
@@ -132,6 +152,9 @@ results for people (text) and for scripts (json, ndjson, yaml).`,
 			return nil
 		},
 	}
+	// Suggest only near misses (cal, minon) and the words commands list in
+	// SuggestFor: at distance 2, "cmd" would suggest ca and cp.
+	root.SuggestionsMinimumDistance = 1
 	root.SetIn(a.Stdin)
 	root.SetOut(a.Stdout)
 	root.SetErr(a.Stderr)
