@@ -39,6 +39,8 @@ type acl struct {
 	err   error               // a broken file denies everything
 }
 
+// newACL returns the access list of the state directory stateDir; nil
+// (which denies everything) for none.
 func newACL(stateDir string) *acl {
 	if stateDir == "" {
 		return nil
@@ -47,10 +49,11 @@ func newACL(stateDir string) *acl {
 }
 
 // allow returns nil if identity may call module.method, else a denied
-// error that says why.
+// error that says why. A nil *acl, a minion without a state directory to
+// hold acl.conf, denies everything.
 func (a *acl) allow(identity, module, method string) error {
 	if a == nil {
-		return nil
+		return status.Errorf(status.KindDenied, "this minion has no state directory for %s, so every call is refused", ACLFile)
 	}
 	rules, err := a.load()
 	if err != nil {
