@@ -99,6 +99,15 @@ func openAuditFile(path string) (auditFile, error) {
 }
 
 func (a *auditLog) open() error {
+	if a.path == "" {
+		return errors.New("no audit log file")
+	}
+	if a.openFile == nil {
+		a.openFile = openAuditFile
+	}
+	if a.maxSize <= 0 {
+		a.maxSize = maxAuditSize
+	}
 	f, err := a.openFile(a.path)
 	if err != nil {
 		return err

@@ -299,3 +299,15 @@ func TestAuditEntryBound(t *testing.T) {
 		t.Errorf("the longest entry is %d bytes (%v), over maxAuditEntry %d", len(line)+2, err, maxAuditEntry)
 	}
 }
+
+// An auditLog's zero value refuses rather than panics or records
+// nowhere.
+func TestAuditLogZeroValue(t *testing.T) {
+	var a auditLog
+	if err := a.ready(); status.KindOf(err) != status.KindInternal {
+		t.Errorf("ready: %v, want kind internal", err)
+	}
+	if err := a.record(AuditEntry{RPC: "Minion.Call"}); err == nil {
+		t.Error("record into no file: no error")
+	}
+}
