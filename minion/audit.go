@@ -68,17 +68,23 @@ type auditFile interface {
 // concurrent use. It fails closed: ready, which every call that is
 // recorded asks before it runs anything, refuses while a line may not
 // fit (the file system is full, the file size limit reached) or the file
-// cannot be opened; and a line is never torn into the next one (a failed
+// cannot be opened, or while entries were lost and the line that says so
+// cannot be written; and a line is never torn into the next one (a failed
 // write is cut back to the last whole line, or the next line starts on a
 // new one). A nil *auditLog refuses every call (ErrNoAudit).
 type auditLog struct {
-	mu      sync.Mutex
-	path    string
-	f       auditFile // nil until opened; after a failed rotation, until opened again
-	closed  bool
-	size    int64 // bytes in the file, a torn tail included
-	torn    bool  // the file may end in part of a line
-	maxSize int64 // maxAuditSize, but for tests
+	mu     sync.Mutex
+	path   string
+	f      auditFile // nil until opened; after a failed rotation, until opened again
+	closed bool
+	size   int64 // bytes in the file, a torn tail included
+	torn   bool  // the file may end in part of a line
+	// lost counts the entries not written since lostSince (the first
+	// failure, lostErr); the next line written says so.
+	lost      int
+	lostSince time.Time
+	lostErr   error
+	maxSize   int64 // maxAuditSize, but for tests
 	// openFile opens the log for appending (os.OpenFile, but for tests).
 	openFile func(path string) (auditFile, error)
 	// room returns an error unless the file at path, now size bytes
@@ -141,8 +147,9 @@ func endsLine(path string) bool {
 // ready returns nil if an entry can be recorded now, else the error with
 // which a call is refused (kind internal): it is asked before a call runs
 // anything, so that no call runs unrecorded. It opens the log again if a
-// rotation left it closed, and checks that a line of the longest kind
-// fits.
+// rotation left it closed, checks that a line of the longest kind fits,
+// and after entries were lost, writes the line that says so: until that
+// line is written, calls are refused.
 func (a *auditLog) ready() error {
 	if a == nil {
 		return status.Errorf(status.KindInternal, "%v", ErrNoAudit)
@@ -156,6 +163,9 @@ func (a *auditLog) ready() error {
 			size = 0 // the line starts a new file
 		}
 		err = a.room(a.path, size, maxAuditEntry)
+	}
+	if err == nil {
+		err = a.writeGap()
 	}
 	if err != nil {
 		return status.Errorf(status.KindInternal, "the minion cannot write its audit log, so it refuses calls until it can (free space in its state directory): %v", err)
@@ -178,10 +188,44 @@ func (a *auditLog) reopen() error {
 // returns an error if the line could not be written whole; the file is
 // then cut back to the lines before it, or, if it cannot be, the next
 // line starts on a new one, so that no line is ever glued to a torn one.
+// Entries that could not be written are counted, and the next line
+// written is one that says how many (RPC "audit", outcome internal).
 func (a *auditLog) record(e AuditEntry) error {
 	if a == nil {
 		return ErrNoAudit
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	err := a.writeGap()
+	if err == nil {
+		err = a.write(e)
+	}
+	if err != nil {
+		if a.lost == 0 {
+			a.lostSince, a.lostErr = time.Now().UTC(), err
+		}
+		a.lost++
+	}
+	return err
+}
+
+// writeGap writes, if entries were lost, the line that says so; with
+// a.mu held.
+func (a *auditLog) writeGap() error {
+	if a.lost == 0 {
+		return nil
+	}
+	err := a.write(AuditEntry{RPC: "audit", Outcome: string(status.KindInternal),
+		Message: fmt.Sprintf("%d entries could not be written to the audit log since %s: %v",
+			a.lost, a.lostSince.Format(time.RFC3339Nano), a.lostErr)})
+	if err == nil {
+		a.lost = 0
+	}
+	return err
+}
+
+// write appends e as one line; with a.mu held.
+func (a *auditLog) write(e AuditEntry) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
@@ -195,8 +239,6 @@ func (a *auditLog) record(e AuditEntry) error {
 		return err
 	}
 	line = append(line, '\n')
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	if err := a.reopen(); err != nil {
 		return err
 	}

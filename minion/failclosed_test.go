@@ -244,10 +244,19 @@ func TestAuditFullDisk(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(es) != 5 {
-				t.Fatalf("minion audit: %d entries, want 5 (2 before the disk filled, 3 after):\n%s", len(es), data)
+			// 2 before the disk filled, the one that says how many were
+			// lost (the call during which it filled, 10 refused calls, a
+			// Submit and a Cancel), 3 after.
+			if len(es) != 6 {
+				t.Fatalf("minion audit: %d entries, want 6:\n%s", len(es), data)
 			}
 			for i, e := range es {
+				if i == 2 {
+					if e.RPC != "audit" || e.Outcome != "internal" || !strings.HasPrefix(e.Message, "13 entries could not be written") {
+						t.Errorf("entry %d: %+v, want the one saying 13 entries could not be written", i, e)
+					}
+					continue
+				}
 				if e.Call != "command.run" || e.Outcome != "ok" || e.Identity != "op" {
 					t.Errorf("entry %d: %+v", i, e)
 				}
@@ -309,5 +318,35 @@ func TestAuditLogZeroValue(t *testing.T) {
 	}
 	if err := a.record(AuditEntry{RPC: "Minion.Call"}); err == nil {
 		t.Error("record into no file: no error")
+	}
+}
+
+// TestAuditWriteFailsWithRoomLeft: writes that fail while the file
+// system seems to have room (an I/O error, a read-only remount): after
+// the first failure, calls are refused until a line can be written again,
+// and that line says how many entries were lost.
+func TestAuditWriteFailsWithRoomLeft(t *testing.T) {
+	dir := t.TempDir()
+	d := &fullDisk{free: 0, truncate: true}
+	jobs := newAsync(t, dir)
+	defer jobs.Close()
+	svc := &Service{Logger: newTestLogger(t), Registry: builtin.Registry(), jobs: jobs, acl: newACL(dir), audit: d.audit(t, dir), files: newTransfers()}
+	marker := func(i int) string { return filepath.Join(dir, fmt.Sprintf("ran-%d", i)) }
+	// The first failure is only known once the call has run.
+	if err := touchCall(svc, marker(0)); err != nil || !exists(marker(0)) {
+		t.Fatalf("first call: %v", err)
+	}
+	for i := 1; i < 4; i++ {
+		if err := touchCall(svc, marker(i)); rpcKind(err) != status.KindInternal || exists(marker(i)) {
+			t.Errorf("call %d after a failed write: %v, ran %v; want refused, not run", i, err, exists(marker(i)))
+		}
+	}
+	d.set(1<<20, nil)
+	if err := touchCall(svc, marker(4)); err != nil || !exists(marker(4)) {
+		t.Fatalf("call once writes work: %v", err)
+	}
+	es, err := ReadAudit(dir, 0)
+	if err != nil || len(es) != 2 || es[0].RPC != "audit" || !strings.HasPrefix(es[0].Message, "4 entries could not be written") || es[1].Call != "command.run" {
+		t.Fatalf("minion audit: %+v, %v; want the line saying 4 entries were lost, then the call", es, err)
 	}
 }
