@@ -31,6 +31,7 @@ import (
 	"net"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -79,6 +80,16 @@ func CheckName(name string) error {
 	}
 	return nil
 }
+
+// SameName reports whether a and b are the same minion or identity name.
+// Names are DNS-style, so case does not tell two apart: "Ops" and "ops"
+// are one identity. Every comparison of names that decides who is who
+// goes through it (or NameKey): the CA refusing a name in use, a minion's
+// access list and its ownership of async jobs.
+func SameName(a, b string) bool { return NameKey(a) == NameKey(b) }
+
+// NameKey returns the form of name that SameName compares, for map keys.
+func NameKey(name string) string { return strings.ToLower(name) }
 
 // Authority is a CA: its certificate and its private key.
 type Authority struct {

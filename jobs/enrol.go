@@ -8,6 +8,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/overlordhq/overlord/certs"
 )
 
 // Buckets of online enrolment and revocation. Stores made before these
@@ -49,6 +51,11 @@ var (
 	// ErrNotPending is returned when signing or rejecting a request that
 	// is not pending.
 	ErrNotPending = errors.New("no pending certificate request")
+
+	// ErrNameInUse is returned when issuing an overlord identity for a
+	// name (whatever its case) that an identity certificate not revoked
+	// already carries.
+	ErrNameInUse = errors.New("name in use")
 )
 
 // States of a certificate request and of a certificate.
@@ -451,6 +458,82 @@ func putCert(tx *bolt.Tx, c Cert) error {
 // is recorded already.
 func (s *Store) RecordCert(c Cert) error {
 	return s.update(func(tx *bolt.Tx) error { return putCert(tx, c) })
+}
+
+// RecordIdentity records c, the certificate of a new overlord identity,
+// unless its name is in use: an overlord certificate recorded for the
+// same name (compared with certs.SameName: "Ops" is "ops") that is not
+// revoked, or one of also (certificates in use that may never have been
+// recorded, such as the state directory's own identity) whose serial is
+// not recorded revoked. Then it returns ErrNameInUse, saying which
+// certificate holds the name and how to revoke it, and records nothing.
+// The check and the record are one transaction: of two concurrent
+// requests for a name, one fails.
+func (s *Store) RecordIdentity(c Cert, also ...Cert) error {
+	return s.update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketCerts)
+		if err != nil {
+			return err
+		}
+		var holder *Cert
+		err = b.ForEach(func(k, _ []byte) error {
+			var r Cert
+			if err := getJSON(b, k, &r); err != nil {
+				return err
+			}
+			if holder == nil && r.Role == c.Role && r.RevokedAt == nil && certs.SameName(r.Name, c.Name) {
+				holder = &r
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, a := range also {
+			if holder != nil {
+				break
+			}
+			if a.Role != c.Role || !certs.SameName(a.Name, c.Name) {
+				continue
+			}
+			if v := b.Get([]byte(a.Serial)); v != nil {
+				var r Cert
+				if err := getJSON(b, []byte(a.Serial), &r); err != nil {
+					return err
+				}
+				if r.RevokedAt != nil {
+					continue
+				}
+			}
+			holder = &a
+		}
+		if holder != nil {
+			return fmt.Errorf("%w: %q is the name of the %s identity %q (certificate serial %s, issued %s by '%s'), which is not revoked; "+
+				"revoke it first with 'overlord ca revoke %s', or choose another name",
+				ErrNameInUse, c.Name, holder.Role, holder.Name, holder.Serial, holder.IssuedAt.UTC().Format(time.DateOnly), holder.Source, holder.Name)
+		}
+		return putCert(tx, c)
+	})
+}
+
+// ForgetCert removes the record of the certificate with serial, for one
+// whose private key was never handed to anyone (its bundle could not be
+// written). A certificate revoked, or unknown, is left alone.
+func (s *Store) ForgetCert(serial string) error {
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCerts)
+		if b == nil || b.Get([]byte(serial)) == nil {
+			return nil
+		}
+		var c Cert
+		if err := getJSON(b, []byte(serial), &c); err != nil {
+			return err
+		}
+		if c.RevokedAt != nil {
+			return nil
+		}
+		return b.Delete([]byte(serial))
+	})
 }
 
 // AddMinionCert registers m and records its certificate c, in one

@@ -409,3 +409,67 @@ func TestEnrolOldStore(t *testing.T) {
 	}
 	jobstest.Check(t, s.Path())
 }
+
+// TestRecordIdentityNameInUse: of concurrent requests for one identity
+// name in different cases, one is recorded; a revoked holder frees the
+// name; a minion of the same name does not hold it; a certificate given
+// as in use (never recorded) holds it unless recorded revoked.
+func TestRecordIdentityNameInUse(t *testing.T) {
+	s := jobstest.New(t)
+	id := func(serial, name string) jobs.Cert {
+		return jobs.Cert{Serial: serial, Name: name, Role: "overlord", Source: "ca client", IssuedAt: t0, NotAfter: t0.Add(time.Hour)}
+	}
+	names := []string{"ops", "OPS", "Ops", "oPs", "opS", "OpS"}
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			other := jobs.New(s.Path(), jobstest.LockTimeout)
+			errs[i] = other.RecordIdentity(id(fmt.Sprintf("a%d", i), name))
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, jobs.ErrNameInUse):
+			t.Errorf("%s: %v", names[i], err)
+		}
+	}
+	if cs, _ := s.Certs(); ok != 1 || len(cs) != 1 {
+		t.Fatalf("%d recorded, %d certificates; want 1", ok, len(cs))
+	}
+
+	// A minion's certificate is another role: it holds no identity name.
+	if err := s.RecordCert(jobs.Cert{Serial: "m1", Name: "web1", Role: "minion", IssuedAt: t0, NotAfter: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordIdentity(id("b1", "WEB1")); err != nil {
+		t.Errorf("identity named like a minion: %v", err)
+	}
+
+	// The state directory's own identity, never recorded, holds its name.
+	own := id("own", "op")
+	if err := s.RecordIdentity(id("c1", "OP"), own); !errors.Is(err, jobs.ErrNameInUse) {
+		t.Errorf("the own identity's name: %v, want ErrNameInUse", err)
+	}
+	if err := s.RecordCert(own); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Revoke([]string{"own"}, t0, func(int64, []jobs.Cert) ([]byte, error) { return []byte("crl"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordIdentity(id("c2", "OP"), own); err != nil {
+		t.Errorf("the own identity's name once it is revoked: %v", err)
+	}
+
+	// ForgetCert drops a record whose key nobody got, freeing the name.
+	if err := s.ForgetCert("c2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordIdentity(id("c3", "op")); err != nil {
+		t.Errorf("after ForgetCert: %v", err)
+	}
+}

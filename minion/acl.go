@@ -39,6 +39,8 @@ type acl struct {
 	err   error               // a broken file denies everything
 }
 
+// newACL returns the access list of the state directory stateDir; nil
+// (which denies everything) for none.
 func newACL(stateDir string) *acl {
 	if stateDir == "" {
 		return nil
@@ -47,16 +49,17 @@ func newACL(stateDir string) *acl {
 }
 
 // allow returns nil if identity may call module.method, else a denied
-// error that says why.
+// error that says why. A nil *acl, a minion without a state directory to
+// hold acl.conf, denies everything.
 func (a *acl) allow(identity, module, method string) error {
 	if a == nil {
-		return nil
+		return status.Errorf(status.KindDenied, "this minion has no state directory for %s, so every call is refused", ACLFile)
 	}
 	rules, err := a.load()
 	if err != nil {
 		return status.Errorf(status.KindDenied, "the minion's %s is broken, so every call is refused: %v", ACLFile, err)
 	}
-	patterns, ok := rules[strings.ToLower(identity)]
+	patterns, ok := rules[certs.NameKey(identity)]
 	if !ok {
 		if patterns, ok = rules["*"]; !ok {
 			return nil // no line, no default: full access
@@ -70,6 +73,11 @@ func (a *acl) allow(identity, module, method string) error {
 	}
 	return status.Errorf(status.KindDenied, "%s may not call %s on this minion (%s allows: %s)", identity, call, ACLFile, strings.Join(patterns, " "))
 }
+
+// sameIdentity reports whether two overlord identity names are one
+// identity: the one comparison the access list and the ownership of async
+// jobs (Status, Cancel, List) make, whatever the names' case.
+func sameIdentity(a, b string) bool { return certs.SameName(a, b) }
 
 // load returns the rules, reading the file again if it changed.
 func (a *acl) load() (map[string][]string, error) {
@@ -124,7 +132,7 @@ func parseACL(file string) (map[string][]string, error) {
 			}
 		}
 		// Names are DNS-style: case does not tell two identities apart.
-		key := strings.ToLower(name)
+		key := certs.NameKey(name)
 		if _, dup := rules[key]; dup {
 			return nil, fmt.Errorf("line %d: %s has a line already", n, name)
 		}

@@ -472,7 +472,7 @@ func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus,
 	out := make([]rpc.JobStatus, 0, len(p.JobIDs))
 	for _, id := range p.JobIDs {
 		j, err := a.store.get(id)
-		if err == nil && caller != "" && j.Caller != caller {
+		if err == nil && caller != "" && !sameIdentity(j.Caller, caller) {
 			err = status.Errorf(status.KindLost, "no job %s", id)
 		}
 		if err != nil {
@@ -567,7 +567,7 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 	}
 	// Another caller's job is answered as one that does not exist, in
 	// the same words.
-	if j, err := a.store.get(id); status.KindOf(err) == status.KindLost || err == nil && caller != "" && j.Caller != caller {
+	if j, err := a.store.get(id); status.KindOf(err) == status.KindLost || err == nil && caller != "" && !sameIdentity(j.Caller, caller) {
 		return rpc.JobStatus{}, status.Errorf(status.KindLost, "this minion has no job %s", id)
 	} else if err != nil {
 		return rpc.JobStatus{}, err

@@ -20,7 +20,7 @@ import (
 // the handler) for ever: the server then has nothing left to drain.
 func TestWriteTimeout(t *testing.T) {
 	ca := certstest.NewCA(t)
-	srv, err := minion.New(minion.Config{Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0", WriteTimeout: 300 * time.Millisecond})
+	srv, err := minion.New(minion.Config{StateDir: t.TempDir(), Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0", WriteTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestWriteTimeout(t *testing.T) {
 // longer than it still gets its answer.
 func TestWriteTimeoutLongCall(t *testing.T) {
 	ca := certstest.NewCA(t)
-	srv, err := minion.New(minion.Config{Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0", WriteTimeout: 200 * time.Millisecond})
+	srv, err := minion.New(minion.Config{StateDir: t.TempDir(), Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0", WriteTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestWriteTimeoutLongCall(t *testing.T) {
 // Past MaxConns connections, the next waits until one closes.
 func TestMaxConns(t *testing.T) {
 	ca := certstest.NewCA(t)
-	srv, err := minion.New(minion.Config{Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0", MaxConns: 2})
+	srv, err := minion.New(minion.Config{StateDir: t.TempDir(), Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0", MaxConns: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

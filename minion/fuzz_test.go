@@ -10,6 +10,7 @@ import (
 
 	"github.com/overlordhq/overlord/certs/certstest"
 	"github.com/overlordhq/overlord/minion"
+	"github.com/overlordhq/overlord/minion/miniontest"
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/rpc"
 )
@@ -57,11 +58,8 @@ func FuzzHandler(f *testing.F) {
 	if err := r.Add(typed{}); err != nil {
 		f.Fatal(err)
 	}
-	srv, err := minion.New(minion.Config{Bundle: certstest.NewCA(f).Minion("web1"), Registry: r})
-	if err != nil {
-		f.Fatal(err)
-	}
-	h, err := srv.Handler()
+	srv := miniontest.Serve(f, minion.Config{Bundle: certstest.NewCA(f).Minion("web1"), Registry: r})
+	h, err := srv.HandlerForTest()
 	if err != nil {
 		f.Fatal(err)
 	}

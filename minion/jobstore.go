@@ -233,7 +233,7 @@ func (s *jobStore) list(limit int, caller string) ([]Job, error) {
 			if err := json.Unmarshal(v, &j); err != nil {
 				return fmt.Errorf("job %s: %w", k, err)
 			}
-			if caller != "" && j.Caller != caller {
+			if caller != "" && !sameIdentity(j.Caller, caller) {
 				continue
 			}
 			out = append(out, j)

@@ -129,6 +129,8 @@ func Init(stateDir, bundlePath string) (*certs.Bundle, error) {
 
 // Config configures a Server.
 type Config struct {
+	// StateDir is the minion's state directory (required): its access
+	// list, audit log and async jobs live there.
 	StateDir string
 	// Bundle is the minion's identity; if nil it is loaded from StateDir.
 	Bundle *certs.Bundle
@@ -196,6 +198,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
+	if cfg.StateDir == "" {
+		return nil, ErrNoStateDir
+	}
 
 	if cfg.Bundle == nil {
 		b, err := Identity(cfg.StateDir).Load()
@@ -239,8 +244,16 @@ const (
 	MaxRequestsPerIdentity = 64
 )
 
-// Handler returns the minion's HTTP handler (JSON-RPC at rpc.Path).
-func (s *Server) Handler() (http.Handler, error) {
+// ErrNoStateDir is returned by New for a Config without a StateDir: a
+// minion without one would have no access list and no audit log.
+var ErrNoStateDir = errors.New("minion: no state directory (Config.StateDir): its access list, audit log and async jobs live there")
+
+// handler returns the minion's HTTP handler (JSON-RPC at rpc.Path). It
+// serves only for an open server, which has its audit log and async jobs.
+func (s *Server) handler() (http.Handler, error) {
+	if s.audit == nil || s.jobs == nil {
+		return nil, errors.New("minion: a server's handler serves only once it is open (Open)")
+	}
 	h, err := rpc.NewServer(map[string]any{"Minion": &Service{
 		Name: s.name, Registry: s.cfg.Registry, Logger: s.cfg.Logger,
 		jobs: s.jobs, files: s.files, acl: s.acl, audit: s.audit, rev: s.rev,
@@ -419,7 +432,7 @@ func (s *Server) Open(ctx context.Context) error {
 		}
 		s.jobs, s.audit = jobs, audit
 	}
-	h, err := s.Handler()
+	h, err := s.handler()
 	if err != nil {
 		return err
 	}

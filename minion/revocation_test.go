@@ -3,9 +3,7 @@ package minion_test
 import (
 	"context"
 	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,32 +14,16 @@ import (
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/certs/certstest"
 	"github.com/overlordhq/overlord/minion"
+	"github.com/overlordhq/overlord/minion/miniontest"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
 
 // serveDir starts a minion from the identity installed in dir, as
-// `minion serve` would, in an httptest TLS server.
-func serveDir(t *testing.T, dir string) string {
+// `minion serve` would, on loopback; it returns the server.
+func serveDir(t *testing.T, dir string) *minion.Server {
 	t.Helper()
-	srv, err := minion.New(minion.Config{StateDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := srv.Handler()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcfg, err := srv.TLSConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(h)
-	ts.TLS = tcfg
-	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
-	ts.StartTLS()
-	t.Cleanup(ts.Close)
-	return ts.Listener.Addr().String()
+	return miniontest.Serve(t, minion.Config{StateDir: dir})
 }
 
 // headerClient is an rpc client that remembers the last CRL number a
@@ -88,7 +70,8 @@ func TestRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	op, bot := ca.Overlord("op"), ca.Overlord("ci-bot")
-	addr := serveDir(t, dir)
+	srv := serveDir(t, dir)
+	addr := srv.Addr().String()
 	opc := newHeaderClient(t, op, addr)
 	botc := newHeaderClient(t, bot, addr)
 
@@ -158,7 +141,10 @@ func TestRevocation(t *testing.T) {
 	}
 
 	// A restarted minion keeps the list.
-	addr2 := serveDir(t, dir)
+	if err := srv.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	addr2 := serveDir(t, dir).Addr().String()
 	if err := ping(newHeaderClient(t, bot, addr2).Client); status.KindOf(err) != status.KindTLS {
 		t.Errorf("ci-bot after a restart: %v, want tls", err)
 	}
@@ -186,7 +172,7 @@ func TestRevocationKeepsResumption(t *testing.T) {
 		t.Fatal(err)
 	}
 	op, bot := ca.Overlord("op"), ca.Overlord("ci-bot")
-	addr := serveDir(t, dir)
+	addr := serveDir(t, dir).Addr().String()
 	transport := func(id *certs.Bundle) *http.Transport {
 		cfg := certstest.ClientTLS(t, id) // with a session cache
 		cfg.ServerName = "web1"

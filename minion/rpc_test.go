@@ -18,6 +18,7 @@ import (
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/certs/certstest"
 	"github.com/overlordhq/overlord/minion"
+	"github.com/overlordhq/overlord/minion/miniontest"
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/modules/builtin"
 	"github.com/overlordhq/overlord/rpc"
@@ -46,28 +47,11 @@ func registry(t *testing.T, runs *atomic.Int32) *modules.Registry {
 	return r
 }
 
-// serve starts the minion with identity id in an httptest TLS server, on
-// loopback, stopped when the test ends. It returns its address.
+// serve starts the minion with identity id on loopback, stopped when
+// the test ends. It returns its address.
 func serve(t *testing.T, id *certs.Bundle, reg *modules.Registry) string {
 	t.Helper()
-	srv, err := minion.New(minion.Config{Bundle: id, Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := srv.Handler()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcfg, err := srv.TLSConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(h)
-	ts.TLS = tcfg
-	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
-	ts.StartTLS()
-	t.Cleanup(ts.Close)
-	return ts.Listener.Addr().String()
+	return miniontest.Serve(t, minion.Config{Bundle: id, Registry: reg}).Addr().String()
 }
 
 // dial returns a client using TLS configuration cfg that reaches the

@@ -15,13 +15,14 @@ import (
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/certs/certstest"
 	"github.com/overlordhq/overlord/minion"
+	"github.com/overlordhq/overlord/minion/miniontest"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
 
 func TestServerLifecycle(t *testing.T) {
 	ca := certstest.NewCA(t)
-	srv, err := minion.New(minion.Config{Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0"})
+	srv, err := minion.New(minion.Config{StateDir: t.TempDir(), Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func TestServerLifecycle(t *testing.T) {
 // Close lets a call in flight finish within its grace period.
 func TestServerCloseDrains(t *testing.T) {
 	ca := certstest.NewCA(t)
-	srv, err := minion.New(minion.Config{Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0"})
+	srv, err := minion.New(minion.Config{StateDir: t.TempDir(), Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func TestServerCloseDrains(t *testing.T) {
 
 func TestServerOpenBusyPort(t *testing.T) {
 	ca := certstest.NewCA(t)
-	first, err := minion.New(minion.Config{Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0"})
+	first, err := minion.New(minion.Config{StateDir: t.TempDir(), Bundle: ca.Minion("web1"), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestServerOpenBusyPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.Close(context.Background())
-	second, err := minion.New(minion.Config{Bundle: ca.Minion("web1"), Listen: first.Addr().String()})
+	second, err := minion.New(minion.Config{StateDir: t.TempDir(), Bundle: ca.Minion("web1"), Listen: first.Addr().String()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestNew(t *testing.T) {
 		}
 	})
 	t.Run("overlord identity", func(t *testing.T) {
-		_, err := minion.New(minion.Config{Bundle: ca.Overlord("op")})
+		_, err := minion.New(minion.Config{StateDir: t.TempDir(), Bundle: ca.Overlord("op")})
 		if err == nil || !strings.Contains(err.Error(), `role "overlord", not minion`) {
 			t.Errorf("New = %v, want a role refusal", err)
 		}
@@ -243,11 +244,8 @@ func rawCall(t *testing.T, h http.Handler, body string) (code int, resp map[stri
 
 func handler(t *testing.T) http.Handler {
 	t.Helper()
-	srv, err := minion.New(minion.Config{Bundle: certstest.NewCA(t).Minion("web1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := srv.Handler()
+	srv := miniontest.Serve(t, minion.Config{Bundle: certstest.NewCA(t).Minion("web1")})
+	h, err := srv.HandlerForTest()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,27 +16,41 @@ import (
 
 // Service is the JSON-RPC service "Minion". Every call that runs
 // something is checked against the ACL first and written to the audit
-// log.
+// log; one that could not be written there is refused before it runs.
+// Its zero value refuses such calls: Server makes it with its ACL and
+// audit log.
 type Service struct {
 	Name     string
 	Registry *modules.Registry
 	Logger   *slog.Logger
 	jobs     *asyncJobs // nil: async jobs are off
 	files    *transfers
-	acl      *acl        // nil: everything allowed
-	audit    *auditLog   // nil: nothing recorded
+	acl      *acl        // nil: everything denied
+	audit    *auditLog   // nil: every call that would be recorded refused
 	rev      *revocation // Minion.UpdateCRL (revocation.go)
 }
 
-// record writes an audit entry; a failure to is logged, not fatal.
+// record writes an audit entry. The call it records has been let run
+// (auditLog.ready said the entry would fit); if the entry cannot be
+// written after all (the disk filled meanwhile), it goes to the daemon's
+// log in full, and the calls that follow are refused until the audit log
+// can be written again.
 func (s *Service) record(r *http.Request, e AuditEntry, err error) {
 	e.Identity, e.Remote, e.Outcome = caller(r), r.RemoteAddr, "ok"
 	if err != nil {
 		e.Outcome, e.Message = string(status.KindOf(err)), err.Error()
 	}
 	if aerr := s.audit.record(e); aerr != nil {
-		s.Logger.Error("audit log", "err", aerr)
+		s.logger().Error("audit log: could not record a call", "err", aerr, "identity", e.Identity, "remote", e.Remote,
+			"rpc", e.RPC, "call", e.Call, "args_sha256", e.ArgsSHA256, "job", e.JobID, "origin", e.OriginJobID, "outcome", e.Outcome)
 	}
+}
+
+func (s *Service) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
 }
 
 // Call runs a module method in-process and answers with its result.
@@ -64,12 +78,15 @@ func (s *Service) call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply)
 	if err := s.acl.allow(caller(r), p.Module, p.Method); err != nil {
 		return nil, err
 	}
+	if err := s.audit.ready(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	start := time.Now()
 	res, err := s.Registry.Call(ctx, p.Module, p.Method, p.Args, p.Positional)
 	reply.DurationMS = time.Since(start).Milliseconds()
-	s.Logger.Debug("call", "identity", caller(r), "module", p.Module, "method", p.Method, "kind", kindOf(err), "ms", reply.DurationMS)
+	s.logger().Debug("call", "identity", caller(r), "module", p.Module, "method", p.Method, "kind", kindOf(err), "ms", reply.DurationMS)
 	if err != nil {
 		return res, err
 	}
@@ -86,7 +103,9 @@ func (s *Service) call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply)
 func (s *Service) Describe(r *http.Request, _ *rpc.DescribeParams, reply *rpc.DescribeReply) error {
 	reply.Name = s.Name
 	reply.Version = buildinfo.Version()
-	reply.Modules = s.Registry.DescribeAll()
+	if s.Registry != nil {
+		reply.Modules = s.Registry.DescribeAll()
+	}
 	return nil
 }
 
@@ -116,10 +135,13 @@ func (s *Service) Submit(r *http.Request, p *rpc.SubmitParams, reply *rpc.Submit
 		err = errNoAsync
 	}
 	if err == nil {
+		err = s.audit.ready()
+	}
+	if err == nil {
 		job, reply.Created, err = s.jobs.submit(caller(r), p)
 	}
 	if err == nil || reply.Created {
-		s.Logger.Debug("submit", "identity", caller(r), "origin", p.OriginJobID, "job", job.ID, "created", reply.Created, "module", p.Module, "method", p.Method)
+		s.logger().Debug("submit", "identity", caller(r), "origin", p.OriginJobID, "job", job.ID, "created", reply.Created, "module", p.Module, "method", p.Method)
 	}
 	if err != nil || reply.Created { // a retried Submit is not a new call
 		s.record(r, AuditEntry{RPC: "Minion.Submit", Call: p.Module + "." + p.Method, ArgsSHA256: argsDigest(p.Args, p.Positional),
@@ -182,7 +204,11 @@ func (s *Service) Cancel(r *http.Request, p *rpc.CancelParams, reply *rpc.Cancel
 	default:
 		return rpc.NewError(status.Errorf(status.KindBadArgs, "reason must be cancelled or timeout, not %q", p.Reason), nil)
 	}
-	st, err := s.jobs.cancel(p.JobID, p.Reason, caller(r))
+	var st rpc.JobStatus
+	err := s.audit.ready()
+	if err == nil {
+		st, err = s.jobs.cancel(p.JobID, p.Reason, caller(r))
+	}
 	s.record(r, AuditEntry{RPC: "Minion.Cancel", JobID: p.JobID, Call: st.Module + "." + st.Method}, err)
 	if err != nil {
 		return rpc.NewError(err, nil)
@@ -210,6 +236,9 @@ func (s *Service) WriteChunk(r *http.Request, p *rpc.WriteChunkParams, reply *rp
 	err := s.acl.allow(caller(r), "file", "cp")
 	var out rpc.WriteChunkReply
 	if err == nil {
+		err = s.audit.ready()
+	}
+	if err == nil {
 		out, err = s.files.write(caller(r), p)
 	}
 	// A transfer is recorded at its first chunk and its last, and
@@ -233,6 +262,9 @@ func (s *Service) WriteChunk(r *http.Request, p *rpc.WriteChunkParams, reply *rp
 func (s *Service) ReadChunk(r *http.Request, p *rpc.ReadChunkParams, reply *rpc.ReadChunkReply) error {
 	err := s.acl.allow(caller(r), "file", "fetch")
 	var out rpc.ReadChunkReply
+	if err == nil {
+		err = s.audit.ready()
+	}
 	if err == nil {
 		out, err = readChunk(r.Context(), p)
 	}

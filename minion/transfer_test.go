@@ -23,7 +23,7 @@ func TestReadChunkRefusesFIFO(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	svc := &Service{Logger: newTestLogger(t)}
+	svc := auditedService(t, t.TempDir())
 	done := make(chan error, 1)
 	go func() {
 		var reply rpc.ReadChunkReply
@@ -54,7 +54,7 @@ func TestReadChunkDigestStopsWithTheRequest(t *testing.T) {
 	if err := os.Truncate(big, 64<<20); err != nil {
 		t.Fatal(err)
 	}
-	svc := &Service{Logger: newTestLogger(t)}
+	svc := auditedService(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var reply rpc.ReadChunkReply

@@ -4,11 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -19,41 +15,32 @@ import (
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/minion"
+	"github.com/overlordhq/overlord/minion/miniontest"
 	"github.com/overlordhq/overlord/modules/command"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
 	"github.com/overlordhq/overlord/target"
 )
 
-// startMinion registers name with o and serves it from an httptest TLS
-// server on loopback with the bundle o issued, as `minion init` and
-// `minion serve` would.
+// startMinion registers name with o and serves it on loopback with the
+// bundle o issued, as `minion init` and `minion serve` would.
 func startMinion(t *testing.T, o *overlord.Overlord, name string) {
 	t.Helper()
-	ts := httptest.NewUnstartedServer(http.NotFoundHandler()) // its listener fixes the address
+	ln, err := miniontest.Listen() // its address is the minion's
+	if err != nil {
+		t.Fatal(err)
+	}
 	bundle := filepath.Join(t.TempDir(), name+".pem")
-	if _, err := o.AddMinion(name, ts.Listener.Addr().String(), bundle, certs.ECDSA); err != nil {
+	if _, err := o.AddMinion(name, ln.Addr().String(), bundle, certs.ECDSA); err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
 	b, err := certs.ReadBundle(bundle)
 	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
-	srv, err := minion.New(minion.Config{Bundle: b})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := srv.Handler()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ts.TLS, err = srv.TLSConfig(); err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = h
-	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
-	ts.StartTLS()
-	t.Cleanup(ts.Close)
+	miniontest.Serve(t, minion.Config{Bundle: b, Listener: ln})
 }
 
 // addDeadMinion registers name at a loopback port nobody listens on.

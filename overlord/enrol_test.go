@@ -6,11 +6,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +18,7 @@ import (
 	"github.com/overlordhq/overlord/enrolment"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/minion"
+	"github.com/overlordhq/overlord/minion/miniontest"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
 )
@@ -56,23 +54,7 @@ func startEndpoint(t *testing.T, o *overlord.Overlord) *overlord.Endpoint {
 // serve` would.
 func serveEnrolled(t *testing.T, dir string, ln net.Listener) {
 	t.Helper()
-	srv, err := minion.New(minion.Config{StateDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := srv.Handler()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(h)
-	ts.Listener.Close()
-	ts.Listener = ln
-	if ts.TLS, err = srv.TLSConfig(); err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
-	ts.StartTLS()
-	t.Cleanup(ts.Close)
+	miniontest.Serve(t, minion.Config{StateDir: dir, Listener: ln})
 }
 
 func ping(t *testing.T, o *overlord.Overlord, target string) status.Job {
@@ -95,7 +77,7 @@ func TestEnrolWithToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() }) // after the minion serving on it closes
 	tok, rec, err := o.CreateToken(time.Hour, 1, time.Now())
 	if err != nil {
 		t.Fatal(err)

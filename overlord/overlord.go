@@ -157,7 +157,13 @@ func (o *Overlord) Identity() (*certs.Bundle, error) {
 }
 
 // IssueClient makes one more overlord identity and writes it as a bundle.
+// A name in use by another identity (whatever its case), this state
+// directory's own included, is refused with jobs.ErrNameInUse until every
+// certificate for it is revoked: minions tell identities apart by name.
 func (o *Overlord) IssueClient(name, bundleOut string, kt certs.KeyType) (*certs.Bundle, error) {
+	if _, err := os.Stat(bundleOut); err == nil {
+		return nil, fmt.Errorf("%s already exists; not overwriting it", bundleOut)
+	}
 	ca, err := o.Authority()
 	if err != nil {
 		return nil, err
@@ -166,12 +172,26 @@ func (o *Overlord) IssueClient(name, bundleOut string, kt certs.KeyType) (*certs
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now()
+	var own []jobs.Cert // this directory's identity, maybe made before certificates were recorded
+	if c, err := certs.ReadCert(filepath.Join(o.Dir, CertFile)); err == nil {
+		own = append(own, certRecord(c, SourceCAInit, c.NotBefore))
+	}
 	// Recorded first, so that it can be revoked by name.
-	if err := o.Store.RecordCert(certRecord(cert, SourceCAClient, time.Now())); err != nil {
+	rec := certRecord(cert, SourceCAClient, now)
+	if err := o.Store.RecordIdentity(rec, own...); err != nil {
 		return nil, err
 	}
 	b := &certs.Bundle{Cert: cert, Key: key, CA: ca.Cert}
-	return b, writeBundle(b, bundleOut)
+	if err := writeBundle(b, bundleOut); err != nil {
+		// Its key was never written anywhere: nobody holds it, so the
+		// name is not in use.
+		if ferr := o.Store.ForgetCert(rec.Serial); ferr != nil {
+			err = errors.Join(err, ferr)
+		}
+		return nil, err
+	}
+	return b, nil
 }
 
 func writeBundle(b *certs.Bundle, path string) error {

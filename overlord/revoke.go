@@ -59,7 +59,7 @@ func (o *Overlord) Revoke(spec RevokeSpec, now time.Time) (*Revoked, error) {
 		if err := c.CheckSignatureFrom(ca.Cert); err != nil {
 			return nil, fmt.Errorf("%s: the certificate is not of this CA: %w", spec.CertFile, err)
 		}
-		if spec.Name != "" && spec.Name != c.Subject.CommonName {
+		if spec.Name != "" && !certs.SameName(spec.Name, c.Subject.CommonName) {
 			return nil, fmt.Errorf("%s holds a certificate for %q, not %q", spec.CertFile, c.Subject.CommonName, spec.Name)
 		}
 		spec.Name, only = c.Subject.CommonName, certs.Serial(c)
@@ -77,7 +77,7 @@ func (o *Overlord) Revoke(spec RevokeSpec, now time.Time) (*Revoked, error) {
 		already int
 	)
 	for _, c := range all {
-		if c.Name != spec.Name || (spec.Role != "" && c.Role != string(spec.Role)) || (only != "" && c.Serial != only) {
+		if !certs.SameName(c.Name, spec.Name) || (spec.Role != "" && c.Role != string(spec.Role)) || (only != "" && c.Serial != only) {
 			continue
 		}
 		if c.RevokedAt != nil {

@@ -8,9 +8,9 @@ import (
 )
 
 // FilesPerMinion is how many file descriptors a fleet needs per minion
-// during a call to all of it: the minion's listener, and both ends of the
-// overlord's connection to it.
-const FilesPerMinion = 3
+// during a call to all of it: the minion's listener, both ends of the
+// overlord's connection to it, its minion.db and its audit.log.
+const FilesPerMinion = 5
 
 // filesSpare is room left for everything else a test process opens.
 const filesSpare = 256

@@ -5,7 +5,8 @@
 // overlord.InitCA in a temporary state directory, each minion enrolled
 // with AddMinion (a certificate naming it, its address in overlord.db),
 // and each served by minion.Server over mutual TLS on its own loopback
-// port. Calls made with the fleet's Overlord take the product's own path:
+// port, with a state directory of its own (its access list, audit log
+// and job store). Calls made with the fleet's Overlord take the product's own path:
 // target resolution, fan-out, TLS, JSON-RPC and the job record.
 //
 //	f := miniontest.Start(t, miniontest.Config{Minions: 3})
@@ -23,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -72,6 +74,9 @@ type Fleet struct {
 	// Minions are the servers, open. A test may close one to make that
 	// minion unreachable.
 	Minions []*minion.Server
+	// StateDirs are the minions' state directories, in the order of
+	// Minions (under Dir/minions).
+	StateDirs []string
 
 	closeOnce sync.Once
 	closeErr  error
@@ -96,7 +101,8 @@ func Start(tb testing.TB, cfg Config) *Fleet {
 }
 
 // New starts a fleet with its state in dir, which must be empty or not
-// exist. Each minion's bundle is written to dir/bundles. The caller must
+// exist. Each minion's bundle is written to dir/bundles, and its state
+// directory is dir/minions/NAME. The caller must
 // Close the fleet; removing dir is the caller's job. Most tests want
 // Start instead.
 func New(dir string, cfg Config) (_ *Fleet, err error) {
@@ -129,20 +135,22 @@ func New(dir string, cfg Config) (_ *Fleet, err error) {
 	digits := max(4, len(fmt.Sprint(cfg.Minions-1)))
 	for i := range cfg.Minions {
 		name := fmt.Sprintf("%s%0*d", cfg.Prefix, digits, i)
-		srv, err := startMinion(o, name, filepath.Join(bundles, name+".pem"), cfg)
+		stateDir := filepath.Join(dir, "minions", name)
+		srv, err := startMinion(o, name, filepath.Join(bundles, name+".pem"), stateDir, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("minion %s: %w", name, err)
 		}
 		f.Names = append(f.Names, name)
 		f.Minions = append(f.Minions, srv)
+		f.StateDirs = append(f.StateDirs, stateDir)
 	}
 	return f, nil
 }
 
 // startMinion listens on a free loopback port, enrols the minion at that
-// address and serves it there.
-func startMinion(o *overlord.Overlord, name, bundle string, cfg Config) (*minion.Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// address and serves it there, with its state in stateDir.
+func startMinion(o *overlord.Overlord, name, bundle, stateDir string, cfg Config) (*minion.Server, error) {
+	ln, err := Listen()
 	if err != nil {
 		return nil, err
 	}
@@ -154,17 +162,69 @@ func startMinion(o *overlord.Overlord, name, bundle string, cfg Config) (*minion
 		if err != nil {
 			return nil, err
 		}
-		srv, err := minion.New(minion.Config{Bundle: b, Listener: ln, Registry: cfg.Registry, Logger: cfg.Logger})
-		if err != nil {
-			return nil, err
-		}
-		return srv, srv.Open(context.Background())
+		return open(minion.Config{StateDir: stateDir, Bundle: b, Listener: ln, Registry: cfg.Registry, Logger: cfg.Logger})
 	}()
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
 	return srv, nil
+}
+
+// Serve opens one minion server with cfg, as `minion serve` would, and
+// closes it when the test ends. Left empty, cfg.StateDir is a new
+// temporary directory, cfg.Listener a free loopback port (Addr tells
+// it), and cfg.RunnerCommand one that fails (async jobs run nothing; give
+// one to run them). Use it for a minion whose identity a test makes
+// itself; Start makes whole fleets.
+func Serve(tb testing.TB, cfg minion.Config) *minion.Server {
+	tb.Helper()
+	if cfg.StateDir == "" {
+		cfg.StateDir = tb.TempDir()
+	}
+	if cfg.Listener == nil {
+		ln, err := Listen()
+		if err != nil {
+			tb.Fatalf("miniontest: %v", err)
+		}
+		cfg.Listener = ln
+	}
+	srv, err := open(cfg)
+	if err != nil {
+		cfg.Listener.Close()
+		tb.Fatalf("miniontest: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		if err := srv.Close(ctx); err != nil {
+			tb.Errorf("miniontest: close minion %s: %v", srv.Name(), err)
+		}
+	})
+	return srv
+}
+
+// Listen listens on a free loopback port, for Config.Listener: a test
+// that must know a minion's address before it has its identity (to
+// register it) listens first.
+func Listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+// open makes cfg.StateDir (mode 0700) and opens a server with cfg; the
+// listener is the caller's to close if it fails.
+func open(cfg minion.Config) (*minion.Server, error) {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	if len(cfg.RunnerCommand) == 0 {
+		// A test binary is no runner: started as one, it would run the
+		// tests again.
+		cfg.RunnerCommand = []string{"false"}
+	}
+	srv, err := minion.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return srv, srv.Open(context.Background())
 }
 
 // Close stops every minion, letting calls in flight finish for a few

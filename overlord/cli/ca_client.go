@@ -13,7 +13,12 @@ func (a *App) caClientCmd() *cobra.Command {
 		Short: "Issue one more overlord identity (a second operator, a CI job)",
 		Long: `Issue a client certificate with the overlord role and write it, its private
 key and the CA certificate as one PEM bundle (mode 0600). Use it with
---identity FILE or OVERLORD_IDENTITY=FILE.`,
+--identity FILE or OVERLORD_IDENTITY=FILE.
+
+Minions tell identities apart by name, so a name in use by another
+identity, whatever its case (this state directory's own included), is
+refused until every certificate of that name is revoked (overlord ca
+revoke NAME).`,
 		Example: `  overlord ca client ci-bot --bundle-out ci-bot.pem
   OVERLORD_IDENTITY=ci-bot.pem overlord call '*' test.ping`,
 		Args: cobra.ExactArgs(1),

@@ -4,11 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"log"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +13,7 @@ import (
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/jobs/jobstest"
 	"github.com/overlordhq/overlord/minion"
+	"github.com/overlordhq/overlord/minion/miniontest"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/overlord/cli"
 )
@@ -85,28 +82,21 @@ func (h *harness) must(args ...string) string {
 // on loopback; it returns the bundle's path.
 func (h *harness) addMinion(name string) string {
 	h.t.Helper()
-	ts := httptest.NewUnstartedServer(http.NotFoundHandler())
+	ln, err := miniontest.Listen()
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	bundle := filepath.Join(h.out, name+".pem")
-	h.must("minion", "add", name, "--addr", ts.Listener.Addr().String(), "--bundle-out", bundle)
+	if r := h.run("minion", "add", name, "--addr", ln.Addr().String(), "--bundle-out", bundle); r.code != 0 {
+		ln.Close()
+		h.t.Fatalf("minion add %s: exit %d: %v", name, r.code, r.err)
+	}
 	b, err := certs.ReadBundle(bundle)
 	if err != nil {
+		ln.Close()
 		h.t.Fatal(err)
 	}
-	srv, err := minion.New(minion.Config{Bundle: b})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	handler, err := srv.Handler()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if ts.TLS, err = srv.TLSConfig(); err != nil {
-		h.t.Fatal(err)
-	}
-	ts.Config.Handler = handler
-	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
-	ts.StartTLS()
-	h.t.Cleanup(ts.Close)
+	miniontest.Serve(h.t, minion.Config{Bundle: b, Listener: ln})
 	return bundle
 }
 
