@@ -332,9 +332,17 @@ func (a *asyncJobs) start(job Job) (int, uint64, error) {
 		return 0, 0, err
 	}
 	defer log.Close()
+	// The runner's lock is held from before it exists: no check of its
+	// liveness can see it dead while it starts.
+	lock, err := createRunnerLock(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer lock.Close()
 	cmd := exec.Command(a.runner[0], append(a.runner[1:], dir)...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(os.Environ(), MinionPIDEnv+"="+strconv.Itoa(os.Getpid()))
+	cmd.ExtraFiles = []*os.File{lock} // descriptor runnerLockFD
+	cmd.Env = append(os.Environ(), MinionPIDEnv+"="+strconv.Itoa(os.Getpid()), RunnerLockEnv+"="+strconv.Itoa(runnerLockFD))
 	// The job runs where a synchronous call would: in the daemon's
 	// working directory (the runner finds its spool by absolute path).
 	if wd, err := os.Getwd(); err == nil {
@@ -388,10 +396,15 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 	return a.finish(j.ID, o)
 }
 
-// isRunner reports whether j's runner is alive: its pid runs j (see
-// runnerAlive) and, when the daemon that started it recorded them, has
-// the runner's start time in this boot.
+// isRunner reports whether j's runner is alive: it holds its lock (see
+// lockFile). A job spooled by an older daemon, without a lock file, is
+// judged by its pid: it runs j (see runnerAlive) and, when the daemon
+// that started it recorded them, has the runner's start time in this
+// boot.
 func (a *asyncJobs) isRunner(j Job) bool {
+	if held, known := runnerLockHeld(a.dir(j.ID)); known {
+		return held
+	}
 	if !runnerAlive(j.PID, a.dir(j.ID)) {
 		return false
 	}

@@ -25,6 +25,13 @@ import (
 // output appended to the spool as it is produced, and leaves the outcome
 // in result.json. SIGTERM cancels the job.
 func RunJob(dir string, reg *modules.Registry) error {
+	if fd, err := strconv.Atoi(os.Getenv(RunnerLockEnv)); err == nil && fd > 2 {
+		// The lock stays with this runner: what the job starts does not
+		// inherit it, and does not keep the job alive in the daemon's
+		// eyes once the runner is gone.
+		syscall.CloseOnExec(fd)
+		os.Unsetenv(RunnerLockEnv)
+	}
 	if err := writeFileAtomic(filepath.Join(dir, pidFile), []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
 		return err
 	}

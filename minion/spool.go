@@ -23,7 +23,19 @@ const (
 	pidFile    = "pid"         // the runner's pid (written by the runner)
 	resultFile = "result.json" // the outcome (temporary name, synced, renamed)
 	logFile    = "runner.log"  // the runner's own diagnostics
+	// lockFile is locked (flock) by the runner for its whole life: the
+	// daemon creates and locks it before starting the runner, which
+	// inherits the lock (runnerLockFD). Held means the runner is alive,
+	// free means it is gone; the check cannot race the runner's start.
+	lockFile = "runner.lock"
 )
+
+// runnerLockFD is the descriptor by which a runner inherits its lock.
+const runnerLockFD = 3
+
+// RunnerLockEnv names the variable by which the daemon tells a runner
+// that it holds its lock on descriptor runnerLockFD.
+const RunnerLockEnv = "OVERLORD_RUNNER_LOCK_FD"
 
 // spec is what a runner runs.
 type spec struct {
@@ -123,6 +135,45 @@ func outputSize(dir string) int64 {
 		return 0
 	}
 	return fi.Size()
+}
+
+// createRunnerLock makes dir's lock file, locked, under its final name
+// only once locked: whoever opens it finds it held until the returned
+// file, and every copy of its descriptor, is closed.
+func createRunnerLock(dir string) (*os.File, error) {
+	tmp := filepath.Join(dir, lockFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, lockFile)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// runnerLockHeld reports whether the runner of the job in dir holds its
+// lock (it is alive); known is false when there is no lock file to tell
+// (a job spooled by an older daemon).
+func runnerLockHeld(dir string) (held, known bool) {
+	f, err := os.Open(filepath.Join(dir, lockFile))
+	if err != nil {
+		return false, false
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+	if err == nil {
+		// Free: whoever held it is gone. Closing f lets it go again.
+		return false, true
+	}
+	// EWOULDBLOCK: held. Anything else (no flock here): say held, and
+	// let the runner's result or the time limit settle the job.
+	return true, true
 }
 
 // runnerAlive reports whether pid is alive and really is the runner of
