@@ -105,7 +105,7 @@ func openAsync(stateDir string, runner []string, reg *modules.Registry, retentio
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return nil, err
 	}
-	store, err := openJobStore(filepath.Join(stateDir, "minion.db"))
+	store, err := openJobStore(filepath.Join(stateDir, "minion.db"), spool, logger)
 	if err != nil {
 		return nil, err
 	}
