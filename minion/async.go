@@ -327,6 +327,9 @@ func (a *asyncJobs) start(job Job) (int, uint64, error) {
 	if err := writeFileAtomic(filepath.Join(dir, specFile), data); err != nil {
 		return 0, 0, err
 	}
+	if err := createReserve(dir); err != nil {
+		return 0, 0, err
+	}
 	log, err := os.OpenFile(filepath.Join(dir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, 0, err
@@ -371,8 +374,8 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return j, nil
 	}
 	dir := a.dir(j.ID)
-	if o, err := readOutcome(dir); err == nil {
-		return a.finish(j.ID, *o)
+	if o, ok := spooledOutcome(dir); ok {
+		return a.finish(j.ID, o)
 	}
 	if j.PID == 0 && !starting && time.Since(j.CreatedAt) < spawnGrace {
 		return j, nil // its runner is being started
@@ -381,10 +384,10 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return j, nil
 	}
 	// The runner may have written its result just before exiting.
-	if o, err := readOutcome(dir); err == nil {
-		return a.finish(j.ID, *o)
+	if o, ok := spooledOutcome(dir); ok {
+		return a.finish(j.ID, o)
 	}
-	o := outcome{FinishedAt: time.Now().UTC(), Error: status.Errorf(status.KindLost, "the job's runner (pid %d) ended without a result", j.PID)}
+	o := lostOutcome(dir, j.PID)
 	if a.ownsGroup(j) {
 		// The runner led the job's process group: whatever it started and
 		// left behind goes with it.
@@ -441,8 +444,8 @@ func (a *asyncJobs) finish(id string, o outcome) (Job, error) {
 	resultPath := filepath.Join(a.dir(id), resultFile)
 	if _, err := os.Stat(resultPath); errors.Is(err, os.ErrNotExist) {
 		if data, err := json.Marshal(o); err == nil {
-			if err := writeFileAtomic(resultPath, data); err != nil {
-				a.logger.Warn("write result to spool", "job", id, "err", err)
+			if err := saveResult(a.dir(id), data); err != nil {
+				a.logger.Error("write a job's result to its spool", "job", id, "err", err)
 			}
 		}
 	}

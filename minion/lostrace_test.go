@@ -44,6 +44,7 @@ func TestAsyncNoRunnerLostAtStart(t *testing.T) {
 				for {
 					st, err := a.status(&rpc.StatusParams{JobIDs: []string{j.ID}, MaxOutput: -1}, "")
 					if err == nil && st[0].State == status.Finished {
+						waitRunnerGone(t, a.dir(j.ID))
 						if !st[0].OK {
 							mu.Lock()
 							lost = append(lost, fmt.Sprintf("minion %d job %s: %+v", m, j.ID, st[0].Error))
@@ -77,7 +78,12 @@ func TestAsyncRunnerAliveFromItsStart(t *testing.T) {
 	a := newAsync(t, t.TempDir())
 	defer a.Close()
 	const n = 100
-	var lost []string
+	var lost, dirs []string
+	defer func() {
+		for _, d := range dirs {
+			waitRunnerGone(t, d)
+		}
+	}()
 	for i := range n {
 		j, _, err := a.store.submit("tester", fmt.Sprintf("o%d", i), nil, func(id string) Job {
 			return Job{ID: id, OriginJobID: fmt.Sprintf("o%d", i), Caller: "tester", Module: "test", Method: "sleep",
@@ -90,6 +96,7 @@ func TestAsyncRunnerAliveFromItsStart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		dirs = append(dirs, a.dir(j.ID))
 		j.PID, j.StartTicks, j.BootID = pid, ticks, a.bootID
 		if !a.isRunner(j) {
 			lost = append(lost, j.ID)
@@ -97,5 +104,22 @@ func TestAsyncRunnerAliveFromItsStart(t *testing.T) {
 	}
 	if len(lost) > 0 {
 		t.Errorf("%d of %d runners judged dead right after their start: %v", len(lost), n, lost)
+	}
+}
+
+// waitRunnerGone waits until the runner of the job spooled in dir has
+// exited: its lock is free.
+func waitRunnerGone(t testing.TB, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		held, known := runnerLockHeld(dir)
+		if known && !held {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the runner of %s still runs (lock known %v)", dir, known)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
