@@ -202,6 +202,9 @@ func TestAsyncRestartAdoptsIngestsAndLoses(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, doomed.PID)
+	// The pid shows a zombie as soon as the runner's main thread is
+	// gone; its lock goes with the last of its threads.
+	waitRunnerGone(t, filepath.Join(dir, "spool", doomed.ID))
 
 	b := newAsync(t, dir)
 	defer b.Close()

@@ -78,9 +78,10 @@ type jobStore struct {
 	path, spool string
 	logger      *slog.Logger
 
-	mu  sync.RWMutex // held to use db; written to replace it
-	db  *bolt.DB     // nil if damaged and not rebuilt
-	gen int          // counts replacements of db
+	mu     sync.RWMutex // held to use db; written to replace it
+	db     *bolt.DB     // nil if closed, or damaged and not rebuilt
+	gen    int          // counts replacements of db
+	closed bool
 }
 
 // openJobStore opens minion.db at path, checking it, and rebuilding it
@@ -316,9 +317,12 @@ func (s *jobStore) use(fn func(db *bolt.DB) error) error {
 	s.mu.RLock()
 	db, gen := s.db, s.gen
 	var err error
-	if db == nil {
+	switch {
+	case s.closed:
+		err = fmt.Errorf("%s is closed: the daemon is stopping", s.path)
+	case db == nil:
 		err = fmt.Errorf("%w, and could not be rebuilt: see the daemon's log", ErrJobStoreDamaged)
-	} else {
+	default:
 		err = guard(func() error { return fn(db) })
 	}
 	s.mu.RUnlock()
@@ -341,7 +345,7 @@ func (s *jobStore) updateTx(fn func(tx *bolt.Tx) error) error {
 func (s *jobStore) repair(gen int, damage error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.gen != gen || s.db == nil {
+	if s.gen != gen || s.db == nil || s.closed {
 		return
 	}
 	_ = guard(s.db.Close)
@@ -357,6 +361,10 @@ func (s *jobStore) repair(gen int, damage error) {
 func (s *jobStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
 	if s.db == nil {
 		return nil
 	}
