@@ -491,6 +491,13 @@ func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus,
 		if err == nil && caller != "" && j.Caller != caller {
 			err = status.Errorf(status.KindLost, "no job %s", id)
 		}
+		if errors.Is(err, errJobRecord) {
+			// One bad record fails its own entry, not the whole reply.
+			st := rpc.JobStatus{JobID: id, State: status.Finished, Error: status.Errorf(status.KindInternal, "%v", err)}
+			budget.entry(&st)
+			out = append(out, st)
+			continue
+		}
 		if err != nil {
 			if status.KindOf(err) == status.KindLost {
 				st := rpc.JobStatus{JobID: id, State: status.Finished, Error: status.Errorf(status.KindLost, "this minion has no job %s", id)}

@@ -253,3 +253,22 @@ func TestJobStoreBadRecord(t *testing.T) {
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// TestAsyncStatusWithABadRecord: Minion.Status of several jobs, one of
+// whose records does not decode, answers for the others and gives that
+// one an error of its own.
+func TestAsyncStatusWithABadRecord(t *testing.T) {
+	a := newAsync(t, t.TempDir())
+	defer a.Close()
+	good := submit(t, a, "o1", "test", "ping", nil)
+	waitState(t, a, good.ID, isFinished)
+	bad := good.ID[:len(good.ID)-1] + "x"
+	putRaw(t, a.store, bad, []byte("{not JSON"))
+	st, err := a.status(&rpc.StatusParams{JobIDs: []string{good.ID, bad}}, "")
+	if err != nil || len(st) != 2 {
+		t.Fatalf("status: %+v, %v; want two entries", st, err)
+	}
+	if !st[0].OK || st[1].Error == nil || st[1].Error.Kind != status.KindInternal || !strings.Contains(st[1].Error.Message, "does not decode") {
+		t.Errorf("status: %+v / %+v; want the good job ok and the bad one kind internal", st[0], st[1].Error)
+	}
+}

@@ -65,6 +65,10 @@ var (
 // then moved aside and rebuilt from the spool, as on open.
 var ErrJobStoreDamaged = errors.New("minion.db is damaged")
 
+// errJobRecord is wrapped by the error of a job whose record in
+// minion.db does not decode.
+var errJobRecord = errors.New("its record in minion.db does not decode")
+
 // jobStore is minion.db. The daemon is the only process that opens it and
 // keeps it open while it runs.
 //
@@ -439,7 +443,7 @@ func getJob(tx *bolt.Tx, id string, job *Job) error {
 		return status.Errorf(status.KindLost, "no job %s on this minion", id)
 	}
 	if err := json.Unmarshal(data, job); err != nil {
-		return status.Errorf(status.KindInternal, "job %s: its record in minion.db does not decode: %v", id, err)
+		return fmt.Errorf("job %s: %w: %v", id, errJobRecord, err)
 	}
 	return nil
 }
