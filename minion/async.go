@@ -299,6 +299,11 @@ func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error
 	if err != nil {
 		a.logger.Error("start runner", "job", job.ID, "err", err)
 		job, err = a.finish(job.ID, outcome{Error: status.Errorf(status.KindInternal, "could not start the job's runner: %v", err), FinishedAt: time.Now().UTC()})
+		if _, ok := spooledOutcome(a.dir(job.ID)); !ok {
+			// No room for even the outcome (a full disk): leave no spool
+			// entry that would look RUNNING for ever.
+			os.RemoveAll(a.dir(job.ID))
+		}
 		return job, true, err
 	}
 	job, err = a.store.update(job.ID, func(j *Job) bool {

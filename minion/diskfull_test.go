@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
 
@@ -96,6 +97,16 @@ func TestAsyncSpoolOnFullTmpfs(t *testing.T) {
 	agreeOnFullDisk(t, a, dir, j.ID)
 	if fi, err := os.Stat(filepath.Join(spool, j.ID, outputFile)); err != nil || fi.Size() < 900_000 {
 		t.Errorf("output %v %v: want the disk filled", fi, err)
+	}
+	// The disk is full now: a new job cannot even be spooled. It is
+	// refused saying so, and leaves no entry that looks RUNNING.
+	k, created, err := a.submit("tester", &rpc.SubmitParams{OriginJobID: "o2", Module: "test", Method: "ping"})
+	if err != nil || !created || k.State != status.Finished || k.Error == nil || k.Error.Kind != status.KindInternal ||
+		!strings.Contains(k.Error.Message, "no space left on device") {
+		t.Errorf("submit on a full disk: %+v created %v err %v; want FINISHED, kind internal, no space left on device", k.Error, created, err)
+	}
+	if list, err := LocalJobs(dir, 0); err != nil || len(list) > 2 || len(list) == 2 && list[0].State != status.Finished {
+		t.Errorf("minion job list after a refused job: %+v, %v", list, err)
 	}
 }
 
