@@ -105,7 +105,7 @@ func openAsync(stateDir string, runner []string, reg *modules.Registry, retentio
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return nil, err
 	}
-	store, err := openJobStore(filepath.Join(stateDir, "minion.db"))
+	store, err := openJobStore(filepath.Join(stateDir, "minion.db"), spool, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +299,11 @@ func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error
 	if err != nil {
 		a.logger.Error("start runner", "job", job.ID, "err", err)
 		job, err = a.finish(job.ID, outcome{Error: status.Errorf(status.KindInternal, "could not start the job's runner: %v", err), FinishedAt: time.Now().UTC()})
+		if _, ok := spooledOutcome(a.dir(job.ID)); !ok {
+			// No room for even the outcome (a full disk): leave no spool
+			// entry that would look RUNNING for ever.
+			os.RemoveAll(a.dir(job.ID))
+		}
 		return job, true, err
 	}
 	job, err = a.store.update(job.ID, func(j *Job) bool {
@@ -327,14 +332,25 @@ func (a *asyncJobs) start(job Job) (int, uint64, error) {
 	if err := writeFileAtomic(filepath.Join(dir, specFile), data); err != nil {
 		return 0, 0, err
 	}
+	if err := createReserve(dir); err != nil {
+		return 0, 0, err
+	}
 	log, err := os.OpenFile(filepath.Join(dir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer log.Close()
+	// The runner's lock is held from before it exists: no check of its
+	// liveness can see it dead while it starts.
+	lock, err := createRunnerLock(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer lock.Close()
 	cmd := exec.Command(a.runner[0], append(a.runner[1:], dir)...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(os.Environ(), MinionPIDEnv+"="+strconv.Itoa(os.Getpid()))
+	cmd.ExtraFiles = []*os.File{lock} // descriptor runnerLockFD
+	cmd.Env = append(os.Environ(), MinionPIDEnv+"="+strconv.Itoa(os.Getpid()), RunnerLockEnv+"="+strconv.Itoa(runnerLockFD))
 	// The job runs where a synchronous call would: in the daemon's
 	// working directory (the runner finds its spool by absolute path).
 	if wd, err := os.Getwd(); err == nil {
@@ -363,8 +379,8 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return j, nil
 	}
 	dir := a.dir(j.ID)
-	if o, err := readOutcome(dir); err == nil {
-		return a.finish(j.ID, *o)
+	if o, ok := spooledOutcome(dir); ok {
+		return a.finish(j.ID, o)
 	}
 	if j.PID == 0 && !starting && time.Since(j.CreatedAt) < spawnGrace {
 		return j, nil // its runner is being started
@@ -373,10 +389,10 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return j, nil
 	}
 	// The runner may have written its result just before exiting.
-	if o, err := readOutcome(dir); err == nil {
-		return a.finish(j.ID, *o)
+	if o, ok := spooledOutcome(dir); ok {
+		return a.finish(j.ID, o)
 	}
-	o := outcome{FinishedAt: time.Now().UTC(), Error: status.Errorf(status.KindLost, "the job's runner (pid %d) ended without a result", j.PID)}
+	o := lostOutcome(dir, j.PID)
 	if a.ownsGroup(j) {
 		// The runner led the job's process group: whatever it started and
 		// left behind goes with it.
@@ -388,10 +404,15 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 	return a.finish(j.ID, o)
 }
 
-// isRunner reports whether j's runner is alive: its pid runs j (see
-// runnerAlive) and, when the daemon that started it recorded them, has
-// the runner's start time in this boot.
+// isRunner reports whether j's runner is alive: it holds its lock (see
+// lockFile). A job spooled by an older daemon, without a lock file, is
+// judged by its pid: it runs j (see runnerAlive) and, when the daemon
+// that started it recorded them, has the runner's start time in this
+// boot.
 func (a *asyncJobs) isRunner(j Job) bool {
+	if held, known := runnerLockHeld(a.dir(j.ID)); known {
+		return held
+	}
 	if !runnerAlive(j.PID, a.dir(j.ID)) {
 		return false
 	}
@@ -428,8 +449,8 @@ func (a *asyncJobs) finish(id string, o outcome) (Job, error) {
 	resultPath := filepath.Join(a.dir(id), resultFile)
 	if _, err := os.Stat(resultPath); errors.Is(err, os.ErrNotExist) {
 		if data, err := json.Marshal(o); err == nil {
-			if err := writeFileAtomic(resultPath, data); err != nil {
-				a.logger.Warn("write result to spool", "job", id, "err", err)
+			if err := saveResult(a.dir(id), data); err != nil {
+				a.logger.Error("write a job's result to its spool", "job", id, "err", err)
 			}
 		}
 	}
@@ -474,6 +495,13 @@ func (a *asyncJobs) status(p *rpc.StatusParams, caller string) ([]rpc.JobStatus,
 		j, err := a.store.get(id)
 		if err == nil && caller != "" && !sameIdentity(j.Caller, caller) {
 			err = status.Errorf(status.KindLost, "no job %s", id)
+		}
+		if errors.Is(err, errJobRecord) {
+			// One bad record fails its own entry, not the whole reply.
+			st := rpc.JobStatus{JobID: id, State: status.Finished, Error: status.Errorf(status.KindInternal, "%v", err)}
+			budget.entry(&st)
+			out = append(out, st)
+			continue
 		}
 		if err != nil {
 			if status.KindOf(err) == status.KindLost {

@@ -3,6 +3,7 @@ package minion
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,7 +24,11 @@ const runnerEnv = "OVERLORD_TEST_RUNNER"
 func TestMain(m *testing.M) {
 	if os.Getenv(runnerEnv) == "1" {
 		daemon, _ := strconv.Atoi(os.Getenv(MinionPIDEnv))
-		if err := RunJob(os.Args[len(os.Args)-1], RunnerRegistry("", daemon)); err != nil {
+		var opts runOptions
+		if n, err := strconv.Atoi(os.Getenv(runnerDiskFullEnv)); err == nil {
+			opts.output = func(w io.Writer) io.Writer { return &diskFullWriter{w: w, room: n} }
+		}
+		if err := runJob(os.Args[len(os.Args)-1], RunnerRegistry("", daemon), opts); err != nil {
 			os.Stderr.WriteString(err.Error() + "\n")
 			os.Exit(1)
 		}
@@ -197,6 +202,9 @@ func TestAsyncRestartAdoptsIngestsAndLoses(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, doomed.PID)
+	// The pid shows a zombie as soon as the runner's main thread is
+	// gone; its lock goes with the last of its threads.
+	waitRunnerGone(t, filepath.Join(dir, "spool", doomed.ID))
 
 	b := newAsync(t, dir)
 	defer b.Close()

@@ -4,7 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -54,51 +60,325 @@ var (
 	mkSchema  = []byte("schema_version")
 )
 
+// ErrJobStoreDamaged is returned by an operation on minion.db that found
+// the file damaged (bbolt panicked or faulted reading it). The store is
+// then moved aside and rebuilt from the spool, as on open.
+var ErrJobStoreDamaged = errors.New("minion.db is damaged")
+
+// errJobRecord is wrapped by the error of a job whose record in
+// minion.db does not decode.
+var errJobRecord = errors.New("its record in minion.db does not decode")
+
 // jobStore is minion.db. The daemon is the only process that opens it and
 // keeps it open while it runs.
+//
+// A damaged file never takes the daemon down: it is checked when opened
+// (bbolt's consistency check and a read of every record), and one found
+// damaged then, or later by an operation that panics or faults in bbolt,
+// is moved aside (minion.db.damaged-<time>) and a new store is rebuilt
+// from what the spool holds. A record that does not decode is skipped,
+// and logged, by listings and retention.
 type jobStore struct {
-	db *bolt.DB
+	path, spool string
+	logger      *slog.Logger
+
+	mu     sync.RWMutex // held to use db; written to replace it
+	db     *bolt.DB     // nil if closed, or damaged and not rebuilt
+	gen    int          // counts replacements of db
+	closed bool
 }
 
-func openJobStore(path string) (*jobStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("%s is locked: is another minion daemon running with this state directory?", path)
+// openJobStore opens minion.db at path, checking it, and rebuilding it
+// from spool (the spool's directory) if it is damaged, or empty while
+// the spool holds jobs. Jobs of the spool it lacks are added to it.
+func openJobStore(path, spool string, logger *slog.Logger) (*jobStore, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
+	s := &jobStore{path: path, spool: spool, logger: logger}
+	db, damage, err := s.openChecked()
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{mbMeta, mbJobs, mbOrigins} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+	if damage != nil {
+		if db, err = s.rebuild(damage); err != nil {
+			return nil, err
+		}
+	}
+	s.db = db
+	return s, nil
+}
+
+// openChecked opens and checks minion.db. A file found damaged is
+// closed and its damage returned (db nil); err is for what moving it
+// aside would not mend (another daemon holds it, a newer schema, ...).
+func (s *jobStore) openChecked() (db *bolt.DB, damage, err error) {
+	fi, statErr := os.Stat(s.path)
+	switch {
+	case errors.Is(statErr, fs.ErrNotExist):
+		// A new store; if the spool holds jobs, addSpooled records them.
+	case statErr != nil:
+		return nil, nil, statErr
+	case fi.Size() == 0:
+		if n := spooledJobs(s.spool); n > 0 {
+			return nil, fmt.Errorf("%s is empty (0 bytes) while the spool holds %d jobs", s.path, n), nil
+		}
+	}
+	err = guard(func() error {
+		var err error
+		db, err = bolt.Open(s.path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+		return err
+	})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, nil, fmt.Errorf("%s is locked: is another minion daemon running with this state directory?", s.path)
+	case errors.Is(err, fs.ErrPermission):
+		return nil, nil, fmt.Errorf("open %s: %w", s.path, err)
+	case err != nil:
+		return nil, fmt.Errorf("open %s: %w", s.path, err), nil
+	}
+	if damage := guard(func() error { return checkDB(db) }); damage != nil {
+		db.Close()
+		return nil, fmt.Errorf("check %s: %w", s.path, damage), nil
+	}
+	err = guard(func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			if err := initStore(tx, s.path, s.logger); err != nil {
 				return err
 			}
-		}
-		meta := tx.Bucket(mbMeta)
-		v := meta.Get(mkSchema)
-		if v == nil {
-			if err := meta.Put(mkSchema, []byte(strconv.Itoa(jobStoreSchema))); err != nil {
-				return err
-			}
-		} else if string(v) != strconv.Itoa(jobStoreSchema) {
-			return fmt.Errorf("%s has schema version %s; this minion reads version %d", path, v, jobStoreSchema)
-		}
-		if tx.Bucket(mbRunning) == nil {
-			return buildRunningIndex(tx)
-		}
-		return nil
+			return s.addSpooled(tx, false)
+		})
 	})
 	if err != nil {
 		db.Close()
-		return nil, err
+		if errors.Is(err, ErrJobStoreDamaged) {
+			return nil, err, nil
+		}
+		return nil, nil, err
 	}
-	return &jobStore{db: db}, nil
+	return db, nil, nil
 }
 
-func (s *jobStore) Close() error { return s.db.Close() }
+// checkDB reads every key and value of every bucket (a damaged page
+// panics or faults here, in guard, rather than later in the daemon),
+// then runs bbolt's consistency check.
+func checkDB(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		var walk func(b *bolt.Bucket) error
+		walk = func(b *bolt.Bucket) error {
+			c := b.Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if v == nil {
+					if sub := b.Bucket(k); sub != nil {
+						if err := walk(sub); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			return nil
+		}
+		err := tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for err := range tx.Check() {
+			if len(errs) < 10 {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// initStore makes the buckets of a new store and checks the schema of an
+// old one.
+func initStore(tx *bolt.Tx, path string, logger *slog.Logger) error {
+	for _, b := range [][]byte{mbMeta, mbJobs, mbOrigins} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	meta := tx.Bucket(mbMeta)
+	v := meta.Get(mkSchema)
+	if v == nil {
+		if err := meta.Put(mkSchema, []byte(strconv.Itoa(jobStoreSchema))); err != nil {
+			return err
+		}
+	} else if string(v) != strconv.Itoa(jobStoreSchema) {
+		return fmt.Errorf("%s has schema version %s; this minion reads version %d", path, v, jobStoreSchema)
+	}
+	if tx.Bucket(mbRunning) == nil {
+		return buildRunningIndex(tx, logger)
+	}
+	return nil
+}
+
+// guard runs fn, turning a panic or a memory fault in it (bbolt reading
+// a damaged page) into an error wrapping ErrJobStoreDamaged.
+func guard(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrJobStoreDamaged, r)
+		}
+	}()
+	return fn()
+}
+
+// spooledJobs counts the job directories in spool.
+func spooledJobs(spool string) int {
+	ents, _ := os.ReadDir(spool)
+	n := 0
+	for _, e := range ents {
+		if e.IsDir() {
+			n++
+		}
+	}
+	return n
+}
+
+// rebuild moves a damaged minion.db aside (if there is one), says so in
+// an error log, and makes a new store from the spool: every job it holds
+// a readable spec of, finished if it holds its result, with its origin,
+// so that a resubmit still finds its job.
+func (s *jobStore) rebuild(damage error) (*bolt.DB, error) {
+	aside := ""
+	if _, err := os.Lstat(s.path); err == nil {
+		aside = s.path + ".damaged-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+		if err := os.Rename(s.path, aside); err != nil {
+			return nil, fmt.Errorf("%v; moving it aside failed: %w", damage, err)
+		}
+	}
+	s.logger.Error("minion.db is damaged: moved it aside, rebuilding the job store from the spool",
+		"path", s.path, "moved_to", aside, "damage", damage)
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("rebuild %s: %w", s.path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := initStore(tx, s.path, s.logger); err != nil {
+			return err
+		}
+		return s.addSpooled(tx, true)
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("rebuild %s: %w", s.path, err)
+	}
+	return db, nil
+}
+
+// addSpooled records in the store the jobs of the spool it lacks (all of
+// them, into a store being rebuilt): every job the spool holds a
+// readable spec of, finished if it holds its result, with its origin, so
+// that a resubmit still finds its job. A store that lost its last
+// writes (bbolt falls back on its older meta page when the newer is
+// damaged) gets them back this way.
+func (s *jobStore) addSpooled(tx *bolt.Tx, rebuilding bool) error {
+	ents, err := os.ReadDir(s.spool)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	var n, running, skipped int
+	for _, e := range ents {
+		if !e.IsDir() || tx.Bucket(mbJobs).Get([]byte(e.Name())) != nil {
+			continue
+		}
+		j, err := readLocalJob(filepath.Join(s.spool, e.Name()), false)
+		if err != nil || j.ID != e.Name() {
+			s.logger.Warn("minion.db: skipping a spool entry without a readable spec", "job", e.Name(), "err", err)
+			skipped++
+			continue
+		}
+		job := j.Job
+		if job.State != status.Finished {
+			job.State = status.Running
+			running++
+		}
+		if err := tx.Bucket(mbOrigins).Put(originKey(job.Caller, job.OriginJobID), []byte(job.ID)); err != nil {
+			return err
+		}
+		if err := putJob(tx, job); err != nil {
+			return err
+		}
+		n++
+	}
+	switch {
+	case rebuilding:
+		s.logger.Error("minion.db rebuilt from the spool", "path", s.path, "jobs", n, "running", running, "skipped", skipped)
+	case n > 0:
+		s.logger.Error("minion.db lacked jobs the spool holds: added them", "path", s.path, "jobs", n, "running", running)
+	}
+	return nil
+}
+
+// use runs fn on the store's database, guarded: if bbolt panics or
+// faults in it, the store is moved aside and rebuilt (once, whoever else
+// found it damaged meanwhile), and the error returned.
+func (s *jobStore) use(fn func(db *bolt.DB) error) error {
+	s.mu.RLock()
+	db, gen := s.db, s.gen
+	var err error
+	switch {
+	case s.closed:
+		err = fmt.Errorf("%s is closed: the daemon is stopping", s.path)
+	case db == nil:
+		err = fmt.Errorf("%w, and could not be rebuilt: see the daemon's log", ErrJobStoreDamaged)
+	default:
+		err = guard(func() error { return fn(db) })
+	}
+	s.mu.RUnlock()
+	if db != nil && errors.Is(err, ErrJobStoreDamaged) {
+		s.repair(gen, err)
+		return status.Errorf(status.KindInternal, "%v (moved aside and rebuilt from the spool; try again)", err)
+	}
+	return err
+}
+
+func (s *jobStore) view(fn func(tx *bolt.Tx) error) error {
+	return s.use(func(db *bolt.DB) error { return db.View(fn) })
+}
+
+func (s *jobStore) updateTx(fn func(tx *bolt.Tx) error) error {
+	return s.use(func(db *bolt.DB) error { return db.Update(fn) })
+}
+
+// repair replaces the store found damaged in generation gen.
+func (s *jobStore) repair(gen int, damage error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != gen || s.db == nil || s.closed {
+		return
+	}
+	_ = guard(s.db.Close)
+	db, err := s.rebuild(damage)
+	if err != nil {
+		s.logger.Error("minion.db could not be rebuilt: async jobs fail until the daemon restarts", "err", err)
+	}
+	s.db = db
+	s.gen++
+}
+
+// Close closes minion.db.
+func (s *jobStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.db == nil {
+		return nil
+	}
+	err := guard(s.db.Close)
+	s.db = nil
+	return err
+}
 
 // buildRunningIndex makes mbRunning from every job, once.
-func buildRunningIndex(tx *bolt.Tx) error {
+func buildRunningIndex(tx *bolt.Tx, logger *slog.Logger) error {
 	rb, err := tx.CreateBucket(mbRunning)
 	if err != nil {
 		return err
@@ -106,7 +386,8 @@ func buildRunningIndex(tx *bolt.Tx) error {
 	return tx.Bucket(mbJobs).ForEach(func(k, v []byte) error {
 		var j Job
 		if err := json.Unmarshal(v, &j); err != nil {
-			return fmt.Errorf("job %s: %w", k, err)
+			logger.Error("minion.db: skipping a job record that does not decode", "job", string(k), "err", err)
+			return nil
 		}
 		if j.State == status.Finished {
 			return nil
@@ -122,7 +403,7 @@ func originKey(caller, origin string) []byte { return []byte(caller + "\x00" + o
 // the same job. A new job is refused (kind internal) if limits says so,
 // given how many jobs run, in all and of caller.
 func (s *jobStore) submit(caller, origin string, limits func(running, callers int) error, mk func(id string) Job) (job Job, created bool, err error) {
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.updateTx(func(tx *bolt.Tx) error {
 		ob := tx.Bucket(mbOrigins)
 		if id := ob.Get(originKey(caller, origin)); id != nil {
 			return getJob(tx, string(id), &job)
@@ -161,7 +442,10 @@ func getJob(tx *bolt.Tx, id string, job *Job) error {
 	if data == nil {
 		return status.Errorf(status.KindLost, "no job %s on this minion", id)
 	}
-	return json.Unmarshal(data, job)
+	if err := json.Unmarshal(data, job); err != nil {
+		return fmt.Errorf("job %s: %w: %v", id, errJobRecord, err)
+	}
+	return nil
 }
 
 func putJob(tx *bolt.Tx, job Job) error {
@@ -180,14 +464,14 @@ func putJob(tx *bolt.Tx, job Job) error {
 
 func (s *jobStore) get(id string) (Job, error) {
 	var job Job
-	err := s.db.View(func(tx *bolt.Tx) error { return getJob(tx, id, &job) })
+	err := s.view(func(tx *bolt.Tx) error { return getJob(tx, id, &job) })
 	return job, err
 }
 
 // update applies fn to a job and stores it, unless fn returns false.
 func (s *jobStore) update(id string, fn func(*Job) bool) (Job, error) {
 	var job Job
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.updateTx(func(tx *bolt.Tx) error {
 		if err := getJob(tx, id, &job); err != nil {
 			return err
 		}
@@ -202,7 +486,8 @@ func (s *jobStore) update(id string, fn func(*Job) bool) (Job, error) {
 // running returns the jobs not yet FINISHED, reading only those.
 func (s *jobStore) running() ([]Job, error) {
 	var out []Job
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
+		out = nil
 		jb := tx.Bucket(mbJobs)
 		return tx.Bucket(mbRunning).ForEach(func(k, _ []byte) error {
 			v := jb.Get(k)
@@ -211,7 +496,8 @@ func (s *jobStore) running() ([]Job, error) {
 			}
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
-				return fmt.Errorf("job %s: %w", k, err)
+				s.logger.Error("minion.db: skipping a job record that does not decode", "job", string(k), "err", err)
+				return nil
 			}
 			if j.State != status.Finished {
 				out = append(out, j)
@@ -226,12 +512,14 @@ func (s *jobStore) running() ([]Job, error) {
 // first (limit 0: all). It reads no further than it needs to.
 func (s *jobStore) list(limit int, caller string) ([]Job, error) {
 	var out []Job
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
+		out = nil
 		c := tx.Bucket(mbJobs).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
-				return fmt.Errorf("job %s: %w", k, err)
+				s.logger.Error("minion.db: skipping a job record that does not decode", "job", string(k), "err", err)
+				continue
 			}
 			if caller != "" && !sameIdentity(j.Caller, caller) {
 				continue
@@ -250,14 +538,16 @@ func (s *jobStore) list(limit int, caller string) ([]Job, error) {
 // newest FINISHED jobs, returning their IDs.
 func (s *jobStore) purge(cutoff time.Time, keep int) ([]string, error) {
 	var gone []string
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.updateTx(func(tx *bolt.Tx) error {
+		gone = nil
 		jb, ob := tx.Bucket(mbJobs), tx.Bucket(mbOrigins)
 		finished := 0
 		c := jb.Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
-				return err
+				s.logger.Error("minion.db: retention skips a job record that does not decode", "job", string(k), "err", err)
+				continue
 			}
 			if j.State != status.Finished {
 				continue

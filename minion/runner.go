@@ -25,16 +25,48 @@ import (
 // output appended to the spool as it is produced, and leaves the outcome
 // in result.json. SIGTERM cancels the job.
 func RunJob(dir string, reg *modules.Registry) error {
-	if err := writeFileAtomic(filepath.Join(dir, pidFile), []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+	return runJob(dir, reg, runOptions{})
+}
+
+// runOptions are what tests change in a runner.
+type runOptions struct {
+	// output, if set, wraps the writer of the job's output file (a test
+	// makes it fail as a full disk would).
+	output func(io.Writer) io.Writer
+}
+
+func runJob(dir string, reg *modules.Registry, opts runOptions) error {
+	if fd, err := strconv.Atoi(os.Getenv(RunnerLockEnv)); err == nil && fd > 2 {
+		// The lock stays with this runner: what the job starts does not
+		// inherit it, and does not keep the job alive in the daemon's
+		// eyes once the runner is gone.
+		syscall.CloseOnExec(fd)
+		os.Unsetenv(RunnerLockEnv)
+	}
+	start := time.Now()
+	// A job that cannot even start (a full disk, a spec that does not
+	// decode) still leaves an outcome saying why.
+	fail := func(err error) error {
+		o := outcome{Error: status.Errorf(status.KindInternal, "the job's runner could not start it: %v", err), FinishedAt: time.Now().UTC()}
+		if raw, mErr := json.Marshal(o); mErr == nil {
+			if sErr := saveResult(dir, raw); sErr != nil {
+				return errors.Join(err, sErr)
+			}
+		}
 		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, pidFile), []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+		// The pid file is for people; the daemon knows the pid and
+		// judges the runner by its lock.
+		fmt.Fprintf(os.Stderr, "write pid file: %v\n", err)
 	}
 	data, err := os.ReadFile(filepath.Join(dir, specFile))
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	var sp spec
 	if err := json.Unmarshal(data, &sp); err != nil {
-		return fmt.Errorf("%s: %w", specFile, err)
+		return fail(fmt.Errorf("%s: %w", specFile, err))
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -56,16 +88,20 @@ func RunJob(dir string, reg *modules.Registry) error {
 	}
 	out, err := os.OpenFile(filepath.Join(dir, outputFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	defer out.Close()
 	leader := syscall.Getpgrp() == os.Getpid()
 	if leader {
 		ctx = modules.InJobProcessGroup(ctx)
 	}
-	ctx = modules.WithOutput(ctx, &spoolWriter{w: out, room: MaxSpoolOutput})
+	var outW io.Writer = out
+	if opts.output != nil {
+		outW = opts.output(out)
+	}
+	spoolOut := &spoolWriter{w: outW, room: MaxSpoolOutput}
+	ctx = modules.WithOutput(ctx, spoolOut)
 
-	start := time.Now()
 	res, callErr := reg.Call(ctx, sp.Module, sp.Method, sp.Args, nil)
 	o := outcome{OK: callErr == nil, DurationMS: time.Since(start).Milliseconds(), FinishedAt: time.Now().UTC()}
 	if res != nil {
@@ -91,11 +127,21 @@ func RunJob(dir string, reg *modules.Registry) error {
 			o.Error = status.Errorf(status.KindCancelled, "job cancelled")
 		}
 	}
+	if err := spoolOut.Err(); err != nil {
+		// The job ran, but what it wrote is not all in the spool (a full
+		// disk): the outcome says so, whatever the job's own.
+		msg := fmt.Sprintf("the job's output could not be kept in the spool: %v", err)
+		if o.Error == nil {
+			o.OK, o.Error = false, status.Errorf(status.KindInternal, "%s", msg)
+		} else {
+			o.Error.Message += "; and " + msg
+		}
+	}
 	raw, err := json.Marshal(o)
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, resultFile), raw); err != nil {
+	if err := saveResult(dir, raw); err != nil {
 		return err
 	}
 	if callErr != nil && leader && ctx.Err() != nil {
@@ -113,26 +159,41 @@ const MaxSpoolOutput = 64 << 20
 
 // spoolWriter appends to a job's output file until room runs out, then
 // notes the truncation once and drops the rest. It never fails the
-// job's own writes.
+// job's own writes: the first error writing the file (a full disk) is
+// kept for Err, and the rest of the output dropped.
 type spoolWriter struct {
 	mu   sync.Mutex
 	w    io.Writer
 	room int64
 	full bool
+	err  error
 }
 
 func (s *spoolWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var err error
 	switch {
-	case s.full:
+	case s.full || s.err != nil:
 	case int64(len(p)) <= s.room:
-		n, _ := s.w.Write(p)
+		var n int
+		n, err = s.w.Write(p)
 		s.room -= int64(n)
 	default:
-		s.w.Write(p[:s.room])
-		fmt.Fprintf(s.w, "\n[output truncated: the spool keeps %d MiB]\n", MaxSpoolOutput>>20)
+		if _, err = s.w.Write(p[:s.room]); err == nil {
+			_, err = fmt.Fprintf(s.w, "\n[output truncated: the spool keeps %d MiB]\n", MaxSpoolOutput>>20)
+		}
 		s.room, s.full = 0, true
 	}
+	if err != nil && s.err == nil {
+		s.err = fmt.Errorf("write %s: %w", outputFile, err)
+	}
 	return len(p), nil
+}
+
+// Err returns the first error writing the output file, if any.
+func (s *spoolWriter) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,7 +24,23 @@ const (
 	pidFile    = "pid"         // the runner's pid (written by the runner)
 	resultFile = "result.json" // the outcome (temporary name, synced, renamed)
 	logFile    = "runner.log"  // the runner's own diagnostics
+	// reserveFile holds disk space for the job's result, taken before
+	// the runner starts: a job whose output fills the disk still leaves
+	// a result saying so (see saveResult).
+	reserveFile = "result.reserve"
+	// lockFile is locked (flock) by the runner for its whole life: the
+	// daemon creates and locks it before starting the runner, which
+	// inherits the lock (runnerLockFD). Held means the runner is alive,
+	// free means it is gone; the check cannot race the runner's start.
+	lockFile = "runner.lock"
 )
+
+// runnerLockFD is the descriptor by which a runner inherits its lock.
+const runnerLockFD = 3
+
+// RunnerLockEnv names the variable by which the daemon tells a runner
+// that it holds its lock on descriptor runnerLockFD.
+const RunnerLockEnv = "OVERLORD_RUNNER_LOCK_FD"
 
 // spec is what a runner runs.
 type spec struct {
@@ -77,16 +94,161 @@ func writeFileAtomic(path string, data []byte) error {
 	return d.Sync()
 }
 
+// resultReserve is the size of reserveFile: room for an outcome that
+// says what went wrong.
+const resultReserve = 16 << 10
+
+// errResultUnreadable wraps the error reading a result.json that exists
+// but cannot be read or decoded.
+var errResultUnreadable = errors.New("the job's result.json is unreadable")
+
+// createReserve makes dir's reserveFile, its blocks written so that
+// using it needs no more space.
+func createReserve(dir string) error {
+	return writeFileAtomic(filepath.Join(dir, reserveFile), bytes.Repeat([]byte{' '}, resultReserve))
+}
+
+// saveResult writes data as dir's result.json (see writeFileAtomic). If
+// that fails (a full disk), the result is written over the reserve made
+// for it instead, which needs no new space: data itself if it fits, else
+// a shorter outcome saying why the result could not be saved. The
+// reserve is removed either way.
+func saveResult(dir string, data []byte) error {
+	path := filepath.Join(dir, resultFile)
+	reserve := filepath.Join(dir, reserveFile)
+	err := writeFileAtomic(path, data)
+	if err == nil {
+		os.Remove(reserve)
+		return nil
+	}
+	os.Remove(path + ".tmp")
+	if len(data) > resultReserve {
+		data = briefOutcome(data, err)
+	}
+	if rErr := overwriteReserve(reserve, path, data); rErr != nil {
+		return fmt.Errorf("save the job's result: %w (and over its reserve: %v)", err, rErr)
+	}
+	return nil
+}
+
+// briefOutcome is a short outcome for one (data) that could not be saved
+// for err: not ok, kind internal, with the job's own error, if any, cut
+// short.
+func briefOutcome(data []byte, err error) []byte {
+	var o outcome
+	_ = json.Unmarshal(data, &o)
+	msg := fmt.Sprintf("the job's result (%d bytes) could not be saved: %v", len(data), err)
+	if o.Error != nil {
+		own := o.Error.Message
+		if len(own) > 2048 {
+			own = own[:2048] + "..."
+		}
+		msg += fmt.Sprintf("; the job's own error: %s: %s", o.Error.Kind, own)
+	}
+	short, _ := json.Marshal(outcome{Error: status.Errorf(status.KindInternal, "%s", msg), DurationMS: o.DurationMS, FinishedAt: o.FinishedAt})
+	return short
+}
+
+// overwriteReserve writes data over the reserve file in place, cuts it
+// to size, syncs it and renames it to path.
+func overwriteReserve(reserve, path string, data []byte) error {
+	f, err := os.OpenFile(reserve, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Truncate(int64(len(data))); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(reserve, path); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// readOutcome reads dir's result.json: an error wrapping fs.ErrNotExist
+// if there is none yet, errResultUnreadable if it cannot be read or
+// decoded.
 func readOutcome(dir string) (*outcome, error) {
 	data, err := os.ReadFile(filepath.Join(dir, resultFile))
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errResultUnreadable, err)
 	}
 	var o outcome
 	if err := json.Unmarshal(data, &o); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, resultFile), err)
+		return nil, fmt.Errorf("%w: %v", errResultUnreadable, err)
 	}
 	return &o, nil
+}
+
+// spooledOutcome returns the outcome dir holds, if it holds one: the
+// runner's result, or, for a result.json that cannot be read or decoded,
+// an outcome saying so (kind internal).
+func spooledOutcome(dir string) (outcome, bool) {
+	o, err := readOutcome(dir)
+	switch {
+	case err == nil:
+		return *o, true
+	case errors.Is(err, errResultUnreadable):
+		at := time.Now().UTC()
+		if fi, sErr := os.Stat(filepath.Join(dir, resultFile)); sErr == nil {
+			at = fi.ModTime().UTC()
+		}
+		return outcome{Error: status.Errorf(status.KindInternal, "%v", err), FinishedAt: at}, true
+	}
+	return outcome{}, false
+}
+
+// lostOutcome is the outcome of a job whose runner (pid) ended without
+// leaving one, with the last line of its log if it wrote one.
+func lostOutcome(dir string, pid int) outcome {
+	msg := fmt.Sprintf("the job's runner (pid %d) ended without a result", pid)
+	if last := lastLogLine(filepath.Join(dir, logFile)); last != "" {
+		msg += ": " + last
+	}
+	return outcome{FinishedAt: time.Now().UTC(), Error: status.Errorf(status.KindLost, "%s", msg)}
+}
+
+// lastLogLine returns the last line of the runner's log, at most 512
+// bytes of it.
+func lastLogLine(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return ""
+	}
+	n := min(fi.Size(), 512)
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, fi.Size()-n); err != nil && !errors.Is(err, io.EOF) {
+		return ""
+	}
+	buf = bytes.TrimRight(buf, "\n")
+	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+		buf = buf[i+1:]
+	}
+	return strings.ToValidUTF8(string(buf), "?")
 }
 
 // readOutput returns up to max bytes of a job's output from offset, and
@@ -123,6 +285,45 @@ func outputSize(dir string) int64 {
 		return 0
 	}
 	return fi.Size()
+}
+
+// createRunnerLock makes dir's lock file, locked, under its final name
+// only once locked: whoever opens it finds it held until the returned
+// file, and every copy of its descriptor, is closed.
+func createRunnerLock(dir string) (*os.File, error) {
+	tmp := filepath.Join(dir, lockFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, lockFile)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// runnerLockHeld reports whether the runner of the job in dir holds its
+// lock (it is alive); known is false when there is no lock file to tell
+// (a job spooled by an older daemon).
+func runnerLockHeld(dir string) (held, known bool) {
+	f, err := os.Open(filepath.Join(dir, lockFile))
+	if err != nil {
+		return false, false
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+	if err == nil {
+		// Free: whoever held it is gone. Closing f lets it go again.
+		return false, true
+	}
+	// EWOULDBLOCK: held. Anything else (no flock here): say held, and
+	// let the runner's result or the time limit settle the job.
+	return true, true
 }
 
 // runnerAlive reports whether pid is alive and really is the runner of
@@ -254,11 +455,21 @@ func readLocalJob(dir string, withOutput bool) (LocalJob, error) {
 	if pid, err := os.ReadFile(filepath.Join(dir, pidFile)); err == nil {
 		j.PID, _ = strconv.Atoi(string(bytes.TrimSpace(pid)))
 	}
-	if o, err := readOutcome(dir); err == nil {
+	o, ok := spooledOutcome(dir)
+	if !ok {
+		// No result: if the runner's lock says it is gone, the job is
+		// lost, as the daemon records it (it may not have been able to
+		// write that here, on a full disk).
+		if held, known := runnerLockHeld(dir); known && !held {
+			o, ok = lostOutcome(dir, j.PID), true
+		}
+	}
+	switch {
+	case ok:
 		j.State, j.OK, j.Result, j.Error, j.DurationMS = status.Finished, o.OK, o.Result, o.Error, o.DurationMS
 		at := o.FinishedAt
 		j.FinishedAt = &at
-	} else if outputSize(dir) > 0 {
+	case outputSize(dir) > 0:
 		j.State = status.Partial
 	}
 	if withOutput {

@@ -87,6 +87,9 @@ func (a *App) jobCmd() *cobra.Command {
 			if j.FinishedAt != nil {
 				fmt.Fprintf(a.Stdout, "finished: %s (%d ms)\n", j.FinishedAt.Local().Format(time.RFC3339), j.DurationMS)
 			}
+			if j.Error != nil {
+				fmt.Fprintf(a.Stdout, "error:    %s: %s\n", j.Error.Kind, j.Error.Message)
+			}
 			if len(j.Result) > 0 {
 				fmt.Fprintf(a.Stdout, "result:   %s\n", j.Result)
 			}
