@@ -37,14 +37,14 @@ call)
 esac
 `
 
-func writePlugin(t *testing.T, dir, name, body string, mode os.FileMode) {
+func writePlugin(t testing.TB, dir, name, body string, mode os.FileMode) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(body), mode); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func registry(t *testing.T) (*modules.Registry, string) {
+func registry(t testing.TB) (*modules.Registry, string) {
 	t.Helper()
 	root := t.TempDir()
 	dir := filepath.Join(root, "modules.d")

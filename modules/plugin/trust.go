@@ -33,10 +33,20 @@ func (t *target) Close() error { return t.f.Close() }
 // it reached, and opens that file: the returned target is what may run.
 // The directory itself must pass the same checks.
 func (d *Dir) open(path string) (*target, error) {
-	if _, _, err := d.resolve(d.Path, "directory"); err != nil {
+	abs, err := filepath.Abs(d.Path)
+	if err != nil {
 		return nil, err
 	}
-	real, fi, err := d.resolve(path, "plugin")
+	rootFI, err := os.Lstat("/")
+	if err != nil {
+		return nil, err
+	}
+	dir, dirFI, err := d.resolve("/", rootFI, abs, "directory")
+	if err != nil {
+		return nil, err
+	}
+	// The plugin is looked up from where the directory led.
+	real, fi, err := d.resolve(dir, dirFI, filepath.Base(path), "plugin")
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +72,8 @@ func (d *Dir) open(path string) (*target, error) {
 	return &target{path: path, real: real, f: f, key: keyOf(ofi)}, nil
 }
 
-// resolve follows path to the file it names as the kernel would, and
+// resolve follows path from directory start (of FileInfo startFI,
+// already checked) to the file it names as the kernel would, and
 // checks on the way that only root and the minion's user could have
 // changed where it leads: every directory it looks an entry up in must be
 // owned by one of them and not writable by group or others, unless it is
@@ -70,17 +81,11 @@ func (d *Dir) open(path string) (*target, error) {
 // else may rename or delete it). The file reached is checked as what (a
 // "plugin" file or the plugins' "directory"). It returns the path with
 // no symlinks left, and the file's Lstat.
-func (d *Dir) resolve(path, what string) (string, fs.FileInfo, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return "", nil, err
-	}
-	rootFI, err := os.Lstat("/")
-	if err != nil {
-		return "", nil, err
-	}
-	cur, curFI := "/", rootFI
-	rest := strings.Split(abs, "/")
+func (d *Dir) resolve(start string, startFI fs.FileInfo, path, what string) (string, fs.FileInfo, error) {
+	var err error
+	var rootFI fs.FileInfo
+	cur, curFI := start, startFI
+	rest := strings.Split(path, "/")
 	links := 0
 	for len(rest) > 0 {
 		c := rest[0]
@@ -114,6 +119,11 @@ func (d *Dir) resolve(path, what string) (string, fs.FileInfo, error) {
 				return "", nil, err
 			}
 			if strings.HasPrefix(link, "/") {
+				if rootFI == nil {
+					if rootFI, err = os.Lstat("/"); err != nil {
+						return "", nil, err
+					}
+				}
 				cur, curFI = "/", rootFI
 			}
 			rest = append(strings.Split(link, "/"), rest...)
