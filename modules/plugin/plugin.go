@@ -110,7 +110,7 @@ type fileKey struct {
 func keyOf(fi fs.FileInfo) fileKey {
 	k := fileKey{size: fi.Size(), mtime: fi.ModTime(), mode: fi.Mode()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		k.dev, k.ino, k.ctime, k.uid = uint64(st.Dev), uint64(st.Ino), st.Ctim, st.Uid
+		k.dev, k.ino, k.ctime, k.uid = uint64(st.Dev), uint64(st.Ino), ctimeOf(st), st.Uid
 	}
 	return k
 }

@@ -9,12 +9,6 @@ import (
 	"syscall"
 )
 
-// oPath is Linux's O_PATH (the same on every architecture Go supports
-// there; package syscall does not define it for all of them): a
-// descriptor that names a file without opening it for reading, enough to
-// fstat and execute it.
-const oPath = 0x200000
-
 // maxLinks is how many symlinks a lookup follows, as the kernel does.
 const maxLinks = 40
 
