@@ -124,7 +124,19 @@ type Spec struct {
 	Env       []string  // NAME=value added to the minion's environment
 	Stdin     io.Reader // nil for none
 	MaxOutput int       // cap on each of stdout and stderr; 0 for DefaultMaxOutput
+	// File, if set, is the program run instead of the file Argv[0]
+	// names: an open file (O_PATH is enough) that the process gets as
+	// its fd 3 and is executed from as /proc/self/fd/3, so what runs is
+	// the very file that was opened, whatever its path names by then.
+	// Argv[0] is still the name the process is given; the interpreter of
+	// a #! script is given /proc/self/fd/3 as the script's path, which
+	// is why fd 3 stays open in the process. Exec does not close File.
+	File *os.File
 }
+
+// fileExec executes Spec.File in the process, where ExtraFiles makes it
+// fd 3.
+const fileExec = "/proc/self/fd/3"
 
 // Exec runs a process as command.run does: in a process group of its own
 // (or in an async job's runner's group), killed with everything it
@@ -136,7 +148,18 @@ func Exec(ctx context.Context, spec Spec) (Result, error) {
 	if spec.MaxOutput <= 0 {
 		spec.MaxOutput = DefaultMaxOutput
 	}
-	c := exec.CommandContext(ctx, spec.Argv[0], spec.Argv[1:]...)
+	if len(spec.Argv) == 0 {
+		return Result{ExitCode: -1}, status.Errorf(status.KindBadArgs, "empty argv")
+	}
+	name := spec.Argv[0]
+	if spec.File != nil {
+		name = fileExec
+	}
+	c := exec.CommandContext(ctx, name, spec.Argv[1:]...)
+	if spec.File != nil {
+		c.Args[0] = spec.Argv[0]
+		c.ExtraFiles = []*os.File{spec.File} // fd 3
+	}
 	if c.Dir = spec.Dir; c.Dir != "" {
 		if fi, err := os.Stat(c.Dir); err != nil {
 			return Result{ExitCode: -1}, status.Errorf(status.KindModuleError, "cwd: %v", err)

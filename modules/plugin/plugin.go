@@ -17,12 +17,18 @@
 // whole process group killed when the call ends early.
 //
 // A lookup of one plugin looks at its file only, and a listing reads the
-// directory again; a description is cached by the plugin file's size,
-// modification time, mode, inode and owner, so plugins are
-// picked up, changed and removed without restarting the minion. A plugin
-// that fails to describe itself, or that others than root and the
+// directory again; a description is cached by the plugin file's device,
+// inode, size, modification and change times, mode and owner, so plugins
+// are picked up, changed and removed without restarting the minion. A
+// plugin that fails to describe itself, or that others than root and the
 // minion's user could have changed, is listed with its error and breaks
 // nothing else.
+//
+// What is checked is what runs: every time a plugin describes itself or
+// is called, its path is resolved and checked (every directory looked in
+// on the way, every symlink followed, the file reached), the file reached
+// is opened, the open file is checked again, and the process is started
+// from that open file (command.Spec.File), not from the path.
 package plugin
 
 import (
@@ -59,10 +65,13 @@ const (
 // built-in module is ignored: built-ins are never shadowed.
 //
 // Only what the minion's own user (or root) controls is run: the
-// directory must not be writable by group or others, and a plugin (the
-// file a symlink in it points to) must be a regular file owned by root
-// or the minion's user and not writable by group or others. What fails
-// these checks is listed as a broken plugin saying why, and never run.
+// directory and a plugin (the file a symlink in it leads to) must be
+// owned by root or the minion's user and not writable by group or
+// others, a plugin must be a regular file, and so must every directory
+// looked in on the way to either, from /, but for sticky directories
+// (like /tmp) whose entry on the way is root's or the minion's user's.
+// What fails these checks is listed as a broken plugin saying why, and
+// never run.
 type Dir struct {
 	Path string
 	// UID is the minion's user, which may own plugins beside root; the
@@ -90,17 +99,18 @@ type loading struct {
 
 // fileKey says whether a plugin file changed since it was described.
 type fileKey struct {
-	size  int64
-	mtime time.Time
-	mode  fs.FileMode
-	ino   uint64
-	uid   uint32
+	dev, ino uint64
+	size     int64
+	mtime    time.Time
+	ctime    syscall.Timespec
+	mode     fs.FileMode
+	uid      uint32
 }
 
 func keyOf(fi fs.FileInfo) fileKey {
 	k := fileKey{size: fi.Size(), mtime: fi.ModTime(), mode: fi.Mode()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		k.ino, k.uid = uint64(st.Ino), st.Uid
+		k.dev, k.ino, k.ctime, k.uid = uint64(st.Dev), uint64(st.Ino), ctimeOf(st), st.Uid
 	}
 	return k
 }
@@ -114,7 +124,6 @@ func (d *Dir) Modules() []modules.Module {
 	if err != nil {
 		return nil // no directory: no plugins
 	}
-	dirErr := d.checkDir()
 	seen := map[string]bool{}
 	var out []modules.Module
 	for _, e := range ents {
@@ -122,7 +131,7 @@ func (d *Dir) Modules() []modules.Module {
 		if strings.HasPrefix(name, ".") {
 			continue
 		}
-		m, ok := d.find(name, dirErr)
+		m, ok := d.find(name)
 		if !ok {
 			continue
 		}
@@ -146,68 +155,31 @@ func (d *Dir) Module(name string) (modules.Module, bool) {
 	if name == "" || strings.HasPrefix(name, ".") || strings.ContainsRune(name, '/') {
 		return nil, false
 	}
-	return d.find(name, d.checkDir())
+	return d.find(name)
 }
 
 // find returns the plugin in file name, if the file is one: an
 // executable (through a symlink or not) that is not a directory.
-func (d *Dir) find(name string, dirErr error) (modules.Module, bool) {
+func (d *Dir) find(name string) (modules.Module, bool) {
 	path := filepath.Join(d.Path, name)
-	fi, err := os.Stat(path) // follows a symlink: the target is what runs
+	fi, err := os.Stat(path) // a first look, to skip what is no plugin
 	if err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 		return nil, false // not executable: not a plugin (a README, a config)
 	}
-	if dirErr != nil {
-		return &broken{name: name, err: dirErr}, true
-	}
-	if err := d.checkFile(path, fi); err != nil {
+	t, err := d.open(path)
+	if err != nil {
 		return &broken{name: name, err: err}, true
 	}
-	return d.get(name, fi), true
+	defer t.Close()
+	return d.get(name, t), true
 }
 
-func (d *Dir) uid() int {
-	if d.UID != nil {
-		return *d.UID
-	}
-	return os.Geteuid()
-}
-
-// checkDir returns why the directory's plugins may not run, or nil.
-func (d *Dir) checkDir() error {
-	fi, err := os.Stat(d.Path)
-	if err != nil {
-		return err
-	}
-	return d.trusted(d.Path, "directory", fi)
-}
-
-// checkFile returns why the plugin at path may not run, or nil.
-func (d *Dir) checkFile(path string, fi fs.FileInfo) error {
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file; refusing to run it", path)
-	}
-	return d.trusted(path, "plugin", fi)
-}
-
-// trusted checks that only root or the minion's user can change what fi
-// describes.
-func (d *Dir) trusted(path, what string, fi fs.FileInfo) error {
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("%s %s has mode %04o, writable by group or others; refusing to run it (chmod go-w %s)", what, path, perm, path)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != d.uid() {
-		return fmt.Errorf("%s %s is owned by uid %d, not root or the minion's user (uid %d); refusing to run it", what, path, st.Uid, d.uid())
-	}
-	return nil
-}
-
-// get returns the module of plugin name, whose file stat described as fi:
-// from the cache if the file is unchanged, else described now. The lock
+// get returns the module of plugin name, whose file t is: from the cache
+// if the file is unchanged, else described now, by running t. The lock
 // is not held while a plugin describes itself; a second caller for the
 // same plugin waits for the first's description.
-func (d *Dir) get(name string, fi fs.FileInfo) modules.Module {
-	key := keyOf(fi)
+func (d *Dir) get(name string, t *target) modules.Module {
+	key := t.key
 	d.mu.Lock()
 	if d.cache == nil {
 		d.cache, d.loading = map[string]cached{}, map[string]*loading{}
@@ -225,7 +197,7 @@ func (d *Dir) get(name string, fi fs.FileInfo) modules.Module {
 	d.loading[name] = l
 	d.mu.Unlock()
 
-	l.mod = d.load(name)
+	l.mod = d.load(name, t)
 	close(l.done)
 	d.mu.Lock()
 	if d.loading[name] == l {
@@ -236,14 +208,14 @@ func (d *Dir) get(name string, fi fs.FileInfo) modules.Module {
 	return l.mod
 }
 
-func (d *Dir) load(name string) modules.Module {
-	path := filepath.Join(d.Path, name)
+func (d *Dir) load(name string, t *target) modules.Module {
+	path := t.path
 	if !modules.ValidName(name) {
 		return &broken{name: name, err: fmt.Errorf("%q is not a module name (lower-case letters, digits and _, starting with a letter)", name)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), DescribeTimeout)
 	defer cancel()
-	res, err := command.Exec(ctx, command.Spec{Argv: []string{path, "describe"}, MaxOutput: MaxDescription})
+	res, err := command.Exec(ctx, t.spec("describe"))
 	if err != nil {
 		return &broken{name: name, err: fmt.Errorf("%s describe: %v%s", path, err, stderrNote(res.Stderr))}
 	}
@@ -254,7 +226,22 @@ func (d *Dir) load(name string) modules.Module {
 	if err != nil {
 		return &broken{name: name, err: fmt.Errorf("%s describe: %v", path, err)}
 	}
-	return newModule(name, path, desc)
+	return newModule(d, name, t, desc)
+}
+
+// PathEnv is the environment variable that gives a plugin its path in
+// the plugin directory: its $0 is /proc/self/fd/3, the file it was
+// started from (command.Spec.File).
+const PathEnv = "OVERLORD_PLUGIN"
+
+// spec is how to run t with args.
+func (t *target) spec(args ...string) command.Spec {
+	return command.Spec{
+		Argv:      append([]string{t.path}, args...),
+		File:      t.f,
+		Env:       []string{PathEnv + "=" + t.path},
+		MaxOutput: MaxDescription,
+	}
 }
 
 func stderrNote(s string) string {
@@ -343,15 +330,17 @@ func ParseDescription(data []byte) (*Description, error) {
 	return &d, nil
 }
 
-// module is a plugin that described itself.
+// module is a plugin that described itself: the file of key did.
 type module struct {
+	dir        *Dir
 	name, path string
+	key        fileKey
 	desc       *Description
 	methods    []*modules.Method
 }
 
-func newModule(name, path string, d *Description) *module {
-	m := &module{name: name, path: path, desc: d}
+func newModule(dir *Dir, name string, t *target, d *Description) *module {
+	m := &module{dir: dir, name: name, path: t.path, key: t.key, desc: d}
 	for _, md := range d.Methods {
 		method := md.Name
 		m.methods = append(m.methods, &modules.Method{
@@ -372,7 +361,18 @@ func (m *module) call(ctx context.Context, method string, a modules.Args) (any, 
 	if err != nil {
 		return nil, err
 	}
-	res, err := command.Exec(ctx, command.Spec{Argv: []string{m.path, "call", method}, Stdin: bytes.NewReader(in), MaxOutput: MaxResult})
+	// Checked again here, where it runs, and run from the file checked.
+	t, err := m.dir.open(m.path)
+	if err != nil {
+		return nil, status.Errorf(status.KindModuleError, "plugin %s: %v", m.name, err)
+	}
+	defer t.Close()
+	if t.key != m.key {
+		return nil, status.Errorf(status.KindModuleError, "plugin %s changed since it described itself; call it again", m.name)
+	}
+	spec := t.spec("call", method)
+	spec.Stdin, spec.MaxOutput = bytes.NewReader(in), MaxResult
+	res, err := command.Exec(ctx, spec)
 	if err != nil {
 		var se *status.Error
 		if errors.As(err, &se) && se.Kind == status.KindModuleError && res.ExitCode > 0 {
