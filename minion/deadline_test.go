@@ -50,10 +50,16 @@ func TestWriteTimeout(t *testing.T) {
 	if _, err := fmt.Fprintf(tc, "POST /rpc HTTP/1.1\r\nHost: web1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond) // past the write timeout, not reading
+	// The answer has started once its first bytes arrive; the rest (far
+	// more than the buffers hold) is not read.
+	tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := tc.Read(make([]byte, 16)); err != nil {
+		t.Fatalf("no answer started: %v", err)
+	}
 
-	// Shutdown waits for requests in flight; there must be none.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Shutdown waits for requests in flight: the one whose answer nobody
+	// reads must end by its write timeout, well before this deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Close(ctx); err != nil {
 		t.Errorf("Close: %v; the answer nobody reads still holds its request", err)
