@@ -154,7 +154,7 @@ func TestReusedRunnerPIDIsNotSignalled(t *testing.T) {
 				if _, err := a.cancel(id, "", "tester"); err != nil {
 					t.Fatal(err)
 				}
-			} else if j, err = a.settle(j, true); err != nil {
+			} else if _, err = a.settle(j, true); err != nil {
 				t.Fatal(err)
 			}
 			if why := signalled(pid); why != "" {
