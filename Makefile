@@ -11,8 +11,8 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/overlord ./cmd/minion
 
-test:
-	$(GO) vet ./...
+# test runs lint first, so CI (.ci/run: make test) lints too.
+test: lint
 	$(GO) test -race ./...
 
 demo: build
@@ -24,9 +24,11 @@ bench:
 fleet-bench: build
 	BIN=$(BIN) ./bench/fleet.sh 100
 
+# staticcheck is a tool dependency pinned in go.mod (go get -tool).
 lint:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo 'gofmt needed: make fmt'; exit 1; }
+	$(GO) tool staticcheck ./...
 
 fmt:
 	gofmt -w .

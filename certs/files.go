@@ -228,6 +228,12 @@ func (s Store) Install(b *Bundle) error {
 	if err != nil {
 		return err
 	}
+	caPath := filepath.Join(s.Dir, CAFile)
+	if have, err := os.ReadFile(caPath); err == nil && !bytes.Equal(have, EncodeCert(b.CA)) {
+		// Checked before anything is written: an identity next to
+		// another CA's certificate would load with the wrong trust.
+		return fmt.Errorf("%s holds another CA's certificate; not installing %s's identity next to it", caPath, b.Cert.Subject.CommonName)
+	}
 	var written []string
 	for _, f := range []struct {
 		name string

@@ -13,10 +13,8 @@
 // test's own directory, and killed when the test's fleet is closed. A
 // command that must wait for the test waits on a gate file, not a sleep.
 //
-// A test of a known product bug is kept, skipped with a message that
-// starts with "BUG:" (skipBug in Go, "[!bugs] skip 'BUG: ...'" in a
-// script); E2E_KNOWN_BUGS=1 runs those too, to check a fix. (None is
-// known now.)
+// There is no way to keep a test of a known bug as a skip: a test asserts,
+// and a bug it finds fails it until the bug is fixed.
 //
 // The tests build only on Linux (they read /proc/net/tcp to see calls in
 // flight, and tie the processes they start to their own life with

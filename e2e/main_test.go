@@ -17,19 +17,6 @@ import (
 // binDir holds the overlord and minion binaries built by TestMain.
 var binDir string
 
-// knownBugs is set by E2E_KNOWN_BUGS=1: the tests of known product bugs,
-// skipped otherwise with a message starting "BUG:", run too (to check a
-// fix).
-var knownBugs = os.Getenv("E2E_KNOWN_BUGS") == "1"
-
-// skipBug skips the test with "BUG: why" unless known bugs are to run.
-func skipBug(t *testing.T, why string) {
-	t.Helper()
-	if !knownBugs {
-		t.Skip("BUG: " + why + " (E2E_KNOWN_BUGS=1 runs this test)")
-	}
-}
-
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -67,9 +54,10 @@ func run(m *testing.M) int {
 // build compiles both binaries into dir, with the race detector when the
 // tests themselves run with it, so that races in the product show up too.
 func build(dir string) error {
+	// go test puts its own GOROOT/bin first on the tests' PATH.
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return fmt.Errorf("the tests build the binaries with the go command: %w", err)
 	}
 	args := []string{"build", "-o", dir + string(filepath.Separator)}
 	if raceEnabled {

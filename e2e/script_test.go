@@ -103,7 +103,6 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 		WorkdirRoot:         t.TempDir(),
 		RequireExplicitExec: true,
 		Setup:               setupScript,
-		Condition:           scriptCondition,
 		Cmds: map[string]func(*testscript.TestScript, bool, []string){
 			"freeport":    cmdFreeport,
 			"waitport":    cmdWaitport,
@@ -135,18 +134,6 @@ type scriptState struct {
 	// stopping its minions), when the script itself can no longer fail.
 	errorf func(format string, args ...any)
 	fleet  *fleet
-}
-
-// scriptCondition knows one condition besides testscript's own: [bugs]
-// holds when known product bugs are to be tested (E2E_KNOWN_BUGS=1), so a
-// script of a known bug starts with
-//
-//	[!bugs] skip 'BUG: ...'
-func scriptCondition(cond string) (bool, error) {
-	if cond == "bugs" {
-		return knownBugs, nil
-	}
-	return false, fmt.Errorf("unknown condition %q", cond)
 }
 
 func setupScript(env *testscript.Env) error {

@@ -159,21 +159,25 @@ func TestRunCancelledStillGivesEveryResult(t *testing.T) {
 // Results are emitted as they arrive, not when the run ends.
 func TestRunEmitsAsResultsArrive(t *testing.T) {
 	release := make(chan struct{})
-	first := make(chan struct{})
-	go func() {
-		<-first
-		close(release)
-	}()
+	var gaveUp atomic.Bool
 	fanout.Run(context.Background(), []int{0, 1}, 2, func(_ context.Context, n int) int {
 		if n == 1 {
-			<-release // finishes only after target 0 was emitted
+			// finishes only after target 0 was emitted, or gives up
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+				gaveUp.Store(true)
+			}
 		}
 		return n
 	}, func(n, _ int) {
 		if n == 0 {
-			close(first)
+			close(release)
 		}
 	})
+	if gaveUp.Load() {
+		t.Error("target 0's result was not emitted within 10s while target 1 was still running")
+	}
 }
 
 func BenchmarkRun(b *testing.B) {

@@ -237,8 +237,8 @@ func TestCreateJobDuplicateMinions(t *testing.T) {
 	}
 	stored, entries, _ := s.Job(rec.ID)
 	if stored.Summary.Pending != 0 || stored.Summary.Total != len(entries) {
-		t.Skipf("BUG: jobs.Store.CreateJob(rec, [a a b]) stores %d entries but summary %+v; "+
-			"after every minion answers, the job still counts %d pending", len(entries), stored.Summary, stored.Summary.Pending)
+		t.Errorf("jobs.Store.CreateJob(rec, [a a b]) stored %d entries but summary %+v; "+
+			"after every minion answered, the job still counts %d pending", len(entries), stored.Summary, stored.Summary.Pending)
 	}
 }
 

@@ -3,6 +3,7 @@ package minion_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -50,10 +51,19 @@ func TestWriteTimeout(t *testing.T) {
 	if _, err := fmt.Fprintf(tc, "POST /rpc HTTP/1.1\r\nHost: web1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond) // past the write timeout, not reading
+	// Wait until the minion has dealt with the request: the answer's first
+	// bytes arrive (the rest, far more than the buffers hold, is not
+	// read), or the minion closes the connection (its write timeout
+	// passed before anything reached us). A busy machine may take long to
+	// build a 5.5 MB answer: the deadline only bounds a broken test.
+	tc.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	if _, err := tc.Read(make([]byte, 16)); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("no answer, and the connection still open, after 2 minutes: %v", err)
+	}
 
-	// Shutdown waits for requests in flight; there must be none.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Shutdown waits for requests in flight: the one whose answer nobody
+	// reads must end by its write timeout, well before this deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := srv.Close(ctx); err != nil {
 		t.Errorf("Close: %v; the answer nobody reads still holds its request", err)

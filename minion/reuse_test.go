@@ -1,9 +1,12 @@
 package minion
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,6 +69,42 @@ func putRunning(t *testing.T, a *asyncJobs, fields map[string]any) string {
 // alive reports whether pid exists and is not a zombie.
 func aliveProc(pid int) bool { return syscall.Kill(pid, 0) == nil && !isZombie(pid) }
 
+// signalled says how process pid shows that it was sent a signal ("" if it
+// does not): it is gone, exiting, or has a signal pending. The daemon
+// sends its signals (kill(2)) before settle or cancel returns, and a signal
+// sent is pending until the process next runs, then kills it: so right
+// after the call, a signal sent shows here without waiting.
+func signalled(pid int) string {
+	if !aliveProc(pid) {
+		return "it is gone"
+	}
+	const pfExiting = 0x4 // PF_EXITING in /proc/PID/stat's flags
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return err.Error()
+	}
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 7 {
+		return fmt.Sprintf("unreadable /proc/%d/stat %q", pid, stat)
+	}
+	if flags, _ := strconv.ParseUint(fields[6], 10, 64); flags&pfExiting != 0 {
+		return "it is exiting"
+	}
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return err.Error()
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if k == "SigPnd" || k == "ShdPnd" {
+			if n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err != nil || n != 0 {
+				return fmt.Sprintf("%s %s", k, strings.TrimSpace(v))
+			}
+		}
+	}
+	return ""
+}
+
 // A job whose recorded runner pid now belongs to another process (a
 // restart, a reboot, pid reuse) is settled or cancelled without that
 // process's group being signalled.
@@ -115,12 +154,11 @@ func TestReusedRunnerPIDIsNotSignalled(t *testing.T) {
 				if _, err := a.cancel(id, "", "tester"); err != nil {
 					t.Fatal(err)
 				}
-			} else if j, err = a.settle(j, true); err != nil {
+			} else if _, err = a.settle(j, true); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(200 * time.Millisecond) // what a signal would take
-			if !aliveProc(pid) {
-				t.Fatalf("process %d, which took over the runner's pid, was killed", pid)
+			if why := signalled(pid); why != "" {
+				t.Fatalf("process %d, which took over the runner's pid, was signalled: %s", pid, why)
 			}
 			if j, _ = a.store.get(id); j.State != status.Finished {
 				t.Errorf("job %s, want FINISHED (its runner is gone)", j.State)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,11 +28,18 @@ import (
 // when the test ends.
 func startEndpoint(t *testing.T, o *overlord.Overlord) *overlord.Endpoint {
 	t.Helper()
+	return startEndpointClock(t, o, nil)
+}
+
+// startEndpointClock is startEndpoint with the endpoint's clock (nil for
+// time.Now).
+func startEndpointClock(t *testing.T, o *overlord.Overlord, now func() time.Time) *overlord.Endpoint {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := o.NewEndpoint(overlord.EndpointConfig{Listener: ln})
+	ep, err := o.NewEndpoint(overlord.EndpointConfig{Listener: ln, Now: now})
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)
@@ -72,7 +80,10 @@ func ping(t *testing.T, o *overlord.Overlord, target string) status.Job {
 
 func TestEnrolWithToken(t *testing.T) {
 	o := newOverlord(t)
-	ep := startEndpoint(t, o)
+	// The endpoint's clock runs with the real one, plus a lead the test
+	// adds to make a token expire without waiting for it.
+	var lead atomic.Int64
+	ep := startEndpointClock(t, o, func() time.Time { return time.Now().Add(time.Duration(lead.Load())) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -123,11 +134,11 @@ func TestEnrolWithToken(t *testing.T) {
 	bad.Secret = strings.Repeat("0", len(tok.Secret))
 	foreign := tok
 	foreign.CAFingerprint = strings.Repeat("ab", 32)
-	expired, _, err := o.CreateToken(time.Millisecond, 5, time.Now())
+	expired, _, err := o.CreateToken(time.Minute, 5, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Millisecond)
+	lead.Store(int64(2 * time.Minute)) // expired by the endpoint's clock, and tok still valid
 	srv := ep.Addr().String()
 	for _, tt := range []struct {
 		name  string

@@ -137,6 +137,11 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		if ctx.Err() != nil {
 			return h, Classify(ctx, ctx.Err())
 		}
+		if err == io.EOF {
+			// The answer ended cleanly with no body: the minion was
+			// reached and said nothing a client can read.
+			return h, status.Errorf(status.KindInternal, "empty answer to %s", method)
+		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return h, Classify(ctx, err)
 		}

@@ -278,18 +278,29 @@ func TestClientBadResponses(t *testing.T) {
 }
 
 // A minion that answered, but not with JSON-RPC, was reached: its failure
-// is not "unreachable" (which also keeps it from being marked as seen).
+// is internal, not "unreachable" (which also keeps it from being marked as
+// seen).
 func TestClientGarbageResponse(t *testing.T) {
-	c := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, "<html>")
-	}))
-	err := c.Call(context.Background(), "web1", "Echo.Say", EchoArgs{}, &EchoReply{})
-	if err == nil {
-		t.Fatal("no error")
-	}
-	if k := status.KindOf(err); k == status.KindUnreachable {
-		t.Skipf("BUG: a minion answering HTTP 200 with a body that is not JSON-RPC (%q) is classified %q (%v); want internal", "<html>", k, err)
+	for name, body := range map[string]string{
+		"html":           "<html>",
+		"empty":          "",
+		"empty object":   "{}",
+		"list":           "[1,2]",
+		"error a string": `{"id":1,"error":"no"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, body)
+			}))
+			err := c.Call(context.Background(), "web1", "Echo.Say", EchoArgs{}, &EchoReply{})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if k := status.KindOf(err); k != status.KindInternal {
+				t.Errorf("a minion answering HTTP 200 with a body that is not JSON-RPC (%q) is classified %q (%v); want internal", body, k, err)
+			}
+		})
 	}
 }
 

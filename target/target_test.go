@@ -97,13 +97,27 @@ func TestResolve(t *testing.T) {
 // Go's path.Match reads it as a class holding '!', so db[!1-3] selects
 // exactly the minions the user meant to leave out.
 func TestResolveShellNegatedClass(t *testing.T) {
-	got, err := target.Resolve("db[!1-3]", fleet, groups)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		expr string
+		want []string
+	}{
+		{"db[!1-3]", []string{"db4"}},
+		{"db[!13]", []string{"db2", "db4"}},
+		{"db[!1-3],web[!2]", []string{"db4", "web1", "web3"}},
+		// ! before a term excludes it; [!...] inside it negates a class.
+		{"db*,!db[!1]", []string{"db1"}},
+		{"!db[!1-3],!*.*,!web*", []string{"db1", "db2", "db3"}},
+		// ! not first in a class is a character like any other.
+		{"db[1!]", []string{"db1"}},
 	}
-	if !slices.Equal(got, []string{"db4"}) {
-		t.Skipf("BUG: Resolve(%q) = %q, want [db4]: [!...] is not negation (path.Match wants [^...]), "+
-			"so the shell-style target selects the very minions it names as excluded", "db[!1-3]", got)
+	for _, tt := range tests {
+		got, err := target.Resolve(tt.expr, fleet, groups)
+		if err != nil {
+			t.Fatalf("Resolve(%q): %v", tt.expr, err)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("Resolve(%q) = %q, want %q: [!...] is a negated class, as in a shell", tt.expr, got, tt.want)
+		}
 	}
 }
 

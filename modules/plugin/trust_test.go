@@ -134,19 +134,50 @@ func TestSlowDescribeDoesNotBlockOthers(t *testing.T) {
 	if _, err := r.Lookup("hello", "greet"); err != nil { // cached
 		t.Fatal(err)
 	}
-	writePlugin(t, dir, "slow", "#!/bin/sh\nsleep 3\necho '{}'\n", 0o755)
+	// slow says it started, then waits for the gate file before it
+	// describes itself (or is killed after plugin.DescribeTimeout).
+	gates := t.TempDir()
+	started, gate := filepath.Join(gates, "started"), filepath.Join(gates, "gate")
+	writePlugin(t, dir, "slow", "#!/bin/sh\ntouch '"+started+"'\nwhile [ ! -e '"+gate+"' ]; do sleep 0.01; done\necho '{}'\n", 0o755)
 	done := make(chan struct{})
 	go func() {
 		r.DescribeAll() // describes slow
 		close(done)
 	}()
-	time.Sleep(300 * time.Millisecond)
-	start := time.Now()
-	if _, err := r.Lookup("hello", "greet"); err != nil {
-		t.Fatal(err)
+	defer func() {
+		if err := os.WriteFile(gate, nil, 0o600); err != nil {
+			t.Error(err)
+		}
+		<-done
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow plugin did not start describing itself within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("a lookup of a cached plugin waited %s for another plugin's description", took.Round(time.Millisecond))
+	looked := make(chan error, 1)
+	go func() {
+		_, err := r.Lookup("hello", "greet")
+		looked <- err
+	}()
+	// slow cannot finish before the gate opens, except by being killed
+	// after DescribeTimeout: a lookup that ends after done waited for it.
+	select {
+	case err := <-looked:
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-done:
+			t.Errorf("a lookup of a cached plugin ended only after another plugin's description (killed after %s)", plugin.DescribeTimeout)
+		default:
+		}
+	case <-done:
+		t.Errorf("a lookup of a cached plugin waited for another plugin's description (killed after %s)", plugin.DescribeTimeout)
 	}
-	<-done
 }
