@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,10 +48,7 @@ func TestConnectionFlood(t *testing.T) {
 	m := mustMinion(t, f, "web1")
 
 	t.Run("minion", func(t *testing.T) {
-		fl := startFlood(t, m.addr, hello)
-		var maxRSS atomic.Int64
-		stopRSS := sampleRSS(m.p.Pid(), &maxRSS)
-		ok, took := legit(t, func(ctx context.Context, i int) error {
+		ping := func(ctx context.Context, i int) error {
 			cmd := exec.CommandContext(ctx, filepath.Join(binDir, "overlord"), "--state-dir", f.stateDir, "call", "web1", "test.ping")
 			cmd.Env, cmd.Dir = f.env, f.dir
 			out, err := cmd.CombinedOutput()
@@ -58,11 +56,16 @@ func TestConnectionFlood(t *testing.T) {
 				return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
 			}
 			return nil
-		})
+		}
+		_, before := legit(t, nil, ping)
+		fl := startFlood(t, m.addr, hello)
+		var maxRSS atomic.Int64
+		stopRSS := sampleRSS(m.p.Pid(), &maxRSS)
+		ok, took := legit(t, fl, ping)
 		stats := fl.stop()
 		stopRSS()
-		t.Logf("flood: %s; legitimate calls: %d of %d ok, %s; minion RSS at most %d MiB",
-			stats, ok, legitCalls, took, maxRSS.Load()>>20)
+		t.Logf("flood: %s; legitimate calls: %d of %d ok, %s (without a flood: %s); minion RSS at most %d MiB",
+			stats, ok, legitCalls, took, before, maxRSS.Load()>>20)
 		if ok != legitCalls {
 			t.Errorf("%d of %d calls got through the flood, want all", ok, legitCalls)
 		}
@@ -87,7 +90,7 @@ func TestConnectionFlood(t *testing.T) {
 		fl := startFlood(t, addr, hello)
 		var maxRSS atomic.Int64
 		stopRSS := sampleRSS(p.Pid(), &maxRSS)
-		ok, took := legit(t, func(ctx context.Context, i int) error {
+		ok, took := legit(t, fl, func(ctx context.Context, i int) error {
 			name := fmt.Sprintf("e%d", i)
 			cmd := exec.CommandContext(ctx, filepath.Join(binDir, "minion"), "--state-dir", filepath.Join(f.dir, name), "enroll",
 				"--server", addr, "--name", name, "--addr", fmt.Sprintf("127.0.0.1:%d", 41000+i), "--token", tok.Token)
@@ -114,12 +117,17 @@ func TestConnectionFlood(t *testing.T) {
 	})
 }
 
-// legit makes legitCalls requests at once with call, each bounded by a
-// generous deadline (the commands' own timeouts are shorter), logs each
-// failure, and returns how many succeeded and how long they took.
-func legit(t *testing.T, call func(ctx context.Context, i int) error) (ok int, took string) {
+// legit makes legitCalls requests at once with call, during flood fl if
+// not nil, each bounded by the flood's end (the commands' own timeouts
+// are shorter), logs each failure, and returns how many succeeded and
+// how long they took.
+func legit(t *testing.T, fl *flood, call func(ctx context.Context, i int) error) (ok int, took string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), floodMax-5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), floodMax)
+	if fl != nil {
+		// The flood must outlast the requests.
+		ctx, cancel = context.WithCancel(fl.ctx)
+	}
 	defer cancel()
 	var (
 		mu    sync.Mutex
@@ -136,7 +144,7 @@ func legit(t *testing.T, call func(ctx context.Context, i int) error) (ok int, t
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				t.Logf("request %d failed after %s: %v", i, d.Round(time.Millisecond), err)
+				t.Logf("request %d failed after %s: %v (%v)", i, d.Round(time.Millisecond), err, context.Cause(ctx))
 				return
 			}
 			ok++
@@ -144,6 +152,9 @@ func legit(t *testing.T, call func(ctx context.Context, i int) error) (ok int, t
 		}()
 	}
 	wg.Wait()
+	if fl != nil && fl.ctx.Err() != nil {
+		t.Errorf("the flood ended (after %s) before the requests did", floodMax)
+	}
 	var sum, longest time.Duration
 	for _, d := range times {
 		sum += d
@@ -157,6 +168,7 @@ func legit(t *testing.T, call func(ctx context.Context, i int) error) (ok int, t
 
 // flood is a running flood of connections to one address.
 type flood struct {
+	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	start    time.Time
@@ -171,32 +183,30 @@ type flood struct {
 
 // startFlood opens floodIdle idle connections and floodHalf connections
 // that send the first half of hello, to addr, and reopens each the server
-// closes, until stop or floodMax. It returns once every connection has
-// been tried once, so that the flood is in place.
+// closes, until stop or floodMax. It returns once as many connections
+// have been opened, so that the flood is in place.
 func startFlood(t *testing.T, addr string, hello []byte) *flood {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), floodMax)
 	fl := &flood{cancel: cancel, start: time.Now()}
 	t.Cleanup(func() { fl.stop() })
-	var tried sync.WaitGroup
 	half := hello[:len(hello)/2]
 	for i := range floodIdle + floodHalf {
 		fl.wg.Add(1)
-		tried.Add(1)
 		go func() {
 			defer fl.wg.Done()
-			first := true
 			d := net.Dialer{Timeout: 2 * time.Second}
 			for ctx.Err() == nil {
 				c, err := d.DialContext(ctx, "tcp", addr)
-				if first {
-					tried.Done()
-					first = false
+				if errors.Is(err, syscall.ECONNRESET) {
+					// Accepted and closed at once, before the dial returned.
+					fl.opened.Add(1)
+					fl.closed.Add(1)
+					continue
 				}
 				if err != nil {
 					fl.refused.Add(1)
-					// Dials failing is the server's backlog being full: try
-					// again soon.
+					// The server's backlog is full: try again soon.
 					select {
 					case <-ctx.Done():
 					case <-time.After(20 * time.Millisecond):
@@ -221,7 +231,13 @@ func startFlood(t *testing.T, addr string, hello []byte) *flood {
 			}
 		}()
 	}
-	tried.Wait()
+	for fl.opened.Load() < floodIdle+floodHalf {
+		if ctx.Err() != nil {
+			t.Fatalf("the flood could not open %d connections in %s: %s", floodIdle+floodHalf, floodMax, fl.stop())
+		}
+		time.Sleep(pollEvery)
+	}
+	fl.ctx = ctx
 	t.Logf("flood of %s in place after %s: %d connections open", addr, time.Since(fl.start).Round(time.Millisecond), fl.holding.Load())
 	return fl
 }
