@@ -107,7 +107,9 @@ func (l Limits) Fit(files, reserve int) (fitted Limits, ok bool) {
 // Stats counts what a Listener did.
 type Stats struct {
 	Pending int // connections in their handshake now
+	Hello   int // of those, the ones that have sent a ClientHello
 	Open    int // connections past their handshake, not yet closed
+	Idle    int // of those, the ones with no request being read or served
 	// Since the start:
 	Accepted       int64 // TCP connections accepted
 	Handshakes     int64 // handshakes completed
@@ -279,7 +281,9 @@ func (l *Listener) Stats() Stats {
 	defer l.mu.Unlock()
 	s := l.stats
 	s.Pending = l.silent.Len() + l.hello.Len()
+	s.Hello = l.hello.Len()
 	s.Open = l.open
+	s.Idle = l.idle.Len()
 	return s
 }
 
