@@ -34,6 +34,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -142,10 +143,16 @@ type Listener struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	ready  chan *tls.Conn
-	done   chan struct{} // closed when Accept returns no more
-	wg     sync.WaitGroup
-	once   sync.Once
-	err    error // why Accept stopped; set before done is closed
+	done   chan struct{}  // closed when Accept returns no more
+	loop   sync.WaitGroup // the accept loop
+	hs     sync.WaitGroup // the handshakes' goroutines
+	once   sync.Once      // Close
+	doneMu sync.Once      // closing done
+	err    error          // why Accept stopped; set before done is closed
+
+	stopOnce sync.Once
+	stopped  atomic.Bool // the accept loop was told to stop
+	stopErr  error       // from closing ln
 
 	mu       sync.Mutex
 	silent   list.List // pending *conn without a ClientHello, oldest first
@@ -229,7 +236,7 @@ func NewListener(ln net.Listener, cfg *tls.Config, lim Limits, logger *slog.Logg
 		}
 		return nil, nil
 	}
-	l.wg.Add(1)
+	l.loop.Add(1)
 	go l.run()
 	return l
 }
@@ -255,11 +262,9 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 // handshake; those Accept returned are the caller's. It waits for the
 // Listener's goroutines.
 func (l *Listener) Close() error {
-	var err error
 	l.once.Do(func() {
+		l.stop()
 		l.cancel()
-		err = l.ln.Close()
-		l.wg.Wait()
 		l.mu.Lock()
 		var pending []*conn
 		for _, q := range []*list.List{&l.silent, &l.hello} {
@@ -271,8 +276,27 @@ func (l *Listener) Close() error {
 		for _, c := range pending {
 			c.Close()
 		}
+		l.hs.Wait()
+		l.finish(net.ErrClosed)
 	})
-	return err
+	return l.stopErr
+}
+
+// stop closes the listening socket and waits for the accept loop.
+func (l *Listener) stop() {
+	l.stopOnce.Do(func() {
+		l.stopped.Store(true)
+		l.stopErr = l.ln.Close()
+		l.loop.Wait()
+	})
+}
+
+// finish makes Accept return err from now on.
+func (l *Listener) finish(err error) {
+	l.doneMu.Do(func() {
+		l.err = err
+		close(l.done)
+	})
 }
 
 // Stats returns what the Listener has done so far.
@@ -291,18 +315,17 @@ func (l *Listener) Stats() Stats {
 // (such as running out of file descriptors, when it also closes the
 // oldest pending connection).
 func (l *Listener) run() {
-	defer l.wg.Done()
+	defer l.loop.Done()
 	var delay time.Duration
 	peek := make([]byte, maxHello)
 	for {
 		raw, err := l.ln.Accept()
 		if err != nil {
-			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				l.err = err
-				if l.ctx.Err() != nil {
-					l.err = net.ErrClosed
-				}
-				close(l.done)
+			if l.stopped.Load() {
+				return
+			}
+			if errors.Is(err, net.ErrClosed) {
+				l.finish(err)
 				return
 			}
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
@@ -322,7 +345,7 @@ func (l *Listener) run() {
 		for _, v := range victims {
 			v.reset()
 		}
-		l.wg.Add(1)
+		l.hs.Add(1)
 		go l.handshake(c)
 	}
 }
@@ -433,7 +456,7 @@ func (l *Listener) helloed(c *conn) {
 
 // handshake does c's TLS handshake and hands it to Accept.
 func (l *Listener) handshake(c *conn) {
-	defer l.wg.Done()
+	defer l.hs.Done()
 	_ = c.SetDeadline(l.now().Add(l.lim.HandshakeTimeout))
 	tc := tls.Server(c, l.tls)
 	if err := tc.HandshakeContext(l.ctx); err != nil {

@@ -52,10 +52,10 @@ func (s *Server) Listener() *Listener { return s.ln }
 // Done is closed when the server has stopped serving.
 func (s *Server) Done() <-chan struct{} { return s.done }
 
-// Close stops accepting, lets requests in flight finish until ctx is
-// done, then closes every connection. It returns ctx's error if requests
-// were cut short, else why serving stopped, if not Close. Calling it
-// twice is harmless.
+// Close stops accepting (connections still in their handshake are
+// closed), lets requests in flight finish until ctx is done, then closes
+// every connection. It returns ctx's error if requests were cut short,
+// else why serving stopped, if not Close. Calling it twice is harmless.
 func (s *Server) Close(ctx context.Context) error {
 	var err error
 	s.closed.Do(func() {
