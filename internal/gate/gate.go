@@ -16,10 +16,10 @@
 //     connections open for nothing is closed.
 //   - open connections are bounded in all (Limits.MaxConns). At the bound,
 //     a new one closes the connection idle longest: a keep-alive
-//     connection between requests, or one that has sent nothing since its
-//     handshake. A connection the server has started to read a request
-//     from is never closed to make room; if every one is busy, the new one
-//     is closed instead.
+//     connection between requests, or one that has sent nothing in the
+//     second since its handshake. A connection the server has started to
+//     read a request from is never closed to make room; if every one is
+//     busy, the new one is closed instead.
 //
 // Serve runs an http.Server on a Listener until Close; it tells the
 // Listener which connections are idle through http.Server.ConnState.
@@ -183,8 +183,18 @@ type conn struct {
 	// elem is the connection's place in the Listener's silent, hello or
 	// idle list; selem in its source's silent or hello list.
 	elem, selem *list.Element
-	closeOnce   sync.Once
+	// fresh is set from the handshake to the first request: that may
+	// have come with the handshake's last bytes, and be read from TLS's
+	// buffer without a Read here. idleSince is when it last became idle.
+	fresh     bool
+	idleSince time.Time
+	closeOnce sync.Once
 }
+
+// freshGrace is how long a connection that has had no request yet is
+// safe from eviction after its handshake: time for the server to read a
+// request that came with the handshake.
+const freshGrace = time.Second
 
 // Read marks the connection busy when data comes after the handshake,
 // so that it is not evicted with a request half read.
@@ -509,21 +519,27 @@ func (l *Listener) opened(c *conn) (victim *conn, ok bool) {
 	}
 	l.unpendLocked(c)
 	l.stats.Handshakes++
+	now := l.now()
 	if l.open >= l.lim.MaxConns {
-		e := l.idle.Front()
-		if e == nil {
+		for e := l.idle.Front(); e != nil; e = e.Next() {
+			if v := e.Value.(*conn); !v.fresh || now.Sub(v.idleSince) >= freshGrace {
+				victim = v
+				break
+			}
+		}
+		if victim == nil {
 			c.state = stGone
 			l.stats.Refused++
 			l.warnLocked()
 			return nil, false
 		}
-		victim = e.Value.(*conn)
 		l.closeLocked(victim)
 		l.stats.EvictedIdle++
 		l.warnLocked()
 	}
 	l.open++
 	c.state = stIdle
+	c.fresh, c.idleSince = true, now
 	c.elem = l.idle.PushBack(c)
 	return victim, true
 }
@@ -563,6 +579,7 @@ func (l *Listener) reading(c *conn) bool {
 		l.idle.Remove(c.elem)
 		c.elem = nil
 		c.state = stBusy
+		c.fresh = false
 	}
 	return true
 }
@@ -584,11 +601,16 @@ func (l *Listener) ConnState(nc net.Conn, st http.ConnState) {
 	case c.state == stGone || c.state == stSilent || c.state == stHello:
 	case st == http.StateIdle && c.state == stBusy:
 		c.state = stIdle
+		c.fresh, c.idleSince = false, l.now()
 		c.elem = l.idle.PushBack(c)
+	case st == http.StateIdle && c.state == stIdle:
+		// A request came and went within TLS's buffer.
+		c.fresh = false
 	case st == http.StateActive && c.state == stIdle:
 		l.idle.Remove(c.elem)
 		c.elem = nil
 		c.state = stBusy
+		c.fresh = false
 	case st == http.StateHijacked:
 		if c.state == stIdle {
 			l.idle.Remove(c.elem)
