@@ -393,6 +393,7 @@ func (l *Listener) admit(c *conn, hello bool) []*conn {
 		victims = append(victims, l.evictLocked(&l.silent, &l.hello))
 	}
 	c.src = src
+	l.sources[key] = src // again: an eviction may have emptied it
 	if hello {
 		c.state = stHello
 		c.elem = l.hello.PushBack(c)

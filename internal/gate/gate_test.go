@@ -313,3 +313,18 @@ func TestFit(t *testing.T) {
 		t.Errorf("handshake timeout %s", l.HandshakeTimeout)
 	}
 }
+
+// With one pending place per source, each new connection replaces the
+// last, and the source is counted once.
+func TestPendingPerSourceOne(t *testing.T) {
+	s := newServer(t, gate.Limits{MaxPendingPerSource: 1, MaxPending: 100})
+	var conns []net.Conn
+	for range 4 {
+		conns = append(conns, dialFrom(t, s, ""))
+	}
+	st := waitStats(t, s.ln, "3 evictions", func(st gate.Stats) bool { return st.EvictedPending == 3 })
+	if st.Pending != 1 {
+		t.Errorf("%d pending connections, want 1: %+v", st.Pending, st)
+	}
+	checkEvicted(t, conns, 3)
+}
