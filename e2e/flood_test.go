@@ -27,8 +27,6 @@ import (
 const (
 	floodIdle = 3000 // TCP connections that never send a byte
 	floodHalf = 500  // connections that send half a TLS ClientHello, then nothing
-	// floodMax bounds how long a flood lasts, whatever happens.
-	floodMax = 25 * time.Second
 	// legitCalls is how many legitimate requests are made under the flood.
 	legitCalls = 10
 	// maxFloodRSS bounds the memory of the server flooded.
@@ -117,13 +115,22 @@ func TestConnectionFlood(t *testing.T) {
 	})
 }
 
+// floodMax bounds how long a flood lasts, whatever happens; binaries
+// built with the race detector accept several times slower.
+func floodMax() time.Duration {
+	if raceEnabled {
+		return time.Minute
+	}
+	return 25 * time.Second
+}
+
 // legit makes legitCalls requests at once with call, during flood fl if
 // not nil, each bounded by the flood's end (the commands' own timeouts
 // are shorter), logs each failure, and returns how many succeeded and
 // how long they took.
 func legit(t *testing.T, fl *flood, call func(ctx context.Context, i int) error) (ok int, took string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), floodMax)
+	ctx, cancel := context.WithTimeout(context.Background(), floodMax())
 	if fl != nil {
 		// The flood must outlast the requests.
 		ctx, cancel = context.WithCancel(fl.ctx)
@@ -153,7 +160,7 @@ func legit(t *testing.T, fl *flood, call func(ctx context.Context, i int) error)
 	}
 	wg.Wait()
 	if fl != nil && fl.ctx.Err() != nil {
-		t.Errorf("the flood ended (after %s) before the requests did", floodMax)
+		t.Errorf("the flood ended (after %s) before the requests did", floodMax())
 	}
 	var sum, longest time.Duration
 	for _, d := range times {
@@ -187,7 +194,7 @@ type flood struct {
 // have been opened, so that the flood is in place.
 func startFlood(t *testing.T, addr string, hello []byte) *flood {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), floodMax)
+	ctx, cancel := context.WithTimeout(context.Background(), floodMax())
 	fl := &flood{cancel: cancel, start: time.Now()}
 	t.Cleanup(func() { fl.stop() })
 	half := hello[:len(hello)/2]
@@ -233,7 +240,7 @@ func startFlood(t *testing.T, addr string, hello []byte) *flood {
 	}
 	for fl.opened.Load() < floodIdle+floodHalf {
 		if ctx.Err() != nil {
-			t.Fatalf("the flood could not open %d connections in %s: %s", floodIdle+floodHalf, floodMax, fl.stop())
+			t.Fatalf("the flood could not open %d connections in %s: %s", floodIdle+floodHalf, floodMax(), fl.stop())
 		}
 		time.Sleep(pollEvery)
 	}
