@@ -19,10 +19,10 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/netutil"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/overlordhq/overlord/certs"
+	"github.com/overlordhq/overlord/internal/gate"
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/modules/builtin"
 	"github.com/overlordhq/overlord/modules/plugin"
@@ -155,13 +155,35 @@ type Config struct {
 	// (DefaultWriteTimeout if 0): a client that does not read its answer
 	// loses its connection rather than hold a request slot.
 	WriteTimeout time.Duration
-	// MaxConns bounds the connections open at once (DefaultMaxConns if
-	// 0); more wait in the kernel's backlog until one closes.
+	// MaxConns bounds the connections past their TLS handshake, those of
+	// overlord identities (DefaultMaxConns if 0). At the bound, a new one
+	// closes the one idle longest, or is closed if all are busy.
 	MaxConns int
+	// HandshakeTimeout bounds the time a client has, from its TCP
+	// connection, to finish the TLS handshake (DefaultHandshakeTimeout if
+	// 0).
+	HandshakeTimeout time.Duration
+	// MaxPending and MaxPendingPerSource bound the connections still in
+	// their handshake, in all and from one source address (IPv4 address,
+	// IPv6 /64); at a bound, the oldest is closed (DefaultMaxPending and
+	// DefaultMaxPendingPerSource if 0).
+	MaxPending          int
+	MaxPendingPerSource int
 }
 
-// DefaultMaxConns is the default Config.MaxConns.
-const DefaultMaxConns = 1024
+// Defaults of Config's connection limits. A client without a certificate
+// can only ever hold pending connections: it cannot take the place of an
+// overlord's connection, nor keep a new one out.
+const (
+	DefaultMaxConns            = gate.DefaultMaxConns
+	DefaultHandshakeTimeout    = gate.DefaultHandshakeTimeout
+	DefaultMaxPending          = gate.DefaultMaxPending
+	DefaultMaxPendingPerSource = gate.DefaultMaxPendingPerSource
+)
+
+// fileReserve is how many open files a minion keeps for other things
+// than connections (stores, spools, runners' pipes, plugins).
+const fileReserve = 256
 
 // DefaultWriteTimeout is the default Config.WriteTimeout.
 const DefaultWriteTimeout = 2 * time.Minute
@@ -175,11 +197,8 @@ type Server struct {
 	started time.Time
 	jobs    *asyncJobs
 	name    string
-	ln      net.Listener
-	srv     *http.Server
-	done    chan struct{}
-	errMu   sync.Mutex
-	err     error
+	ln      *gate.Listener
+	srv     *gate.Server
 	closed  sync.Once
 	rev     *revocation
 }
@@ -220,7 +239,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, done: make(chan struct{}), started: time.Now(),
+	s := &Server{cfg: cfg, name: cfg.Bundle.Cert.Subject.CommonName, started: time.Now(),
 		files: newTransfers(), acl: newACL(cfg.StateDir)}
 	var err error
 	if s.rev, err = loadRevocation(cfg.StateDir, cfg.Bundle.CA, cfg.Logger); err != nil {
@@ -450,9 +469,9 @@ func (s *Server) Open(ctx context.Context) error {
 			return err
 		}
 	}
-	s.ln = netutil.LimitListener(ln, s.cfg.MaxConns)
+	s.ln = gate.NewListener(ln, tcfg, s.limits(), s.cfg.Logger.With("component", "listener"))
 	s.files.run()
-	s.srv = &http.Server{
+	s.srv = gate.Serve(&http.Server{
 		Handler:           h,
 		TLSConfig:         tcfg,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -460,25 +479,40 @@ func (s *Server) Open(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
-	}
-	go func() {
-		defer close(s.done)
-		err := s.srv.Serve(tls.NewListener(s.ln, tcfg))
-		if !errors.Is(err, http.ErrServerClosed) {
-			s.errMu.Lock()
-			s.err = err
-			s.errMu.Unlock()
-		}
-	}()
+	}, s.ln)
 	s.cfg.Logger.Info("minion serving", "name", s.name, "addr", ln.Addr().String())
 	return nil
+}
+
+// limits returns the connection limits of the configuration, shrunk to
+// fit the process's limit of open files (raised to the most allowed).
+func (s *Server) limits() gate.Limits {
+	lim := gate.Limits{HandshakeTimeout: s.cfg.HandshakeTimeout, MaxPending: s.cfg.MaxPending,
+		MaxPendingPerSource: s.cfg.MaxPendingPerSource, MaxConns: s.cfg.MaxConns}
+	files, err := gate.RaiseFileLimit()
+	if err != nil {
+		s.cfg.Logger.Warn("cannot read the limit of open files", "err", err)
+		return lim.WithDefaults()
+	}
+	fitted, ok := lim.Fit(files, fileReserve)
+	if !ok {
+		s.cfg.Logger.Warn("the limit of open files is too low for the connection limits; lowered them (raise LimitNOFILE)",
+			"open_files", files, "max_conns", fitted.MaxConns, "max_pending", fitted.MaxPending)
+	}
+	return fitted
 }
 
 // Addr returns the address the server listens on, once open.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Done is closed when the server has stopped serving.
-func (s *Server) Done() <-chan struct{} { return s.done }
+// Before Open, it is nil.
+func (s *Server) Done() <-chan struct{} {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Done()
+}
 
 // Close stops accepting, lets calls in flight finish until ctx is done,
 // then closes every connection and the job store. Async job runners go
@@ -498,15 +532,7 @@ func (s *Server) Close(ctx context.Context) error {
 		if s.jobs != nil {
 			s.jobs.drain()
 		}
-		if err = s.srv.Shutdown(ctx); err != nil {
-			s.srv.Close()
-		}
-		<-s.done
-		s.errMu.Lock()
-		if s.err != nil {
-			err = s.err
-		}
-		s.errMu.Unlock()
+		err = s.srv.Close(ctx)
 	})
 	return err
 }

@@ -13,13 +13,11 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
-
-	"golang.org/x/net/netutil"
 
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/enrolment"
+	"github.com/overlordhq/overlord/internal/gate"
 )
 
 // Limits of the enrolment endpoint.
@@ -27,8 +25,11 @@ const (
 	// MaxEndpointRequests bounds the requests handled at once; more get
 	// HTTP 503 (kind busy) at once rather than queueing.
 	MaxEndpointRequests = 32
-	// MaxEndpointConns bounds the connections open at once, idle ones
-	// included; more wait in the kernel's backlog.
+	// MaxEndpointConns bounds the connections past their TLS handshake,
+	// idle ones included; at the bound a new one closes the one idle
+	// longest. Connections still in their handshake have their own
+	// bounds (gate.DefaultMaxPending, gate.DefaultMaxPendingPerSource)
+	// and gate.DefaultHandshakeTimeout to finish it.
 	MaxEndpointConns   = 256
 	endpointReadHeader = 5 * time.Second
 	endpointRead       = 10 * time.Second
@@ -62,12 +63,8 @@ type Endpoint struct {
 	ca     *certs.Authority
 	logger *slog.Logger
 	sem    chan struct{}
-	ln     net.Listener
-	srv    *http.Server
-	done   chan struct{}
-	errMu  sync.Mutex
-	err    error
-	closed sync.Once
+	ln     *gate.Listener
+	srv    *gate.Server
 }
 
 // NewEndpoint loads the CA and makes the endpoint's certificate.
@@ -93,7 +90,7 @@ func (o *Overlord) NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		return nil, err
 	}
 	return &Endpoint{o: o, cfg: cfg, ca: ca, logger: o.Logger.With("component", "endpoint"),
-		sem: make(chan struct{}, MaxEndpointRequests), done: make(chan struct{})}, nil
+		sem: make(chan struct{}, MaxEndpointRequests)}, nil
 }
 
 // CAFingerprint returns the fingerprint minions verify the endpoint by.
@@ -196,9 +193,8 @@ func (e *Endpoint) Open(ctx context.Context) error {
 			return err
 		}
 	}
-	e.ln = ln
-	ln = netutil.LimitListener(ln, MaxEndpointConns)
-	e.srv = &http.Server{
+	e.ln = gate.NewListener(ln, tcfg, gate.Limits{MaxConns: MaxEndpointConns}, e.logger)
+	e.srv = gate.Serve(&http.Server{
 		Handler:           e.Handler(),
 		TLSConfig:         tcfg,
 		ReadHeaderTimeout: endpointReadHeader,
@@ -207,16 +203,7 @@ func (e *Endpoint) Open(ctx context.Context) error {
 		IdleTimeout:       endpointIdle,
 		MaxHeaderBytes:    endpointMaxHeader,
 		ErrorLog:          slog.NewLogLogger(e.logger.Handler(), slog.LevelDebug),
-	}
-	go func() {
-		defer close(e.done)
-		err := e.srv.Serve(tls.NewListener(ln, tcfg))
-		if !errors.Is(err, http.ErrServerClosed) {
-			e.errMu.Lock()
-			e.err = err
-			e.errMu.Unlock()
-		}
-	}()
+	}, e.ln)
 	e.logger.Info("enrolment endpoint serving", "addr", ln.Addr().String(), "ca_fingerprint", e.CAFingerprint())
 	return nil
 }
@@ -224,8 +211,14 @@ func (e *Endpoint) Open(ctx context.Context) error {
 // Addr returns the address the endpoint listens on, once open.
 func (e *Endpoint) Addr() net.Addr { return e.ln.Addr() }
 
-// Done is closed when the endpoint has stopped serving.
-func (e *Endpoint) Done() <-chan struct{} { return e.done }
+// Done is closed when the endpoint has stopped serving; before Open, it
+// is nil.
+func (e *Endpoint) Done() <-chan struct{} {
+	if e.srv == nil {
+		return nil
+	}
+	return e.srv.Done()
+}
 
 // Close stops accepting, lets requests in flight finish until ctx is
 // done, then closes every connection. Calling it twice is harmless.
@@ -233,17 +226,5 @@ func (e *Endpoint) Close(ctx context.Context) error {
 	if e.srv == nil {
 		return nil
 	}
-	var err error
-	e.closed.Do(func() {
-		if err = e.srv.Shutdown(ctx); err != nil {
-			e.srv.Close()
-		}
-		<-e.done
-		e.errMu.Lock()
-		if e.err != nil {
-			err = e.err
-		}
-		e.errMu.Unlock()
-	})
-	return err
+	return e.srv.Close(ctx)
 }
