@@ -62,7 +62,7 @@ const (
 	// MaxStatusReply bounds the JSON of one reply's jobs, results and
 	// output included: past it, jobs come without their result and
 	// output, and Truncated. The first job always has its result.
-	MaxStatusReply = 32 << 20
+	MaxStatusReply = rpc.MaxJobsBytes
 	// MaxStatusJobs is the most job IDs one Minion.Status may ask for;
 	// MaxWaitJobs the most with a long poll.
 	MaxStatusJobs = 1000

@@ -42,6 +42,8 @@ type ClientConfig struct {
 type Client struct {
 	http      *http.Client
 	afterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
+	// maxResponse is MaxResponseBytes, but for tests.
+	maxResponse int64
 }
 
 // DefaultConnectTimeout is used when ClientConfig.ConnectTimeout is zero.
@@ -73,7 +75,7 @@ func NewClient(cfg ClientConfig) *Client {
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &Client{http: &http.Client{Transport: tr}, afterCall: cfg.AfterCall}
+	return &Client{http: &http.Client{Transport: tr}, afterCall: cfg.AfterCall, maxResponse: MaxResponseBytes}
 }
 
 // Close closes idle connections.
@@ -133,9 +135,14 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 			Data    json.RawMessage `json:"data"`
 		} `json:"error"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxResponseBytes)).Decode(&msg); err != nil {
+	if err := json.NewDecoder(&limitedBody{r: resp.Body, left: c.maxResponse}).Decode(&msg); err != nil {
 		if ctx.Err() != nil {
 			return h, Classify(ctx, ctx.Err())
+		}
+		if errors.Is(err, ErrReplyTooBig) {
+			// The minion is up and answered; what it sent is more
+			// than a reply may carry (a minion of another version?).
+			return h, status.Errorf(status.KindInternal, "the answer to %s is over the %d bytes a reply may carry", method, c.maxResponse)
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return h, Classify(ctx, err)
@@ -152,6 +159,31 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		return h, status.Errorf(status.KindInternal, "unexpected answer to %s: %v", method, err)
 	}
 	return h, nil
+}
+
+// limitedBody reads r until left runs out, then fails with
+// ErrReplyTooBig: unlike io.LimitReader, the cut cannot pass for the
+// end of the answer.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		// One byte more tells a body of exactly the limit from a longer one.
+		var one [1]byte
+		if n, err := l.r.Read(one[:]); n == 0 {
+			return 0, err
+		}
+		return 0, ErrReplyTooBig
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 func isJSON(ct string) bool { return strings.HasPrefix(ct, "application/json") }
