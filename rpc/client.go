@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/rpc/v2/json2"
@@ -112,7 +113,21 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		return nil, status.Errorf(status.KindInternal, "encode %s request: %v", method, err)
 	}
 	u := url.URL{Scheme: "https", Host: minion, Path: Path}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	// ctx's deadline bounds the wait for the answer; an answer that has
+	// started is read on past it while it keeps coming (see readGrace).
+	reqCtx, cancelReq := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelReq(nil)
+	var started atomic.Bool
+	var got atomic.Int64 // bytes of the answer read
+	stop := context.AfterFunc(ctx, func() {
+		if !started.Load() || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			cancelReq(context.Cause(ctx))
+			return
+		}
+		go watchAnswer(reqCtx, cancelReq, &got)
+	})
+	defer stop()
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, status.Errorf(status.KindInternal, "%v", err)
 	}
@@ -122,6 +137,10 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		return nil, Classify(ctx, err)
 	}
 	defer resp.Body.Close()
+	started.Store(true)
+	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return resp.Header, Classify(ctx, ctx.Err())
+	}
 	h := resp.Header
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK && !isJSON(ct) {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -135,7 +154,10 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 			Data    json.RawMessage `json:"data"`
 		} `json:"error"`
 	}
-	if err := json.NewDecoder(&limitedBody{r: resp.Body, left: c.maxResponse}).Decode(&msg); err != nil {
+	if err := json.NewDecoder(&limitedBody{r: resp.Body, left: c.maxResponse, got: &got}).Decode(&msg); err != nil {
+		if errors.Is(context.Cause(reqCtx), errSlowAnswer) {
+			return h, status.Errorf(status.KindTimeout, "the answer to %s stopped coming in time: %d bytes read, less than %d in the last %s", method, got.Load(), minAnswerRate, answerWindow)
+		}
 		if ctx.Err() != nil {
 			return h, Classify(ctx, ctx.Err())
 		}
@@ -167,6 +189,7 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 type limitedBody struct {
 	r    io.Reader
 	left int64
+	got  *atomic.Int64 // bytes read so far
 }
 
 func (l *limitedBody) Read(p []byte) (int, error) {
@@ -183,7 +206,50 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
+	l.got.Add(int64(n))
 	return n, err
+}
+
+// An answer that has started when its call's deadline passes is read on
+// while at least minAnswerRate bytes arrive in every answerWindow, for
+// at most answerGrace past the deadline (a minion gives itself as long
+// to write an answer): a big answer on a slow link or a busy machine is
+// not lost to the deadline, and one that stalls is a timeout.
+const (
+	minAnswerRate = 1 << 20
+	answerWindow  = 2 * time.Second
+	answerGrace   = 2 * time.Minute
+)
+
+// errSlowAnswer is the cause of a call whose answer stopped coming after
+// its deadline.
+var errSlowAnswer = errors.New("the answer stopped coming")
+
+// watchAnswer cancels the reading of an answer past its call's deadline
+// (with errSlowAnswer) when fewer than minAnswerRate bytes arrived in the
+// last answerWindow, or answerGrace has passed; it returns when ctx ends.
+func watchAnswer(ctx context.Context, cancel context.CancelCauseFunc, got *atomic.Int64) {
+	tick := time.NewTicker(answerWindow)
+	defer tick.Stop()
+	grace := time.NewTimer(answerGrace)
+	defer grace.Stop()
+	last := got.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-grace.C:
+			cancel(errSlowAnswer)
+			return
+		case <-tick.C:
+		}
+		n := got.Load()
+		if n-last < minAnswerRate {
+			cancel(errSlowAnswer)
+			return
+		}
+		last = n
+	}
 }
 
 func isJSON(ct string) bool { return strings.HasPrefix(ct, "application/json") }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/overlordhq/overlord/modules/command"
 	"github.com/overlordhq/overlord/rpc"
@@ -117,5 +118,62 @@ func TestEncodeResultOverLimit(t *testing.T) {
 	}
 	if _, err := rpc.EncodeResult(func() {}); status.KindOf(err) != status.KindInternal {
 		t.Errorf("an unencodable result: %v", err)
+	}
+}
+
+// A call's time limit bounds the wait for the answer, not the reading of
+// an answer that is arriving: a big answer that keeps coming is read to
+// its end after the deadline passes (a slow link, a busy machine), while
+// one that stalls fails as a timeout, never as unreachable.
+func TestClientReadsAnArrivingAnswer(t *testing.T) {
+	const chunk = 256 << 10
+	c := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"text":"`)
+		w.(http.Flusher).Flush()
+		for range 8 { // 2 MiB over about 1.2 s
+			time.Sleep(150 * time.Millisecond) // the link's pace, not synchronisation
+			io.WriteString(w, strings.Repeat("a", chunk))
+			w.(http.Flusher).Flush()
+		}
+		io.WriteString(w, `"}}`)
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var reply EchoReply
+	if err := c.Call(ctx, "web1", "Echo.Say", EchoArgs{}, &reply); err != nil || len(reply.Text) != 8*chunk {
+		t.Fatalf("an answer still arriving at the deadline: %d bytes, %v; want all of it", len(reply.Text), err)
+	}
+
+	stalled := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"text":"abc`)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- stalled.Call(ctx, "web1", "Echo.Say", EchoArgs{}, &EchoReply{}) }()
+	select {
+	case err := <-done:
+		if k := status.KindOf(err); k != status.KindTimeout {
+			t.Errorf("an answer that stalled: %v (kind %s), want timeout", err, k)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the call still waits for a stalled answer 30 s on")
+	}
+
+	// The caller's cancellation stops the reading at once.
+	cctx, ccancel := context.WithCancel(context.Background())
+	go func() { done <- stalled.Call(cctx, "web1", "Echo.Say", EchoArgs{}, &EchoReply{}) }()
+	ccancel()
+	select {
+	case err := <-done:
+		if k := status.KindOf(err); k != status.KindCancelled {
+			t.Errorf("a cancelled call: %v (kind %s), want cancelled", err, k)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a cancelled call still waits 30 s on")
 	}
 }
