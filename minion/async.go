@@ -89,6 +89,7 @@ type asyncJobs struct {
 
 	mu       sync.Mutex
 	children map[int]bool // runners started by this daemon, to reap
+	ingestMu sync.Mutex   // one result ingested at a time (see ingest)
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -362,9 +363,8 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 	if j.State == status.Finished {
 		return j, nil
 	}
-	dir := a.dir(j.ID)
-	if o, err := readOutcome(dir); err == nil {
-		return a.finish(j.ID, *o)
+	if j, ok, err := a.ingest(j); ok {
+		return j, err
 	}
 	if j.PID == 0 && !starting && time.Since(j.CreatedAt) < spawnGrace {
 		return j, nil // its runner is being started
@@ -373,8 +373,8 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return j, nil
 	}
 	// The runner may have written its result just before exiting.
-	if o, err := readOutcome(dir); err == nil {
-		return a.finish(j.ID, *o)
+	if j, ok, err := a.ingest(j); ok {
+		return j, err
 	}
 	o := outcome{FinishedAt: time.Now().UTC(), Error: status.Errorf(status.KindLost, "the job's runner (pid %d) ended without a result", j.PID)}
 	if a.ownsGroup(j) {

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,5 +176,50 @@ func TestClientReadsAnArrivingAnswer(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("a cancelled call still waits 30 s on")
+	}
+}
+
+// Probe's Wait answers once its client has gone; its reply records
+// whether it was encoded.
+type Probe struct{ encoded *atomic.Bool }
+
+type ProbeReply struct{ encoded *atomic.Bool }
+
+func (p Probe) Wait(r *http.Request, _ *EchoArgs, reply *ProbeReply) error {
+	<-r.Context().Done()
+	reply.encoded = p.encoded
+	return nil
+}
+
+func (p ProbeReply) MarshalJSON() ([]byte, error) {
+	p.encoded.Store(true)
+	return []byte(`{}`), nil
+}
+
+// An answer whose client has gone is not encoded: a client that gave up
+// and asks again does not make the minion build a big answer twice.
+func TestServerSkipsAnswersNobodyWaitsFor(t *testing.T) {
+	var encoded atomic.Bool
+	h, err := rpc.NewServer(map[string]any{"Probe": Probe{&encoded}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{}, 1)
+	c := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { served <- struct{}{} }()
+		h.ServeHTTP(w, r)
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := c.Call(ctx, "web1", "Probe.Wait", EchoArgs{}, &struct{}{}); status.KindOf(err) != status.KindTimeout {
+		t.Errorf("call: %v, want timeout", err)
+	}
+	select {
+	case <-served:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handler did not end 30 s after its client left")
+	}
+	if encoded.Load() {
+		t.Error("the answer was encoded for a client that had gone")
 	}
 }
