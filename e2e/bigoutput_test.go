@@ -92,7 +92,7 @@ func TestBigOutputAsync(t *testing.T) {
 	f := startFleet(t, "web1")
 	web1 := mustMinion(t, f, "web1")
 	id := callAsync(t, f, "web1", "command.run", bigCmd, "max_output="+strconv.Itoa(maxOutput))
-	j, code, stderr := jobStatus(t, f, id, "--wait", "--timeout", "60s")
+	j, code, stderr := jobStatus(t, f, id, "--wait", "--timeout", "3m", "--lock-timeout", "2m")
 	if j.State != "FINISHED" {
 		out, _ := f.run("minion", "--state-dir", web1.dir, "job", "list")
 		t.Fatalf("job status --wait: %s, exit %d\n%s\nweb1's log:\n%s\nminion job list:\n%s", j.State, code, stderr, web1.p.logTail(30), out)
