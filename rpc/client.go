@@ -114,7 +114,7 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 	}
 	u := url.URL{Scheme: "https", Host: minion, Path: Path}
 	// ctx's deadline bounds the wait for the answer; an answer that has
-	// started is read on past it while it keeps coming (see readGrace).
+	// started is read on past it while it keeps coming (see watchAnswer).
 	reqCtx, cancelReq := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelReq(nil)
 	var started atomic.Bool
@@ -161,7 +161,7 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		if ctx.Err() != nil {
 			return h, Classify(ctx, ctx.Err())
 		}
-		if errors.Is(err, ErrReplyTooBig) {
+		if errors.Is(err, errReplyTooBig) {
 			// The minion is up and answered; what it sent is more
 			// than a reply may carry (a minion of another version?).
 			return h, status.Errorf(status.KindInternal, "the answer to %s is over the %d bytes a reply may carry", method, c.maxResponse)
@@ -184,7 +184,7 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 }
 
 // limitedBody reads r until left runs out, then fails with
-// ErrReplyTooBig: unlike io.LimitReader, the cut cannot pass for the
+// errReplyTooBig: unlike io.LimitReader, the cut cannot pass for the
 // end of the answer.
 type limitedBody struct {
 	r    io.Reader
@@ -199,7 +199,7 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 		if n, err := l.r.Read(one[:]); n == 0 {
 			return 0, err
 		}
-		return 0, ErrReplyTooBig
+		return 0, errReplyTooBig
 	}
 	if int64(len(p)) > l.left {
 		p = p[:l.left]

@@ -53,9 +53,10 @@ const (
 	MaxResponseBytes = MaxResultBytes + MaxJobsBytes + 16<<20
 )
 
-// ErrReplyTooBig is the cause of a call whose answer ran past
-// MaxResponseBytes: the minion answered, with more than a reply may carry.
-var ErrReplyTooBig = errors.New("reply over the size limit")
+// errReplyTooBig ends the reading of an answer past MaxResponseBytes:
+// the minion answered, with more than a reply may carry (the call fails
+// with kind internal, saying so).
+var errReplyTooBig = errors.New("reply over the size limit")
 
 // EncodeResult returns the JSON of a method's result, or an error of
 // kind internal if it is over MaxResultBytes: more than the caller would
