@@ -62,7 +62,7 @@ const (
 	// MaxStatusReply bounds the JSON of one reply's jobs, results and
 	// output included: past it, jobs come without their result and
 	// output, and Truncated. The first job always has its result.
-	MaxStatusReply = 32 << 20
+	MaxStatusReply = rpc.MaxJobsBytes
 	// MaxStatusJobs is the most job IDs one Minion.Status may ask for;
 	// MaxWaitJobs the most with a long poll.
 	MaxStatusJobs = 1000
@@ -89,6 +89,7 @@ type asyncJobs struct {
 
 	mu       sync.Mutex
 	children map[int]bool // runners started by this daemon, to reap
+	ingestMu sync.Mutex   // one result ingested at a time (see ingest)
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -379,8 +380,8 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return j, nil
 	}
 	dir := a.dir(j.ID)
-	if o, ok := spooledOutcome(dir); ok {
-		return a.finish(j.ID, o)
+	if j, ok, err := a.ingest(j); ok {
+		return j, err
 	}
 	if j.PID == 0 && !starting && time.Since(j.CreatedAt) < spawnGrace {
 		return j, nil // its runner is being started
@@ -389,8 +390,8 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return j, nil
 	}
 	// The runner may have written its result just before exiting.
-	if o, ok := spooledOutcome(dir); ok {
-		return a.finish(j.ID, o)
+	if j, ok, err := a.ingest(j); ok {
+		return j, err
 	}
 	o := lostOutcome(dir, j.PID)
 	if a.ownsGroup(j) {

@@ -32,6 +32,11 @@ const maxCutMessage = 1 << 10
 // loses its result (and most of a long error message) and is marked
 // Truncated; the first entry always keeps them.
 func (b *replyBudget) entry(st *rpc.JobStatus) {
+	if len(st.Result) > rpc.MaxResultBytes {
+		// Recorded before results were bounded: more than any reply
+		// may carry, even alone.
+		st.Result, st.Truncated = nil, true
+	}
 	size := jsonSize(st)
 	if b.json > 0 && b.json+size > b.limit {
 		st.Result, st.Truncated = nil, true
@@ -59,10 +64,17 @@ func (b *replyBudget) output(st *rpc.JobStatus, out string) int {
 	return n
 }
 
+// jsonSize returns the length of st's JSON. Its result, JSON already,
+// is counted, not encoded again: it may be hundreds of MiB.
 func jsonSize(st *rpc.JobStatus) int {
-	data, err := json.Marshal(st)
+	c := *st
+	c.Result = nil
+	data, err := json.Marshal(&c)
 	if err != nil {
 		return 0
+	}
+	if len(st.Result) > 0 {
+		return len(data) + len(`,"result":`) + len(st.Result)
 	}
 	return len(data)
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/overlordhq/overlord/modules"
+	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
 
@@ -105,10 +106,10 @@ func runJob(dir string, reg *modules.Registry, opts runOptions) error {
 	res, callErr := reg.Call(ctx, sp.Module, sp.Method, sp.Args, nil)
 	o := outcome{OK: callErr == nil, DurationMS: time.Since(start).Milliseconds(), FinishedAt: time.Now().UTC()}
 	if res != nil {
-		if raw, err := json.Marshal(res); err == nil {
+		if raw, err := rpc.EncodeResult(res); err == nil {
 			o.Result = raw
 		} else if callErr == nil {
-			callErr = status.Errorf(status.KindInternal, "encode result: %v", err)
+			callErr = err
 			o.OK = false
 		}
 	}

@@ -2,7 +2,6 @@ package minion
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -90,9 +89,9 @@ func (s *Service) call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply)
 	if err != nil {
 		return res, err
 	}
-	raw, err := json.Marshal(res)
+	raw, err := rpc.EncodeResult(res)
 	if err != nil {
-		return nil, status.Errorf(status.KindInternal, "encode result: %v", err)
+		return nil, err
 	}
 	reply.Result = raw
 	return nil, nil

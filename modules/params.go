@@ -33,6 +33,10 @@ type Param struct {
 	Required bool   `json:"required"`
 	Default  any    `json:"default,omitempty"`
 	Doc      string `json:"doc"`
+	// Max, if positive, is the largest number the parameter takes: a
+	// larger one is bad_args, naming it. Built-in modules only (it does
+	// not travel in descriptions: say it in Doc too).
+	Max int64 `json:"-"`
 }
 
 // accepts reports whether p's type includes t.
@@ -171,6 +175,9 @@ func (m *Method) Bind(named map[string]any, positional []any) (Args, error) {
 		}
 		if err := p.check(v); err != nil {
 			return nil, bad("parameter %s: %v", p.Name, err)
+		}
+		if n, ok := number(v); ok && p.Max > 0 && n > float64(p.Max) {
+			return nil, bad("parameter %s: at most %d, got %.0f", p.Name, p.Max, n)
 		}
 	}
 	return args, nil

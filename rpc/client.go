@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/rpc/v2/json2"
@@ -42,6 +43,8 @@ type ClientConfig struct {
 type Client struct {
 	http      *http.Client
 	afterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
+	// maxResponse is MaxResponseBytes, but for tests.
+	maxResponse int64
 }
 
 // DefaultConnectTimeout is used when ClientConfig.ConnectTimeout is zero.
@@ -73,7 +76,7 @@ func NewClient(cfg ClientConfig) *Client {
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &Client{http: &http.Client{Transport: tr}, afterCall: cfg.AfterCall}
+	return &Client{http: &http.Client{Transport: tr}, afterCall: cfg.AfterCall, maxResponse: MaxResponseBytes}
 }
 
 // Close closes idle connections.
@@ -110,7 +113,21 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		return nil, status.Errorf(status.KindInternal, "encode %s request: %v", method, err)
 	}
 	u := url.URL{Scheme: "https", Host: minion, Path: Path}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	// ctx's deadline bounds the wait for the answer; an answer that has
+	// started is read on past it while it keeps coming (see watchAnswer).
+	reqCtx, cancelReq := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelReq(nil)
+	var started atomic.Bool
+	var got atomic.Int64 // bytes of the answer read
+	stop := context.AfterFunc(ctx, func() {
+		if !started.Load() || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			cancelReq(context.Cause(ctx))
+			return
+		}
+		go watchAnswer(reqCtx, cancelReq, &got)
+	})
+	defer stop()
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, status.Errorf(status.KindInternal, "%v", err)
 	}
@@ -120,6 +137,10 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		return nil, Classify(ctx, err)
 	}
 	defer resp.Body.Close()
+	started.Store(true)
+	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return resp.Header, Classify(ctx, ctx.Err())
+	}
 	h := resp.Header
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK && !isJSON(ct) {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -133,7 +154,10 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 			Data    json.RawMessage `json:"data"`
 		} `json:"error"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxResponseBytes)).Decode(&msg); err != nil {
+	if err := json.NewDecoder(&limitedBody{r: resp.Body, left: c.maxResponse, got: &got}).Decode(&msg); err != nil {
+		if errors.Is(context.Cause(reqCtx), errSlowAnswer) {
+			return h, status.Errorf(status.KindTimeout, "the answer to %s stopped coming in time: %d bytes read, less than %d in the last %s", method, got.Load(), minAnswerRate, answerWindow)
+		}
 		if ctx.Err() != nil {
 			return h, Classify(ctx, ctx.Err())
 		}
@@ -141,6 +165,11 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 			// The answer ended cleanly with no body: the minion was
 			// reached and said nothing a client can read.
 			return h, status.Errorf(status.KindInternal, "empty answer to %s", method)
+		}
+		if errors.Is(err, errReplyTooBig) {
+			// The minion is up and answered; what it sent is more
+			// than a reply may carry (a minion of another version?).
+			return h, status.Errorf(status.KindInternal, "the answer to %s is over the %d bytes a reply may carry", method, c.maxResponse)
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return h, Classify(ctx, err)
@@ -157,6 +186,75 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		return h, status.Errorf(status.KindInternal, "unexpected answer to %s: %v", method, err)
 	}
 	return h, nil
+}
+
+// limitedBody reads r until left runs out, then fails with
+// errReplyTooBig: unlike io.LimitReader, the cut cannot pass for the
+// end of the answer.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+	got  *atomic.Int64 // bytes read so far
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		// One byte more tells a body of exactly the limit from a longer one.
+		var one [1]byte
+		if n, err := l.r.Read(one[:]); n == 0 {
+			return 0, err
+		}
+		return 0, errReplyTooBig
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	l.got.Add(int64(n))
+	return n, err
+}
+
+// An answer that has started when its call's deadline passes is read on
+// while at least minAnswerRate bytes arrive in every answerWindow, for
+// at most answerGrace past the deadline (a minion gives itself as long
+// to write an answer): a big answer on a slow link or a busy machine is
+// not lost to the deadline, and one that stalls is a timeout.
+const (
+	minAnswerRate = 1 << 20
+	answerWindow  = 2 * time.Second
+	answerGrace   = 2 * time.Minute
+)
+
+// errSlowAnswer is the cause of a call whose answer stopped coming after
+// its deadline.
+var errSlowAnswer = errors.New("the answer stopped coming")
+
+// watchAnswer cancels the reading of an answer past its call's deadline
+// (with errSlowAnswer) when fewer than minAnswerRate bytes arrived in the
+// last answerWindow, or answerGrace has passed; it returns when ctx ends.
+func watchAnswer(ctx context.Context, cancel context.CancelCauseFunc, got *atomic.Int64) {
+	tick := time.NewTicker(answerWindow)
+	defer tick.Stop()
+	grace := time.NewTimer(answerGrace)
+	defer grace.Stop()
+	last := got.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-grace.C:
+			cancel(errSlowAnswer)
+			return
+		case <-tick.C:
+		}
+		n := got.Load()
+		if n-last < minAnswerRate {
+			cancel(errSlowAnswer)
+			return
+		}
+		last = n
+	}
 }
 
 func isJSON(ct string) bool { return strings.HasPrefix(ct, "application/json") }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,7 +45,7 @@ func (c strictCodec) NewRequest(r *http.Request) rpc.CodecRequest {
 		body = nil // json2 need not parse what will be refused anyway
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	req := &strictRequest{CodecRequest: c.inner.NewRequest(r)}
+	req := &strictRequest{CodecRequest: c.inner.NewRequest(r), ctx: r.Context()}
 	if readErr != nil {
 		var tooBig *http.MaxBytesError
 		msg := readErr.Error()
@@ -70,8 +71,19 @@ func (c strictCodec) NewRequest(r *http.Request) rpc.CodecRequest {
 
 type strictRequest struct {
 	rpc.CodecRequest
+	ctx    context.Context // the HTTP request's
 	params json.RawMessage
 	err    error // the body could not be read
+}
+
+// WriteResponse implements rpc.CodecRequest. An answer nobody waits for
+// any more (the client gave up, and may be asking again) is not encoded:
+// it may be hundreds of MiB of JSON.
+func (r *strictRequest) WriteResponse(w http.ResponseWriter, reply any) {
+	if r.ctx.Err() != nil {
+		return
+	}
+	r.CodecRequest.WriteResponse(w, reply)
 }
 
 // Method implements rpc.CodecRequest.

@@ -8,6 +8,7 @@ package rpc
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -28,8 +29,52 @@ const DefaultPort = 51234
 // MaxRequestBytes bounds a request body.
 const MaxRequestBytes = 8 << 20
 
-// MaxResponseBytes bounds a response body the client reads.
-const MaxResponseBytes = 64 << 20
+// Limits on what one reply carries. The minion never sends more, and the
+// client reads no more, so a reply the minion sends always fits what the
+// client reads: both follow from MaxOutput.
+const (
+	// MaxOutput is the most output of one stream (a command's stdout, or
+	// its stderr) a reply carries: command.run's max_output is at most
+	// this, and larger values are bad_args.
+	MaxOutput = 16 << 20
+	// MaxResultBytes bounds the JSON of one method's result: two streams
+	// of MaxOutput bytes, each byte escaped to at most 6 ("\u003c" for
+	// '<', "\ufffd" for a byte that is not UTF-8), and 1 MiB for the
+	// rest. A minion refuses to send a larger result (kind internal).
+	MaxResultBytes = 2*6*MaxOutput + 1<<20
+	// MaxJobsBytes bounds the JSON of the job statuses of one
+	// Minion.Status or Minion.List reply, output included, but for the
+	// first job's result, which always comes whole (up to
+	// MaxResultBytes).
+	MaxJobsBytes = 32 << 20
+	// MaxResponseBytes bounds a response body the client reads: a result
+	// and a reply's job statuses, with 16 MiB to spare for the envelope,
+	// error messages and the short entries of jobs past MaxJobsBytes.
+	MaxResponseBytes = MaxResultBytes + MaxJobsBytes + 16<<20
+)
+
+// errReplyTooBig ends the reading of an answer past MaxResponseBytes:
+// the minion answered, with more than a reply may carry (the call fails
+// with kind internal, saying so).
+var errReplyTooBig = errors.New("reply over the size limit")
+
+// EncodeResult returns the JSON of a method's result, or an error of
+// kind internal if it is over MaxResultBytes: more than the caller would
+// read.
+func EncodeResult(result any) (json.RawMessage, error) {
+	return encodeResult(result, MaxResultBytes)
+}
+
+func encodeResult(result any, limit int) (json.RawMessage, error) {
+	raw, err := json.Marshal(result)
+	if err != nil {
+		return nil, status.Errorf(status.KindInternal, "encode result: %v", err)
+	}
+	if len(raw) > limit {
+		return nil, status.Errorf(status.KindInternal, "the result is %d bytes of JSON, over the %d a reply may carry", len(raw), limit)
+	}
+	return raw, nil
+}
 
 // CallParams are the parameters of Minion.Call.
 type CallParams struct {
@@ -109,7 +154,12 @@ func NewError(err error, result any) *json2.Error {
 	}
 	data := ErrorData{Kind: kind}
 	if result != nil {
-		if raw, mErr := json.Marshal(result); mErr == nil {
+		raw, mErr := json.Marshal(result)
+		switch {
+		case mErr != nil:
+		case len(raw) > MaxResultBytes:
+			msg += fmt.Sprintf(" (its result, %d bytes of JSON, is over the %d a reply may carry: left out)", len(raw), MaxResultBytes)
+		default:
 			data.Result = raw
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/overlordhq/overlord/modules"
+	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
 
@@ -51,7 +52,9 @@ func (Module) Methods() []*modules.Method {
 			{Name: "env", Type: modules.Object, Doc: "extra environment variables, {NAME: value}"},
 			{Name: "stdin", Type: modules.String, Doc: "text written to the command's standard input"},
 			{Name: "timeout", Type: modules.Duration, Doc: "kill the command's process group after this long"},
-			{Name: "max_output", Type: modules.Int, Default: DefaultMaxOutput, Doc: "cap in bytes on each of stdout and stderr"},
+			{Name: "max_output", Type: modules.Int, Default: DefaultMaxOutput, Max: rpc.MaxOutput,
+				Doc: "cap in bytes on each of stdout and stderr; at most 16777216 (16 MiB, what a reply carries): more is bad_args. " +
+					"In an async job the spool keeps up to 64 MiB of the output as streamed"},
 		},
 		Run: run,
 	}}
@@ -95,6 +98,10 @@ func run(ctx context.Context, a modules.Args) (any, error) {
 	limit := a.Int("max_output")
 	if limit <= 0 {
 		return nil, status.Errorf(status.KindBadArgs, "run: parameter max_output: must be positive, got %d", limit)
+	}
+	if limit > rpc.MaxOutput {
+		// Bind has refused it already; this keeps Run safe on its own.
+		return nil, status.Errorf(status.KindBadArgs, "run: parameter max_output: at most %d, got %d", rpc.MaxOutput, limit)
 	}
 
 	spec := Spec{Argv: argv, Dir: a.String("cwd"), MaxOutput: int(limit)}
