@@ -115,20 +115,36 @@ func (s *Store) openError(err error) error {
 	return fmt.Errorf("open %s: %w", s.path, err)
 }
 
-func (s *Store) open(readOnly bool) (*bolt.DB, error) {
+// open opens the file for one operation, after its turn in the queue
+// (see lock.go); the whole wait is bounded by the lock timeout. done
+// closes the file and lets the next operation go.
+func (s *Store) open(readOnly bool) (db *bolt.DB, done func(), err error) {
 	fi, err := os.Stat(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w (looked for %s)", ErrNoStore, s.path)
+		return nil, nil, fmt.Errorf("%w (looked for %s)", ErrNoStore, s.path)
 	}
 	if err == nil && fi.Size() == 0 {
 		// bbolt would turn an empty file into a database; it is not ours.
-		return nil, fmt.Errorf("%s is empty: not an overlord store", s.path)
+		return nil, nil, fmt.Errorf("%s is empty: not an overlord store", s.path)
 	}
-	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout, ReadOnly: readOnly})
+	start := time.Now()
+	q, err := s.lockQueue(s.timeout)
 	if err != nil {
-		return nil, s.openError(err)
+		return nil, nil, s.openError(bolterrors.ErrTimeout)
 	}
-	return db, nil
+	// What is left of the wait, for a process that does not queue (an
+	// older overlord) or a reader still inside. Zero would mean no bound.
+	left := max(s.timeout-time.Since(start), time.Millisecond)
+	db, err = bolt.Open(s.path, 0o600, &bolt.Options{Timeout: left, ReadOnly: readOnly})
+	if err != nil {
+		q.release()
+		return nil, nil, s.openError(err)
+	}
+	if readOnly {
+		q.release() // readers share overlord.db's own lock
+		return db, func() { db.Close() }, nil
+	}
+	return db, func() { db.Close(); q.release() }, nil
 }
 
 // guard turns a fault reading the memory-mapped file (a truncated or
@@ -149,11 +165,11 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 }
 
 func (s *Store) viewOnce(fn func(tx *bolt.Tx) error) error {
-	db, err := s.open(true)
+	db, done, err := s.open(true)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer done()
 	return db.View(func(tx *bolt.Tx) error {
 		if err := checkSchema(tx); err != nil {
 			return err
@@ -168,11 +184,11 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 }
 
 func (s *Store) updateOnce(fn func(tx *bolt.Tx) error) error {
-	db, err := s.open(false)
+	db, done, err := s.open(false)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer done()
 	return db.Update(func(tx *bolt.Tx) error {
 		if err := checkSchema(tx); err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"sync"
@@ -38,7 +39,35 @@ const (
 	// cancelCheckEvery bounds how often the driver reads the store to see
 	// whether the job was cancelled.
 	cancelCheckEvery = 250 * time.Millisecond
+	// While overlord.db stays busy (each try waits up to the lock
+	// timeout), the driver tries again after busyBackoff, doubled up to
+	// busyBackoffMax, with jitter so that drivers do not retry in step.
+	busyBackoff    = 100 * time.Millisecond
+	busyBackoffMax = 5 * time.Second
 )
+
+// whileBusy runs op until it succeeds, fails for a reason other than a
+// busy store (jobs.ErrLocked), or ctx ends. A busy store is no reason for
+// a driver to give up its job: past the deadline too, the job's end must
+// be recorded, so it waits as long as the store stays busy.
+func (o *Overlord) whileBusy(ctx context.Context, id, what string, op func() error) error {
+	backoff := busyBackoff
+	for tries := 1; ; tries++ {
+		err := op()
+		if err == nil || !errors.Is(err, jobs.ErrLocked) {
+			return err
+		}
+		o.Logger.Warn("overlord.db is busy; will try again", "job", id, "to", what, "tries", tries, "retry_in", backoff.Round(time.Millisecond))
+		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(ctx.Err(), err)
+		case <-t.C:
+		}
+		backoff = min(backoff*2, busyBackoffMax)
+	}
+}
 
 // driver carries one async job from RUNNING to FINISHED.
 type driver struct {
@@ -73,15 +102,22 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 		}
 	}
 	defer lock.Close()
-	rec, entries, err := o.Store.Job(id)
-	if err != nil {
+	var rec jobs.Record
+	var entries map[string]status.Result
+	if err := o.whileBusy(ctx, id, "read the job", func() (err error) {
+		rec, entries, err = o.Store.Job(id)
+		return err
+	}); err != nil {
 		return err
 	}
 	if rec.State == status.Finished {
 		return nil
 	}
-	inv, err := o.Store.Inventory()
-	if err != nil {
+	var inv *jobs.Inventory
+	if err := o.whileBusy(ctx, id, "read the registry", func() (err error) {
+		inv, err = o.Store.Inventory()
+		return err
+	}); err != nil {
 		return err
 	}
 	client, err := o.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
@@ -102,19 +138,27 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	if ctx.Err() != nil {
 		return d.stopping(ctx)
 	}
-	if err := d.rc.flush(func(r *jobs.Record) error {
-		if r.State == status.Running {
-			r.State = status.Partial
-		}
-		return nil
+	if err := o.whileBusy(ctx, id, "record the submits", func() error {
+		return d.rc.flush(func(r *jobs.Record) error {
+			if r.State == status.Running {
+				r.State = status.Partial
+			}
+			return nil
+		})
 	}); err != nil {
+		if ctx.Err() != nil {
+			return d.stopping(ctx)
+		}
 		return err
 	}
 	d.poll(ctx)
 	if ctx.Err() != nil {
 		return d.stopping(ctx)
 	}
-	if err := d.rc.finish(); err != nil {
+	if err := o.whileBusy(ctx, id, "record the job's end", d.rc.finish); err != nil {
+		if ctx.Err() != nil {
+			return d.stopping(ctx)
+		}
 		return err
 	}
 	o.Logger.Info("job finished", "job", id, "ok", d.rc.header().Summary.OK, "failed", d.rc.header().Summary.Failed)

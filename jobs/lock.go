@@ -1,0 +1,86 @@
+package jobs
+
+import (
+	"errors"
+	"syscall"
+	"time"
+)
+
+// The queue for overlord.db.
+//
+// bbolt takes overlord.db's flock itself, but only by polling: it tries
+// every 50 ms and gives up after the lock timeout. With many processes
+// after the lock at once (200 `call --async` and their drivers) that is a
+// lottery: a process whose tries keep falling while someone else holds
+// the lock waits far longer than its turn, and past the lock timeout it
+// fails. So every operation first takes a blocking flock on a file of its
+// own beside the store, overlord.db.lock: the kernel holds the waiters
+// and wakes them the moment the lock is let go, instead of leaving each to
+// poll.
+//
+// Writers hold it for their whole operation. Readers hold it only until
+// their read-only open of overlord.db has its shared lock: readers still
+// run together, but a reader that comes after a waiting writer queues
+// behind it, so a stream of readers cannot starve a writer.
+//
+// A process that cannot open the file (a read-only state directory)
+// goes without it: bbolt's own lock still keeps the store safe.
+
+// lockSuffix names the queue file: overlord.db.lock.
+const lockSuffix = ".lock"
+
+// queueLock is a held overlord.db.lock; release lets it go.
+type queueLock struct{ fd int }
+
+func (l queueLock) release() {
+	if l.fd >= 0 {
+		_ = syscall.Close(l.fd) // closing the file drops its flock
+	}
+}
+
+// lockQueue waits for overlord.db.lock, at most timeout. It returns
+// ErrLocked if the wait timed out.
+func (s *Store) lockQueue(timeout time.Duration) (queueLock, error) {
+	fd, err := syscall.Open(s.path+lockSuffix, syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return queueLock{fd: -1}, nil
+	}
+	// Try without blocking first: no goroutine when the lock is free.
+	if err := flockRetry(fd, syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+		return queueLock{fd}, nil
+	} else if !errors.Is(err, syscall.EWOULDBLOCK) {
+		syscall.Close(fd)
+		return queueLock{fd: -1}, nil
+	}
+	got := make(chan error, 1)
+	go func() { got <- flockRetry(fd, syscall.LOCK_EX) }()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-got:
+		if err != nil {
+			syscall.Close(fd)
+			return queueLock{fd: -1}, nil
+		}
+		return queueLock{fd}, nil
+	case <-t.C:
+		// The waiting call cannot be taken back: when it is granted,
+		// let go at once.
+		go func() {
+			<-got
+			syscall.Close(fd)
+		}()
+		return queueLock{fd: -1}, ErrLocked
+	}
+}
+
+// flockRetry is flock(2), tried again when a signal interrupts it (the Go
+// runtime signals its threads).
+func flockRetry(fd, how int) error {
+	for {
+		err := syscall.Flock(fd, how)
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}
