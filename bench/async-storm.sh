@@ -164,6 +164,14 @@ total=$(sort -u "$dir/ids" | wc -l)
 settled=$(jq -r --rawfile ids "$dir/ids" '[.[] | select(.state == "FINISHED" and .summary.ok == .summary.total and (.job_id as $i | $ids | contains($i)))] | length' "$dir/list.json")
 open=$(jq -r '[.[] | select(.state != "FINISHED")] | length' "$dir/list.json")
 echo "settled: $settled of $total accepted jobs FINISHED with every entry ok, $open still open; $(((t2 - t0) / 1000)) s after the first call"
+failed=$(jq -r '.[] | select(.state == "FINISHED" and .summary.ok != .summary.total) | .job_id' "$dir/list.json")
+if [[ -n $failed ]]; then
+	# job status of a FINISHED job starts no driver.
+	echo "entries not ok in FINISHED jobs, by error:"
+	for id in $failed; do
+		overlord job status "$id" -o json | jq -r '.minions[] | select(.ok | not) | "\(.error.kind): \(.error.message)"' || true
+	done | sed 's/[0-9a-f-]\{36\}/ID/g; s/pid [0-9]*/pid N/g' | sort | uniq -c | sort -rn | head -5
+fi
 if ((open)); then
 	echo "open jobs (state, ok/total, driver alive):"
 	for id in $(jq -r '.[] | select(.state != "FINISHED") | .job_id' "$dir/list.json"); do

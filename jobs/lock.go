@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"encoding/binary"
 	"errors"
 	"syscall"
 	"time"
@@ -13,15 +14,21 @@ import (
 // after the lock at once (200 `call --async` and their drivers) that is a
 // lottery: a process whose tries keep falling while someone else holds
 // the lock waits far longer than its turn, and past the lock timeout it
-// fails. So every operation first takes a blocking flock on a file of its
-// own beside the store, overlord.db.lock: the kernel holds the waiters
-// and wakes them the moment the lock is let go, instead of leaving each to
-// poll.
+// fails although the store was never stuck. So every operation first
+// takes a blocking flock on a file of its own beside the store,
+// overlord.db.lock: the kernel holds the waiters and wakes them the moment
+// the lock is let go, instead of leaving each to poll.
 //
 // Writers hold it for their whole operation. Readers hold it only until
 // their read-only open of overlord.db has its shared lock: readers still
 // run together, but a reader that comes after a waiting writer queues
 // behind it, so a stream of readers cannot starve a writer.
+//
+// The lock timeout bounds how long one holder may keep the queue, not the
+// whole wait: each holder counts its turn in the file's first 8 bytes, and
+// a waiter whose lock timeout passes while the count moved waits on. Only
+// a queue that stood still for the lock timeout (a process stuck holding
+// it) makes the wait fail with ErrLocked.
 //
 // A process that cannot open the file (a read-only state directory)
 // goes without it: bbolt's own lock still keeps the store safe.
@@ -38,8 +45,8 @@ func (l queueLock) release() {
 	}
 }
 
-// lockQueue waits for overlord.db.lock, at most timeout. It returns
-// ErrLocked if the wait timed out.
+// lockQueue waits for overlord.db.lock until it is granted, or until the
+// queue has not moved for timeout (ErrLocked).
 func (s *Store) lockQueue(timeout time.Duration) (queueLock, error) {
 	fd, err := syscall.Open(s.path+lockSuffix, syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -47,7 +54,7 @@ func (s *Store) lockQueue(timeout time.Duration) (queueLock, error) {
 	}
 	// Try without blocking first: no goroutine when the lock is free.
 	if err := flockRetry(fd, syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
-		return queueLock{fd}, nil
+		return held(fd), nil
 	} else if !errors.Is(err, syscall.EWOULDBLOCK) {
 		syscall.Close(fd)
 		return queueLock{fd: -1}, nil
@@ -56,14 +63,22 @@ func (s *Store) lockQueue(timeout time.Duration) (queueLock, error) {
 	go func() { got <- flockRetry(fd, syscall.LOCK_EX) }()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case err := <-got:
-		if err != nil {
-			syscall.Close(fd)
-			return queueLock{fd: -1}, nil
+	turns := queueTurns(fd)
+	for {
+		select {
+		case err := <-got:
+			if err != nil {
+				syscall.Close(fd)
+				return queueLock{fd: -1}, nil
+			}
+			return held(fd), nil
+		case <-t.C:
 		}
-		return queueLock{fd}, nil
-	case <-t.C:
+		if now := queueTurns(fd); now != turns {
+			turns = now // the queue moves: wait on
+			t.Reset(timeout)
+			continue
+		}
 		// The waiting call cannot be taken back: when it is granted,
 		// let go at once.
 		go func() {
@@ -72,6 +87,23 @@ func (s *Store) lockQueue(timeout time.Duration) (queueLock, error) {
 		}()
 		return queueLock{fd: -1}, ErrLocked
 	}
+}
+
+// held counts a turn of the queue and returns the lock.
+func held(fd int) queueLock {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], queueTurns(fd)+1)
+	_, _ = syscall.Pwrite(fd, b[:], 0) // a count that is not kept only shortens waits
+	return queueLock{fd}
+}
+
+// queueTurns reads how many turns the queue has had (the count wraps).
+func queueTurns(fd int) uint64 {
+	var b [8]byte
+	if n, _ := syscall.Pread(fd, b[:], 0); n != len(b) {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(b[:])
 }
 
 // flockRetry is flock(2), tried again when a signal interrupts it (the Go

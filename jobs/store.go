@@ -127,15 +127,13 @@ func (s *Store) open(readOnly bool) (db *bolt.DB, done func(), err error) {
 		// bbolt would turn an empty file into a database; it is not ours.
 		return nil, nil, fmt.Errorf("%s is empty: not an overlord store", s.path)
 	}
-	start := time.Now()
 	q, err := s.lockQueue(s.timeout)
 	if err != nil {
 		return nil, nil, s.openError(bolterrors.ErrTimeout)
 	}
-	// What is left of the wait, for a process that does not queue (an
-	// older overlord) or a reader still inside. Zero would mean no bound.
-	left := max(s.timeout-time.Since(start), time.Millisecond)
-	db, err = bolt.Open(s.path, 0o600, &bolt.Options{Timeout: left, ReadOnly: readOnly})
+	// With its turn, a process waits here only for readers still inside
+	// or a process that does not queue (an older overlord).
+	db, err = bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout, ReadOnly: readOnly})
 	if err != nil {
 		q.release()
 		return nil, nil, s.openError(err)

@@ -219,7 +219,8 @@ func (d *driver) submitAll(ctx context.Context) {
 	pending := d.open(false)
 	rec := d.rc.header()
 	backoff := submitBackoff
-	for attempt := 1; len(pending) > 0; attempt++ {
+	failed := map[string]int{} // network failures, per minion; busy answers do not count
+	for round := 1; len(pending) > 0; round++ {
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -234,12 +235,18 @@ func (d *driver) submitAll(ctx context.Context) {
 			}
 			return
 		}
-		last := attempt >= submitAttempts
+		last := make(map[string]bool, len(pending)) // read-only for the workers
+		for _, n := range pending {
+			last[n] = failed[n]+1 >= submitAttempts
+		}
 		var retry []string
 		fanout.Run(ctx, pending, d.forks, func(ctx context.Context, name string) submitOutcome {
-			return d.submit(ctx, rec, name, last)
+			return d.submit(ctx, rec, name, last[name])
 		}, func(name string, out submitOutcome) {
 			if out.retry {
+				if !out.busy {
+					failed[name]++
+				}
 				retry = append(retry, name)
 				return
 			}
@@ -249,7 +256,7 @@ func (d *driver) submitAll(ctx context.Context) {
 		if len(pending) == 0 {
 			return
 		}
-		d.o.Logger.Debug("submits failed; retrying", "minions", len(pending), "attempt", attempt, "backoff", backoff)
+		d.o.Logger.Debug("submits failed; retrying", "minions", len(pending), "round", round, "backoff", backoff)
 		t := time.NewTimer(min(backoff, time.Until(d.deadline())))
 		select {
 		case <-ctx.Done():
@@ -265,6 +272,7 @@ func (d *driver) submitAll(ctx context.Context) {
 type submitOutcome struct {
 	r     status.Result
 	retry bool
+	busy  bool // the minion was busy: the try does not count
 }
 
 // submit makes one attempt to submit the job to a minion. A network
@@ -294,6 +302,11 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string, last 
 	}
 	if ctx.Err() != nil {
 		return submitOutcome{} // stopping: the next driver submits again (idempotent)
+	}
+	if errors.Is(err, rpc.ErrBusy) && time.Now().Before(d.deadline()) {
+		// The minion turned the call away for now (a storm of jobs):
+		// not a failure, and not a sign the minion is gone.
+		return submitOutcome{retry: true, busy: true}
 	}
 	se := rpc.Classify(cctx, err)
 	if (se.Kind == status.KindUnreachable || se.Kind == status.KindTimeout) && !last {
