@@ -60,7 +60,22 @@ func (s *Store) lockQueue(timeout time.Duration) (queueLock, error) {
 		return queueLock{fd: -1}, nil
 	}
 	got := make(chan error, 1)
-	go func() { got <- flockRetry(fd, syscall.LOCK_EX) }()
+	if s.abandoned.Load() < maxAbandoned {
+		go func() { got <- flockRetry(fd, syscall.LOCK_EX) }()
+	} else {
+		// Waits given up earlier still block threads of this process:
+		// poll instead of adding one more.
+		go func() {
+			for {
+				err := flockRetry(fd, syscall.LOCK_EX|syscall.LOCK_NB)
+				if !errors.Is(err, syscall.EWOULDBLOCK) {
+					got <- err
+					return
+				}
+				time.Sleep(pollAbandoned)
+			}
+		}()
+	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	turns := queueTurns(fd)
@@ -81,13 +96,24 @@ func (s *Store) lockQueue(timeout time.Duration) (queueLock, error) {
 		}
 		// The waiting call cannot be taken back: when it is granted,
 		// let go at once.
+		s.abandoned.Add(1)
 		go func() {
 			<-got
 			syscall.Close(fd)
+			s.abandoned.Add(-1)
 		}()
 		return queueLock{fd: -1}, ErrLocked
 	}
 }
+
+// A process whose waits for the queue keep timing out (a store held by a
+// stuck process, and a driver that tries again and again) would leave one
+// blocked thread per try until the lock is let go. Past maxAbandoned such
+// waits, it polls every pollAbandoned instead.
+const (
+	maxAbandoned  = 8
+	pollAbandoned = 50 * time.Millisecond
+)
 
 // held counts a turn of the queue and returns the lock.
 func held(fd int) queueLock {

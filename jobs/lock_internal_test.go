@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"errors"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -53,5 +54,38 @@ func TestQueueMovesWaitOn(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("the write did not go through a minute after the queue was free")
+	}
+}
+
+// TestQueueAbandonedWaits: waits given up (more than maxAbandoned of
+// them, so some poll rather than block) all let the lock go once it is
+// granted to them: the store is usable afterwards and no wait is left.
+func TestQueueAbandonedWaits(t *testing.T) {
+	s := New(filepath.Join(t.TempDir(), "overlord.db"), 20*time.Millisecond)
+	if err := s.Init(); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := syscall.Open(s.path+lockSuffix, syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(fd, syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	q := queueLock{fd}
+	for i := range maxAbandoned + 4 {
+		if err := s.AddMinion(Minion{Name: "web1", Addr: "127.0.0.1:1"}); !errors.Is(err, ErrLocked) {
+			q.release()
+			t.Fatalf("write %d with the queue held: %v, want ErrLocked", i, err)
+		}
+	}
+	q.release()
+	for deadline := time.Now().Add(time.Minute); s.abandoned.Load() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d given-up waits still there a minute after the queue was free", s.abandoned.Load())
+		}
+	}
+	if err := New(s.path, 10*time.Second).AddMinion(Minion{Name: "web1", Addr: "127.0.0.1:1"}); err != nil {
+		t.Fatalf("a write once the waits are gone: %v", err)
 	}
 }

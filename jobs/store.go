@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -54,6 +55,9 @@ var (
 type Store struct {
 	path    string
 	timeout time.Duration
+	// abandoned counts the waits for the queue given up but still
+	// blocked in the kernel (see lock.go).
+	abandoned atomic.Int32
 	// OnPurge, if set, is told the IDs of jobs the automatic retention
 	// deleted, so that files kept beside the store can go too.
 	OnPurge func(ids []string)
