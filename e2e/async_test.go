@@ -330,8 +330,10 @@ func TestAsyncMinionDies(t *testing.T) {
 	j := waitFinished(t, f, id, 1)
 	took := time.Since(begin)
 	t.Logf("job settled %s after the call", took.Round(time.Millisecond))
-	if took > 5*time.Second+readyTimeout {
-		t.Errorf("job settled %s after a call with --timeout 5s", took)
+	// Not a speed: without its deadline the job would settle only once
+	// web2 had been out of reach for a minute (the driver's bound).
+	if took > 40*time.Second {
+		t.Errorf("job settled %s after a call with --timeout 5s: not by its deadline", took)
 	}
 	if j.Summary != (summaryView{Total: 3, OK: 2, Failed: 1}) {
 		t.Errorf("summary %+v, want 2 ok, 1 failed", j.Summary)

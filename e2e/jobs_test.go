@@ -82,24 +82,17 @@ func (j jobView) String() string {
 // jobIDPattern is the shape of a job ID (a UUIDv7).
 var jobIDPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
-// asyncReturnsWithin is how soon 'call --async' must be back: it records
-// the job and starts a driver without touching the network.
-const asyncReturnsWithin = time.Second
-
 // callAsync runs 'overlord call ARGS --async -o json' and returns the job
-// ID. It checks that the command exits 0 well under a second, printing
-// {"job_id": ..., "state": "RUNNING"}.
+// ID. It checks that the command exits 0, printing {"job_id": ...,
+// "state": "RUNNING"}. That it returns before the job ends, without
+// touching the network, the tests show with commands that wait on a gate
+// (TestAsyncFleet); how fast it returns is BenchmarkSubmitAsync's
+// business.
 func callAsync(t *testing.T, f *fleet, args ...string) string {
 	t.Helper()
 	cmd, stdout, stderr := overlordCmd(f, append(append([]string{"call"}, args...), "--async", "-o", "json")...)
-	start := time.Now()
-	code := exitCode(t, cmd)
-	took := time.Since(start)
-	if code != 0 {
+	if code := exitCode(t, cmd); code != 0 {
 		t.Fatalf("call %s --async: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
-	}
-	if took >= asyncReturnsWithin {
-		t.Errorf("call --async took %s, want less than %s", took.Round(time.Millisecond), asyncReturnsWithin)
 	}
 	var got map[string]any
 	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {

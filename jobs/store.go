@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -54,6 +55,9 @@ var (
 type Store struct {
 	path    string
 	timeout time.Duration
+	// abandoned counts the waits for the queue given up but still
+	// blocked in the kernel (see lock.go).
+	abandoned atomic.Int32
 	// OnPurge, if set, is told the IDs of jobs the automatic retention
 	// deleted, so that files kept beside the store can go too.
 	OnPurge func(ids []string)
@@ -115,20 +119,34 @@ func (s *Store) openError(err error) error {
 	return fmt.Errorf("open %s: %w", s.path, err)
 }
 
-func (s *Store) open(readOnly bool) (*bolt.DB, error) {
+// open opens the file for one operation, after its turn in the queue
+// (see lock.go); the whole wait is bounded by the lock timeout. done
+// closes the file and lets the next operation go.
+func (s *Store) open(readOnly bool) (db *bolt.DB, done func(), err error) {
 	fi, err := os.Stat(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w (looked for %s)", ErrNoStore, s.path)
+		return nil, nil, fmt.Errorf("%w (looked for %s)", ErrNoStore, s.path)
 	}
 	if err == nil && fi.Size() == 0 {
 		// bbolt would turn an empty file into a database; it is not ours.
-		return nil, fmt.Errorf("%s is empty: not an overlord store", s.path)
+		return nil, nil, fmt.Errorf("%s is empty: not an overlord store", s.path)
 	}
-	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout, ReadOnly: readOnly})
+	q, err := s.lockQueue(s.timeout)
 	if err != nil {
-		return nil, s.openError(err)
+		return nil, nil, s.openError(bolterrors.ErrTimeout)
 	}
-	return db, nil
+	// With its turn, a process waits here only for readers still inside
+	// or a process that does not queue (an older overlord).
+	db, err = bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout, ReadOnly: readOnly})
+	if err != nil {
+		q.release()
+		return nil, nil, s.openError(err)
+	}
+	if readOnly {
+		q.release() // readers share overlord.db's own lock
+		return db, func() { db.Close() }, nil
+	}
+	return db, func() { db.Close(); q.release() }, nil
 }
 
 // guard turns a fault reading the memory-mapped file (a truncated or
@@ -149,11 +167,11 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 }
 
 func (s *Store) viewOnce(fn func(tx *bolt.Tx) error) error {
-	db, err := s.open(true)
+	db, done, err := s.open(true)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer done()
 	return db.View(func(tx *bolt.Tx) error {
 		if err := checkSchema(tx); err != nil {
 			return err
@@ -168,11 +186,11 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 }
 
 func (s *Store) updateOnce(fn func(tx *bolt.Tx) error) error {
-	db, err := s.open(false)
+	db, done, err := s.open(false)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer done()
 	return db.Update(func(tx *bolt.Tx) error {
 		if err := checkSchema(tx); err != nil {
 			return err

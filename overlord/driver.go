@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"sync"
@@ -38,7 +39,35 @@ const (
 	// cancelCheckEvery bounds how often the driver reads the store to see
 	// whether the job was cancelled.
 	cancelCheckEvery = 250 * time.Millisecond
+	// While overlord.db stays busy (each try waits up to the lock
+	// timeout), the driver tries again after busyBackoff, doubled up to
+	// busyBackoffMax, with jitter so that drivers do not retry in step.
+	busyBackoff    = 100 * time.Millisecond
+	busyBackoffMax = 5 * time.Second
 )
+
+// whileBusy runs op until it succeeds, fails for a reason other than a
+// busy store (jobs.ErrLocked), or ctx ends. A busy store is no reason for
+// a driver to give up its job: past the deadline too, the job's end must
+// be recorded, so it waits as long as the store stays busy.
+func (o *Overlord) whileBusy(ctx context.Context, id, what string, op func() error) error {
+	backoff := busyBackoff
+	for tries := 1; ; tries++ {
+		err := op()
+		if err == nil || !errors.Is(err, jobs.ErrLocked) {
+			return err
+		}
+		o.Logger.Warn("overlord.db is busy; will try again", "job", id, "to", what, "tries", tries, "retry_in", backoff.Round(time.Millisecond))
+		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(ctx.Err(), err)
+		case <-t.C:
+		}
+		backoff = min(backoff*2, busyBackoffMax)
+	}
+}
 
 // driver carries one async job from RUNNING to FINISHED.
 type driver struct {
@@ -73,15 +102,22 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 		}
 	}
 	defer lock.Close()
-	rec, entries, err := o.Store.Job(id)
-	if err != nil {
+	var rec jobs.Record
+	var entries map[string]status.Result
+	if err := o.whileBusy(ctx, id, "read the job", func() (err error) {
+		rec, entries, err = o.Store.Job(id)
+		return err
+	}); err != nil {
 		return err
 	}
 	if rec.State == status.Finished {
 		return nil
 	}
-	inv, err := o.Store.Inventory()
-	if err != nil {
+	var inv *jobs.Inventory
+	if err := o.whileBusy(ctx, id, "read the registry", func() (err error) {
+		inv, err = o.Store.Inventory()
+		return err
+	}); err != nil {
 		return err
 	}
 	client, err := o.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
@@ -102,19 +138,27 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	if ctx.Err() != nil {
 		return d.stopping(ctx)
 	}
-	if err := d.rc.flush(func(r *jobs.Record) error {
-		if r.State == status.Running {
-			r.State = status.Partial
-		}
-		return nil
+	if err := o.whileBusy(ctx, id, "record the submits", func() error {
+		return d.rc.flush(func(r *jobs.Record) error {
+			if r.State == status.Running {
+				r.State = status.Partial
+			}
+			return nil
+		})
 	}); err != nil {
+		if ctx.Err() != nil {
+			return d.stopping(ctx)
+		}
 		return err
 	}
 	d.poll(ctx)
 	if ctx.Err() != nil {
 		return d.stopping(ctx)
 	}
-	if err := d.rc.finish(); err != nil {
+	if err := o.whileBusy(ctx, id, "record the job's end", d.rc.finish); err != nil {
+		if ctx.Err() != nil {
+			return d.stopping(ctx)
+		}
 		return err
 	}
 	o.Logger.Info("job finished", "job", id, "ok", d.rc.header().Summary.OK, "failed", d.rc.header().Summary.Failed)
@@ -175,7 +219,8 @@ func (d *driver) submitAll(ctx context.Context) {
 	pending := d.open(false)
 	rec := d.rc.header()
 	backoff := submitBackoff
-	for attempt := 1; len(pending) > 0; attempt++ {
+	failed := map[string]int{} // network failures, per minion; busy answers do not count
+	for round := 1; len(pending) > 0; round++ {
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -190,12 +235,18 @@ func (d *driver) submitAll(ctx context.Context) {
 			}
 			return
 		}
-		last := attempt >= submitAttempts
+		last := make(map[string]bool, len(pending)) // read-only for the workers
+		for _, n := range pending {
+			last[n] = failed[n]+1 >= submitAttempts
+		}
 		var retry []string
 		fanout.Run(ctx, pending, d.forks, func(ctx context.Context, name string) submitOutcome {
-			return d.submit(ctx, rec, name, last)
+			return d.submit(ctx, rec, name, last[name])
 		}, func(name string, out submitOutcome) {
 			if out.retry {
+				if !out.busy {
+					failed[name]++
+				}
 				retry = append(retry, name)
 				return
 			}
@@ -205,7 +256,7 @@ func (d *driver) submitAll(ctx context.Context) {
 		if len(pending) == 0 {
 			return
 		}
-		d.o.Logger.Debug("submits failed; retrying", "minions", len(pending), "attempt", attempt, "backoff", backoff)
+		d.o.Logger.Debug("submits failed; retrying", "minions", len(pending), "round", round, "backoff", backoff)
 		t := time.NewTimer(min(backoff, time.Until(d.deadline())))
 		select {
 		case <-ctx.Done():
@@ -221,6 +272,7 @@ func (d *driver) submitAll(ctx context.Context) {
 type submitOutcome struct {
 	r     status.Result
 	retry bool
+	busy  bool // the minion was busy: the try does not count
 }
 
 // submit makes one attempt to submit the job to a minion. A network
@@ -250,6 +302,11 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string, last 
 	}
 	if ctx.Err() != nil {
 		return submitOutcome{} // stopping: the next driver submits again (idempotent)
+	}
+	if errors.Is(err, rpc.ErrBusy) && time.Now().Before(d.deadline()) {
+		// The minion turned the call away for now (a storm of jobs):
+		// not a failure, and not a sign the minion is gone.
+		return submitOutcome{retry: true, busy: true}
 	}
 	se := rpc.Classify(cctx, err)
 	if (se.Kind == status.KindUnreachable || se.Kind == status.KindTimeout) && !last {

@@ -144,7 +144,11 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 	h := resp.Header
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK && !isJSON(ct) {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return h, status.Errorf(status.KindInternal, "minion answered HTTP %s: %s", resp.Status, bytes.TrimSpace(msg))
+		se := status.Errorf(status.KindInternal, "minion answered HTTP %s: %s", resp.Status, bytes.TrimSpace(msg))
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			return h, busyError{se}
+		}
+		return h, se
 	}
 	var msg struct {
 		Result json.RawMessage `json:"result"`
@@ -330,3 +334,14 @@ func isRemoteAlert(err error) bool {
 	}
 	return strings.Contains(err.Error(), "remote error: tls:")
 }
+
+// ErrBusy is wrapped by the error of a call the minion refused for now
+// (HTTP 503: too many requests at once): the same call may succeed later.
+var ErrBusy = errors.New("minion busy")
+
+// busyError is a refusal for now: the *status.Error as it always was, and
+// ErrBusy.
+type busyError struct{ se *status.Error }
+
+func (e busyError) Error() string   { return e.se.Error() }
+func (e busyError) Unwrap() []error { return []error{e.se, ErrBusy} }
