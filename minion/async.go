@@ -211,9 +211,9 @@ func (a *asyncJobs) limits(caller string) func(running, callers int) error {
 	return func(running, callers int) error {
 		switch {
 		case running >= a.maxRunning:
-			return status.Errorf(status.KindInternal, "this minion is busy with %d async jobs (at most %d at once); try again later", running, a.maxRunning)
+			return rpc.Busy(status.Errorf(status.KindInternal, "this minion is busy with %d async jobs (at most %d at once); try again later", running, a.maxRunning))
 		case callers >= a.maxPerCaller:
-			return status.Errorf(status.KindInternal, "this minion is busy with %d async jobs of %s (at most %d per identity); try again later", callers, caller, a.maxPerCaller)
+			return rpc.Busy(status.Errorf(status.KindInternal, "this minion is busy with %d async jobs of %s (at most %d per identity); try again later", callers, caller, a.maxPerCaller))
 		}
 		return nil
 	}

@@ -1,6 +1,7 @@
 package minion
 
 import (
+	"errors"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,8 +38,10 @@ func TestAsyncRunningJobLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := sub("a", "a3"); status.KindOf(err) != status.KindInternal || !strings.Contains(err.Error(), "busy with 2 async jobs of a") {
-		t.Errorf("a third job of one identity: %v, want busy", err)
+	if _, err := sub("a", "a3"); status.KindOf(err) != status.KindInternal || !strings.Contains(err.Error(), "busy with 2 async jobs of a") || !errors.Is(err, rpc.ErrBusy) {
+		t.Errorf("a third job of one identity: %v, want busy (rpc.ErrBusy, so the driver submits again)", err)
+	} else if data, _ := rpc.NewError(err, nil).Data.(rpc.ErrorData); !data.Busy {
+		t.Errorf("a third job of one identity: the JSON-RPC error's data %+v does not say busy", data)
 	}
 	if _, err := sub("a", "a1"); err != nil {
 		t.Errorf("a retried submit: %v", err)
@@ -46,7 +49,7 @@ func TestAsyncRunningJobLimits(t *testing.T) {
 	if _, err := sub("b", "b1"); err != nil {
 		t.Errorf("another identity's job: %v", err)
 	}
-	if _, err := sub("c", "c1"); status.KindOf(err) != status.KindInternal || !strings.Contains(err.Error(), "busy with 3 async jobs") {
+	if _, err := sub("c", "c1"); status.KindOf(err) != status.KindInternal || !strings.Contains(err.Error(), "busy with 3 async jobs") || !errors.Is(err, rpc.ErrBusy) {
 		t.Errorf("a job past the minion's limit: %v, want busy", err)
 	}
 	// Room again once one ends.

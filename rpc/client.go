@@ -278,6 +278,9 @@ func remoteError(code json2.ErrorCode, message string, rawData json.RawMessage) 
 		}
 	}
 	se := &status.Error{Kind: data.Kind, Message: message}
+	if data.Busy {
+		return busyError{se}
+	}
 	if len(data.Result) > 0 && string(data.Result) != "null" {
 		return &ResultError{Err: se, Result: data.Result}
 	}
@@ -336,7 +339,9 @@ func isRemoteAlert(err error) bool {
 }
 
 // ErrBusy is wrapped by the error of a call the minion refused for now
-// (HTTP 503: too many requests at once): the same call may succeed later.
+// (HTTP 503: too many requests at once; or a JSON-RPC error whose data
+// says busy: too many async jobs running): the same call may succeed
+// later.
 var ErrBusy = errors.New("minion busy")
 
 // busyError is a refusal for now: the *status.Error as it always was, and

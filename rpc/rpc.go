@@ -137,7 +137,15 @@ type ErrorData struct {
 	// Result is what the method returned along with its failure, such as
 	// the output of a command that exited non-zero.
 	Result json.RawMessage `json:"result,omitempty"`
+	// Busy says the minion turned the call away for now (its async job
+	// limits): the same call may succeed later. The client's error then
+	// wraps ErrBusy.
+	Busy bool `json:"busy,omitempty"`
 }
+
+// Busy marks se as a refusal for now: NewError sets ErrorData.Busy, and
+// the error wraps ErrBusy.
+func Busy(se *status.Error) error { return busyError{se} }
 
 // NewError turns err (and any result returned with it) into a JSON-RPC
 // error carrying its kind.
@@ -152,7 +160,7 @@ func NewError(err error, result any) *json2.Error {
 	if !ok {
 		code = json2.E_SERVER
 	}
-	data := ErrorData{Kind: kind}
+	data := ErrorData{Kind: kind, Busy: errors.Is(err, ErrBusy)}
 	if result != nil {
 		raw, mErr := json.Marshal(result)
 		switch {
