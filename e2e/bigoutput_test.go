@@ -16,18 +16,18 @@ import (
 
 // Figures of issue 8's "results over 64 MiB". maxOutput is
 // rpc.MaxOutput, the most max_output command.run takes; bigOutput is
-// what the commands print, 100 MB of '<', which JSON escapes the most
-// (6 bytes each: "\u003c"), so that max_output's worth of it is 96 MiB
-// of JSON, more than a reply could carry before.
+// what the commands print, 70 MB (more than the spool's 64 MiB) of '<',
+// which JSON escapes the most (6 bytes each: "\u003c"), so that
+// max_output's worth of it is 24 MiB of JSON.
 const (
-	maxOutput = 16 << 20
-	bigOutput = 100000000
+	maxOutput = 4 << 20
+	bigOutput = 70000000
 	// maxMinionPeak bounds the minion's peak resident memory (VmHWM)
 	// while it runs and answers such a command: generous, for a busy
-	// machine (measured: about 0.5 GiB for the call, 0.7 GiB for the
-	// async job, which also ingests the result into minion.db). Before
-	// the limit, max_output=300000000 took it to 0.9-1.1 GB, and more
-	// was possible.
+	// machine and a race-built minion (measured on 2 vCPUs: 122 MiB for
+	// the call and 183 MiB for the async job, which also ingests the
+	// result into minion.db; race-built, 370 and 541 MiB). Before the limit,
+	// max_output=300000000 took it to 0.9-1.1 GB, and more was possible.
 	maxMinionPeak = 1 << 30
 )
 
@@ -63,7 +63,7 @@ func TestMaxOutputOverReplyRefused(t *testing.T) {
 	}
 }
 
-// TestBigOutputSync: a command printing 100 MB with max_output at its
+// TestBigOutputSync: a command printing 70 MB with max_output at its
 // limit comes back ok with max_output bytes of it and truncated, not
 // unreachable, and the minion's memory stays bounded.
 func TestBigOutputSync(t *testing.T) {

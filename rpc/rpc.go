@@ -31,17 +31,22 @@ const MaxRequestBytes = 8 << 20
 
 // Limits on what one reply carries. The minion never sends more, and the
 // client reads no more, so a reply the minion sends always fits what the
-// client reads: both follow from MaxOutput.
+// client reads.
 const (
 	// MaxOutput is the most output of one stream (a command's stdout, or
 	// its stderr) a reply carries: command.run's max_output is at most
-	// this, and larger values are bad_args.
-	MaxOutput = 16 << 20
-	// MaxResultBytes bounds the JSON of one method's result: two streams
-	// of MaxOutput bytes, each byte escaped to at most 6 ("\u003c" for
-	// '<', "\ufffd" for a byte that is not UTF-8), and 1 MiB for the
-	// rest. A minion refuses to send a larger result (kind internal).
-	MaxResultBytes = 2*6*MaxOutput + 1<<20
+	// this, and larger values are bad_args. Kept small on purpose: a
+	// minion builds the JSON of a reply whole, so this bounds its memory
+	// per call (a larger output is for an async job's spool, or fetch).
+	MaxOutput = 4 << 20
+	// MaxResultBytes bounds the JSON of one method's result. It holds
+	// the largest a built-in returns: two streams of MaxOutput bytes,
+	// each byte escaped to at most 6 ("\u003c" for '<', "\ufffd" for a
+	// byte that is not UTF-8) and, for a stream that is not UTF-8, its
+	// exact bytes in base64 too (at most 2 more per byte); or file.read's
+	// 16 MiB of content, escaped; and 1 MiB for the rest. A minion
+	// refuses to send a larger result (kind internal).
+	MaxResultBytes = max(2*(6+2)*MaxOutput, 6*(16<<20)) + 1<<20
 	// MaxJobsBytes bounds the JSON of the job statuses of one
 	// Minion.Status or Minion.List reply, output included, but for the
 	// first job's result, which always comes whole (up to

@@ -53,7 +53,7 @@ func (Module) Methods() []*modules.Method {
 			{Name: "stdin", Type: modules.String, Doc: "text written to the command's standard input"},
 			{Name: "timeout", Type: modules.Duration, Doc: "kill the command's process group after this long"},
 			{Name: "max_output", Type: modules.Int, Default: DefaultMaxOutput, Max: rpc.MaxOutput,
-				Doc: "cap in bytes on each of stdout and stderr; at most 16777216 (16 MiB, what a reply carries): more is bad_args. " +
+				Doc: "cap in bytes on each of stdout and stderr; at most 4194304 (4 MiB, what a reply carries): more is bad_args. " +
 					"In an async job the spool keeps up to 64 MiB of the output as streamed"},
 		},
 		Run: run,
