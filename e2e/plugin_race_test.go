@@ -56,7 +56,7 @@ esac
 // sync and async.
 func TestPluginSwapRaceOnAMinion(t *testing.T) {
 	t.Parallel()
-	const calls, asyncCalls = 100, 5
+	const calls, asyncCalls = 30, 3
 	f := startFleet(t, "m1")
 	mods := filepath.Join(mustMinion(t, f, "m1").dir, "modules.d")
 	if err := os.MkdirAll(mods, 0o700); err != nil {
