@@ -8,7 +8,9 @@
 # RUNS calls (default 5) with hyperfine if it is installed, else with a loop.
 # Every process it started is stopped and every file removed on exit.
 #
-# Environment: BIN (a directory holding overlord and minion), RUNS, FORKS
+# Environment: BIN (a directory holding overlord and minion), RUNS, CMD
+# (time `command.run CMD` instead of test.ping, side by side with the same
+# CMD run by N local shells: the floor; needs hyperfine), FORKS
 # (--forks of the timed calls; the overlord's default if unset), KEEP=1 to
 # keep the temporary directory (logs) after the run.
 set -euo pipefail
@@ -121,17 +123,24 @@ if [[ -r /proc/self/status ]]; then
 fi
 
 call=("$bin/overlord" call '*' test.ping)
+[[ -n ${CMD:-} ]] && call=("$bin/overlord" call '*' command.run "$CMD")
 [[ -n ${FORKS:-} ]] && call+=(--forks "$FORKS")
+# With CMD, the floor: the same N commands as local shells, FORKS (or the
+# overlord's default, 64) at a time, timed in the same hyperfine run.
+floor=(sh -c "seq $n | xargs -P ${FORKS:-64} -I{} sh -c $(printf '%q' "$CMD") >/dev/null")
 
 # One call to check every minion answers (exit 0 means every minion ok),
 # which also warms the page cache.
 summary=$("${call[@]}" -o json | jq -c .summary) || { log "the check call failed: $summary"; exit 1; }
 log "check call: $summary"
 
-echo "fleet: $n minion processes on loopback; $runs timed runs of: overlord call '*' test.ping${FORKS:+ --forks $FORKS}"
+echo "fleet: $n minion processes on loopback; $runs timed runs of: ${call[*]#"$bin/"}"
 if command -v hyperfine >/dev/null; then
+	extra=()
+	[[ -n ${CMD:-} ]] && extra=("$(printf '%q ' "${floor[@]}")")
 	hyperfine --style basic -N --warmup 1 --runs "$runs" --export-json "$dir/hyperfine.json" \
-		"$(printf '%q ' "${call[@]}")" >&2
+		"$(printf '%q ' "${call[@]}")" "${extra[@]}" >&2
+	[[ -n ${CMD:-} ]] && jq -r '"floor, \(.results[1].command): median \(.results[1].median * 1000 | round) ms; the call costs \(.results[0].median / .results[1].median * 100 | round / 100)x the floor"' "$dir/hyperfine.json"
 	jq -r --argjson n "$n" '.results[0] |
 		"wall ms: min \(.min * 1000 | round)  median \(.median * 1000 | round)  mean \(.mean * 1000 | round)  max \(.max * 1000 | round)  stddev \(.stddev * 1000 | round)",
 		"per minion (median): \(.median * 1e6 / $n | round) us",
