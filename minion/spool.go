@@ -72,20 +72,35 @@ func writeFileAtomic(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
+	if err := replaceWith(f, data, path); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	return syncDir(path)
+}
+
+// replaceWith writes data at the start of f, cuts f to its length,
+// syncs and closes f, and renames it to path: the one way a spool file is
+// replaced whole (syncDir then makes the rename last). f is closed in
+// every case.
+func replaceWith(f *os.File, data []byte, path string) error {
+	_, err := f.WriteAt(data, 0)
+	if err == nil {
+		err = f.Truncate(int64(len(data)))
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
+	return os.Rename(f.Name(), path)
+}
+
+// syncDir syncs the directory of path, so a rename into it lasts.
+func syncDir(path string) error {
 	d, err := os.Open(filepath.Dir(path))
 	if err != nil {
 		return err
@@ -150,34 +165,18 @@ func briefOutcome(data []byte, err error) []byte {
 }
 
 // overwriteReserve writes data over the reserve file in place, cuts it
-// to size, syncs it and renames it to path.
+// to size, syncs it and renames it to path: it needs no new space. The
+// result is in place once renamed; syncing the directory is then only
+// tried.
 func overwriteReserve(reserve, path string, data []byte) error {
 	f, err := os.OpenFile(reserve, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteAt(data, 0); err != nil {
-		f.Close()
+	if err := replaceWith(f, data, path); err != nil {
 		return err
 	}
-	if err := f.Truncate(int64(len(data))); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(reserve, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	_ = syncDir(path)
 	return nil
 }
 
