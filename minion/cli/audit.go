@@ -12,8 +12,8 @@ import (
 
 func (a *App) auditCmd() *cobra.Command {
 	var (
-		limit   int
-		jsonOut bool
+		limit int
+		f     format
 	)
 	cmd := &cobra.Command{
 		Use:   "audit",
@@ -21,9 +21,13 @@ func (a *App) auditCmd() *cobra.Command {
 		Long: `Show the last entries of the minion's audit log (<state-dir>/audit.log):
 one line per call with its time, the overlord identity, its address, the
 method, a SHA-256 digest of the arguments, the job ID and the outcome.`,
-		Example: "  minion audit\n  minion audit --limit 200 --json | jq 'select(.outcome != \"ok\")'",
+		Example: "  minion audit\n  minion audit --limit 200 -o json | jq 'select(.outcome != \"ok\")'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			jsonOut, err := f.isJSON()
+			if err != nil {
+				return err
+			}
 			es, err := minion.ReadAudit(a.stateDir, limit)
 			if err != nil {
 				return err
@@ -57,6 +61,6 @@ method, a SHA-256 digest of the arguments, the job ID and the outcome.`,
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 50, "the last this many entries (0: all)")
-	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the entries as JSON lines")
+	f.add(cmd) // JSON: one entry per line
 	return cmd
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/overlordhq/overlord/internal/termtext"
 	"github.com/overlordhq/overlord/minion"
 )
 
@@ -40,13 +41,17 @@ func (a *App) jobCmd() *cobra.Command {
 		Short: "Show this minion's async jobs (reads the local spool)",
 	}
 	var limit int
-	var jsonOut bool
+	var listFmt format
 	list := &cobra.Command{
 		Use:     "list",
 		Short:   "List async jobs, newest first",
-		Example: "  minion job list\n  minion job list --limit 5 --json",
+		Example: "  minion job list\n  minion job list --limit 5 -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			jsonOut, err := listFmt.isJSON()
+			if err != nil {
+				return err
+			}
 			js, err := minion.LocalJobs(a.stateDir, limit)
 			if err != nil {
 				return err
@@ -60,46 +65,52 @@ func (a *App) jobCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "JOB\tSTATE\tOUTCOME\tCREATED\tCALL\tCALLER\tORIGIN JOB")
 			for _, j := range js {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s.%s\t%s\t%s\n", j.ID, j.State, outcome(j),
-					j.CreatedAt.Local().Format(time.DateTime), j.Module, j.Method, j.Caller, j.OriginJobID)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s.%s\t%s\t%s\n", j.ID, j.State, termtext.Line(outcome(j)),
+					j.CreatedAt.Local().Format(time.DateTime), termtext.Line(j.Module), termtext.Line(j.Method), termtext.Line(j.Caller), termtext.Line(j.OriginJobID))
 			}
 			return tw.Flush()
 		},
 	}
 	list.Flags().IntVar(&limit, "limit", 50, "at most this many jobs (0: all)")
-	list.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
-	var showJSON bool
+	listFmt.add(list)
+	var showFmt format
 	show := &cobra.Command{
 		Use:     "show JOB",
 		Short:   "Show one async job with its output",
-		Example: "  minion job show 019a2b3c-...",
+		Example: "  minion job show 019a2b3c-...\n  minion job show 019a2b3c-... -o json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			jsonOut, err := showFmt.isJSON()
+			if err != nil {
+				return err
+			}
 			j, err := minion.ReadLocalJob(a.stateDir, args[0])
 			if err != nil {
 				return err
 			}
-			if showJSON {
+			if jsonOut {
 				return writeJSON(a.Stdout, j)
 			}
 			fmt.Fprintf(a.Stdout, "job:      %s\nstate:    %s\noutcome:  %s\ncall:     %s.%s\ncaller:   %s\norigin:   %s\ncreated:  %s\n",
-				j.ID, j.State, outcome(j), j.Module, j.Method, j.Caller, j.OriginJobID, j.CreatedAt.Local().Format(time.RFC3339))
+				j.ID, j.State, termtext.Line(outcome(j)), termtext.Line(j.Module), termtext.Line(j.Method), termtext.Line(j.Caller), termtext.Line(j.OriginJobID), j.CreatedAt.Local().Format(time.RFC3339))
 			if j.FinishedAt != nil {
 				fmt.Fprintf(a.Stdout, "finished: %s (%d ms)\n", j.FinishedAt.Local().Format(time.RFC3339), j.DurationMS)
 			}
 			if j.Error != nil {
-				fmt.Fprintf(a.Stdout, "error:    %s: %s\n", j.Error.Kind, j.Error.Message)
+				fmt.Fprintf(a.Stdout, "error:    %s: %s\n", j.Error.Kind, termtext.Line(j.Error.Message))
 			}
 			if len(j.Result) > 0 {
-				fmt.Fprintf(a.Stdout, "result:   %s\n", j.Result)
+				fmt.Fprintf(a.Stdout, "result:   %s\n", termtext.Line(string(j.Result)))
 			}
 			if j.Output != "" {
-				fmt.Fprintf(a.Stdout, "output:\n%s", j.Output)
+				// The job's output as text, its control characters shown
+				// (as the overlord shows them); -o json has the bytes.
+				fmt.Fprintf(a.Stdout, "output:\n%s", termtext.Visible(j.Output))
 			}
 			return nil
 		},
 	}
-	show.Flags().BoolVar(&showJSON, "json", false, "print JSON")
+	showFmt.add(show)
 	cmd.AddCommand(list, show)
 	cmd.Args = cobra.ArbitraryArgs
 	cmd.RunE = func(c *cobra.Command, args []string) error {
@@ -121,6 +132,29 @@ func outcome(j minion.LocalJob) string {
 		return string(j.Error.Kind)
 	}
 	return "failed"
+}
+
+// format is the output format flags of a minion command: -o text|json,
+// as the overlord has them, and --json, the same as -o json.
+type format struct {
+	json   bool
+	output string
+}
+
+func (f *format) add(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().BoolVar(&f.json, "json", false, "the same as -o json")
+}
+
+// isJSON reports whether JSON was asked for, or why the flags are wrong.
+func (f *format) isJSON() (bool, error) {
+	switch f.output {
+	case "text":
+		return f.json, nil
+	case "json":
+		return true, nil
+	}
+	return false, fmt.Errorf("-o %q: want text or json", f.output)
 }
 
 func writeJSON(w interface{ Write([]byte) (int, error) }, v any) error {

@@ -64,3 +64,32 @@ func TestJobShowSaysWhatHappened(t *testing.T) {
 		}
 	}
 }
+
+// TestJobOutputFormats: the minion's commands take -o text|json as the
+// overlord's do (--json stays, the same as -o json), and text output shows
+// a job's control characters instead of sending them to the terminal.
+func TestJobOutputFormats(t *testing.T) {
+	state := t.TempDir()
+	spoolJob(t, state, "01-esc", map[string]string{
+		"result.json": `{"ok":true,"result":{"stdout":"\u001b]0;pwned\u0007"},"finished_at":"2026-12-04T10:00:01Z"}`,
+		"output":      "\x1b]0;pwned\x07\x1b[2J",
+	})
+	env := map[string]string{"MINION_STATE_DIR": state}
+	out, _, err := run(t, env, "job", "show", "01-esc")
+	if err != nil || strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, "^[]0;pwned^G^[[2J") {
+		t.Errorf("job show (text) of output with escapes: %v\n%q\nwant them shown as ^[ and ^G", err, out)
+	}
+	for _, cmd := range [][]string{{"job", "show", "01-esc"}, {"job", "list"}, {"audit"}} {
+		viaO, _, errO := run(t, env, append(cmd, "-o", "json")...)
+		viaJSON, _, errJ := run(t, env, append(cmd, "--json")...)
+		if errO != nil || errJ != nil || viaO != viaJSON {
+			t.Errorf("%v -o json (%v) and --json (%v) differ:\n%s\n%s", cmd, errO, errJ, viaO, viaJSON)
+		}
+		if _, _, err := run(t, env, append(cmd, "-o", "yaml")...); err == nil || !strings.Contains(err.Error(), "want text or json") {
+			t.Errorf("%v -o yaml: %v, want an error naming text and json", cmd, err)
+		}
+	}
+	if out, _, _ := run(t, env, "job", "show", "01-esc", "-o", "json"); !strings.Contains(out, `\u001b]0;pwned\u0007`) {
+		t.Errorf("job show -o json changed the output's bytes:\n%s", out)
+	}
+}
