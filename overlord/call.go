@@ -119,6 +119,11 @@ func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	}
 	meth, lookupErr := builtin.Registry().Lookup(spec.Module, spec.Method)
 	if lookupErr != nil {
+		// A name the overlord does not know is sent (a plugin, a newer
+		// minion's method), unless it is a misspelling of one it knows.
+		if want, ok := builtin.Registry().Typo(spec.Module, spec.Method); ok {
+			return nil, status.Errorf(status.KindBadArgs, "did you mean %s?", want)
+		}
 		meth = nil
 	}
 	if err := modules.CheckCommandLine(meth, spec.Words); err != nil {

@@ -133,6 +133,10 @@ func TestPrepareErrors(t *testing.T) {
 		{name: "bad glob", spec: overlord.CallSpec{Target: "web[", Module: "test", Method: "ping"}, msg: "bad glob"},
 		{name: "bad args caught before sending", spec: overlord.CallSpec{Target: "*", Module: "test", Method: "add", Words: []string{"1"}},
 			kind: status.KindBadArgs, msg: "missing required parameter b"},
+		{name: "typo of a module", spec: overlord.CallSpec{Target: "*", Module: "comand", Method: "run", Words: []string{"hostname"}},
+			kind: status.KindBadArgs, msg: "did you mean command.run?"},
+		{name: "typo of a method", spec: overlord.CallSpec{Target: "*", Module: "test", Method: "pnig"},
+			kind: status.KindBadArgs, msg: "did you mean test.ping?"},
 		{name: "int rejects 2.5", spec: overlord.CallSpec{Target: "*", Module: "command", Method: "run", Words: []string{"true", "max_output=2.5"}},
 			kind: status.KindBadArgs, msg: "parameter max_output: want int"},
 	}
