@@ -311,7 +311,7 @@ func TestAsyncRunnerDies(t *testing.T) {
 
 // TestAsyncMinionDies: a minion killed for good (SIGKILL) during an async
 // job with a short --timeout does not hold the job up: at the deadline
-// its entry is FINISHED with kind timeout (or unreachable, lost), the
+// its entry is FINISHED with kind timeout (the deadline's), the
 // others are ok, and 'job status --wait' exits 1.
 func TestAsyncMinionDies(t *testing.T) {
 	t.Parallel()
@@ -328,13 +328,7 @@ func TestAsyncMinionDies(t *testing.T) {
 	g.open(t)
 
 	j := waitFinished(t, f, id, 1)
-	took := time.Since(begin)
-	t.Logf("job settled %s after the call", took.Round(time.Millisecond))
-	// Not a speed: without its deadline the job would settle only once
-	// web2 had been out of reach for a minute (the driver's bound).
-	if took > 40*time.Second {
-		t.Errorf("job settled %s after a call with --timeout 5s: not by its deadline", took)
-	}
+	t.Logf("job settled %s after the call", time.Since(begin).Round(time.Millisecond))
 	if j.Summary != (summaryView{Total: 3, OK: 2, Failed: 1}) {
 		t.Errorf("summary %+v, want 2 ok, 1 failed", j.Summary)
 	}
@@ -343,12 +337,11 @@ func TestAsyncMinionDies(t *testing.T) {
 			t.Errorf("%s: %+v, want ok", n, e)
 		}
 	}
+	// What ended web2's entry is the job's deadline, not the minute a
+	// minion may stay out of reach (that would be unreachable).
 	e := j.Minions["web2"]
-	t.Logf("web2, killed: %+v", e.Error)
-	switch e.kind() {
-	case "timeout", "unreachable", "lost":
-	default:
-		t.Errorf("web2, killed: %+v, want FINISHED with kind timeout, unreachable or lost", e)
+	if e.kind() != "timeout" || !strings.Contains(e.Error.Message, "job deadline passed") {
+		t.Errorf("web2, killed: %+v, want FINISHED with kind timeout: job deadline passed", e.Error)
 	}
 	if e.State != "FINISHED" || e.OK {
 		t.Errorf("web2, killed: %+v, want FINISHED, not ok", e)
