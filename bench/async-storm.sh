@@ -51,62 +51,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log() { printf '%s\n' "$*" >&2; }
+. "$root/bench/lib.sh"
 ms() { echo $(($(date +%s%N) / 1000000)); }
 
-if [[ -n ${BIN:-} ]]; then
-	bin=$(cd "$BIN" && pwd)
-else
-	bin=$dir/bin
-	log "building into $bin"
-	(cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$bin/" ./cmd/overlord ./cmd/minion)
-fi
-for b in overlord minion; do
-	[[ -x $bin/$b ]] || { log "no $b in $bin"; exit 2; }
-done
-export OVERLORD_STATE_DIR=$dir/overlord
-
-declare -A taken=()
-for p in $(ss -Htln 2>/dev/null | awk '{n = split($4, a, ":"); print a[n]}'); do taken[$p]=1; done
-lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-free_port() {
-	local p
-	while :; do
-		p=$((10000 + RANDOM % (lo - 10000)))
-		[[ -z ${taken[$p]:-} ]] || continue
-		taken[$p]=1
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-}
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-overlord() { "$bin/overlord" "$@"; }
-overlord ca init >/dev/null
-mkdir -p "$dir/bundles" "$dir/minions" "$dir/calls"
-ports=()
-for ((i = 0; i < n; i++)); do
-	name=$(printf 'm%02d' "$i")
-	port=$(free_port)
-	ports+=("$port")
-	overlord minion add "$name" --addr "127.0.0.1:$port" --bundle-out "$dir/bundles/$name.pem" >/dev/null
-	"$bin/minion" --state-dir "$dir/minions/$name" init --bundle "$dir/bundles/$name.pem" >/dev/null
-	"$bin/minion" --state-dir "$dir/minions/$name" serve --listen "127.0.0.1:$port" --log-level warn \
-		2>"$dir/minions/$name.log" &
-	pids+=($!)
-done
-for ((i = 0; i < n; i++)); do
-	for ((try = 0; ; try++)); do
-		listening "${ports[i]}" && break
-		if ((try >= 200)) || ! kill -0 "${pids[i]}" 2>/dev/null; then
-			log "minion $i (port ${ports[i]}) did not start"
-			exit 1
-		fi
-		sleep 0.05
-	done
-done
+find_binaries
+start_fleet "$n" 'm%02d'
+mkdir -p "$dir/calls"
 overlord call '*' test.ping >/dev/null || { log "the check call failed"; exit 1; }
 log "$n minions up; starting $calls concurrent calls"
 
@@ -149,14 +99,24 @@ fi
 alive() { ! flock -n "$OVERLORD_STATE_DIR/drivers/$1.lock" true 2>/dev/null; }
 deadline=$(($(ms) + settle * 1000))
 while :; do
+	# Which drivers are gone is read before the store: a driver writes its
+	# job's end before it lets go of its lock, so a job open in the store
+	# read after its lock was seen free will not settle on its own.
+	declare -A gone=()
+	for l in "$OVERLORD_STATE_DIR"/drivers/*.lock; do
+		[[ -e $l ]] || continue
+		id=${l##*/}
+		id=${id%.lock}
+		alive "$id" || gone[$id]=1
+	done
 	overlord job list --limit 0 -o json >"$dir/list.json" 2>"$dir/list.err" || { sleep 1; continue; }
 	open=$(jq -r '[.[] | select(.state != "FINISHED")] | length' "$dir/list.json")
 	if ((open == 0)); then break; fi
-	# Open jobs with no driver alive will not settle on their own.
 	stalled=0
 	for id in $(jq -r '.[] | select(.state != "FINISHED") | .job_id' "$dir/list.json"); do
-		alive "$id" || stalled=$((stalled + 1))
+		[[ -n ${gone[$id]:-} ]] && stalled=$((stalled + 1))
 	done
+	unset gone
 	if ((stalled == open)) || (($(ms) > deadline)); then break; fi
 	sleep 1
 done

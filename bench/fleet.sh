@@ -42,7 +42,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log() { printf '%s\n' "$*" >&2; }
+. "$root/bench/lib.sh"
 
 # Each minion process needs a few files; the overlord needs one connection
 # per minion in flight, and its Go runtime raises its soft limit to the hard
@@ -53,67 +53,11 @@ if [[ $(ulimit -Hn) != unlimited && $(ulimit -Hn) -lt $need ]]; then
 	exit 2
 fi
 
-if [[ -n ${BIN:-} ]]; then
-	bin=$(cd "$BIN" && pwd)
-else
-	bin=$dir/bin
-	log "building into $bin"
-	(cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$bin/" ./cmd/overlord ./cmd/minion)
-fi
-for b in overlord minion; do
-	[[ -x $bin/$b ]] || { log "no $b in $bin"; exit 2; }
-done
-export OVERLORD_STATE_DIR=$dir/overlord
-
-# Ports: below the kernel's ephemeral range, not listened on now, and not
-# taken by an earlier minion of this run. A minion that loses a port to a
-# race fails to start and is reported.
-declare -A taken=()
-for p in $(ss -Htln 2>/dev/null | awk '{n = split($4, a, ":"); print a[n]}'); do taken[$p]=1; done
-lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-free_port() {
-	local p
-	while :; do
-		p=$((10000 + RANDOM % (lo - 10000)))
-		[[ -z ${taken[$p]:-} ]] || continue
-		taken[$p]=1
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-}
-
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+find_binaries
 
 log "making a CA and $n minions in $dir"
-overlord() { "$bin/overlord" "$@"; }
-overlord ca init >/dev/null
-mkdir -p "$dir/bundles" "$dir/minions"
-ports=()
 t0=$(date +%s%N)
-for ((i = 0; i < n; i++)); do
-	name=$(printf 'm%04d' "$i")
-	port=$(free_port)
-	ports+=("$port")
-	overlord minion add "$name" --addr "127.0.0.1:$port" --bundle-out "$dir/bundles/$name.pem" >/dev/null
-	"$bin/minion" --state-dir "$dir/minions/$name" init --bundle "$dir/bundles/$name.pem" >/dev/null
-	"$bin/minion" --state-dir "$dir/minions/$name" serve --listen "127.0.0.1:$port" --log-level warn \
-		2>"$dir/minions/$name.log" &
-	pids+=($!)
-done
-for ((i = 0; i < n; i++)); do
-	for ((try = 0; ; try++)); do
-		listening "${ports[i]}" && break
-		if ((try >= 200)) || ! kill -0 "${pids[i]}" 2>/dev/null; then
-			name=$(printf 'm%04d' "$i")
-			log "minion $name (port ${ports[i]}) did not start:"
-			tail -n 5 "$dir/minions/$name.log" >&2 || true
-			exit 1
-		fi
-		sleep 0.05
-	done
-done
+start_fleet "$n" 'm%04d'
 t1=$(date +%s%N)
 log "fleet up: $n minions enrolled and started in $(((t1 - t0) / 1000000)) ms"
 if [[ -r /proc/self/status ]]; then
@@ -127,7 +71,7 @@ call=("$bin/overlord" call '*' test.ping)
 [[ -n ${FORKS:-} ]] && call+=(--forks "$FORKS")
 # With CMD, the floor: the same N commands as local shells, FORKS (or the
 # overlord's default, 64) at a time, timed in the same hyperfine run.
-floor=(sh -c "seq $n | xargs -P ${FORKS:-64} -I{} sh -c $(printf '%q' "$CMD") >/dev/null")
+[[ -n ${CMD:-} ]] && floor=(sh -c "seq $n | xargs -P ${FORKS:-64} -I{} sh -c $(printf '%q' "$CMD") >/dev/null")
 
 # One call to check every minion answers (exit 0 means every minion ok),
 # which also warms the page cache.
