@@ -172,18 +172,21 @@ func maxOverlap(spans [][2]time.Time) int {
 }
 
 // TestDeadCallJob: a synchronous call whose overlord process dies (kill
-// -9, OOM, reboot) leaves its job in overlord.db.
+// -9, OOM, reboot) leaves its job in overlord.db, and its calls running
+// on the minions.
 //
 // The job must not stay RUNNING for ever ("Nothing stays RUNNING
 // forever"): 'overlord job status' sees that no process holds it and
-// settles the minions that never answered as lost. While the call is in
+// starts a driver, which adopts what the minions kept of the call and
+// records their results; nothing runs twice. While the call is in
 // progress, 'job status' does not exit 0, which would mean "every minion
 // ok".
 func TestDeadCallJob(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t, "web1", "web2")
-	// Each minion runs the command in its state directory.
-	call, _, _ := overlordCmd(f, "call", "*", "command.run", "touch started; exec sleep 30")
+	// Each minion runs the command in its state directory; it waits for
+	// a file the test writes.
+	call, _, _ := overlordCmd(f, "call", "*", "command.run", "echo run >> runs; while [ ! -e gate ]; do sleep 0.05; done; echo finished")
 	if err := call.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +194,7 @@ func TestDeadCallJob(t *testing.T) {
 	go func() { _ = call.Wait(); close(done) }()
 	defer func() { _ = call.Process.Kill(); <-done }()
 	for _, n := range []string{"web1", "web2"} {
-		waitFile(t, filepath.Join(mustMinion(t, f, n).dir, "started"))
+		waitFile(t, filepath.Join(mustMinion(t, f, n).dir, "runs"))
 	}
 	out, err := f.overlord("job", "list", "-o", "json")
 	if err != nil {
@@ -214,28 +217,38 @@ func TestDeadCallJob(t *testing.T) {
 
 	_ = call.Process.Signal(syscall.SIGKILL)
 	<-done
-	// The minions notice the caller is gone and stop the work.
+	// The minions notice the caller is gone and keep the work as jobs.
 	for _, n := range []string{"web1", "web2"} {
-		waitLog(t, mustMinion(t, f, n).p, 0, "kind=cancelled")
+		waitLog(t, mustMinion(t, f, n).p, 0, "call detached")
 	}
-
-	// Nothing will ever write its results: it must not stay RUNNING with
-	// an exit status of 0.
-	st, stdout, _ := overlordCmd(f, "job", "status", id, "-o", "json")
+	// job status finds the job without a driver, and starts one.
+	st, _, stderr := overlordCmd(f, "job", "status", id)
+	if code := exitCode(t, st); code != 4 || !strings.Contains(stderr.String(), "a new one carries it on") {
+		t.Errorf("job status of a dead call: exit %d, stderr %q; want 4 and a new driver", code, stderr)
+	}
+	for _, n := range []string{"web1", "web2"} {
+		if err := os.WriteFile(filepath.Join(mustMinion(t, f, n).dir, "gate"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, stdout, _ := overlordCmd(f, "job", "status", id, "--wait", "--timeout", "60s", "-o", "json")
 	code := exitCode(t, st)
 	var job struct {
-		State   string `json:"state"`
-		Summary struct {
-			Pending int `json:"pending"`
-		} `json:"summary"`
+		State   string                    `json:"state"`
+		Summary struct{ OK, Pending int } `json:"summary"`
+		Minions map[string]struct {
+			Result struct{ Stdout string } `json:"result"`
+		} `json:"minions"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &job); err != nil {
 		t.Fatal(err)
 	}
-	if job.State != "FINISHED" || job.Summary.Pending != 0 {
-		t.Errorf("job of a dead call: state %s, %d pending; want FINISHED (minions kind lost), 0 pending", job.State, job.Summary.Pending)
+	if code != 0 || job.State != "FINISHED" || job.Summary.OK != 2 || job.Minions["web1"].Result.Stdout != "finished\n" {
+		t.Errorf("job of a dead call: exit %d, %+v; want FINISHED, both ok", code, job)
 	}
-	if code == 0 {
-		t.Errorf("job status of a dead call exits 0 (every minion ok)")
+	for _, n := range []string{"web1", "web2"} {
+		if runs, _ := os.ReadFile(filepath.Join(mustMinion(t, f, n).dir, "runs")); string(runs) != "run\n" {
+			t.Errorf("%s ran the command %q times, want once", n, runs)
+		}
 	}
 }

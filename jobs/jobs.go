@@ -25,8 +25,9 @@ type Record struct {
 	Async      bool           `json:"async,omitempty"`
 	TimeoutMS  int64          `json:"timeout_ms,omitempty"`
 	Forks      int            `json:"forks,omitempty"`
-	// Deadline bounds an async job: past it, open minion jobs are
-	// cancelled and their entries finish with kind timeout.
+	// Deadline bounds an async job, or a synchronous call carried on
+	// past its wait: past it, open minion jobs are cancelled and their
+	// entries finish with kind timeout.
 	Deadline *time.Time `json:"deadline,omitempty"`
 	// CancelRequested is set by `overlord job cancel`; the driver acts
 	// on it.
@@ -35,8 +36,13 @@ type Record struct {
 	// was submitted with ("" for the state directory's own); its drivers
 	// use it, since minions keep each caller's jobs apart. Caller is that
 	// identity's name.
-	Identity   string         `json:"identity,omitempty"`
-	Caller     string         `json:"caller,omitempty"`
+	Identity string `json:"identity,omitempty"`
+	Caller   string `json:"caller,omitempty"`
+	// Unsent lists the minions a synchronous call never sent to before
+	// it stopped waiting: its driver submits the job to them. Its other
+	// open entries ran as calls, which the driver adopts (Minion.Adopt),
+	// never submitting them again.
+	Unsent     []string       `json:"unsent,omitempty"`
 	CreatedAt  time.Time      `json:"created_at"`
 	UpdatedAt  time.Time      `json:"updated_at"`
 	FinishedAt *time.Time     `json:"finished_at,omitempty"`

@@ -91,6 +91,14 @@ type asyncJobs struct {
 	children map[int]bool // runners started by this daemon, to reap
 	ingestMu sync.Mutex   // one result ingested at a time (see ingest)
 
+	// Calls that outlive their wait (held.go): those not yet detached,
+	// by origin key, and the held jobs, by job ID.
+	heldMu       sync.Mutex
+	calls        map[string]*heldCall
+	held         map[string]*heldCall
+	heldStopping bool
+	heldWG       sync.WaitGroup
+
 	stop     chan struct{}
 	done     chan struct{}
 	draining chan struct{} // closed when the daemon stops: long polls answer at once
@@ -114,7 +122,7 @@ func openAsync(stateDir string, runner []string, reg *modules.Registry, retentio
 		store: store, spool: spool, runner: runner, reg: reg, logger: logger,
 		retention: retention, keep: keep, bootID: bootID(),
 		maxRunning: MaxRunningJobs, maxPerCaller: MaxRunningJobsPerIdentity, slack: timeoutSlack,
-		children: map[int]bool{}, stop: make(chan struct{}), done: make(chan struct{}), draining: make(chan struct{}),
+		children: map[int]bool{}, calls: map[string]*heldCall{}, held: map[string]*heldCall{}, stop: make(chan struct{}), done: make(chan struct{}), draining: make(chan struct{}),
 	}
 	if err := a.recover(); err != nil {
 		store.Close()
@@ -271,6 +279,15 @@ func (a *asyncJobs) submit(caller string, p *rpc.SubmitParams) (Job, bool, error
 	if p.OriginJobID == "" || len(p.OriginJobID) > MaxOriginJobID {
 		return Job{}, false, status.Errorf(status.KindBadArgs, "origin_job_id is required, at most %d bytes", MaxOriginJobID)
 	}
+	a.heldMu.Lock()
+	calling := a.calls[string(originKey(caller, p.OriginJobID))] != nil
+	a.heldMu.Unlock()
+	if calling {
+		// A call of this origin is running here: that is the job, and
+		// starting another would run it twice.
+		job, err := a.adopt(caller, p.OriginJobID)
+		return job, false, err
+	}
 	m, err := a.reg.Lookup(p.Module, p.Method)
 	if err != nil {
 		return Job{}, false, err
@@ -394,6 +411,9 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 		return j, err
 	}
 	o := lostOutcome(dir, j.PID)
+	if j.InProcess {
+		o.Error = status.Errorf(status.KindLost, "%v", errDaemonStopping)
+	}
 	if a.ownsGroup(j) {
 		// The runner led the job's process group: whatever it started and
 		// left behind goes with it.
@@ -615,7 +635,10 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 	if !newly {
 		return a.jobStatus(j), nil // finished, or already being cancelled
 	}
-	if a.isRunner(j) {
+	if j.InProcess && a.cancelHeld(j.ID) {
+		return a.jobStatus(j), nil
+	}
+	if a.isRunner(j) && j.PID > 0 {
 		_ = syscall.Kill(-j.PID, syscall.SIGTERM)
 		job := j
 		go func() {

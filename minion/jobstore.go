@@ -38,8 +38,11 @@ type Job struct {
 	// time (clock ticks after boot, /proc/PID/stat) and the boot it ran
 	// in. A pid reused by another process, after a restart or a reboot,
 	// does not match them, and its process group is never signalled.
-	StartTicks uint64      `json:"start_ticks,omitempty"`
-	BootID     string      `json:"boot_id,omitempty"`
+	StartTicks uint64 `json:"start_ticks,omitempty"`
+	BootID     string `json:"boot_id,omitempty"`
+	// InProcess is set for a synchronous call that outlived its wait
+	// (held.go): the daemon runs it and holds its runner lock; PID is 0.
+	InProcess  bool        `json:"in_process,omitempty"`
 	Cancelled  bool        `json:"cancel_requested,omitempty"`
 	CancelKind status.Kind `json:"cancel_kind,omitempty"` // cancelled or timeout
 	CreatedAt  time.Time   `json:"created_at"`
@@ -435,6 +438,19 @@ func (s *jobStore) submit(caller, origin string, limits func(running, callers in
 		return putJob(tx, job)
 	})
 	return job, created, err
+}
+
+// byOrigin returns the job of caller's origin, if there is one.
+func (s *jobStore) byOrigin(caller, origin string) (job Job, ok bool, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		id := tx.Bucket(mbOrigins).Get(originKey(caller, origin))
+		if id == nil {
+			return nil
+		}
+		ok = true
+		return getJob(tx, string(id), &job)
+	})
+	return job, ok, err
 }
 
 func getJob(tx *bolt.Tx, id string, job *Job) error {

@@ -526,6 +526,7 @@ func (s *Server) Close(ctx context.Context) error {
 		defer func() {
 			s.files.Close()
 			if s.jobs != nil {
+				s.jobs.stopHeld(ctx)
 				err = errors.Join(err, s.jobs.Close(), s.audit.Close())
 			}
 		}()

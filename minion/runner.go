@@ -104,30 +104,7 @@ func runJob(dir string, reg *modules.Registry, opts runOptions) error {
 	ctx = modules.WithOutput(ctx, spoolOut)
 
 	res, callErr := reg.Call(ctx, sp.Module, sp.Method, sp.Args, nil)
-	o := outcome{OK: callErr == nil, DurationMS: time.Since(start).Milliseconds(), FinishedAt: time.Now().UTC()}
-	if res != nil {
-		if raw, err := rpc.EncodeResult(res); err == nil {
-			o.Result = raw
-		} else if callErr == nil {
-			callErr = err
-			o.OK = false
-		}
-	}
-	if callErr != nil {
-		o.Error = &status.Error{Kind: status.KindOf(callErr), Message: callErr.Error()}
-		var se *status.Error
-		if errors.As(callErr, &se) {
-			o.Error.Message = se.Message
-		}
-		// A timeout comes first: the command's own kill on a deadline
-		// signals this runner's group, this runner included.
-		switch {
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			o.Error.Kind = status.KindTimeout
-		case cancelled.Load():
-			o.Error = status.Errorf(status.KindCancelled, "job cancelled")
-		}
-	}
+	o := callOutcome(res, callErr, ctx, cancelled.Load(), time.Since(start))
 	if err := spoolOut.Err(); err != nil {
 		// The job ran, but what it wrote is not all in the spool (a full
 		// disk): the outcome says so, whatever the job's own.
@@ -152,6 +129,36 @@ func runJob(dir string, reg *modules.Registry, opts runOptions) error {
 		_ = syscall.Kill(0, syscall.SIGKILL)
 	}
 	return nil
+}
+
+// callOutcome is the outcome of a method that returned res and callErr
+// after took, run on ctx; cancelled says whether it was cancelled.
+func callOutcome(res any, callErr error, ctx context.Context, cancelled bool, took time.Duration) outcome {
+	o := outcome{OK: callErr == nil, DurationMS: took.Milliseconds(), FinishedAt: time.Now().UTC()}
+	if res != nil {
+		if raw, err := rpc.EncodeResult(res); err == nil {
+			o.Result = raw
+		} else if callErr == nil {
+			callErr = err
+			o.OK = false
+		}
+	}
+	if callErr != nil {
+		o.Error = &status.Error{Kind: status.KindOf(callErr), Message: callErr.Error()}
+		var se *status.Error
+		if errors.As(callErr, &se) {
+			o.Error.Message = se.Message
+		}
+		// A timeout comes first: the command's own kill on a deadline
+		// signals a runner's group, the runner included.
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			o.Error.Kind = status.KindTimeout
+		case cancelled:
+			o.Error = status.Errorf(status.KindCancelled, "job cancelled")
+		}
+	}
+	return o
 }
 
 // MaxSpoolOutput caps the output an async job keeps in its spool; its

@@ -56,8 +56,9 @@ func (s *Service) logger() *slog.Logger {
 func (s *Service) Call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply) error {
 	start := time.Now()
 	res, err := s.call(r, p, reply)
+	// A call that outlived its wait names the job that carries it on.
 	s.record(r, AuditEntry{RPC: "Minion.Call", Call: p.Module + "." + p.Method, ArgsSHA256: argsDigest(p.Args, p.Positional),
-		DurationMS: time.Since(start).Milliseconds()}, err)
+		DurationMS: time.Since(start).Milliseconds(), JobID: reply.JobID, OriginJobID: p.OriginJobID}, err)
 	if err != nil {
 		return rpc.NewError(err, res)
 	}
@@ -80,10 +81,26 @@ func (s *Service) call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply)
 	if err := s.audit.ready(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
 	start := time.Now()
-	res, err := s.Registry.Call(ctx, p.Module, p.Method, p.Args, p.Positional)
+	var res any
+	var err error
+	if p.OriginJobID != "" && s.jobs != nil {
+		// A call that may outlive its wait (held.go).
+		var job *Job
+		res, job, err = s.jobs.callHeld(r.Context(), caller(r), p, timeout, func(ctx context.Context) (any, error) {
+			return s.Registry.Call(ctx, p.Module, p.Method, p.Args, p.Positional)
+		})
+		if job != nil {
+			reply.Detached, reply.JobID = true, job.ID
+			reply.DurationMS = time.Since(start).Milliseconds()
+			s.logger().Debug("call detached", "identity", caller(r), "module", p.Module, "method", p.Method, "job", job.ID)
+			return nil, nil
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		res, err = s.Registry.Call(ctx, p.Module, p.Method, p.Args, p.Positional)
+		cancel()
+	}
 	reply.DurationMS = time.Since(start).Milliseconds()
 	s.logger().Debug("call", "identity", caller(r), "module", p.Module, "method", p.Method, "kind", kindOf(err), "ms", reply.DurationMS)
 	if err != nil {
@@ -213,6 +230,24 @@ func (s *Service) Cancel(r *http.Request, p *rpc.CancelParams, reply *rpc.Cancel
 		return rpc.NewError(err, nil)
 	}
 	reply.JobStatus = st
+	return nil
+}
+
+// Adopt returns the job a Minion.Call of the caller's origin job left
+// (held.go); it never starts one.
+func (s *Service) Adopt(r *http.Request, p *rpc.AdoptParams, reply *rpc.SubmitReply) error {
+	if s.jobs == nil {
+		return rpc.NewError(errNoAsync, nil)
+	}
+	if p.OriginJobID == "" || len(p.OriginJobID) > MaxOriginJobID {
+		return rpc.NewError(status.Errorf(status.KindBadArgs, "origin_job_id is required, at most %d bytes", MaxOriginJobID), nil)
+	}
+	job, err := s.jobs.adopt(caller(r), p.OriginJobID)
+	s.logger().Debug("adopt", "identity", caller(r), "origin", p.OriginJobID, "job", job.ID, "kind", kindOf(err))
+	if err != nil {
+		return rpc.NewError(err, nil)
+	}
+	reply.JobID = job.ID
 	return nil
 }
 

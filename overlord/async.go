@@ -130,14 +130,18 @@ func (o *Overlord) DriverAlive(id string) bool {
 }
 
 // EnsureDriver looks after a job that is not FINISHED and that no process
-// holds: an async job gets a new driver (it reports whether it started
-// one); a synchronous job whose `overlord call` died is settled: the
-// minions that had not answered are FINISHED with kind lost.
+// holds, and reports whether it started a driver. An async job, or a
+// synchronous one carried on past its wait, gets a new driver. So does a
+// synchronous job whose `overlord call` died, recorded with what a driver
+// needs: the driver adopts what the minions kept of the call and never
+// calls them again (the minions it had not reached end lost). An older
+// synchronous job without that record is settled: the minions that had
+// not answered are FINISHED with kind lost.
 func (o *Overlord) EnsureDriver(rec jobs.Record) (bool, error) {
 	if rec.State == status.Finished || o.DriverAlive(rec.ID) {
 		return false, nil
 	}
-	if !rec.Async {
+	if !rec.Async && rec.Deadline == nil {
 		return false, o.settleOrphan(rec.ID)
 	}
 	o.Logger.Info("job has no driver; starting one", "job", rec.ID)

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/overlordhq/overlord/certs"
@@ -180,20 +183,65 @@ func (o *Overlord) Client(minions []jobs.Minion, forks int, connectTimeout time.
 
 // Call runs a prepared call synchronously: it records the job, fans the
 // call out and hands each minion's result to onResult as it arrives,
-// writing results to overlord.db in batches. It returns the finished job.
+// writing results to overlord.db in batches. It returns the job.
+//
+// The call's --timeout is how long it waits, not a limit on the method:
+// minions still running when it passes, or when ctx is cancelled (Ctrl-C),
+// carry on, and so does the job, handed to a detached driver as an async
+// job is. The job returned is then not FINISHED: its open entries are
+// RUNNING, those the minions kept with their minion_job_id. The method's
+// own limit is the job's deadline, DefaultAsyncTimeout after the start.
+//
 // A failure to record results does not stop the run; it is returned with
 // the job.
 func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name string, r status.Result)) (status.Job, error) {
 	spec := p.defaults()
-	params := rpc.CallParams{Module: spec.Module, Method: spec.Method, Args: p.Args, Positional: p.Positional, TimeoutMS: spec.Timeout.Milliseconds()}
+	waitUntil := time.Now().Add(spec.Timeout)
+	base := rpc.CallParams{
+		Module: spec.Module, Method: spec.Method, Args: p.Args, Positional: p.Positional,
+		OriginJobID: p.JobID, JobTimeoutMS: DefaultAsyncTimeout.Milliseconds(),
+	}
+	h := &handover{deadline: time.Now().Add(DefaultAsyncTimeout)}
 	return o.run(ctx, p, func(ctx context.Context, client *rpc.Client, m jobs.Minion) status.Result {
-		ctx, cancel := context.WithTimeout(ctx, spec.Timeout+callGrace)
+		wait := time.Until(waitUntil)
+		if ctx.Err() != nil || wait <= 0 {
+			return h.unsent(m.Name)
+		}
+		params := base
+		params.TimeoutMS = max(wait.Milliseconds(), 1)
+		cctx, cancel := context.WithTimeout(ctx, wait+callGrace)
 		defer cancel()
 		start := time.Now()
 		var reply rpc.CallReply
-		err := client.Call(ctx, m.Name, "Minion.Call", params, &reply)
-		return callResult(ctx, reply, err, time.Since(start))
-	}, onResult)
+		err := client.Call(cctx, m.Name, "Minion.Call", params, &reply)
+		if err == nil && reply.Detached {
+			return status.Result{State: status.Running, MinionJobID: reply.JobID}
+		}
+		if err != nil && !errors.Is(err, rpc.ErrRemote) && ctx.Err() != nil {
+			// Ctrl-C cut the call short: the minion keeps it, and the
+			// driver adopts it. (A minion that does not answer by the end
+			// of the wait and its grace, when it should have answered
+			// "detached", is one that timed out, as before.)
+			return status.Result{State: status.Running}
+		}
+		return callResult(cctx, reply, err, time.Since(start))
+	}, onResult, h)
+}
+
+// handover is what a synchronous call that stops waiting hands to the
+// driver that carries it on.
+type handover struct {
+	deadline time.Time // the job's, and the limit of the calls the minions keep
+	mu       sync.Mutex
+	never    []string // the minions it did not send the call to
+}
+
+// unsent notes that the call was not sent to name.
+func (h *handover) unsent(name string) status.Result {
+	h.mu.Lock()
+	h.never = append(h.never, name)
+	h.mu.Unlock()
+	return status.Result{State: status.Running}
 }
 
 // defaults returns the call's spec with its defaults filled in.
@@ -212,9 +260,11 @@ func (p *Prepared) defaults() CallSpec {
 }
 
 // run records a synchronous job and runs one step per minion, at most
-// --forks at once, recording each result in batches and handing it to
-// onResult as it arrives. Call, Copy and Fetch are run with their step.
-func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Context, *rpc.Client, jobs.Minion) status.Result, onResult func(string, status.Result)) (status.Job, error) {
+// --forks at once, recording each result in batches and handing each
+// finished one to onResult as it arrives. Call, Copy and Fetch are run
+// with their step. With a handover (Call), entries a step leaves open are
+// carried on by a detached driver, and the job is returned open.
+func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Context, *rpc.Client, jobs.Minion) status.Result, onResult func(string, status.Result), h *handover) (status.Job, error) {
 	spec := p.defaults()
 	client, err := o.Client(p.Minions, spec.Forks, spec.ConnectTimeout)
 	if err != nil {
@@ -227,16 +277,32 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 		Args: p.Args, Positional: p.Positional,
 		TimeoutMS: spec.Timeout.Milliseconds(), Forks: spec.Forks,
 	}
+	if h != nil {
+		// What a driver needs to carry the job on, should it come to that
+		// (this process stops waiting, or dies).
+		if rec.Identity, err = o.identityPath(); err != nil {
+			return status.Job{}, err
+		}
+		id, err := o.Identity()
+		if err != nil {
+			return status.Job{}, err
+		}
+		deadline := h.deadline.UTC()
+		rec.Caller, rec.Deadline = id.Cert.Subject.CommonName, &deadline
+	}
 	names := p.Names()
 	// While this call runs it holds the job's driver lock, so that if it
-	// dies, `job status` can tell and settle the job (see EnsureDriver).
+	// dies, `job status` can tell and carry the job on (see EnsureDriver).
 	lock, _, err := o.lockDriver(rec.ID)
 	if err != nil {
 		return status.Job{}, err
 	}
+	handedOver := false
 	defer func() {
 		lock.Close()
-		o.removeDriverFiles(rec.ID)
+		if !handedOver {
+			o.removeDriverFiles(rec.ID)
+		}
 	}()
 	if err := o.Store.CreateJob(rec, names); err != nil {
 		return status.Job{}, err
@@ -245,20 +311,29 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 	entries := make(map[string]status.Result, len(names))
 	rc := newRecorder(o.Store, *rec)
 	defer rc.close()
+	open := 0
 	fanout.Run(ctx, p.Minions, spec.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
 		return step(ctx, client, m)
 	}, func(m jobs.Minion, r status.Result) {
 		entries[m.Name] = r
-		if r.Error != nil {
+		switch {
+		case r.State != status.Finished:
+			open++
+			o.Logger.Debug("minion still running", "job", rec.ID, "minion", m.Name, "minion_job", r.MinionJobID)
+		case r.Error != nil:
 			o.Logger.Debug("minion failed", "job", rec.ID, "minion", m.Name, "kind", r.Error.Kind, "err", r.Error.Message, "ms", r.DurationMS)
-		} else {
+		default:
 			o.Logger.Debug("minion answered", "job", rec.ID, "minion", m.Name, "ms", r.DurationMS)
 		}
-		if onResult != nil {
+		if onResult != nil && r.State == status.Finished {
 			onResult(m.Name, r)
 		}
 		rc.add(m.Name, r)
 	})
+	if open > 0 && h != nil {
+		handedOver = true
+		return o.handOver(rc, entries, h, lock)
+	}
 	storeErr := rc.finish()
 	job := rc.header().Status(entries)
 	if storeErr != nil {
@@ -271,6 +346,31 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 		}
 		o.Logger.Warn("could not record results", "job", rec.ID, "err", storeErr)
 		return job, fmt.Errorf("%w: job %s: %v", ErrNotRecorded, rec.ID, storeErr)
+	}
+	return job, nil
+}
+
+// handOver records what a synchronous call that stopped waiting leaves
+// open and starts the driver that carries it on, handing it the job's
+// lock. The job returned is RUNNING.
+func (o *Overlord) handOver(rc *recorder, entries map[string]status.Result, h *handover, lock *os.File) (status.Job, error) {
+	h.mu.Lock()
+	unsent := slices.Sorted(slices.Values(h.never))
+	h.mu.Unlock()
+	storeErr := rc.flush(func(r *jobs.Record) error {
+		r.Unsent = unsent
+		return nil
+	})
+	rc.close()
+	job := rc.header().Status(entries)
+	if storeErr != nil {
+		// The driver would not know which minions were never called, and
+		// adopts them all: those end lost, none runs twice.
+		o.Logger.Warn("could not record the job's open entries", "job", job.JobID, "err", storeErr)
+	}
+	lock.Close()
+	if _, err := o.StartDriver(rc.header()); err != nil {
+		return job, fmt.Errorf("job %s goes on on the minions, but its driver did not start (run 'overlord job status %s' to retry): %w", job.JobID, job.JobID, err)
 	}
 	return job, nil
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -242,11 +244,9 @@ func TestCallFailures(t *testing.T) {
 	}{
 		{"command exits non-zero", overlord.CallSpec{Target: "web1", Module: "command", Method: "run", Words: []string{"echo out; exit 4"}},
 			status.KindModuleError, `"exit_code":4`, 10 * time.Second},
-		{"minion enforces the timeout", overlord.CallSpec{Target: "web1", Module: "test", Method: "sleep", Words: []string{"30"}, Timeout: 200 * time.Millisecond},
-			status.KindTimeout, "", 5 * time.Second},
-		{"command killed at the timeout keeps its output", overlord.CallSpec{Target: "web1", Module: "command", Method: "run",
-			Words: []string{"echo started; sleep 30"}, Timeout: 300 * time.Millisecond},
-			status.KindTimeout, `"stdout":"started\n"`, 5 * time.Second},
+		{"command killed at its own timeout keeps its output", overlord.CallSpec{Target: "web1", Module: "command", Method: "run",
+			Words: []string{"echo started; sleep 30", "timeout=300ms"}},
+			status.KindTimeout, `"stdout":"started\n"`, 10 * time.Second},
 		{"module the minion lacks", overlord.CallSpec{Target: "web1", Module: "pkg", Method: "install", Words: []string{"nginx"}},
 			status.KindUnknownModule, "", 10 * time.Second},
 		{"method the minion lacks", overlord.CallSpec{Target: "web1", Module: "test", Method: "newer"},
@@ -280,10 +280,12 @@ func TestCallFailures(t *testing.T) {
 	}
 }
 
-// A call whose context is already cancelled still finishes the job with a
-// result for every minion: nothing stays RUNNING.
+// A call whose context is already cancelled (Ctrl-C before it started)
+// sends nothing: the job is handed over with every minion unsent, for
+// its driver to submit.
 func TestCallCancelled(t *testing.T) {
 	o := newOverlord(t)
+	o.DriverCommand = []string{"true"} // the driver is not the point here
 	startMinion(t, o, "web1")
 	startMinion(t, o, "web2")
 	p, err := o.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping"})
@@ -297,13 +299,113 @@ func TestCallCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec, entries, _ := o.Store.Job(job.JobID)
-	if rec.State != status.Finished || rec.Summary.Pending != 0 || len(entries) != 2 {
+	if rec.State == status.Finished || rec.Summary.Pending != 2 || len(entries) != 2 || rec.Deadline == nil {
 		t.Errorf("stored %+v with %d entries", rec, len(entries))
 	}
-	for n, r := range entries {
-		if r.State != status.Finished || r.Error == nil || r.Error.Kind != status.KindCancelled {
-			t.Errorf("%s: %+v", n, r)
+	if !reflect.DeepEqual(rec.Unsent, []string{"web1", "web2"}) {
+		t.Errorf("unsent %v, want both minions", rec.Unsent)
+	}
+}
+
+// A call still running when the wait ends goes on on the minion, and the
+// job with it: the driver adopts the minion's job and records its result.
+// What ran before and after the wait is one run.
+func TestCallOutlivesItsWait(t *testing.T) {
+	o := newOverlord(t)
+	o.DriverCommand = []string{"true"} // driven below, in this process
+	startMinion(t, o, "web1")
+	dir := t.TempDir()
+	runs, gate := filepath.Join(dir, "runs"), filepath.Join(dir, "gate")
+	// The command waits for the gate, opened once the call has returned.
+	cmd := fmt.Sprintf("echo run >> %s; echo started; while [ ! -e %s ]; do sleep 0.05; done; echo finished", runs, gate)
+	p, err := o.Prepare(overlord.CallSpec{Target: "web1", Module: "command", Method: "run", Words: []string{cmd}, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := o.Call(context.Background(), p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := job.Minions["web1"]
+	if job.State == status.Finished || r.State != status.Running || r.MinionJobID == "" {
+		t.Fatalf("job %s, entry %+v: want RUNNING with the minion's job", job.State, r)
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	driveHere(t, o, job.JobID)
+	rec, entries, err := o.Store.Job(job.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := entries["web1"]
+	if rec.State != status.Finished || !e.OK || !strings.Contains(string(e.Result), `"stdout":"started\nfinished\n"`) {
+		t.Fatalf("job %s, entry %+v %s", rec.State, e, e.Result)
+	}
+	if got, _ := os.ReadFile(runs); string(got) != "run\n" {
+		t.Errorf("the command ran %q times, want once", got)
+	}
+}
+
+// driveHere drives job id in this process, once the driver the call
+// started (DriverCommand, which does nothing) has let the job go.
+func driveHere(t *testing.T, o *overlord.Overlord, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); o.DriverAlive(id); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the job's driver lock is still held")
 		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := o.Drive(ctx, id, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Ctrl-C while a call runs: the calls already sent go on, and the driver
+// adopts them without running them again.
+func TestCallInterrupted(t *testing.T) {
+	o := newOverlord(t)
+	o.DriverCommand = []string{"true"}
+	startMinion(t, o, "web1")
+	dir := t.TempDir()
+	runs, gate := filepath.Join(dir, "runs"), filepath.Join(dir, "gate")
+	cmd := fmt.Sprintf("echo run >> %s; while [ ! -e %s ]; do sleep 0.05; done; echo finished", runs, gate)
+	p, err := o.Prepare(overlord.CallSpec{Target: "web1", Module: "command", Method: "run", Words: []string{cmd}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// Ctrl-C once the command runs.
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Stat(runs); err == nil {
+				break
+			}
+		}
+		cancel()
+	}()
+	job, err := o.Call(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := job.Minions["web1"]; job.State == status.Finished || r.State != status.Running {
+		t.Fatalf("job %s, entry %+v: want RUNNING", job.State, r)
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	driveHere(t, o, job.JobID)
+	_, entries, err := o.Store.Job(job.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := entries["web1"]; !e.OK || !strings.Contains(string(e.Result), "finished") {
+		t.Fatalf("entry %+v %s", e, e.Result)
+	}
+	if got, _ := os.ReadFile(runs); string(got) != "run\n" {
+		t.Errorf("the command ran %q times, want once", got)
 	}
 }
 

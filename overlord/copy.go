@@ -87,7 +87,7 @@ func (o *Overlord) Copy(ctx context.Context, p *Prepared, local, dest string, on
 		}
 		r.OK, r.Result = true, mustJSON(FileResult{Path: dest, Size: size, SHA256: sum, Mode: fmt.Sprintf("%04o", mode)})
 		return r
-	}, onResult)
+	}, onResult, nil)
 }
 
 func pushFile(ctx context.Context, client *rpc.Client, minion, transfer, local, dest string, size int64, mode uint32, sum string, timeout time.Duration) error {
@@ -155,7 +155,7 @@ func (o *Overlord) Fetch(ctx context.Context, p *Prepared, remote, localDir stri
 		}
 		r.OK, r.Result = true, mustJSON(fr)
 		return r
-	}, onResult)
+	}, onResult, nil)
 }
 
 func pullFile(ctx context.Context, client *rpc.Client, minion, remote, dir string, timeout time.Duration) (FileResult, error) {

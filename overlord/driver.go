@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -225,10 +226,19 @@ func (d *driver) submitAll(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case d.cancelRequested():
+			// A synchronous call's minions were sent the call: adopt it
+			// (then cancel it), the others never get it.
+			var adopt []string
 			for _, n := range pending {
-				d.set(n, finished(status.KindCancelled, "job cancelled before it reached this minion"))
+				if d.adopts(rec, n) {
+					adopt = append(adopt, n)
+				} else {
+					d.set(n, finished(status.KindCancelled, "job cancelled before it reached this minion"))
+				}
 			}
-			return
+			if pending = adopt; len(pending) == 0 {
+				return
+			}
 		case !time.Now().Before(d.deadline()):
 			for _, n := range pending {
 				d.set(n, finished(status.KindTimeout, "job deadline passed before the job reached this minion"))
@@ -281,7 +291,7 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string, last 
 	if ctx.Err() != nil {
 		return submitOutcome{} // stopping: no change
 	}
-	if d.cancelRequested() {
+	if d.cancelRequested() && !d.adopts(rec, name) {
 		return submitOutcome{r: finished(status.KindCancelled, "job cancelled before it reached this minion")}
 	}
 	params := rpc.SubmitParams{
@@ -296,7 +306,15 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string, last 
 	defer cancel()
 	var reply rpc.SubmitReply
 	start := time.Now()
-	err := d.client.Call(cctx, name, "Minion.Submit", params, &reply)
+	var err error
+	if d.adopts(rec, name) {
+		// A synchronous call's: the minion was sent the call, and keeps
+		// it as a job if it outlived the call's wait. Never submit it
+		// again.
+		err = d.client.Call(cctx, name, "Minion.Adopt", rpc.AdoptParams{OriginJobID: rec.ID}, &reply)
+	} else {
+		err = d.client.Call(cctx, name, "Minion.Submit", params, &reply)
+	}
 	if err == nil {
 		return submitOutcome{r: status.Result{State: status.Running, MinionJobID: reply.JobID}}
 	}
@@ -315,6 +333,17 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string, last 
 	r := finished(se.Kind, "%s", se.Message)
 	r.DurationMS = time.Since(start).Milliseconds()
 	return submitOutcome{r: r}
+}
+
+// adopts reports whether the driver is to adopt name's part of job rec
+// rather than submit it: the job was a synchronous call, and name was
+// sent the call (every minion is, unless the call recorded otherwise).
+func (d *driver) adopts(rec jobs.Record, name string) bool {
+	if rec.Async {
+		return false
+	}
+	_, never := slices.BinarySearch(rec.Unsent, name)
+	return !never
 }
 
 // cancelRequested reports whether `job cancel` asked for the job to stop,
@@ -473,8 +502,8 @@ func (o *Overlord) Cancel(ctx context.Context, id string) (jobs.Record, error) {
 		return hdr, err
 	}
 	rec, err := o.Store.Update(hdr.ID, func(r *jobs.Record) error {
-		if !r.Async {
-			return fmt.Errorf("job %s was synchronous; there is nothing to cancel", r.ID)
+		if !r.Async && (r.Deadline == nil || r.State == status.Finished) {
+			return fmt.Errorf("job %s was synchronous and has finished; there is nothing to cancel", r.ID)
 		}
 		if r.State != status.Finished {
 			r.CancelRequested = true

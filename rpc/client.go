@@ -91,8 +91,18 @@ type ResultError struct {
 
 func (e *ResultError) Error() string { return e.Err.Error() }
 
-// Unwrap returns the *status.Error.
-func (e *ResultError) Unwrap() error { return e.Err }
+// Unwrap returns the *status.Error, and ErrRemote.
+func (e *ResultError) Unwrap() []error { return []error{e.Err, ErrRemote} }
+
+// ErrRemote is matched (errors.Is) by every error a minion sent as its
+// answer, as opposed to a failure to get one (network, deadline, Ctrl-C).
+var ErrRemote = errors.New("the minion answered with an error")
+
+// remoteErr is an error a minion sent: a *status.Error and ErrRemote.
+type remoteErr struct{ se *status.Error }
+
+func (e remoteErr) Error() string   { return e.se.Error() }
+func (e remoteErr) Unwrap() []error { return []error{e.se, ErrRemote} }
 
 // Call calls method on the named minion and decodes the reply. Every
 // error is, or wraps, a *status.Error with the failure's kind; a remote
@@ -284,7 +294,7 @@ func remoteError(code json2.ErrorCode, message string, rawData json.RawMessage) 
 	if len(data.Result) > 0 && string(data.Result) != "null" {
 		return &ResultError{Err: se, Result: data.Result}
 	}
-	return se
+	return remoteErr{se}
 }
 
 // Classify turns a local failure to call a minion into a *status.Error:
@@ -349,4 +359,4 @@ var ErrBusy = errors.New("minion busy")
 type busyError struct{ se *status.Error }
 
 func (e busyError) Error() string   { return e.se.Error() }
-func (e busyError) Unwrap() []error { return []error{e.se, ErrBusy} }
+func (e busyError) Unwrap() []error { return []error{e.se, ErrBusy, ErrRemote} }

@@ -92,12 +92,25 @@ type CallParams struct {
 	// TimeoutMS bounds the method's run on the minion; 0 is the minion's
 	// default.
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+	// OriginJobID, when set, makes the call one that outlives its wait:
+	// TimeoutMS is then how long the caller waits for the answer, and
+	// JobTimeoutMS bounds the method's run. If the method has not
+	// returned when the wait ends, or the caller goes away first, the
+	// minion keeps running it as the job of this origin (Minion.Adopt
+	// finds it) and answers Detached. A minion that predates this field
+	// ignores it and stops the method at TimeoutMS, as before.
+	OriginJobID  string `json:"origin_job_id,omitempty"`
+	JobTimeoutMS int64  `json:"job_timeout_ms,omitempty"`
 }
 
 // CallReply is the reply of Minion.Call.
 type CallReply struct {
 	Result     json.RawMessage `json:"result"`
 	DurationMS int64           `json:"duration_ms"`
+	// Detached is set when the method still runs after the caller's
+	// wait: JobID is then the minion job that carries it on.
+	Detached bool   `json:"detached,omitempty"`
+	JobID    string `json:"job_id,omitempty"`
 }
 
 // DescribeParams are the parameters of Minion.Describe (none).
@@ -224,7 +237,17 @@ type SubmitParams struct {
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 }
 
-// SubmitReply is the reply of Minion.Submit.
+// AdoptParams are the parameters of Minion.Adopt, which returns the job a
+// Minion.Call of the caller's origin job left running (or finished after
+// its caller went away), detaching the call first if it still waits. It
+// never starts a job: without one the error is of kind lost. It is how a
+// synchronous call that stopped waiting is carried on without running
+// anything twice. The reply is a SubmitReply with Created false.
+type AdoptParams struct {
+	OriginJobID string `json:"origin_job_id"`
+}
+
+// SubmitReply is the reply of Minion.Submit (and Minion.Adopt).
 type SubmitReply struct {
 	JobID string `json:"job_id"`
 	// Created is false when the job already existed (a retried Submit).

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -40,17 +41,27 @@ ARGs fill the method's parameters in order; key=value names one. A value
 that parses as JSON is JSON, otherwise it is a string; a parameter that
 takes a string gets the word as typed.
 
+--timeout is how long the call waits for the minions, not a limit on the
+command: minions still running when it passes carry on, and so does the
+job, detached, to its end (within an hour). The call prints the results
+it has, names the minions still running and how to follow them
+('overlord job status ID --follow'), and exits 4. Ctrl-C does the same.
+A command's own limit is command.run's timeout= argument, which kills it.
+
 With --async the job is recorded and its ID printed at once, without
 touching the network; a detached driver submits it to the minions, which
 run it detached too. Poll it with 'overlord job status ID [--wait]'.
 --timeout is then the whole job's deadline (default 1h).
 
 Exit status: 0 every minion ok, 1 at least one failed, 2 usage or
-configuration error, 3 the target matched no minion.`,
+configuration error, 3 the target matched no minion, 4 minions still
+running when the wait ended (the job goes on).`,
 		Example: `  overlord call '*' test.ping
   overlord call 'web*' command.run 'systemctl reload nginx'
   overlord call @db command.run '["pg_isready", "-q"]' timeout=10s -o json
   overlord call 'web*,!web3' test.sleep 2 --forks 16 --timeout 5s -o ndjson
+  overlord call db1 command.run 'pg_dump app > /srv/app.sql' --timeout 10s  # exit 4: goes on
+  overlord call web1 command.run 'make test' timeout=10m   # killed after 10 minutes
   overlord call --where os=debian --where 'memory_bytes>=8e9' '*' test.ping
   id=$(overlord call 'web*' command.run 'make -C /srv deploy' --async)
   overlord job status "$id" --wait`,
@@ -103,7 +114,7 @@ configuration error, 3 the target matched no minion.`,
 	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
 	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE (OP: = != < <= > >= ~); repeatable")
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
-	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call; with --async, the whole job's deadline, 1h if not given")
+	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "how long to wait for the minions (those still running go on, exit 4); with --async, the whole job's deadline, 1h if not given")
 	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
 	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
@@ -164,5 +175,35 @@ func (a *App) runPrinted(format string, raw bool, jobID string, run func(onResul
 	if printErr != nil && !errors.Is(printErr, syscall.EPIPE) {
 		return printErr
 	}
+	if job.State != status.Finished {
+		a.stillRunning(job)
+		return exitFor(status.ExitWaitTimeout)
+	}
 	return exitFor(job.Summary.ExitCode())
+}
+
+// stillRunning tells the user that a synchronous call stopped waiting for
+// minions that go on, and how to follow them.
+func (a *App) stillRunning(job status.Job) {
+	var open []string
+	for name, r := range job.Minions {
+		if r.State != status.Finished {
+			open = append(open, name)
+		}
+	}
+	slices.Sort(open)
+	shown := open
+	if len(shown) > 10 {
+		shown = shown[:10]
+	}
+	list := strings.Join(shown, ", ")
+	if len(open) > len(shown) {
+		list += fmt.Sprintf(" and %d more", len(open)-len(shown))
+	}
+	noun := "minions are"
+	if len(open) == 1 {
+		noun = "minion is"
+	}
+	fmt.Fprintf(a.Stderr, "%d %s still running (%s): the job goes on without this command.\n", len(open), noun, list)
+	fmt.Fprintf(a.Stderr, "Follow it:  overlord job status %s --follow\nStop it:    overlord job cancel %s\n", job.JobID, job.JobID)
 }
