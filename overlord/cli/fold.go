@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,9 +54,9 @@ func foldNames(names []string) string {
 }
 
 // foldNumbers folds digit strings into ranges and lists: 1 2 3 7 gives
-// 1-3,7; 08 09 10 gives 08-10. A range keeps one width: it goes on only
-// while the next number, written with the width the range started with,
-// is the next string (so 1 and 01 stay apart).
+// 1-3,7; 08 09 10 gives 08-10. A range keeps its padding: it goes on
+// only while the next number, written as wide as the range's first, is
+// one of the strings (so 1 and 01 stay apart: 1-2,01).
 func foldNumbers(digits []string) string {
 	type num struct {
 		s  string
@@ -80,35 +81,42 @@ func foldNumbers(digits []string) string {
 		}
 		return len(a.s) < len(b.s)
 	})
-	padded := func(n num) bool { return len(n.s) > 1 && n.s[0] == '0' }
-	next := func(first, last, n num) bool {
-		if !first.ok || !n.ok || n.v != last.v+1 {
-			return false
-		}
-		if padded(first) {
-			w := strconv.FormatUint(n.v, 10)
-			for len(w) < len(first.s) {
+	// Each range waits for the string of the number after its last,
+	// written as wide as its first if that one is zero-padded.
+	type run struct{ first, last string }
+	var runs []run
+	waiting := map[string]int{}
+	following := func(first string, v uint64) string {
+		w := strconv.FormatUint(v+1, 10)
+		if len(first) > 1 && first[0] == '0' {
+			for len(w) < len(first) {
 				w = "0" + w
 			}
-			return w == n.s
 		}
-		return !padded(n)
+		return w
+	}
+	for _, n := range ns {
+		if i, ok := waiting[n.s]; ok && n.ok {
+			delete(waiting, n.s)
+			runs[i].last = n.s
+			waiting[following(runs[i].first, n.v)] = i
+			continue
+		}
+		runs = append(runs, run{n.s, n.s})
+		if n.ok && n.v < math.MaxUint64 {
+			waiting[following(n.s, n.v)] = len(runs) - 1
+		}
 	}
 	var b strings.Builder
-	for i := 0; i < len(ns); {
-		j := i
-		for j+1 < len(ns) && next(ns[i], ns[j], ns[j+1]) {
-			j++
-		}
+	for _, r := range runs {
 		if b.Len() > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(ns[i].s)
-		if j > i {
+		b.WriteString(r.first)
+		if r.last != r.first {
 			b.WriteByte('-')
-			b.WriteString(ns[j].s)
+			b.WriteString(r.last)
 		}
-		i = j + 1
 	}
 	return b.String()
 }

@@ -60,9 +60,13 @@ const (
 // line is written anew at each refresh.
 func newProgressLine(w io.Writer, tty bool, jobID string, total int, start time.Time) *progressLine {
 	l := &progressLine{total: total, results: map[string]status.Result{}, jobID: jobID, start: start}
-	opts := []mpb.ContainerOption{mpb.WithOutput(w), mpb.WithRefreshRate(progressRefresh)}
-	if !tty {
-		opts = append(opts, mpb.WithAutoRefresh(), mpb.WithRefreshRate(forcedRefresh), mpb.WithWidth(100))
+	// The width is a real terminal's own; 120 columns for anything else.
+	opts := []mpb.ContainerOption{mpb.WithOutput(w), mpb.WithRefreshRate(progressRefresh), mpb.WithWidth(120)}
+	if tty {
+		// w may wrap the terminal (or be a test's): mpb needs telling.
+		opts = append(opts, mpb.ForceTTY(), mpb.WithAutoRefresh())
+	} else {
+		opts = append(opts, mpb.WithAutoRefresh(), mpb.WithRefreshRate(forcedRefresh))
 	}
 	l.p = mpb.New(opts...)
 	l.bar = l.p.New(int64(total), mpb.BarStyle(),
