@@ -133,8 +133,11 @@ func displayFlags(cmd *cobra.Command, d *display) {
 	f.BoolVar(&d.noProgress, "no-progress", false, "never show the progress line (shown by default when stderr is a terminal)")
 	f.BoolVarP(&d.group, "group", "b", false, "text output: print minions with the same output once, under their folded names (web[1-3,7] (4)); printed at the end")
 	f.BoolVar(&d.prefix, "prefix", false, "text output: begin every line of output with the minion's name (NAME: ...), for grep")
-	f.StringVar(&d.outputDir, "output-dir", "", "write each minion's DIR/NAME.stdout, NAME.stderr and NAME.json as its result arrives (DIR made 0700 if missing, files 0600)")
+	f.StringVar(&d.outputDir, "output-dir", "", "write each minion's NAME.stdout, NAME.stderr and NAME.json into `DIR` as its result arrives (made 0700 if missing; files 0600)")
 	_ = cmd.MarkFlagDirname("output-dir")
+	if ex := displayExamples[cmd.Name()]; ex != "" {
+		cmd.Example = strings.TrimRight(cmd.Example, "\n") + "\n" + ex
+	}
 	prev := cmd.PreRunE
 	cmd.PreRunE = func(c *cobra.Command, args []string) error {
 		if prev != nil {
@@ -152,6 +155,19 @@ func displayFlags(cmd *cobra.Command, d *display) {
 		}
 		return d.check(format, async)
 	}
+}
+
+// displayExamples are the --help examples of the display flags, by
+// command.
+var displayExamples = map[string]string{
+	"call": `  overlord call 'web*' command.run 'uname -r' -b          # identical output once: web[1-3,7] (4)
+  overlord call 'web*' command.run 'dmesg | tail' --prefix | grep -i error
+  overlord call 'web*' command.run 'sha256sum /etc/passwd' --output-dir out  # out/web1.stdout, ...`,
+	"script": `  overlord script 'web*' ./check.sh -b --output-dir out`,
+	"status": `  overlord job status 019a2b3c --wait -b
+  overlord job status 019a2b3c --output-dir out --no-progress`,
+	"cp":    `  overlord cp ./tool 'web*':/usr/local/bin/ --no-progress --output-dir copies`,
+	"fetch": `  overlord fetch 'web*':/etc/os-release ./os -b`,
 }
 
 // check refuses display flags that do not go together.
