@@ -283,3 +283,24 @@ func TestPTYInterrupt(t *testing.T) {
 		})
 	}
 }
+
+// TestPTYWaitProgress: `job status --wait` on a terminal shows the
+// progress line of the async job it waits for, and the job's results and
+// summary after it, with -o json one document on the terminal.
+func TestPTYWaitProgress(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, "web1", "web2")
+	g := newGate(t, "go")
+	id := callAsync(t, f, "*", "command.run", "case $PWD in */web2) "+g.wait()+";; esac; echo out-$(basename $PWD)")
+	s := startPTY(t, f, nil, "job", "status", id, "--wait", "-o", "json")
+	s.waitFor(regexp.MustCompile(`1/2 done: 1 ok, 0 failed, 1 running, [0-9hms.]+, job `+id), "a progress line with web1 done")
+	g.open(t)
+	if code := s.wait(); code != 0 {
+		t.Fatalf("exit %d:\n%q", code, s.screen())
+	}
+	rest := afterErase(s.screen())
+	var job jobView
+	if err := json.Unmarshal([]byte(rest), &job); err != nil || job.JobID != id || job.Summary.OK != 2 {
+		t.Errorf("after the progress line: %v\n%q\nwant the job's JSON document alone", err, rest)
+	}
+}
