@@ -160,7 +160,8 @@ func (a *App) startProgress(d *display, jobID string, total int, start time.Time
 	if d == nil || d.noProgress {
 		return nil, a.Stdout
 	}
-	tty := a.isTerminal(a.Stderr)
+	// A terminal that cannot move its cursor (TERM=dumb) gets none either.
+	tty := a.isTerminal(a.Stderr) && (a.Getenv == nil || a.Getenv("TERM") != "dumb")
 	if !tty && !d.progress {
 		return nil, a.Stdout
 	}
