@@ -160,10 +160,8 @@ func (a *App) runPrinted(format string, raw bool, d *display, jobID string, tota
 	job, err := run(func(name string, r status.Result) {
 		if printErr == nil {
 			printErr = pr.Result(name, r)
-		} else if pr.live != nil || pr.outDir != nil {
-			// stdout is gone: still count it and write its files
-			pr.format = ""
-			_ = pr.Result(name, r)
+		} else {
+			pr.keep(name, r) // stdout is gone: still count it, write its files
 		}
 	})
 	stopProgress(d, live)

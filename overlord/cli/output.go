@@ -238,6 +238,13 @@ func (p *jobPrinter) paint(code, s string) string {
 // Result prints one minion's result as it arrives (text and ndjson),
 // writes it into --output-dir and counts it on the progress line.
 func (p *jobPrinter) Result(name string, r status.Result) error {
+	p.keep(name, r)
+	return p.print(name, r)
+}
+
+// keep writes a result into --output-dir and counts it on the progress
+// line: what Result does besides printing.
+func (p *jobPrinter) keep(name string, r status.Result) {
 	if p.outDir != nil {
 		if err := p.outDir.write(name, r); err != nil && p.outErr == nil {
 			p.outErr = err
@@ -246,6 +253,11 @@ func (p *jobPrinter) Result(name string, r status.Result) error {
 	if p.live != nil {
 		p.live.Result(name, r)
 	}
+}
+
+// print prints a result as it arrives: a text block (kept for Done with
+// --group) or an ndjson line.
+func (p *jobPrinter) print(name string, r status.Result) error {
 	switch p.format {
 	case formatText:
 		b := p.block(r)
