@@ -61,7 +61,7 @@ func TestEscapesCall(t *testing.T) {
 		t.Fatalf("call: exit %d\n%s", code, stderr)
 	}
 	noTerminalControls(t, "call", stdout.Bytes())
-	if !bytes.Contains(stdout.Bytes(), []byte("    "+escText+"\n")) {
+	if !bytes.Contains(stdout.Bytes(), []byte("\n"+escText+"\n")) {
 		t.Errorf("call does not show the output as %s:\n%s", escText, stdout)
 	}
 
@@ -77,7 +77,7 @@ func TestEscapesCall(t *testing.T) {
 	if code := exitCode(t, cmd); code != 0 {
 		t.Fatalf("call --raw: exit %d\n%s", code, stderr)
 	}
-	if !bytes.Contains(stdout.Bytes(), []byte("    "+escOut)) {
+	if !bytes.Contains(stdout.Bytes(), []byte("\n"+escOut)) {
 		t.Errorf("call --raw does not print the bytes as they are:\n%q", stdout)
 	}
 
@@ -190,13 +190,13 @@ func TestEscapesJobStatusFollow(t *testing.T) {
 
 	got := text.w.bytes()
 	noTerminalControls(t, "job status --follow", got)
-	for _, want := range []string{"m1| end^[[0m\n", "    " + escText + "\n", "    end^[[0m\n"} {
+	for _, want := range []string{"m1| end^[[0m\n", "\n" + escText + "\n", "\nend^[[0m\n"} {
 		if !bytes.Contains(got, []byte(want)) {
 			t.Errorf("job status --follow lacks %q:\n%s", want, got)
 		}
 	}
 	got = raw.w.bytes()
-	for _, want := range []string{"m1| end\x1b[0m\n", "    " + escOut, "    end\x1b[0m\n"} {
+	for _, want := range []string{"m1| end\x1b[0m\n", "\n" + escOut, "\nend\x1b[0m\n"} {
 		if !bytes.Contains(got, []byte(want)) {
 			t.Errorf("job status --follow --raw lacks %q:\n%q", want, got)
 		}
@@ -207,14 +207,14 @@ func TestEscapesJobStatusFollow(t *testing.T) {
 		t.Fatalf("job status: exit %d\n%s", code, stderr)
 	}
 	noTerminalControls(t, "job status", stdout.Bytes())
-	if !strings.Contains(stdout.String(), "    "+escText+"\n") {
+	if !strings.Contains(stdout.String(), "\n"+escText+"\n") {
 		t.Errorf("job status does not show the output as %s:\n%s", escText, stdout)
 	}
 	cmd, stdout, stderr = overlordCmd(f, "job", "status", id, "--raw")
 	if code := exitCode(t, cmd); code != 0 {
 		t.Fatalf("job status --raw: exit %d\n%s", code, stderr)
 	}
-	if !strings.Contains(stdout.String(), "    "+escOut) {
+	if !strings.Contains(stdout.String(), "\n"+escOut) {
 		t.Errorf("job status --raw does not print the bytes as they are:\n%q", stdout)
 	}
 	if got := waitFinished(t, f, id, 0).Minions["m1"].stdout(); got != escOut+"end\x1b[0m\n" {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +21,7 @@ func (a *App) callCmd() *cobra.Command {
 		spec   overlord.CallSpec
 		async  bool
 		raw    bool
+		disp   display
 	)
 	cmd := &cobra.Command{
 		Use: "call TARGET MODULE.METHOD [ARG...]",
@@ -105,7 +107,7 @@ running when the wait ended (the job goes on).`,
 				}
 				return err
 			}
-			return a.runPrinted(format, raw, p.JobID, func(onResult func(string, status.Result)) (status.Job, error) {
+			return a.runPrinted(format, raw, &disp, p.JobID, len(p.Minions), func(onResult func(string, status.Result)) (status.Job, error) {
 				return o.Call(cmd.Context(), p, onResult)
 			})
 		},
@@ -118,6 +120,7 @@ running when the wait ended (the job goes on).`,
 	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
 	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
+	displayFlags(cmd, &disp)
 	return cmd
 }
 
@@ -147,18 +150,33 @@ func (a *App) printSubmitted(format, id string, state status.State) error {
 	return err
 }
 
-// runPrinted runs a recorded fan-out (call, cp, fetch), printing each
-// minion's result as it arrives and the job at the end, and returns the
-// job's exit status. Results printed but not recorded are a warning, and a
-// reader that went away (| head) does not stop the run.
-func (a *App) runPrinted(format string, raw bool, jobID string, run func(onResult func(string, status.Result)) (status.Job, error)) error {
-	pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv), raw: raw, jobID: jobID}
+// runPrinted runs a recorded fan-out (call, cp, fetch) of total minions,
+// printing each minion's result as it arrives and the job at the end, and
+// returns the job's exit status. While it runs, d's progress line is on
+// stderr (a terminal); it is gone before the summary. Results printed but
+// not recorded are a warning, and a reader that went away (| head) does
+// not stop the run. A run cut short (Ctrl-C) prints what it received.
+func (a *App) runPrinted(format string, raw bool, d *display, jobID string, total int, run func(onResult func(string, status.Result)) (status.Job, error)) error {
+	pr, err := a.newJobPrinter(format, raw, d)
+	if err != nil {
+		return err
+	}
+	defer pr.outDir.Close()
+	pr.jobID = jobID
+	live, w := a.startProgress(d, jobID, total, time.Now())
+	if live != nil {
+		pr.w, pr.live = w, live
+	}
 	var printErr error
 	job, err := run(func(name string, r status.Result) {
 		if printErr == nil {
 			printErr = pr.Result(name, r)
+		} else {
+			pr.keep(name, r) // stdout is gone: still count it, write its files
 		}
 	})
+	stopProgress(d, live)
+	pr.w, pr.live = a.Stdout, nil
 	if job.JobID == "" {
 		return err
 	}
@@ -174,6 +192,9 @@ func (a *App) runPrinted(format string, raw bool, jobID string, run func(onResul
 	}
 	if printErr != nil && !errors.Is(printErr, syscall.EPIPE) {
 		return printErr
+	}
+	if pr.outErr != nil {
+		return pr.outErr
 	}
 	if job.State != status.Finished {
 		a.stillRunning(job)

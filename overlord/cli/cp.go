@@ -16,6 +16,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 		format string
 		spec   overlord.CallSpec
 		raw    bool
+		disp   display
 	)
 	cmd := &cobra.Command{
 		Use: use, Short: short, Long: long, Example: example,
@@ -40,7 +41,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 			if err != nil {
 				return err
 			}
-			return a.runPrinted(format, raw, p.JobID, func(onResult func(string, status.Result)) (status.Job, error) {
+			return a.runPrinted(format, raw, &disp, p.JobID, len(p.Minions), func(onResult func(string, status.Result)) (status.Job, error) {
 				return run(cmd, o, p, args, onResult)
 			})
 		},
@@ -51,6 +52,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE; repeatable")
 	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
+	displayFlags(cmd, &disp)
 	return cmd
 }
 

@@ -85,7 +85,7 @@ func TestTextOutputEscapes(t *testing.T) {
 
 	text := h.must("call", "m1", "command.run", hostile)
 	terminalSafe(t, "call text", text)
-	if !strings.Contains(text, "    "+hostileTxt+"\n") {
+	if !strings.Contains(text, "\n"+hostileTxt+"\n") {
 		t.Errorf("call text does not show the output as %q:\n%s", hostileTxt, text)
 	}
 
@@ -96,19 +96,19 @@ func TestTextOutputEscapes(t *testing.T) {
 	id := jobIDOf(t, doc)
 
 	raw := h.must("call", "m1", "command.run", hostile, "--raw")
-	if !strings.Contains(raw, "    "+hostileOut+"\n") {
+	if !strings.Contains(raw, "\n"+hostileOut+"\n") {
 		t.Errorf("call --raw does not print the bytes as they are:\n%q", raw)
 	}
 
 	text = h.must("job", "status", id)
 	terminalSafe(t, "job status text", text)
-	if !strings.Contains(text, "    "+hostileTxt+"\n") {
+	if !strings.Contains(text, "\n"+hostileTxt+"\n") {
 		t.Errorf("job status text does not show the output as %q:\n%s", hostileTxt, text)
 	}
 	if got, _ := commandStdout(t, h.must("job", "status", id, "-o", "json"), "m1"); got != hostileOut {
 		t.Errorf("job status -o json: stdout %q, want %q", got, hostileOut)
 	}
-	if raw := h.must("job", "status", id, "--raw"); !strings.Contains(raw, "    "+hostileOut+"\n") {
+	if raw := h.must("job", "status", id, "--raw"); !strings.Contains(raw, "\n"+hostileOut+"\n") {
 		t.Errorf("job status --raw does not print the bytes as they are:\n%q", raw)
 	}
 
@@ -139,11 +139,11 @@ func TestTextOutputNotUTF8(t *testing.T) {
 	}
 	text := h.must("call", "m1", "command.run", cmd)
 	terminalSafe(t, "call text", text)
-	if !strings.Contains(text, `    ok \xff\xfe`+"\n") {
+	if !strings.Contains(text, "\n"+`ok \xff\xfe`+"\n") {
 		t.Errorf(`call text does not show the bytes as \xff\xfe:`+"\n%s", text)
 	}
 	raw := h.must("call", "m1", "command.run", cmd, "--raw")
-	if !strings.Contains(raw, "    ok \xff\xfe\n") {
+	if !strings.Contains(raw, "\nok \xff\xfe\n") {
 		t.Errorf("call --raw does not print the bytes as they are:\n%q", raw)
 	}
 }
@@ -177,12 +177,11 @@ func TestTextOutputEveryField(t *testing.T) {
 	r := h.run("job", "status", rec.ID)
 	terminalSafe(t, "job status text", r.stdout)
 	for _, want := range []string{
-		"    ok^MFAILED\n",
-		`  ! ^[[31mred\u009b2J` + "\n",
+		"\nok^MFAILED\na stderr:\n" + `^[[31mred\u009b2J` + "\n",
 		"b: ERROR module_error: bad ^[]0;x^G news\n",
 		`c: "file\u202etxt.exe"` + "\n",
-		`      "k": "\u009b31m"` + "\n",
-		"    héllo 日本\tx\n",
+		"\n" + `  "k": "\u009b31m"` + "\n",
+		"\nhéllo 日本\tx\n",
 		"f: PARTIAL (minion job j^[[2J)\n",
 	} {
 		if !strings.Contains(r.stdout, want) {

@@ -29,6 +29,7 @@ func (a *App) jobStatusCmd() *cobra.Command {
 		wait, follow bool
 		raw          bool
 		timeout      time.Duration
+		disp         display
 	)
 	cmd := &cobra.Command{
 		Use:   "status JOB [--wait [--timeout DUR]] [--follow]",
@@ -82,22 +83,38 @@ Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
 					ctx, cancel = context.WithTimeout(ctx, timeout)
 					defer cancel()
 				}
+				var live *progressLine
+				stdout := a.Stdout
+				if rec.State != status.Finished {
+					live, stdout = a.startProgress(&disp, rec.ID, len(entries), rec.CreatedAt)
+				}
 				var stream io.Writer
 				if follow {
-					stream = a.Stdout
+					stream = stdout
 					if format == formatJSON || format == formatYAML || format == formatNDJSON {
 						stream = a.Stderr
+						if live != nil {
+							stream = live // the terminal the line is on
+						}
 					}
 				}
-				rec, entries, err = a.waitJob(ctx, o, rec, entries, stream, raw)
+				rec, entries, err = a.waitJob(ctx, o, rec, entries, stream, raw, live)
+				stopProgress(&disp, live)
 				if err != nil {
 					return err
 				}
 			}
 			job := rec.Status(entries)
-			pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv), raw: raw && format == formatText}
+			pr, err := a.newJobPrinter(format, raw, &disp)
+			if err != nil {
+				return err
+			}
+			defer pr.outDir.Close()
 			if err := pr.All(job); err != nil {
 				return err
+			}
+			if pr.outErr != nil {
+				return pr.outErr
 			}
 			if (wait || follow) && job.State != status.Finished {
 				if cmd.Context().Err() != nil {
@@ -113,13 +130,14 @@ Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 4); 0 waits for ever")
 	cmd.Flags().BoolVar(&raw, "raw", false, "text output and the --follow stream: print minions' output byte for byte, control characters included (by default they are shown as ^[, ^G, ...)")
 	outputFlag(cmd, &format)
+	displayFlags(cmd, &disp)
 	return cmd
 }
 
 // waitJob polls overlord.db until the job is FINISHED or ctx is done,
 // restarting the job's driver if it dies, and with stream set, copies
 // the minion jobs' new output there.
-func (a *App) waitJob(ctx context.Context, o *overlord.Overlord, rec jobs.Record, entries map[string]status.Result, stream io.Writer, raw bool) (jobs.Record, map[string]status.Result, error) {
+func (a *App) waitJob(ctx context.Context, o *overlord.Overlord, rec jobs.Record, entries map[string]status.Result, stream io.Writer, raw bool, live *progressLine) (jobs.Record, map[string]status.Result, error) {
 	var follower *overlord.Follower
 	emit := func(minion, lines string) {
 		if !raw {
@@ -145,6 +163,11 @@ func (a *App) waitJob(ctx context.Context, o *overlord.Overlord, rec jobs.Record
 	interval := waitFirst
 	lastCheck := time.Now()
 	for {
+		if live != nil {
+			for name, r := range entries {
+				live.Result(name, r)
+			}
+		}
 		if follower != nil {
 			follower.Read(ctx, entries, emit)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/overlordhq/overlord/internal/termtext"
 	"github.com/overlordhq/overlord/overlord"
+	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
 
@@ -110,6 +111,91 @@ func colour(w io.Writer, getenv func(string) string) bool {
 	return ok && getenv("NO_COLOR") == "" && getenv("TERM") != "dumb" && term.IsTerminal(int(f.Fd()))
 }
 
+// display holds the flags that shape how a run is shown, shared by call,
+// cp, fetch, job status (and every command that prints a job as it runs):
+// the progress line, --group, --prefix and --output-dir. Register them
+// with displayFlags.
+type display struct {
+	progress, noProgress bool
+	group, prefix        bool
+	outputDir            string
+
+	live progressSink // the progress line while a run is shown, else nil
+}
+
+// displayFlags adds --progress, --no-progress, -b/--group, --prefix and
+// --output-dir to cmd, checked before the command runs: --group and
+// --prefix change text output only and exclude each other; none of them
+// goes with --async, whose results come later (job status shows them).
+func displayFlags(cmd *cobra.Command, d *display) {
+	f := cmd.Flags()
+	f.BoolVar(&d.progress, "progress", false, "show the progress line on stderr even when it is not a terminal")
+	f.BoolVar(&d.noProgress, "no-progress", false, "never show the progress line (shown by default when stderr is a terminal)")
+	f.BoolVarP(&d.group, "group", "b", false, "text output: print minions with the same output once, under their folded names (web[1-3,7] (4)); printed at the end")
+	f.BoolVar(&d.prefix, "prefix", false, "text output: begin every line of output with the minion's name (NAME: ...), for grep")
+	f.StringVar(&d.outputDir, "output-dir", "", "write each minion's NAME.stdout, NAME.stderr and NAME.json into `DIR` as its result arrives (made 0700 if missing; files 0600)")
+	_ = cmd.MarkFlagDirname("output-dir")
+	if ex := displayExamples[cmd.Name()]; ex != "" {
+		cmd.Example = strings.TrimRight(cmd.Example, "\n") + "\n" + ex
+	}
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(c *cobra.Command, args []string) error {
+		if prev != nil {
+			if err := prev(c, args); err != nil {
+				return err
+			}
+		}
+		format := formatText
+		if o := c.Flags().Lookup("output"); o != nil {
+			format = o.Value.String()
+		}
+		async := false
+		if a := c.Flags().Lookup("async"); a != nil {
+			async = a.Value.String() == "true"
+		}
+		return d.check(format, async)
+	}
+}
+
+// displayExamples are the --help examples of the display flags, by
+// command.
+var displayExamples = map[string]string{
+	"call": `  overlord call 'web*' command.run 'uname -r' -b          # identical output once: web[1-3,7] (4)
+  overlord call 'web*' command.run 'dmesg | tail' --prefix | grep -i error
+  overlord call 'web*' command.run 'sha256sum /etc/passwd' --output-dir out  # out/web1.stdout, ...`,
+	"script": `  overlord script 'web*' ./check.sh -b --output-dir out`,
+	"status": `  overlord job status 019a2b3c --wait -b
+  overlord job status 019a2b3c --output-dir out --no-progress`,
+	"cp":    `  overlord cp ./tool 'web*':/usr/local/bin/ --no-progress --output-dir copies`,
+	"fetch": `  overlord fetch 'web*':/etc/os-release ./os -b`,
+}
+
+// check refuses display flags that do not go together.
+func (d *display) check(format string, async bool) error {
+	switch {
+	case d.progress && d.noProgress:
+		return usageError("--progress and --no-progress: give one of them")
+	case d.group && d.prefix:
+		return usageError("--group and --prefix: give one of them (--group prints each output once for many minions, --prefix names the minion on every line)")
+	case d.group && format != formatText:
+		return usageError("--group changes text output only; -o %s has every minion's result already", format)
+	case d.prefix && format != formatText:
+		return usageError("--prefix changes text output only; -o %s names every minion's result already", format)
+	case async && (d.group || d.prefix || d.outputDir != ""):
+		return usageError("--group, --prefix and --output-dir show results, which --async does not wait for; use them with 'overlord job status ID --wait'")
+	}
+	return nil
+}
+
+// Batch tells the progress line that batch k of n has started (rolling
+// batches call it through the engine's callback). Safe to call when no
+// progress line is shown.
+func (d *display) Batch(k, n int) {
+	if d != nil && d.live != nil {
+		d.live.Batch(k, n)
+	}
+}
+
 // jobPrinter prints a job's results in one format: Result as each
 // minion's result arrives (call), Done once with the whole job.
 type jobPrinter struct {
@@ -118,6 +204,12 @@ type jobPrinter struct {
 	colour bool
 	raw    bool   // text: print what minions sent as it is (--raw)
 	jobID  string // for ndjson lines, once known
+	prefix bool   // text: NAME: before every line (--prefix)
+
+	groups *resultGroups // text with --group: blocks kept for Done
+	outDir *outputDir    // --output-dir, or nil
+	outErr error         // the first failure to write into outDir
+	live   progressSink  // fed every result, or nil
 }
 
 // clean makes text from a minion safe for a terminal, unless --raw.
@@ -143,11 +235,37 @@ func (p *jobPrinter) paint(code, s string) string {
 	return "\x1b[" + code + "m" + s + "\x1b[0m"
 }
 
-// Result prints one minion's result as it arrives (text and ndjson).
+// Result prints one minion's result as it arrives (text and ndjson),
+// writes it into --output-dir and counts it on the progress line.
 func (p *jobPrinter) Result(name string, r status.Result) error {
+	p.keep(name, r)
+	return p.print(name, r)
+}
+
+// keep writes a result into --output-dir and counts it on the progress
+// line: what Result does besides printing.
+func (p *jobPrinter) keep(name string, r status.Result) {
+	if p.outDir != nil {
+		if err := p.outDir.write(name, r); err != nil && p.outErr == nil {
+			p.outErr = err
+		}
+	}
+	if p.live != nil {
+		p.live.Result(name, r)
+	}
+}
+
+// print prints a result as it arrives: a text block (kept for Done with
+// --group) or an ndjson line.
+func (p *jobPrinter) print(name string, r status.Result) error {
 	switch p.format {
 	case formatText:
-		return p.text(name, r)
+		b := p.block(r)
+		if p.groups != nil {
+			p.groups.add(name, b)
+			return nil
+		}
+		return p.writeBlock(name, b)
 	case formatNDJSON:
 		line := struct {
 			Type  string `json:"type"`
@@ -161,7 +279,7 @@ func (p *jobPrinter) Result(name string, r status.Result) error {
 }
 
 // Done prints the finished job: the whole document (json, yaml) or the
-// summary (text, ndjson).
+// summary (text, ndjson), after the groups of --group.
 func (p *jobPrinter) Done(job status.Job) error {
 	switch p.format {
 	case formatJSON:
@@ -177,6 +295,13 @@ func (p *jobPrinter) Done(job status.Job) error {
 		}{Type: "summary", Job: job}
 		return writeJSONLine(p.w, line)
 	}
+	if p.groups != nil {
+		for _, g := range p.groups.sorted() {
+			if err := p.writeGroup(g); err != nil {
+				return err
+			}
+		}
+	}
 	s := job.Summary
 	parts := []string{fmt.Sprintf("%d ok", s.OK)}
 	if s.Failed > 0 {
@@ -191,19 +316,17 @@ func (p *jobPrinter) Done(job status.Job) error {
 	return err
 }
 
-// All prints every minion of a finished job, sorted by name, then Done.
+// All prints every minion of a job, sorted by name, then Done.
 func (p *jobPrinter) All(job status.Job) error {
-	if p.format == formatText || p.format == formatNDJSON {
-		p.jobID = job.JobID
-		names := make([]string, 0, len(job.Minions))
-		for n := range job.Minions {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			if err := p.Result(n, job.Minions[n]); err != nil {
-				return err
-			}
+	p.jobID = job.JobID
+	names := make([]string, 0, len(job.Minions))
+	for n := range job.Minions {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := p.Result(n, job.Minions[n]); err != nil {
+			return err
 		}
 	}
 	return p.Done(job)
@@ -216,87 +339,221 @@ func plural(n int) string {
 	return "s"
 }
 
-// text prints one minion's result for people.
-func (p *jobPrinter) text(name string, r status.Result) error {
-	var b strings.Builder
+// A block is one minion's result as text: a header line, NAME: STATUS
+// DETAIL, then its output lines as the minion sent them (made safe for a
+// terminal), not indented, so that they read and grep as they would on
+// the minion. Stderr follows under a line of its own, NAME stderr:.
+type block struct {
+	colour string // the name's colour: green ok, red failed, yellow not finished
+	status string // after "NAME:", if anything
+	detail string // after the status, left out by --group: duration, minion job
+	out    []string
+	err    []string
+	notes  []string // said by the overlord about the output (truncation)
+}
+
+// key is what --group compares: everything but the detail.
+func (b block) key() string {
+	return strings.Join([]string{b.colour, b.status, strings.Join(b.out, "\n"), strings.Join(b.err, "\n"), strings.Join(b.notes, "\n")}, "\x00")
+}
+
+// block renders one minion's result. What came from the minion goes
+// through clean.
+func (p *jobPrinter) block(r status.Result) block {
+	var b block
 	switch {
 	case r.State != status.Finished:
-		fmt.Fprintf(&b, "%s: %s", p.paint("33", name), r.State)
+		b.colour, b.status = "33", string(r.State)
 		if r.MinionJobID != "" {
-			fmt.Fprintf(&b, " (minion job %s)", p.cleanLine(r.MinionJobID))
+			b.detail = fmt.Sprintf("(minion job %s)", p.cleanLine(r.MinionJobID))
 		}
-		b.WriteByte('\n')
+		return b
 	case r.OK:
-		fmt.Fprintf(&b, "%s:", p.paint("32", name))
+		b.colour = "32"
 	default:
 		e := r.Error
 		if e == nil {
 			e = &status.Error{Kind: status.KindInternal, Message: "failed without an error"}
 		}
-		fmt.Fprintf(&b, "%s: %s %s", p.paint("31", name), p.paint("31", "ERROR "+p.cleanLine(string(e.Kind))+":"), p.cleanLine(oneLine(e.Message)))
+		b.colour = "31"
+		b.status = p.paint("31", "ERROR "+p.cleanLine(string(e.Kind))+":") + " " + p.cleanLine(oneLine(e.Message))
 	}
-	if r.State == status.Finished {
-		p.writeResultText(&b, r)
-	}
-	_, err := io.WriteString(p.w, b.String())
-	return err
+	p.resultText(&b, r)
+	return b
 }
 
-// writeResultText renders a result value: a scalar on the same line, a
-// command's output as indented blocks, a copied file on one line,
-// anything else as indented JSON. What came from the minion goes through
-// clean.
-func (p *jobPrinter) writeResultText(b *strings.Builder, r status.Result) {
+// resultText renders a result value: a scalar on the header line (or
+// under it for a failure), a command's output as lines, a copied file on
+// one line, anything else as pretty-printed JSON.
+func (p *jobPrinter) resultText(b *block, r status.Result) {
 	if len(r.Result) == 0 {
-		b.WriteByte('\n')
 		return
 	}
-	var cmd struct {
-		Stdout       *string `json:"stdout"`
-		Stderr       *string `json:"stderr"`
-		ExitCode     *int    `json:"exit_code"`
-		Truncated    bool    `json:"truncated"`
-		StdoutBase64 string  `json:"stdout_base64"`
-		StderrBase64 string  `json:"stderr_base64"`
-	}
-	if json.Unmarshal(r.Result, &cmd) == nil && cmd.Stdout != nil && cmd.ExitCode != nil {
-		if r.OK {
-			fmt.Fprintf(b, " exit %d (%d ms)\n", *cmd.ExitCode, r.DurationMS)
+	addStatus := func(s string) {
+		if b.status == "" {
+			b.status = s
 		} else {
-			fmt.Fprintf(b, " (exit %d)\n", *cmd.ExitCode)
+			b.status += " " + s
 		}
-		indent(b, p.clean(exact(*cmd.Stdout, cmd.StdoutBase64)), "    ")
-		if cmd.Stderr != nil {
-			indent(b, p.clean(exact(*cmd.Stderr, cmd.StderrBase64)), "  ! ")
+	}
+	if c, ok := commandOf(r.Result); ok {
+		if r.OK {
+			addStatus(fmt.Sprintf("exit %d", c.ExitCode))
+			b.detail = fmt.Sprintf("(%d ms)", r.DurationMS)
+		} else {
+			addStatus(fmt.Sprintf("(exit %d)", c.ExitCode))
 		}
-		if cmd.Truncated {
-			b.WriteString("    [output truncated]\n")
+		b.out = lines(p.clean(c.stdout()))
+		b.err = lines(p.clean(c.stderr()))
+		if note := c.truncation(); note != "" {
+			b.notes = append(b.notes, note)
 		}
 		return
 	}
 	if line, ok := fileLine(r.Result); ok {
-		b.WriteByte(' ')
-		b.WriteString(p.cleanLine(line))
-		b.WriteByte('\n')
+		addStatus(p.cleanLine(line))
 		return
 	}
 	trimmed := bytes.TrimSpace(r.Result)
 	if len(trimmed) > 0 && trimmed[0] != '{' && trimmed[0] != '[' {
 		if r.OK {
-			b.WriteByte(' ')
+			addStatus(p.cleanLine(string(trimmed)))
 		} else {
-			b.WriteString("\n    ")
+			b.out = []string{p.cleanLine(string(trimmed))}
 		}
-		b.WriteString(p.cleanLine(string(trimmed)))
-		b.WriteByte('\n')
 		return
 	}
 	var pretty bytes.Buffer
 	if json.Indent(&pretty, trimmed, "", "  ") != nil {
 		pretty.Write(trimmed)
 	}
-	b.WriteByte('\n')
-	indent(b, p.clean(pretty.String()), "    ")
+	b.out = lines(p.clean(pretty.String()))
+}
+
+// writeBlock prints one minion's block, with --prefix NAME: before
+// every line.
+func (p *jobPrinter) writeBlock(name string, b block) error {
+	return p.write(p.paint(b.colour, name), p.paint(b.colour, name), b, true)
+}
+
+// writeGroup prints the minions of one --group group under their folded
+// names and their number: web[1-3,7] (4): exit 0.
+func (p *jobPrinter) writeGroup(g *resultGroup) error {
+	folded := p.cleanLine(foldNames(g.names))
+	label := fmt.Sprintf("%s (%d)", p.paint(g.b.colour, folded), len(g.names))
+	return p.write(label, p.paint(g.b.colour, folded), g.b, false)
+}
+
+// write prints a block under label; name is what NAME stderr: and
+// --prefix use.
+func (p *jobPrinter) write(label, name string, b block, detail bool) error {
+	var w strings.Builder
+	w.WriteString(label)
+	w.WriteByte(':')
+	if b.status != "" {
+		w.WriteByte(' ')
+		w.WriteString(b.status)
+	}
+	if detail && b.detail != "" {
+		w.WriteByte(' ')
+		w.WriteString(b.detail)
+	}
+	w.WriteByte('\n')
+	outPrefix, errPrefix := "", ""
+	if p.prefix {
+		outPrefix, errPrefix = name+": ", name+" stderr: "
+	}
+	for _, l := range b.out {
+		w.WriteString(outPrefix + l + "\n")
+	}
+	if !p.prefix && len(b.err) > 0 {
+		w.WriteString(name + " stderr:\n")
+	}
+	for _, l := range b.err {
+		w.WriteString(errPrefix + l + "\n")
+	}
+	for _, l := range b.notes {
+		w.WriteString(outPrefix + l + "\n")
+	}
+	_, err := io.WriteString(p.w, w.String())
+	return err
+}
+
+// lines splits s into its lines, without the last newline; none for "".
+func lines(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+}
+
+// commandResult is a command.run result (and every method's that
+// returns one: script, plugins).
+type commandResult struct {
+	Stdout       *string `json:"stdout"`
+	Stderr       *string `json:"stderr"`
+	ExitCode     int     `json:"exit_code"`
+	Truncated    bool    `json:"truncated"`
+	StdoutBase64 string  `json:"stdout_base64"`
+	StderrBase64 string  `json:"stderr_base64"`
+}
+
+// commandOf decodes raw if it is a command's result: stdout and an exit
+// code at least.
+func commandOf(raw json.RawMessage) (commandResult, bool) {
+	var c struct {
+		commandResult
+		ExitCode *int `json:"exit_code"`
+	}
+	if json.Unmarshal(raw, &c) != nil || c.Stdout == nil || c.ExitCode == nil {
+		return commandResult{}, false
+	}
+	c.commandResult.ExitCode = *c.ExitCode
+	return c.commandResult, true
+}
+
+// stdout and stderr return the bytes the command wrote.
+func (c commandResult) stdout() string { return exact(*c.Stdout, c.StdoutBase64) }
+func (c commandResult) stderr() string {
+	if c.Stderr == nil {
+		return ""
+	}
+	return exact(*c.Stderr, c.StderrBase64)
+}
+
+// truncation says which stream max_output cut and how to get more, or
+// "" if none. The result says only that something was cut: a cut stream
+// holds exactly max_output bytes, the other at most that, so the longer
+// one was cut (both when they are as long).
+func (c commandResult) truncation() string {
+	if !c.Truncated {
+		return ""
+	}
+	out, errs := len(c.stdout()), len(c.stderr())
+	limit := max(out, errs)
+	var cut []string
+	if out == limit {
+		cut = append(cut, "stdout")
+	}
+	if errs == limit {
+		cut = append(cut, "stderr")
+	}
+	what := strings.Join(cut, " and ")
+	if limit >= rpc.MaxOutput {
+		return fmt.Sprintf("(%s truncated at %s, the most max_output allows: write the output to a file on the minion and fetch it)", what, sizeText(limit))
+	}
+	return fmt.Sprintf("(%s truncated at %s: call again with max_output=%d for up to %s)", what, sizeText(limit), rpc.MaxOutput, sizeText(rpc.MaxOutput))
+}
+
+// sizeText writes n bytes for people: 1 MiB, 64 KiB, 1500 bytes.
+func sizeText(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // exact returns the bytes a command wrote: those in the base64 field when
@@ -335,17 +592,6 @@ func fileLine(raw json.RawMessage) (string, bool) {
 	return fmt.Sprintf("%s  %d bytes  sha256 %s  mode %s", f.Path, f.Size, sum, f.Mode), true
 }
 
-func indent(b *strings.Builder, s, prefix string) {
-	if s == "" {
-		return
-	}
-	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		b.WriteString(prefix)
-		b.WriteString(line)
-		b.WriteByte('\n')
-	}
-}
-
 func oneLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
@@ -359,4 +605,26 @@ func writeJSONLine(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// newJobPrinter returns a printer for format with d's --group, --prefix
+// and --output-dir; the directory is made and opened here, before
+// anything runs.
+func (a *App) newJobPrinter(format string, raw bool, d *display) (*jobPrinter, error) {
+	pr := &jobPrinter{w: a.Stdout, format: format, colour: colour(a.Stdout, a.Getenv), raw: raw && format == formatText}
+	if d == nil {
+		return pr, nil
+	}
+	pr.prefix = d.prefix
+	if d.group {
+		pr.groups = &resultGroups{}
+	}
+	if d.outputDir != "" {
+		out, err := openOutputDir(d.outputDir)
+		if err != nil {
+			return nil, &ExitError{Code: status.ExitUsage, Err: err}
+		}
+		pr.outDir = out
+	}
+	return pr, nil
 }

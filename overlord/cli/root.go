@@ -29,6 +29,9 @@ type App struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+	// IsTerminal reports whether a stream is a terminal (the progress
+	// line); nil checks an *os.File. Tests set it.
+	IsTerminal func(io.Writer) bool
 
 	stateDir     string
 	stateDirFrom string // where stateDir came from: a flag, the environment or the default

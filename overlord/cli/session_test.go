@@ -148,7 +148,7 @@ func TestSession(t *testing.T) {
 	if r.code != 1 {
 		t.Errorf("failing command: exit %d", r.code)
 	}
-	for _, want := range []string{"db1: ERROR module_error: command exit status 3 (exit 3)", "    partial", "  ! oops", "0 ok, 1 failed"} {
+	for _, want := range []string{"db1: ERROR module_error: command exit status 3 (exit 3)", "\npartial\ndb1 stderr:\noops\n", "0 ok, 1 failed"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("text output lacks %q:\n%s", want, r.stdout)
 		}
