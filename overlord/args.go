@@ -3,6 +3,7 @@ package overlord
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"unicode/utf8"
@@ -114,8 +115,8 @@ func withStdin(r io.Reader, m *modules.Method, named map[string]any, positional 
 			"copy it to the minions with 'overlord cp' and redirect the command's input from the copy, "+
 			"or give -n to send none", MaxStdin)
 	case !utf8.Valid(data):
-		return nil, fmt.Errorf("standard input is not UTF-8 text, which a call cannot carry: "+
-			"copy it to the minions with 'overlord cp' and redirect the command's input from the copy, "+
+		return nil, errors.New("standard input is not UTF-8 text, which a call cannot carry: " +
+			"copy it to the minions with 'overlord cp' and redirect the command's input from the copy, " +
 			"or give -n to send none")
 	}
 	if named == nil {
