@@ -136,7 +136,7 @@ func ParseCommandLine(call string, m *Method, words []string) (named map[string]
 				return nil, nil, tooMany(call, m, append(plain, after[i:]...))
 			}
 			if last := m.Params[n-1]; len(plain) == n-1 && (last.accepts(String) || last.accepts(Any)) {
-				plain = append(plain, shellJoin(after[i:]))
+				plain = append(plain, ShellJoin(after[i:]))
 				break
 			}
 			plain = append(plain, w)
@@ -158,8 +158,10 @@ func tooMany(call string, m *Method, words []string) error {
 	n := m.PositionalCount()
 	var msg string
 	switch last := n - 1; {
+	case len(m.Params) == 0:
+		msg = fmt.Sprintf("%s takes no arguments; got %s", call, ShellJoin(words))
 	case n == 0:
-		msg = fmt.Sprintf("%s takes no plain words, only key=value (it has: %s); got %s", call, m.paramNames(), shellJoin(words))
+		msg = fmt.Sprintf("%s takes no plain words, only key=value (it has: %s); got %s", call, m.paramNames(), ShellJoin(words))
 	case m.Params[last].accepts(String):
 		rest := strings.Join(words[last:], " ")
 		msg = fmt.Sprintf("%s takes %s as one word: quote it (%s) or put it after -- (%s -- %s)",
@@ -231,10 +233,10 @@ func convert(p *Param, raw string) any {
 	return v
 }
 
-// shellJoin returns words as one POSIX shell command line that gives
+// ShellJoin returns words as one POSIX shell command line that gives
 // them back as they are: one word as it is, several each quoted as
 // needed and joined with spaces.
-func shellJoin(words []string) string {
+func ShellJoin(words []string) string {
 	if len(words) == 1 {
 		return words[0]
 	}
