@@ -55,6 +55,11 @@ type Method struct {
 	Doc     string
 	Params  []Param
 	Returns string // what the result is, for people
+	// Positional is how many of Params, from the first, a command line
+	// fills with plain words (`command.run 'df -h'`); the others take
+	// key=value only. 0 means all of them (a plugin whose description
+	// does not say), NoPositional none.
+	Positional int
 	// Run does the work with arguments already checked against Params.
 	// It may return a result together with an error (for example the
 	// output of a command that exited non-zero); both reach the caller.
@@ -85,6 +90,9 @@ type MethodInfo struct {
 	Doc     string  `json:"doc"`
 	Params  []Param `json:"params"`
 	Returns string  `json:"returns,omitempty"`
+	// Positional is how many of Params, from the first, a command line
+	// fills with plain words; absent means all of them.
+	Positional *int `json:"positional,omitempty"`
 }
 
 // Info returns the description of m.
@@ -101,7 +109,7 @@ func Info(m Module) ModuleInfo {
 		if params == nil {
 			params = []Param{}
 		}
-		info.Methods = append(info.Methods, MethodInfo{Name: meth.Name, Doc: meth.Doc, Params: params, Returns: meth.Returns})
+		info.Methods = append(info.Methods, MethodInfo{Name: meth.Name, Doc: meth.Doc, Params: params, Returns: meth.Returns, Positional: meth.positionalInfo()})
 	}
 	return info
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -14,7 +15,6 @@ import (
 	"github.com/overlordhq/overlord/fanout"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/modules"
-	"github.com/overlordhq/overlord/modules/builtin"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 	"github.com/overlordhq/overlord/target"
@@ -50,6 +50,9 @@ type CallSpec struct {
 	Module string
 	Method string
 	Words  []string // the method's arguments as typed on the command line
+	// Stdin, if set, is read for the method's stdin parameter when the
+	// words do not give it (standard input piped into the overlord).
+	Stdin io.Reader
 	// Where narrows the target by the minions' cached facts
 	// ("os=debian", "memory_bytes>=8e9"); every condition must hold.
 	Where []string
@@ -120,28 +123,25 @@ func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	for _, n := range names {
 		p.Minions = append(p.Minions, byName[n])
 	}
-	meth, lookupErr := builtin.Registry().Lookup(spec.Module, spec.Method)
-	if lookupErr != nil {
-		// A name the overlord does not know is sent (a plugin, a newer
-		// minion's method), unless it is a misspelling of one it knows.
-		if want, ok := builtin.Registry().Typo(spec.Module, spec.Method); ok {
-			return nil, status.Errorf(status.KindBadArgs, "did you mean %s?", want)
-		}
-		meth = nil
-	}
-	if err := modules.CheckCommandLine(meth, spec.Words); err != nil {
-		return nil, err
-	}
-	named, positional := modules.ParseCommandLine(meth, spec.Words)
-	if meth == nil {
-		p.Args, p.Positional = named, positional
-		return p, nil
-	}
-	args, err := meth.Bind(named, positional)
+	meth, bound, err := o.method(spec, p.Minions)
 	if err != nil {
 		return nil, err
 	}
-	p.Args = args
+	named, positional, err := modules.ParseCommandLine(spec.Module+"."+spec.Method, meth, spec.Words)
+	if err != nil {
+		return nil, err
+	}
+	if named, err = withStdin(spec.Stdin, meth, named, positional); err != nil {
+		return nil, err
+	}
+	if !bound {
+		p.Args, p.Positional = named, positional
+	} else if p.Args, err = meth.Bind(named, positional); err != nil {
+		return nil, err
+	}
+	if err := checkSize(p); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 

@@ -21,8 +21,9 @@ func Render(mods []modules.ModuleInfo) []byte {
 	b.WriteString("The built-in modules of a minion. Every method declares its parameters; the\n")
 	b.WriteString("minion checks the arguments against them before anything runs, and a wrong\n")
 	b.WriteString("or missing one is `bad_args`, naming the parameter. On the command line,\n")
-	b.WriteString("arguments fill parameters in order, or `name=value` names one (see\n")
-	b.WriteString("[cli.md](cli.md#method-arguments)). `overlord modules TARGET [MODULE]` shows\n")
+	b.WriteString("`name=value` names a parameter, and plain words fill the parameters a\n")
+	b.WriteString("method takes by position, in order (see [cli.md](cli.md#method-arguments));\n")
+	b.WriteString("the others take `name=value` only. `overlord modules TARGET [MODULE]` shows\n")
 	b.WriteString("the same descriptions, plugins included, from the minions themselves.\n\n")
 	b.WriteString("Types: `string`, `int`, `float`, `bool`, `list`, `object`, `duration` (a\n")
 	b.WriteString("Go duration such as `1m30s`, or a number of seconds), `any`; `a|b` takes\n")
@@ -40,6 +41,17 @@ func Render(mods []modules.ModuleInfo) []byte {
 			if len(meth.Params) == 0 {
 				b.WriteString("\nNo parameters.\n")
 				continue
+			}
+			if meth.Positional != nil {
+				names := make([]string, 0, *meth.Positional)
+				for _, p := range meth.Params[:min(*meth.Positional, len(meth.Params))] {
+					names = append(names, "`"+p.Name+"`")
+				}
+				if len(names) == 0 {
+					b.WriteString("\nBy position: none.\n")
+				} else {
+					fmt.Fprintf(&b, "\nBy position: %s.\n", strings.Join(names, ", "))
+				}
 			}
 			b.WriteString("\n| parameter | type | | description |\n|---|---|---|---|\n")
 			for _, p := range meth.Params {

@@ -46,18 +46,26 @@ func (Module) Methods() []*modules.Method {
 			"A non-zero exit is a module_error that still carries the output. " +
 			"Where stdout or stderr is not valid UTF-8, stdout_base64 or stderr_base64 carries its exact bytes.",
 		Returns: "{stdout, stderr, exit_code, duration_ms, truncated, stdout_base64, stderr_base64}",
-		Params: []modules.Param{
+		Params: append([]modules.Param{
 			{Name: "cmd", Type: "string|list", Required: true, Doc: `a shell command line, or an argv list such as ["ls", "-l"]`},
-			{Name: "cwd", Type: modules.String, Doc: "working directory"},
-			{Name: "env", Type: modules.Object, Doc: "extra environment variables, {NAME: value}"},
-			{Name: "stdin", Type: modules.String, Doc: "text written to the command's standard input"},
-			{Name: "timeout", Type: modules.Duration, Doc: "kill the command's process group after this long"},
-			{Name: "max_output", Type: modules.Int, Default: DefaultMaxOutput, Max: rpc.MaxOutput,
-				Doc: "cap in bytes on each of stdout and stderr; at most 4194304 (4 MiB, what a reply carries): more is bad_args. " +
-					"In an async job the spool keeps up to 64 MiB of the output as streamed"},
-		},
-		Run: run,
-	}}
+		}, processParams()...),
+		Positional: 1,
+		Run:        run,
+	}, scriptMethod()}
+}
+
+// processParams are the parameters of how a process runs, shared by run
+// and script.
+func processParams() []modules.Param {
+	return []modules.Param{
+		{Name: "cwd", Type: modules.String, Doc: "working directory"},
+		{Name: "env", Type: modules.Object, Doc: "extra environment variables, {NAME: value}"},
+		{Name: "stdin", Type: modules.String, Doc: "text written to the command's standard input"},
+		{Name: "timeout", Type: modules.Duration, Doc: "kill the command's process group after this long"},
+		{Name: "max_output", Type: modules.Int, Default: DefaultMaxOutput, Max: rpc.MaxOutput,
+			Doc: "cap in bytes on each of stdout and stderr; at most 4194304 (4 MiB, what a reply carries): more is bad_args. " +
+				"In an async job the spool keeps up to 64 MiB of the output as streamed"},
+	}
 }
 
 // Result is what command.run returns.
@@ -90,6 +98,12 @@ func run(ctx context.Context, a modules.Args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return execArgs(ctx, "run", argv, a)
+}
+
+// execArgs runs argv as the arguments of how a process runs say (cwd,
+// env, stdin, timeout, max_output), for the method named method.
+func execArgs(ctx context.Context, method string, argv []string, a modules.Args) (any, error) {
 	if d := a.Duration("timeout"); d > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
@@ -97,11 +111,11 @@ func run(ctx context.Context, a modules.Args) (any, error) {
 	}
 	limit := a.Int("max_output")
 	if limit <= 0 {
-		return nil, status.Errorf(status.KindBadArgs, "run: parameter max_output: must be positive, got %d", limit)
+		return nil, status.Errorf(status.KindBadArgs, "%s: parameter max_output: must be positive, got %d", method, limit)
 	}
 	if limit > rpc.MaxOutput {
 		// Bind has refused it already; this keeps Run safe on its own.
-		return nil, status.Errorf(status.KindBadArgs, "run: parameter max_output: at most %d, got %d", rpc.MaxOutput, limit)
+		return nil, status.Errorf(status.KindBadArgs, "%s: parameter max_output: at most %d, got %d", method, rpc.MaxOutput, limit)
 	}
 
 	spec := Spec{Argv: argv, Dir: a.String("cwd"), MaxOutput: int(limit)}
@@ -113,7 +127,7 @@ func run(ctx context.Context, a modules.Args) (any, error) {
 		sort.Strings(keys)
 		for _, k := range keys {
 			if k == "" || strings.ContainsAny(k, "=\x00") {
-				return nil, status.Errorf(status.KindBadArgs, "run: parameter env: bad variable name %q", k)
+				return nil, status.Errorf(status.KindBadArgs, "%s: parameter env: bad variable name %q", method, k)
 			}
 			spec.Env = append(spec.Env, k+"="+envValue(env[k]))
 		}

@@ -130,7 +130,8 @@ func (m Module) Methods() []*modules.Method {
 			Params: []modules.Param{
 				{Name: "key", Type: modules.String, Required: true, Doc: "the fact: " + strings.Join(Names(), ", ")},
 			},
-			Run: m.get,
+			Positional: 1,
+			Run:        m.get,
 		},
 	}
 }

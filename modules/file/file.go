@@ -64,15 +64,16 @@ func (Module) Methods() []*modules.Method {
 	return []*modules.Method{
 		{Name: "stat", Doc: "Describe a path without following a final symlink. A missing path is not an error: exists is false.",
 			Returns: "{path, exists, type (file, dir, symlink, other), size, mode (octal, \"0644\"), uid, gid, owner, group, mtime, target (of a symlink)}",
-			Params:  []modules.Param{pathParam},
-			Run:     stat},
+			Params:  []modules.Param{pathParam}, Positional: 1,
+			Run: stat},
 		{Name: "read", Doc: "Read a regular file, up to max_bytes. Text that is not valid UTF-8 comes back base64-encoded.",
 			Returns: "{path, content, encoding (utf-8 or base64), size (the file's), truncated}",
 			Params: []modules.Param{
 				pathParam,
 				{Name: "max_bytes", Type: modules.Int, Default: DefaultMaxRead, Doc: "read at most this many bytes (at most 16 MiB)"},
 			},
-			Run: read},
+			Positional: 1,
+			Run:        read},
 		{Name: "write", Doc: "Write a file atomically: a temporary file in the same directory, synced, then renamed over the path. " +
 			"Without mode, a replaced file keeps its mode and a new file gets 0644; a replaced file keeps its owner. " +
 			"A symlink at the path is replaced, not followed.",
@@ -84,25 +85,28 @@ func (Module) Methods() []*modules.Method {
 				{Name: "mode", Type: modules.String, Doc: `permissions in octal, such as "0644" or "4755"`},
 				{Name: "mkdirs", Type: modules.Bool, Default: false, Doc: "create missing parent directories (mode 0755)"},
 			},
-			Run: write},
+			Positional: 2,
+			Run:        write},
 		{Name: "checksum", Doc: "Hash a regular file's content, streaming it.",
 			Returns: "{path, size, algo, <algo>: hex digest}, such as {\"sha256\": \"e3b0...\"}",
 			Params: []modules.Param{
 				pathParam,
 				{Name: "algo", Type: modules.String, Default: "sha256", Doc: "sha256, sha512, sha1 or md5"},
 			},
-			Run: checksum},
+			Positional: 2,
+			Run:        checksum},
 		{Name: "list", Doc: "List a directory's entries sorted by name, up to max_entries (the first by name).",
 			Returns: "{path, entries: [{name, type, size, mode, mtime}], total, truncated}",
 			Params: []modules.Param{
 				pathParam,
 				{Name: "max_entries", Type: modules.Int, Default: DefaultMaxEntries, Doc: "return at most this many entries (at most 100000)"},
 			},
-			Run: list},
+			Positional: 1,
+			Run:        list},
 		{Name: "exists", Doc: "Report whether a path exists; a symlink exists even if its target does not.",
 			Returns: "true or false",
-			Params:  []modules.Param{pathParam},
-			Run:     exists},
+			Params:  []modules.Param{pathParam}, Positional: 1,
+			Run: exists},
 	}
 }
 

@@ -84,7 +84,8 @@ func (m Module) Methods() []*modules.Method {
 				{Name: "name", Type: modules.String, Required: true,
 					Doc: "the package name, such as openssl or libc6:amd64 (letters, digits and . _ + ~ ^ : -, not starting with -)"},
 			},
-			Run: m.query,
+			Positional: 1,
+			Run:        m.query,
 		},
 	}
 }

@@ -267,6 +267,9 @@ type MethodDescription struct {
 	Doc     string          `json:"doc"`
 	Returns string          `json:"returns"`
 	Params  []modules.Param `json:"params"`
+	// Positional is how many of Params, from the first, a command line
+	// fills with plain words; absent means all of them.
+	Positional *int `json:"positional,omitempty"`
 }
 
 var types = map[modules.Type]bool{
@@ -304,6 +307,9 @@ func ParseDescription(data []byte) (*Description, error) {
 		methods[m.Name] = true
 		if len(m.Params) > MaxParams {
 			return nil, fmt.Errorf("bad description: %s has %d params, at most %d", m.Name, len(m.Params), MaxParams)
+		}
+		if m.Positional != nil && (*m.Positional < 0 || *m.Positional > len(m.Params)) {
+			return nil, fmt.Errorf("bad description: %s: positional is %d, want 0 to %d (its number of params)", m.Name, *m.Positional, len(m.Params))
 		}
 		params := map[string]bool{}
 		for _, p := range m.Params {
@@ -343,10 +349,9 @@ func newModule(dir *Dir, name string, t *target, d *Description) *module {
 	m := &module{dir: dir, name: name, path: t.path, key: t.key, desc: d}
 	for _, md := range d.Methods {
 		method := md.Name
-		m.methods = append(m.methods, &modules.Method{
-			Name: md.Name, Doc: md.Doc, Returns: md.Returns, Params: md.Params,
-			Run: func(ctx context.Context, a modules.Args) (any, error) { return m.call(ctx, method, a) },
-		})
+		meth := modules.MethodFromInfo(modules.MethodInfo{Name: md.Name, Doc: md.Doc, Returns: md.Returns, Params: md.Params, Positional: md.Positional})
+		meth.Run = func(ctx context.Context, a modules.Args) (any, error) { return m.call(ctx, method, a) }
+		m.methods = append(m.methods, meth)
 	}
 	return m
 }

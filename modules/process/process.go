@@ -81,14 +81,16 @@ func (m Module) Methods() []*modules.Method {
 				{Name: "pattern", Type: modules.String, Doc: "regular expression (RE2) matched against the command line; a kernel thread's is [name]"},
 				{Name: "max_processes", Type: modules.Int, Default: DefaultMaxProcesses, Doc: "return at most this many processes (at most 100000)"},
 			},
-			Run: m.list},
+			Positional: 1,
+			Run:        m.list},
 		{Name: "kill", Doc: "Send a signal to one process. Refuses pid 1 and below and the minion's own pid.",
 			Returns: "{pid, signal}",
 			Params: []modules.Param{
 				{Name: "pid", Type: modules.Int, Required: true, Doc: "the process id"},
 				signalParam,
 			},
-			Run: m.kill},
+			Positional: 2,
+			Run:        m.kill},
 		{Name: "pkill", Doc: "Send a signal to every process whose command line matches a regular expression, " +
 			"except pid 1, the minion and its ancestors. Matching nothing is not an error. " +
 			"Failing to signal a process is a module_error that still carries the result.",
@@ -97,7 +99,8 @@ func (m Module) Methods() []*modules.Method {
 				{Name: "pattern", Type: modules.String, Required: true, Doc: "regular expression (RE2) matched against the command line"},
 				signalParam,
 			},
-			Run: m.pkill},
+			Positional: 2,
+			Run:        m.pkill},
 	}
 }
 

@@ -61,8 +61,8 @@ func (m Module) Methods() []*modules.Method {
 	meths := []*modules.Method{
 		{Name: "status", Doc: "Show a unit's state. A unit that does not exist is not an error: its load_state is not-found.",
 			Returns: "{name, description, load_state, active_state, sub_state, enabled (is-enabled's answer: enabled, disabled, static, masked, ...; not-found), main_pid}",
-			Params:  []modules.Param{nameParam},
-			Run:     m.status},
+			Params:  []modules.Param{nameParam}, Positional: 1,
+			Run: m.status},
 	}
 	for _, act := range []struct{ name, doc string }{
 		{"start", "Start a unit and wait until it has started."},
@@ -76,8 +76,8 @@ func (m Module) Methods() []*modules.Method {
 			Name:    act.name,
 			Doc:     act.doc + " A failure is a module_error with systemctl's message.",
 			Returns: "{name, action, ok}",
-			Params:  []modules.Param{nameParam},
-			Run:     m.action(act.name),
+			Params:  []modules.Param{nameParam}, Positional: 1,
+			Run: m.action(act.name),
 		})
 	}
 	meths = append(meths, &modules.Method{

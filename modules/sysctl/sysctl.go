@@ -66,7 +66,8 @@ func (m Module) Methods() []*modules.Method {
 				{Name: "key", Type: modules.String, Required: true,
 					Doc: "a dotted key such as net.ipv4.ip_forward (no '/' and no '..')"},
 			},
-			Run: m.get,
+			Positional: 1,
+			Run:        m.get,
 		},
 		{
 			Name: "list",
@@ -79,7 +80,8 @@ func (m Module) Methods() []*modules.Method {
 				{Name: "limit", Type: modules.Int, Default: DefaultLimit,
 					Doc: fmt.Sprintf("the most values to return, 1 to %d", MaxLimit)},
 			},
-			Run: m.list,
+			Positional: 1,
+			Run:        m.list,
 		},
 	}
 }

@@ -35,7 +35,7 @@ func (m Module) Methods() []*modules.Method {
 		{Name: "list_modules", Doc: "List the names of the modules this minion has.", Returns: "list of module names",
 			Run: func(context.Context, modules.Args) (any, error) { return m.Registry.Names(), nil }},
 		{Name: "describe", Doc: "Describe a module: its methods and their typed parameters.", Returns: "{name, doc, methods}",
-			Params: []modules.Param{{Name: "module", Type: modules.String, Required: true, Doc: "module name"}},
+			Params: []modules.Param{{Name: "module", Type: modules.String, Required: true, Doc: "module name"}}, Positional: 1,
 			Run: func(_ context.Context, a modules.Args) (any, error) {
 				info, err := m.Registry.Describe(a.String("module"))
 				if err != nil {

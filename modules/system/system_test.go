@@ -28,7 +28,7 @@ func TestSystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, ok := got.(modules.ModuleInfo)
-	if !ok || info.Name != "command" || len(info.Methods) != 1 || info.Methods[0].Name != "run" {
+	if !ok || info.Name != "command" || len(info.Methods) != 2 || info.Methods[0].Name != "run" || info.Methods[1].Name != "script" || *info.Methods[0].Positional != 1 {
 		t.Errorf("describe command = %#v", got)
 	}
 

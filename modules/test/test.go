@@ -27,20 +27,21 @@ func (Module) Methods() []*modules.Method {
 	return []*modules.Method{
 		{Name: "ping", Doc: "Answer true.", Returns: "true", Run: ping},
 		{Name: "echo", Doc: "Return the message given.", Returns: "the message",
-			Params: []modules.Param{{Name: "message", Type: modules.Any, Required: true, Doc: "any JSON value"}},
-			Run:    echo},
+			Params:     []modules.Param{{Name: "message", Type: modules.Any, Required: true, Doc: "any JSON value"}},
+			Positional: 1, Run: echo},
 		{Name: "sleep", Doc: "Sleep, then answer true; stops early if the call is cancelled.", Returns: "true",
-			Params: []modules.Param{{Name: "seconds", Type: modules.Float, Required: true, Doc: "how long to sleep"}},
-			Run:    sleep},
+			Params:     []modules.Param{{Name: "seconds", Type: modules.Float, Required: true, Doc: "how long to sleep"}},
+			Positional: 1, Run: sleep},
 		{Name: "fail", Doc: "Fail with the message given (kind module_error).",
-			Params: []modules.Param{{Name: "message", Type: modules.String, Default: "failed on purpose", Doc: "the error message"}},
-			Run:    fail},
+			Params:     []modules.Param{{Name: "message", Type: modules.String, Default: "failed on purpose", Doc: "the error message"}},
+			Positional: 1, Run: fail},
 		{Name: "add", Doc: "Add two numbers.", Returns: "a + b",
 			Params: []modules.Param{
 				{Name: "a", Type: modules.Float, Required: true, Doc: "first number"},
 				{Name: "b", Type: modules.Float, Required: true, Doc: "second number"},
 			},
-			Run: add},
+			Positional: 2,
+			Run:        add},
 	}
 }
 

@@ -3,28 +3,34 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
 )
 
 func (a *App) callCmd() *cobra.Command {
 	var (
-		format string
-		spec   overlord.CallSpec
-		async  bool
-		raw    bool
-		disp   display
+		format  string
+		spec    overlord.CallSpec
+		async   bool
+		raw     bool
+		noStdin bool
+		disp    display
 	)
 	cmd := &cobra.Command{
-		Use: "call TARGET MODULE.METHOD [ARG...]",
+		Use: "call TARGET MODULE.METHOD [ARG...] [-- WORD...]",
 		// Words a newcomer types for "run a command on the fleet".
 		SuggestFor: []string{"cmd", "run", "exec", "command", "execute"},
 		Short:      "Call a module method on every minion a target matches",
@@ -39,9 +45,23 @@ them with 'overlord minion facts TARGET'): KEY OP VALUE with OP one of
 = != < <= > >= ~ (a regular expression); a minion without the fact never
 matches.
 
-ARGs fill the method's parameters in order; key=value names one. A value
-that parses as JSON is JSON, otherwise it is a string; a parameter that
-takes a string gets the word as typed.
+ARGs: key=value names a parameter; plain words fill the parameters a
+method takes by position ('overlord modules TARGET MODULE' shows them;
+command.run takes one, the command). A parameter that takes a string gets
+the word as typed; otherwise a value that parses as JSON is JSON, and
+anything else a string. A key the method does not have, more plain words
+than it takes, or a word that looks like a flag is an error that shows
+how to quote: the command is one word ('df -h'), or the words after --
+(-- df -h /), which are joined, each quoted for the shell as typed. The
+overlord's own flags work anywhere before --.
+
+Standard input, when it is a pipe or a file, is the stdin of a method
+that takes one (command.run) on every minion, unless stdin= is given or
+-n: 'printf "a\n" | overlord call web1 command.run cat' prints a. A
+terminal is never read. At most 4 MiB of UTF-8 text.
+
+A plugin's arguments are typed by the description the minions gave
+'overlord modules' (cached in overlord.db), as a built-in's are.
 
 --timeout is how long the call waits for the minions, not a limit on the
 command: minions still running when it passes carry on, and so does the
@@ -60,6 +80,8 @@ configuration error, 3 the target matched no minion, 4 minions still
 running when the wait ended (the job goes on).`,
 		Example: `  overlord call '*' test.ping
   overlord call 'web*' command.run 'systemctl reload nginx'
+  overlord call web1 command.run -- df -h /
+  printf 'a\n' | overlord call 'web*' command.run cat
   overlord call @db command.run '["pg_isready", "-q"]' timeout=10s -o json
   overlord call 'web*,!web3' test.sleep 2 --forks 16 --timeout 5s -o ndjson
   overlord call db1 command.run 'pg_dump app > /srv/app.sql' --timeout 10s  # exit 4: goes on
@@ -73,45 +95,14 @@ running when the wait ended (the job goes on).`,
 			if !ok || mod == "" || meth == "" {
 				return usageError("want MODULE.METHOD, got %q (for example test.ping)", args[1])
 			}
-			if spec.Forks < 1 {
-				return usageError("--forks must be at least 1, got %d", spec.Forks)
-			}
-			if spec.Timeout <= 0 {
-				return usageError("--timeout must be positive, got %s", spec.Timeout)
-			}
-			if err := checkRaw(raw, format); err != nil {
-				return err
-			}
-			spec.Target, spec.Module, spec.Method, spec.Words = args[0], mod, meth, args[2:]
-
-			o := a.overlord()
-			p, err := o.Prepare(spec)
-			if err != nil {
-				var se *status.Error
-				if errors.As(err, &se) {
-					return usageError("%s.%s: %s", mod, meth, strings.TrimPrefix(se.Message, meth+": "))
-				}
-				return err
-			}
-			if async {
-				timeout := overlord.DefaultAsyncTimeout
-				if cmd.Flags().Changed("timeout") {
-					timeout = spec.Timeout
-				}
-				rec, err := o.Submit(p, timeout)
-				if rec.ID == "" {
-					return err
-				}
-				if perr := a.printSubmitted(format, rec.ID, rec.State); perr != nil {
-					return perr
-				}
-				return err
-			}
-			return a.runPrinted(format, raw, &disp, p.JobID, len(p.Minions), func(onResult func(string, status.Result)) (status.Job, error) {
-				return o.Call(cmd.Context(), p, onResult)
-			})
+			spec.Target, spec.Module, spec.Method, spec.Words = args[0], mod, meth, methodWords(cmd, args, 2)
+			return a.call(cmd, callRun{format: format, spec: spec, async: async, raw: raw, noStdin: noStdin, disp: &disp})
 		},
 	}
+	words := guardWords(cmd, 2, func(args []string) string {
+		return fmt.Sprintf("put the words it goes with after -- (overlord call %s %s -- %s) or quote them as one word (%s)",
+			modules.ShellQuote(args[0]), args[1], strings.Join(args[2:], " "), modules.ShellQuote(strings.Join(args[2:], " ")))
+	})
 	f := cmd.Flags()
 	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
 	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE (OP: = != < <= > >= ~); repeatable")
@@ -121,7 +112,228 @@ running when the wait ended (the job goes on).`,
 	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
 	displayFlags(cmd, &disp)
+	words.noStdinFlag(&noStdin)
 	return cmd
+}
+
+// callRun is a call as its command's flags and arguments say.
+type callRun struct {
+	format  string
+	spec    overlord.CallSpec // with Target, Module, Method and Words
+	async   bool
+	raw     bool
+	noStdin bool
+	disp    *display
+}
+
+// call runs or submits a call: the body of call and script.
+func (a *App) call(cmd *cobra.Command, r callRun) error {
+	spec := r.spec
+	if spec.Forks < 1 {
+		return usageError("--forks must be at least 1, got %d", spec.Forks)
+	}
+	if spec.Timeout <= 0 {
+		return usageError("--timeout must be positive, got %s", spec.Timeout)
+	}
+	if err := checkRaw(r.raw, r.format); err != nil {
+		return err
+	}
+	spec.Stdin = a.pipedStdin(r.noStdin)
+
+	o := a.overlord()
+	p, err := o.Prepare(spec)
+	if err != nil {
+		var se *status.Error
+		if errors.As(err, &se) {
+			name := spec.Module + "." + spec.Method
+			msg := strings.TrimPrefix(se.Message, spec.Method+": ")
+			if !strings.HasPrefix(msg, name+" ") {
+				msg = name + ": " + msg
+			}
+			return usageError("%s", msg)
+		}
+		return err
+	}
+	if r.async {
+		timeout := overlord.DefaultAsyncTimeout
+		if cmd.Flags().Changed("timeout") {
+			timeout = spec.Timeout
+		}
+		rec, err := o.Submit(p, timeout)
+		if rec.ID == "" {
+			return err
+		}
+		if perr := a.printSubmitted(r.format, rec.ID, rec.State); perr != nil {
+			return perr
+		}
+		return err
+	}
+	return a.runPrinted(r.format, r.raw, r.disp, p.JobID, len(p.Minions), func(onResult func(string, status.Result)) (status.Job, error) {
+		return o.Call(cmd.Context(), p, onResult)
+	})
+}
+
+// pipedStdin returns what a call may read as its method's stdin: the
+// overlord's standard input when it is a pipe or a regular file (never a
+// terminal, /dev/null or another device), nil with -n. A reader that is
+// not a file (a command run in-process) is read as given.
+func (a *App) pipedStdin(no bool) io.Reader {
+	if no || a.Stdin == nil {
+		return nil
+	}
+	f, ok := a.Stdin.(*os.File)
+	if !ok {
+		return a.Stdin
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	if m := fi.Mode(); m.IsRegular() || m&os.ModeNamedPipe != 0 {
+		return f
+	}
+	return nil
+}
+
+// methodWords returns the arguments after the first n as the method's
+// words, with the -- the user typed among them kept as modules.Dash
+// (cobra takes it out).
+func methodWords(cmd *cobra.Command, args []string, n int) []string {
+	words := append([]string(nil), args[n:]...)
+	if at := cmd.ArgsLenAtDash(); at >= 0 {
+		at = max(at, n) - n
+		words = append(append(append([]string(nil), words[:at]...), modules.Dash), words[at:]...)
+	}
+	return words
+}
+
+// wordGuard keeps the words a command passes on (call's after
+// MODULE.METHOD, script's after FILE) from being taken for its help or
+// its flags by mistake.
+//
+// Cobra reads flags anywhere among the arguments, which is what lets the
+// overlord's own flags work anywhere (call '*' test.ping -o json). But a
+// word meant for the method that looks like a flag would be help (-h in
+// `command.run df -h`: exit 0, nothing run) or cobra's "unknown
+// shorthand flag" for ls -la, with no word on how to pass it on. pflag
+// collects the plain arguments as it goes, so when it meets a flag, how
+// many it has collected (FlagSet.Args) says whether the flag came after
+// the first n arguments. The command's help flag is a wordGuard value
+// that makes that check on Set, its flag error function makes it for
+// unknown flags, and -n (--no-stdin, also head -n and echo -n) makes it
+// too; after the first n arguments each is a usage error (exit 2) that
+// shows how to quote the words or put them after --. -h before them is
+// help as usual.
+type wordGuard struct {
+	cmd  *cobra.Command
+	n    int
+	hint func(args []string) string // how to pass words on, for args with the flag in place
+	help bool                       // help asked for before the first n arguments
+
+	stray string // a flag-like word after the first n arguments: "-h"
+	at    int    // how many plain arguments came before it
+
+	noStdin   *bool
+	noStdinAt int // how many plain arguments came before -n, -1 if not given
+}
+
+// guardWords installs a wordGuard on cmd, whose first n arguments are
+// its own (TARGET MODULE.METHOD).
+func guardWords(cmd *cobra.Command, n int, hint func(args []string) string) *wordGuard {
+	g := &wordGuard{cmd: cmd, n: n, hint: hint, noStdinAt: -1}
+	help := cmd.Flags().VarPF(g, "help", "h", "help for "+cmd.Name())
+	help.NoOptDefVal = "true"
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		var ne *pflag.NotExistError
+		if plain := len(c.Flags().Args()); errors.As(err, &ne) && plain >= n {
+			word := "--" + ne.GetSpecifiedName()
+			if ne.GetSpecifiedShortnames() != "" {
+				word = "-" + ne.GetSpecifiedShortnames()
+			}
+			return g.strayError(word, c.Flags().Args(), plain)
+		}
+		return &ExitError{Code: status.ExitUsage, Err: err}
+	})
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(c *cobra.Command, args []string) error {
+		if err := g.check(args); err != nil {
+			return err
+		}
+		if prev != nil {
+			return prev(c, args)
+		}
+		return nil
+	}
+	return g
+}
+
+// String, Set and Type make the guard the command's help flag.
+func (g *wordGuard) String() string { return strconv.FormatBool(g.help) }
+func (g *wordGuard) Type() string   { return "bool" }
+func (g *wordGuard) Set(v string) error {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return err
+	}
+	if plain := len(g.cmd.Flags().Args()); plain >= g.n {
+		if g.stray == "" {
+			g.stray, g.at = "-h", plain
+		}
+		return nil
+	}
+	g.help = b
+	return nil
+}
+
+// noStdinFlag adds -n, --no-stdin.
+func (g *wordGuard) noStdinFlag(no *bool) {
+	g.noStdin = no
+	f := g.cmd.Flags().VarPF(noStdinValue{g}, "no-stdin", "n", "do not send standard input as the method's stdin (like ssh -n)")
+	f.NoOptDefVal = "true"
+}
+
+type noStdinValue struct{ g *wordGuard }
+
+func (v noStdinValue) String() string { return strconv.FormatBool(v.g.noStdin != nil && *v.g.noStdin) }
+func (v noStdinValue) Type() string   { return "bool" }
+func (v noStdinValue) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*v.g.noStdin = b
+	v.g.noStdinAt = len(v.g.cmd.Flags().Args())
+	return nil
+}
+
+// check returns the usage error of a flag-like word among the words
+// passed on: -h or --help after the first n arguments, or -n between
+// two of the words (`echo -n hi`; at their end it is the overlord's).
+func (g *wordGuard) check(args []string) error {
+	if g.stray != "" {
+		return g.strayError(g.stray, args, g.at)
+	}
+	dash := g.cmd.ArgsLenAtDash()
+	if at := g.noStdinAt; at > g.n && at < len(args) && (dash < 0 || at < dash) {
+		return g.strayError("-n", args, at)
+	}
+	return nil
+}
+
+// strayError says that word, found after at of args, is not for the
+// overlord there, and how to pass it on.
+func (g *wordGuard) strayError(word string, args []string, at int) error {
+	with := append(append(append([]string(nil), args[:at]...), word), args[at:]...)
+	var what string
+	switch word {
+	case "-h":
+		what = "is a word for " + args[g.n-1] + ", not a request for help"
+	case "-n":
+		what = "would be the overlord's --no-stdin, not a word for " + args[g.n-1]
+	default:
+		what = "is not a flag of 'overlord " + g.cmd.Name() + "'"
+	}
+	return usageError("%s after %s %s: %s", word, args[g.n-1], what, g.hint(with))
 }
 
 // exitFor returns nil for exit code 0, else an ExitError.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -47,7 +48,22 @@ func TestCallExitCodes(t *testing.T) {
 		{name: "too few args", args: []string{"call", "web1"}, code: 2, msg: "requires at least 2 arg"},
 		{name: "bad args of a built-in", args: []string{"call", "web1", "test.add", "1"}, code: 2, msg: "test.add: missing required parameter b (float)"},
 		{name: "int 2.5", args: []string{"call", "web1", "command.run", "true", "max_output=2.5"}, code: 2, msg: "parameter max_output: want int, got number 2.5"},
-		{name: "unknown parameter", args: []string{"call", "web1", "command.run", "true", "/tmp", "x", "y", "z", "1", "extra"}, code: 2, msg: "takes at most 6"},
+		{name: "more words than the method takes", args: []string{"call", "web1", "command.run", "echo", "hello"}, code: 2,
+			msg: "command.run takes the command as one word: quote it ('echo hello') or put it after -- (command.run -- echo hello)"},
+		{name: "unknown key", args: []string{"call", "web1", "command.run", "id", "runas=nobody"}, code: 2,
+			msg: "command.run has no parameter runas; it has: cmd, cwd, env, stdin, timeout, max_output"},
+		{name: "-h after the method", args: []string{"call", "web1", "command.run", "df", "-h"}, code: 2,
+			msg: "-h after command.run is a word for command.run, not a request for help: put the words it goes with after -- (overlord call web1 command.run -- df -h) or quote them as one word ('df -h')"},
+		{name: "--help after the method", args: []string{"call", "web1", "command.run", "--help"}, code: 2, msg: "not a request for help"},
+		{name: "unknown flag after the method", args: []string{"call", "web1", "command.run", "ls", "-la", "/tmp"}, code: 2,
+			msg: "-la after command.run is not a flag of 'overlord call': put the words it goes with after -- (overlord call web1 command.run -- ls -la) or quote them as one word ('ls -la')"},
+		{name: "unknown long flag after the method", args: []string{"call", "web1", "command.run", "ls", "--color=auto"}, code: 2,
+			msg: "--color after command.run is not a flag of 'overlord call'"},
+		{name: "unknown flag before the method", args: []string{"call", "web1", "-la", "command.run", "ls"}, code: 2, msg: "unknown shorthand flag: 'l' in -la"},
+		{name: "-n among the words", args: []string{"call", "web1", "command.run", "echo", "-n", "hi"}, code: 2,
+			msg: "-n after command.run would be the overlord's --no-stdin, not a word for command.run: put the words it goes with after -- (overlord call web1 command.run -- echo -n hi)"},
+		{name: "nothing after --", args: []string{"call", "web1", "command.run", "--"}, code: 2, msg: "command.run has nothing after --"},
+		{name: "negative number", args: []string{"call", "web1", "test.add", "-1", "2"}, code: 2, msg: "-1 after test.add is not a flag"},
 		{name: "unknown group", args: []string{"call", "@db", "test.ping"}, code: 2, wantErr: target.ErrUnknownGroup},
 		{name: "bad glob", args: []string{"call", "web[", "test.ping"}, code: 2, msg: "bad glob"},
 		{name: "empty target", args: []string{"call", "", "test.ping"}, code: 2, msg: "empty target"},
@@ -197,5 +213,124 @@ func TestIdentityFlag(t *testing.T) {
 	r = h.run("call", "web1", "test.ping")
 	if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "0600") {
 		t.Errorf("0640 overlord.key: exit %d %v", r.code, r.err)
+	}
+}
+
+// Words after MODULE.METHOD reach the method as the user meant them, and
+// the overlord's own flags still work anywhere.
+func TestCallWords(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	h.addMinion("web1")
+	h.addMinion("web2")
+
+	stdout := func(out string) []string {
+		var doc struct {
+			Minions map[string]struct {
+				OK     bool `json:"ok"`
+				Result struct {
+					Stdout string `json:"stdout"`
+				} `json:"result"`
+			} `json:"minions"`
+		}
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		var got []string
+		for _, n := range []string{"web1", "web2"} {
+			if m, ok := doc.Minions[n]; ok {
+				got = append(got, m.Result.Stdout)
+			}
+		}
+		return got
+	}
+	tests := []struct {
+		name  string
+		stdin string
+		args  []string
+		want  []string // each minion's stdout
+	}{
+		{name: "after --", args: []string{"call", "web1", "command.run", "-o", "json", "--", "printf", "%s|", "a b", "$HOME", "-h"},
+			want: []string{"a b|$HOME|-h|"}},
+		{name: "one quoted word", args: []string{"call", "web1", "command.run", "printf '%s|' a b", "-o", "json"}, want: []string{"a|b|"}},
+		{name: "env assignment in the command", args: []string{"call", "web1", "command.run", "FOO=1; echo $FOO", "-o", "json"}, want: []string{"1\n"}},
+		{name: "flags anywhere", args: []string{"call", "--timeout", "5s", "web1", "command.run", "--forks=2", "echo hi", "-o", "json"}, want: []string{"hi\n"}},
+		{name: "stdin piped to every minion", stdin: "a\n", args: []string{"call", "web*", "command.run", "cat", "-o", "json"}, want: []string{"a\n", "a\n"}},
+		{name: "stdin= given wins", stdin: "a\n", args: []string{"call", "web1", "command.run", "cat", "stdin=b", "-o", "json"}, want: []string{"b"}},
+		{name: "-n sends none", stdin: "a\n", args: []string{"call", "web1", "command.run", "cat", "-n", "-o", "json"}, want: []string{""}},
+		{name: "--no-stdin sends none", stdin: "a\n", args: []string{"call", "web1", "--no-stdin", "command.run", "cat", "-o", "json"}, want: []string{""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h.stdin = tt.stdin
+			defer func() { h.stdin = "" }()
+			out := h.must(tt.args...)
+			if got := stdout(out); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("stdout %q, want %q", got, tt.want)
+			}
+		})
+	}
+
+	// Help is help before MODULE.METHOD, and nothing is run.
+	for _, args := range [][]string{{"call", "-h"}, {"call", "--help"}, {"call", "web1", "-h"}, {"script", "-h"}} {
+		r := h.run(args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "Usage:") || !strings.Contains(r.stdout, "-n, --no-stdin") {
+			t.Errorf("%v: exit %d, stdout %q", args, r.code, r.stdout)
+		}
+	}
+
+	// Standard input is bounded, and text.
+	h.stdin = strings.Repeat("x", overlord.MaxStdin+1)
+	if r := h.run("call", "web1", "command.run", "cat"); r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "standard input is more than 4194304 bytes") {
+		t.Errorf("5 MiB of stdin: exit %d, %v", r.code, r.err)
+	}
+	h.stdin = "\xff\xfe"
+	if r := h.run("call", "web1", "command.run", "cat"); r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "not UTF-8") {
+		t.Errorf("binary stdin: exit %d, %v", r.code, r.err)
+	}
+	// A method without a stdin parameter does not read it.
+	if r := h.run("call", "web1", "test.ping"); r.code != 0 {
+		t.Errorf("test.ping with stdin: exit %d, %v", r.code, r.err)
+	}
+	h.stdin = ""
+}
+
+func TestScript(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	h.addMinion("web1")
+	write := func(name, content string) string {
+		p := filepath.Join(h.out, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sh := write("ok.sh", "#!/bin/sh\nprintf '%s|' \"$#\" \"$@\"\ncat\n")
+	h.stdin = "in"
+	out := h.must("script", "web1", sh, "a b", "-o", "json", "--", "-x", "--", "y=1")
+	h.stdin = ""
+	if !strings.Contains(out, `"stdout": "4|a b|-x|--|y=1|in"`) {
+		t.Errorf("script output:\n%s", out)
+	}
+	if r := h.run("script", "web1", write("fail.sh", "#!/bin/sh\necho no >&2; exit 3\n")); r.code != 1 {
+		t.Errorf("failing script: exit %d", r.code)
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"no #!", []string{"script", "web1", write("plain.sh", "echo hi\n")}, "has no #! line"},
+		{"CRLF", []string{"script", "web1", write("crlf.sh", "#!/bin/sh\r\necho hi\r\n")}, "carriage return"},
+		{"too big", []string{"script", "web1", write("big.sh", "#!/bin/sh\n"+strings.Repeat("#", 1<<20))}, "more than 1048576 bytes"},
+		{"missing", []string{"script", "web1", filepath.Join(h.out, "nope.sh")}, "no such file"},
+		{"flag-like argument", []string{"script", "web1", sh, "--force"}, "--force after " + sh + " is not a flag of 'overlord script': put the script's arguments after --"},
+		{"-h argument", []string{"script", "web1", sh, "-h"}, "is a word for"},
+	} {
+		r := h.run(tt.args...)
+		if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), tt.msg) {
+			t.Errorf("%s: exit %d, %v; want 2 saying %q", tt.name, r.code, r.err, tt.msg)
+		}
 	}
 }
