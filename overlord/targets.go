@@ -62,6 +62,10 @@ func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A new ID, so that the job sorts after the facts job fetched for it.
+	if p.JobID, err = jobs.NewID(); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
