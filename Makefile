@@ -1,12 +1,20 @@
-# overlord: make build | test | demo | bench | lint | fmt
+# overlord: make build | test | demo | bench | lint | fmt | man | install
 GO      ?= go
 BIN     ?= bin
+# make install puts files under $(DESTDIR)$(PREFIX).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR      = $(DESTDIR)$(PREFIX)/bin
+MAN1DIR     = $(DESTDIR)$(PREFIX)/share/man/man1
+BASHCOMPDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -s -w -X github.com/overlordhq/overlord/internal/buildinfo.version=$(VERSION)
 
-.PHONY: all build test demo bench fleet-bench lint fmt docs clean
+.PHONY: all build test demo bench fleet-bench lint fmt docs man completions install uninstall clean
 
-all: build
+all: build man completions
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/overlord ./cmd/minion
@@ -36,6 +44,45 @@ fmt:
 # docs/modules.md is generated from the modules' own descriptions.
 docs:
 	$(GO) test ./internal/moddoc -run TestModulesDocUpToDate -update
+
+# man pages of every command of both binaries, from their cobra commands.
+man:
+	rm -rf $(BIN)/man
+	$(GO) run ./internal/mangen $(BIN)/man
+
+# shell completion scripts, from the binaries themselves.
+completions: build
+	mkdir -p $(BIN)/completions
+	for b in overlord minion; do \
+		$(BIN)/$$b completion bash >$(BIN)/completions/$$b.bash && \
+		$(BIN)/$$b completion zsh >$(BIN)/completions/_$$b && \
+		$(BIN)/$$b completion fish >$(BIN)/completions/$$b.fish || exit 1; \
+	done
+
+# install copies what make (build, man, completions) made, making what is
+# missing, so that `make && sudo make install` needs no Go toolchain as root.
+install: $(BIN)/overlord $(BIN)/minion $(BIN)/man/overlord.1 $(BIN)/completions/overlord.bash
+	install -d $(BINDIR) $(MAN1DIR) $(BASHCOMPDIR) $(ZSHCOMPDIR) $(FISHCOMPDIR)
+	install -m 0755 $(BIN)/overlord $(BIN)/minion $(BINDIR)/
+	install -m 0644 $(BIN)/man/*.1 $(MAN1DIR)/
+	for b in overlord minion; do \
+		install -m 0644 $(BIN)/completions/$$b.bash $(BASHCOMPDIR)/$$b && \
+		install -m 0644 $(BIN)/completions/_$$b $(ZSHCOMPDIR)/_$$b && \
+		install -m 0644 $(BIN)/completions/$$b.fish $(FISHCOMPDIR)/$$b.fish || exit 1; \
+	done
+
+$(BIN)/overlord $(BIN)/minion:
+	$(MAKE) build
+
+$(BIN)/man/overlord.1:
+	$(MAKE) man
+
+$(BIN)/completions/overlord.bash: $(BIN)/overlord $(BIN)/minion
+	$(MAKE) completions
+
+uninstall:
+	rm -f $(BINDIR)/overlord $(BINDIR)/minion $(MAN1DIR)/overlord.1 $(MAN1DIR)/overlord-*.1 $(MAN1DIR)/minion.1 $(MAN1DIR)/minion-*.1
+	for b in overlord minion; do rm -f $(BASHCOMPDIR)/$$b $(ZSHCOMPDIR)/_$$b $(FISHCOMPDIR)/$$b.fish; done
 
 clean:
 	rm -rf $(BIN)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -81,48 +80,24 @@ func (p *Prepared) Names() []string {
 	return names
 }
 
-// Prepare resolves the target and parses the arguments. For a method the
-// overlord knows (a built-in) the arguments are bound and checked here, so
-// a mistake is reported before anything is sent; other methods are bound
-// by each minion.
-func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
+// prepare resolves the target and parses the arguments. For a method the
+// overlord knows (a built-in, or a plugin whose description is cached)
+// the arguments are typed, and a built-in's bound and checked here, so a
+// mistake is reported before anything is sent; other methods are bound
+// by each minion. Prepare then applies --where (targets.go).
+func (o *Overlord) prepare(spec CallSpec) (*Prepared, error) {
 	if spec.Module == "" || spec.Method == "" {
 		return nil, fmt.Errorf("want MODULE.METHOD, got %q", spec.Module+"."+spec.Method)
 	}
-	inv, err := o.Store.Inventory()
+	minions, err := o.resolve(spec.Target, spec.Where)
 	if err != nil {
 		return nil, err
-	}
-	all := make([]string, len(inv.Minions))
-	byName := make(map[string]jobs.Minion, len(inv.Minions))
-	for i, m := range inv.Minions {
-		all[i] = m.Name
-		byName[m.Name] = m
-	}
-	names, err := target.Resolve(spec.Target, all, inv.Groups)
-	if err != nil {
-		return nil, err
-	}
-	if len(names) == 0 {
-		return nil, fmt.Errorf("%w: %q (%d registered; see 'overlord minion list')", ErrNoMatch, spec.Target, len(all))
-	}
-	if len(spec.Where) > 0 {
-		if names, err = where(names, byName, spec.Where); err != nil {
-			return nil, err
-		}
-		if len(names) == 0 {
-			return nil, fmt.Errorf("%w: %q with --where %s (facts are cached by 'overlord minion facts TARGET')",
-				ErrNoMatch, spec.Target, strings.Join(spec.Where, " --where "))
-		}
 	}
 	id, err := jobs.NewID()
 	if err != nil {
 		return nil, err
 	}
-	p := &Prepared{JobID: id, Spec: spec}
-	for _, n := range names {
-		p.Minions = append(p.Minions, byName[n])
-	}
+	p := &Prepared{JobID: id, Spec: spec, Minions: minions}
 	meth, bound, err := o.method(spec, p.Minions)
 	if err != nil {
 		return nil, err

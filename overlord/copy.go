@@ -28,6 +28,11 @@ const CopyChunk = 1 << 20
 // absolute.
 func SplitRemote(s string) (target, remote string, err error) {
 	target, remote, ok := strings.Cut(s, ":")
+	if i := strings.Index(s, ":/"); i >= 0 {
+		// A target may hold a colon itself (failed:JOBID): the absolute
+		// path starts after the first ":/".
+		target, remote = s[:i], s[i+1:]
+	}
 	if !ok || target == "" || remote == "" {
 		return "", "", fmt.Errorf("want TARGET:PATH, got %q", s)
 	}

@@ -116,9 +116,13 @@ func TestCopyFailuresLeaveNothing(t *testing.T) {
 }
 
 func TestSplitRemote(t *testing.T) {
-	for in, ok := range map[string]bool{"web*:/etc/x": true, "@db:/x/": true, "web1:x": false, ":/x": false, "web1:": false, "/x": false} {
+	for in, ok := range map[string]bool{"web*:/etc/x": true, "@db:/x/": true, "web1:x": false, ":/x": false, "web1:": false, "/x": false,
+		"failed:0190ab:/etc/x": true, "web[1-3,5]:/x": true} {
 		if _, _, err := overlord.SplitRemote(in); (err == nil) != ok {
 			t.Errorf("SplitRemote(%q): %v, want ok=%v", in, err, ok)
 		}
+	}
+	if tgt, remote, _ := overlord.SplitRemote("failed:0190ab,!web3:/etc/x:y"); tgt != "failed:0190ab,!web3" || remote != "/etc/x:y" {
+		t.Errorf("SplitRemote(failed:ID,!web3:/etc/x:y) = %q, %q", tgt, remote)
 	}
 }

@@ -4,6 +4,7 @@
 package overlord
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -194,12 +195,12 @@ func (o *Overlord) IssueClient(name, bundleOut string, kt certs.KeyType) (*certs
 	return b, nil
 }
 
-func writeBundle(b *certs.Bundle, path string) error {
+func writeBundle(b *certs.Bundle, path string, preamble ...[]byte) error {
 	data, err := b.Encode()
 	if err != nil {
 		return err
 	}
-	return certs.WriteNew(path, data, certs.KeyMode)
+	return certs.WriteNew(path, append(bytes.Join(preamble, nil), data...), certs.KeyMode)
 }
 
 // CheckAddr returns an error unless addr is HOST:PORT with a valid port.
@@ -241,7 +242,7 @@ func (o *Overlord) AddMinion(name, addr, bundleOut string, kt certs.KeyType) (jo
 	if err := o.Store.AddMinionCert(m, certRecord(cert, SourceMinionAdd, m.AddedAt)); err != nil {
 		return jobs.Minion{}, err
 	}
-	if err := writeBundle(&certs.Bundle{Cert: cert, Key: key, CA: ca.Cert}, bundleOut); err != nil {
+	if err := writeBundle(&certs.Bundle{Cert: cert, Key: key, CA: ca.Cert}, bundleOut, certs.BundleAddrNote(addr)); err != nil {
 		if rmErr := o.Store.RemoveMinion(name); rmErr != nil {
 			err = errors.Join(err, rmErr)
 		}

@@ -159,7 +159,23 @@ func TestResolveErrors(t *testing.T) {
 		{"[]", nil, "bad glob"},
 		{`web\`, nil, "bad glob"},
 		{"web*,!db[", nil, "bad glob"},
-		{"db[2-1]x,web1", nil, ""}, // an empty range: valid, matches nothing
+		{"db[2-1]x,web1", nil, "2-1 goes down; write 1-2"},
+		// spaces between terms: a hint with commas
+		{"web1 web2", nil, `separated by commas, not spaces (try "web1,web2")`},
+		{"web1, web2 db1", nil, `(try "web1,web2,db1")`},
+		{"@web db1", nil, `(try "@web,db1")`},
+		// numeric ranges that are not well formed
+		{"web[1-]", nil, `"1-" is not a number or N-M`},
+		{"web[-3]", nil, `"-3" is not a number or N-M`},
+		{"web[1-2-3]", nil, "not a number or N-M"},
+		{"web[1,,3]", nil, "not a number or N-M"},
+		{"web[1-1234567890123456789]", nil, "at most 18 digits"},
+		// job terms
+		{"failed:", nil, "want failed:JOBID"},
+		{"ok:xyz", nil, "want ok:JOBID"},
+		{"failed:0190", target.ErrNoJobs, "failed:0190"},
+		{"web1:22", nil, "minion names have no ':'"},
+		{"@web:x", nil, "bad group name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
@@ -196,6 +212,9 @@ func TestParse(t *testing.T) {
 		{"!web3", []target.Term{{Exclude: true, Glob: "web3"}}},
 		{"!@db", []target.Term{{Exclude: true, Group: "db"}}},
 		{" web* , ! @db ", []target.Term{{Glob: "web*"}, {Exclude: true, Group: "db"}}},
+		{"web[01-10,15]", []target.Term{{Glob: "web[01-10,15]"}}},
+		{"web[1-3,7],!db[2,4]", []target.Term{{Glob: "web[1-3,7]"}, {Exclude: true, Glob: "db[2,4]"}}},
+		{"failed:0190ABCD,!ok:0190", []target.Term{{Job: "0190abcd", Outcome: target.Failed}, {Exclude: true, Job: "0190", Outcome: target.OK}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
@@ -219,7 +238,8 @@ func TestParseDoesNotKnowGroups(t *testing.T) {
 }
 
 func FuzzResolve(f *testing.F) {
-	for _, s := range []string{"*", "web*,!web3", "!@db", "db[1-3]", "@web, ! web1", "", ",", "[", "@", `\`} {
+	for _, s := range []string{"*", "web*,!web3", "!@db", "db[1-3]", "@web, ! web1", "", ",", "[", "@", `\`,
+		"web[01-10,15]", "web[1-3]*", "r[1-2]n[01-04]", "web[9-11]", "failed:01", "[0-9]*[1,2]"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, expr string) {

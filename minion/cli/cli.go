@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/internal/buildinfo"
 	"github.com/overlordhq/overlord/minion"
 )
@@ -89,7 +90,9 @@ func (a *App) initCmd() *cobra.Command {
 		Use:   "init --bundle FILE",
 		Short: "Install this minion's identity from a bundle",
 		Long: `Install the bundle made by 'overlord minion add' (certificate, private key,
-CA certificate) into the state directory, with the key at mode 0600.`,
+CA certificate) into the state directory, with the key at mode 0600, and
+print the 'minion serve --listen' that matches the address the minion was
+registered at (every interface, that port).`,
 		Example: "  minion init --bundle web1.pem",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -100,7 +103,17 @@ CA certificate) into the state directory, with the key at mode 0600.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "minion %s initialised in %s\nnext: minion serve\n", b.Cert.Subject.CommonName, a.stateDir)
+			name := b.Cert.Subject.CommonName
+			// The bundle of 'overlord minion add' says where the overlord
+			// reaches the minion (before its PEM blocks).
+			data, _ := os.ReadFile(bundle)
+			if addr, ok := certs.BundleAddr(data); ok {
+				fmt.Fprintf(a.Stdout, "minion %s initialised in %s; the overlord reaches it at %s\nnext: minion serve --listen %s\n",
+					name, a.stateDir, addr, listenFor(addr))
+				return nil
+			}
+			fmt.Fprintf(a.Stdout, "minion %s initialised in %s\nnext: minion serve --listen :PORT, with the port of the address the minion was registered at ('overlord minion list' shows it; default %s)\n",
+				name, a.stateDir, minion.DefaultListen)
 			return nil
 		},
 	}

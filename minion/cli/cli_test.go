@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/certs/certstest"
 	"github.com/overlordhq/overlord/minion"
 	"github.com/overlordhq/overlord/minion/cli"
@@ -45,12 +46,39 @@ func TestInit(t *testing.T) {
 	if !strings.Contains(out, "minion web1 initialised in "+dir) {
 		t.Errorf("stdout %q", out)
 	}
+	// A bundle without the address it was registered at: say how to
+	// find the port.
+	if !strings.Contains(out, "next: minion serve --listen :PORT, with the port of the address the minion was registered at") {
+		t.Errorf("stdout %q does not say which --listen to use", out)
+	}
 	fi, err := os.Stat(filepath.Join(dir, minion.KeyFile))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("key: %v %v", fi, err)
 	}
 	if _, _, err := run(t, nil, "--state-dir", dir, "init", "--bundle", web1); err == nil {
 		t.Error("second init succeeded")
+	}
+}
+
+// The bundle of 'overlord minion add' records the address: init prints
+// the --listen that matches it.
+func TestInitPrintsListen(t *testing.T) {
+	ca := certstest.NewCA(t)
+	web1 := certstest.WriteBundle(t, t.TempDir(), "web1.pem", ca.Minion("web1"))
+	data, err := os.ReadFile(web1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(web1, append(certs.BundleAddrNote("10.0.0.11:41015"), data...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "minion")
+	out, _, err := run(t, nil, "--state-dir", dir, "init", "--bundle", web1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "the overlord reaches it at 10.0.0.11:41015\nnext: minion serve --listen :41015\n"; !strings.HasSuffix(out, want) {
+		t.Errorf("stdout %q, want it to end %q", out, want)
 	}
 }
 

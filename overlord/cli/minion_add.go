@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"net"
 
 	"github.com/spf13/cobra"
 )
@@ -36,7 +37,8 @@ minion's host with 'minion init --bundle FILE'.`,
 				return err
 			}
 			fmt.Fprintf(a.Stdout, "minion %s registered at %s; bundle written to %s (0600)\n", m.Name, m.Addr, bundleOut)
-			fmt.Fprintf(a.Stdout, "next, on %s: minion init --bundle %s && minion serve\n", m.Name, bundleOut)
+			_, port, _ := net.SplitHostPort(m.Addr) // checked by AddMinion
+			fmt.Fprintf(a.Stdout, "next, on %s: minion init --bundle %s && minion serve --listen :%s\n", m.Name, bundleOut, port)
 			return nil
 		},
 	}

@@ -172,6 +172,7 @@ results for people (text) and for scripts (json, ndjson, yaml).`,
 
 	root.AddCommand(a.caCmd(), a.minionCmd(), a.groupCmd(), a.callCmd(), a.scriptCmd(), a.cpCmd(), a.fetchCmd(), a.jobCmd(), a.modulesCmd(),
 		a.serveCmd(), a.tokenCmd(), a.certsCmd())
+	a.addCompletions(root)
 	return root
 }
 
