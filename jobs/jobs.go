@@ -32,6 +32,9 @@ type Record struct {
 	// CancelRequested is set by `overlord job cancel`; the driver acts
 	// on it.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Batch is a batched job's plan (--batch); nil for a job that runs
+	// every minion at once.
+	Batch *Batch `json:"batch,omitempty"`
 	// Identity is the absolute path of the identity bundle an async job
 	// was submitted with ("" for the state directory's own); its drivers
 	// use it, since minions keep each caller's jobs apart. Caller is that
@@ -47,6 +50,45 @@ type Record struct {
 	UpdatedAt  time.Time      `json:"updated_at"`
 	FinishedAt *time.Time     `json:"finished_at,omitempty"`
 	Summary    status.Summary `json:"summary"`
+}
+
+// Batch is the plan of a job run a batch of minions at a time (--batch),
+// recorded with the job so that whoever carries the job on (a driver
+// started after the last one died) knows where it stands. Each entry holds
+// its batch number (status.Result.Batch).
+type Batch struct {
+	// Size is how many minions a batch holds (the last may hold fewer);
+	// Count is how many batches there are.
+	Size  int `json:"size"`
+	Count int `json:"count"`
+	// WaitMS is the pause between the end of a batch and the start of
+	// the next (--batch-wait).
+	WaitMS int64 `json:"wait_ms,omitempty"`
+	// MaxFail: once more minions than this have failed, no new batch
+	// starts; -1 for no limit. MaxFailSpec is --max-fail as typed (N or
+	// N%), for messages.
+	MaxFail     int    `json:"max_fail"`
+	MaxFailSpec string `json:"max_fail_spec,omitempty"`
+	// Done is how many batches have been seen FINISHED, DoneAt when the
+	// last of them was: the next batch waits WaitMS from then.
+	Done   int        `json:"done,omitempty"`
+	DoneAt *time.Time `json:"done_at,omitempty"`
+}
+
+// BatchNumbers assigns each minion its batch, from 1, size minions a
+// batch in the order given (a name given twice keeps its first place).
+func BatchNumbers(minions []string, size int) map[string]int {
+	size = max(size, 1)
+	out := make(map[string]int, len(minions))
+	i := 0
+	for _, m := range minions {
+		if _, dup := out[m]; dup {
+			continue
+		}
+		out[m] = i/size + 1
+		i++
+	}
+	return out
 }
 
 // NewID returns a new job ID: a UUIDv7, which sorts by creation time.
@@ -71,7 +113,9 @@ func (r Record) Status(entries map[string]status.Result) status.Job {
 }
 
 // CreateJob stores a new job with one RUNNING entry per minion. rec.ID,
-// State, CreatedAt and Summary are filled in if empty.
+// State, CreatedAt and Summary are filled in if empty. In a batched job
+// (rec.Batch set), each entry gets its batch number, rec.Batch.Size
+// minions a batch in the order minions are given.
 func (s *Store) CreateJob(rec *Record, minions []string) error {
 	if rec.ID == "" {
 		id, err := NewID()
@@ -88,6 +132,10 @@ func (s *Store) CreateJob(rec *Record, minions []string) error {
 	}
 	rec.UpdatedAt = rec.CreatedAt
 	rec.Summary = status.Summary{}
+	var batchOf map[string]int
+	if rec.Batch != nil {
+		batchOf = BatchNumbers(minions, rec.Batch.Size)
+	}
 	minions = slices.Compact(slices.Sorted(slices.Values(minions)))
 	pending := status.Result{State: status.Running}
 	for range minions {
@@ -110,7 +158,11 @@ func (s *Store) CreateJob(rec *Record, minions []string) error {
 		// Keys inserted in order fill bbolt pages best.
 		eb.FillPercent = 0.9
 		for _, m := range minions {
-			if err := eb.Put([]byte(m), pendingJSON); err != nil {
+			entry := pendingJSON
+			if batchOf != nil {
+				entry = fmt.Appendf(nil, `{"state":"RUNNING","ok":false,"batch":%d}`, batchOf[m])
+			}
+			if err := eb.Put([]byte(m), entry); err != nil {
 				return err
 			}
 		}
@@ -146,6 +198,9 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 			var old status.Result
 			if err := getJSON(eb, []byte(name), &old); err != nil {
 				return fmt.Errorf("job %s has no minion %s: %w", id, name, err)
+			}
+			if r.Batch == 0 {
+				r.Batch = old.Batch // an entry keeps its batch
 			}
 			rec.Summary.Remove(old)
 			rec.Summary.Add(r)

@@ -404,3 +404,64 @@ func BenchmarkWriteOneResult(b *testing.B) {
 		})
 	}
 }
+
+func TestCreateJobBatched(t *testing.T) {
+	s := jobstest.New(t)
+	// Batches follow the order the minions are given (the target's), not
+	// the store's sorted order.
+	order := []string{"web3", "web1", "web5", "web2", "web4"}
+	rec := &jobs.Record{Module: "test", Method: "ping", Batch: &jobs.Batch{Size: 2, Count: 3, MaxFail: -1}}
+	if err := s.CreateJob(rec, order); err != nil {
+		t.Fatal(err)
+	}
+	got, entries, err := s.Job(rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Batch == nil || *got.Batch != *rec.Batch {
+		t.Errorf("batch plan read back %+v, want %+v", got.Batch, rec.Batch)
+	}
+	want := map[string]int{"web3": 1, "web1": 1, "web5": 2, "web2": 2, "web4": 3}
+	for n, b := range want {
+		if e := entries[n]; e.Batch != b || e.State != status.Running {
+			t.Errorf("entry %s = %+v, want RUNNING in batch %d", n, e, b)
+		}
+	}
+	// A result written without its batch number keeps the entry's.
+	if _, err := s.Write(rec.ID, map[string]status.Result{"web5": okResult}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, entries, _ = s.Job(rec.ID)
+	if e := entries["web5"]; e.Batch != 2 || !e.OK {
+		t.Errorf("web5 after a write: %+v, want ok in batch 2", e)
+	}
+
+	// Not batched: no batch numbers.
+	plain := newJob(t, s, "a", "b")
+	_, entries, _ = s.Job(plain.ID)
+	for n, e := range entries {
+		if e.Batch != 0 {
+			t.Errorf("entry %s of a job that is not batched has batch %d", n, e.Batch)
+		}
+	}
+}
+
+func TestBatchNumbers(t *testing.T) {
+	tests := []struct {
+		names []string
+		size  int
+		want  map[string]int
+	}{
+		{[]string{"a", "b", "c"}, 1, map[string]int{"a": 1, "b": 2, "c": 3}},
+		{[]string{"a", "b", "c"}, 2, map[string]int{"a": 1, "b": 1, "c": 2}},
+		{[]string{"a", "b", "c"}, 5, map[string]int{"a": 1, "b": 1, "c": 1}},
+		{[]string{"a", "a", "b"}, 1, map[string]int{"a": 1, "b": 2}},
+		{[]string{"a", "b"}, 0, map[string]int{"a": 1, "b": 2}},
+		{nil, 3, map[string]int{}},
+	}
+	for _, tt := range tests {
+		if got := jobs.BatchNumbers(tt.names, tt.size); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("BatchNumbers(%v, %d) = %v, want %v", tt.names, tt.size, got, tt.want)
+		}
+	}
+}

@@ -47,6 +47,7 @@ const (
 	KindDenied        Kind = "denied"         // the caller may not call this method
 	KindLost          Kind = "lost"           // the minion lost track of the job
 	KindCancelled     Kind = "cancelled"      // the job was cancelled
+	KindSkipped       Kind = "skipped"        // never started: --max-fail stopped a batched job's later batches
 	KindInternal      Kind = "internal"       // a bug or an unexpected failure
 )
 
@@ -82,6 +83,9 @@ type Result struct {
 	Result      json.RawMessage `json:"result,omitempty"`
 	Error       *Error          `json:"error,omitempty"`
 	DurationMS  int64           `json:"duration_ms,omitempty"`
+	// Batch is the entry's batch in a batched job (--batch), from 1, in
+	// target order; 0 (absent) when the job is not batched.
+	Batch int `json:"batch,omitempty"`
 }
 
 // Answered reports whether r shows that the minion itself answered: it
@@ -103,12 +107,20 @@ func (r Result) Answered() bool {
 // Failed reports whether r is finished and not ok.
 func (r Result) Failed() bool { return r.State == Finished && !r.OK }
 
+// Skipped reports whether r is a minion a batched job never started.
+func (r Result) Skipped() bool {
+	return r.State == Finished && !r.OK && r.Error != nil && r.Error.Kind == KindSkipped
+}
+
 // Summary counts the minions of a job by outcome.
 type Summary struct {
 	Total   int `json:"total"`
 	OK      int `json:"ok"`
 	Failed  int `json:"failed"`
 	Pending int `json:"pending"`
+	// Skipped counts those of Failed that a batched job never started
+	// (kind skipped); absent when 0.
+	Skipped int `json:"skipped,omitempty"`
 }
 
 // Add counts r.
@@ -121,6 +133,9 @@ func (s *Summary) Add(r Result) {
 		s.OK++
 	default:
 		s.Failed++
+		if r.Skipped() {
+			s.Skipped++
+		}
 	}
 }
 
@@ -171,5 +186,8 @@ func (s *Summary) Remove(r Result) {
 		s.OK--
 	default:
 		s.Failed--
+		if r.Skipped() {
+			s.Skipped--
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +92,51 @@ func TestSummary(t *testing.T) {
 	}
 	if !failed.Failed() || ok.Failed() || running.Failed() {
 		t.Error("Failed() is wrong")
+	}
+}
+
+func TestSummarySkipped(t *testing.T) {
+	ok := status.Result{State: status.Finished, OK: true, Batch: 1}
+	failed := status.Result{State: status.Finished, Error: &status.Error{Kind: status.KindModuleError}, Batch: 1}
+	skipped := status.Result{State: status.Finished, Error: status.Errorf(status.KindSkipped, "not started"), Batch: 2}
+	pending := status.Result{State: status.Running, Batch: 2}
+
+	var s status.Summary
+	for _, r := range []status.Result{ok, failed, pending, pending} {
+		s.Add(r)
+	}
+	// The driver ends the pending entries skipped, as the store does:
+	// Remove the old entry, Add the new.
+	for range 2 {
+		s.Remove(pending)
+		s.Add(skipped)
+	}
+	if want := (status.Summary{Total: 4, OK: 1, Failed: 3, Skipped: 2}); s != want {
+		t.Errorf("Summary = %+v, want %+v", s, want)
+	}
+	// Minions never started are not ok: the exit status says so.
+	if s.ExitCode() != status.ExitFailed {
+		t.Errorf("ExitCode = %d with skipped minions, want 1", s.ExitCode())
+	}
+	if !skipped.Skipped() || failed.Skipped() || pending.Skipped() {
+		t.Error("Skipped() is wrong")
+	}
+	s.Remove(skipped)
+	if s.Skipped != 1 || s.Failed != 2 {
+		t.Errorf("after Remove(skipped): %+v", s)
+	}
+	// skipped is left out of JSON when 0, so jobs that are not batched
+	// print the summary they always did.
+	data, err := json.Marshal(status.Summary{Total: 1, OK: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(data) != `{"total":1,"ok":1,"failed":0,"pending":0}` {
+		t.Errorf("summary JSON %s", data)
+	}
+	data, _ = json.Marshal(skipped)
+	if !strings.Contains(string(data), `"batch":2`) || !strings.Contains(string(data), `"kind":"skipped"`) {
+		t.Errorf("skipped entry JSON %s", data)
 	}
 }
 
