@@ -23,6 +23,10 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration) (jobs.Record, erro
 	if timeout <= 0 {
 		timeout = DefaultAsyncTimeout
 	}
+	batch, err := p.batchPlan()
+	if err != nil {
+		return jobs.Record{}, err
+	}
 	// The driver will need the identity: check it now, while someone is
 	// there to read the error.
 	id, err := o.Identity()
@@ -42,7 +46,7 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration) (jobs.Record, erro
 		ID: p.JobID, Target: p.Spec.Target, Module: p.Spec.Module, Method: p.Spec.Method,
 		Args: p.Args, Positional: p.Positional, Async: true,
 		TimeoutMS: timeout.Milliseconds(), Forks: forks, Deadline: &deadline,
-		Identity: identity, Caller: id.Cert.Subject.CommonName,
+		Identity: identity, Caller: id.Cert.Subject.CommonName, Batch: batch,
 	}
 	if err := o.Store.CreateJob(rec, p.Names()); err != nil {
 		return jobs.Record{}, err

@@ -59,6 +59,12 @@ type CallSpec struct {
 	Forks          int
 	Timeout        time.Duration // per minion call
 	ConnectTimeout time.Duration
+
+	// Batch runs the target a batch of minions at a time (--batch).
+	Batch BatchSpec
+	// OnBatch, if set, is called as batch k of n starts, in a
+	// synchronous run of a batched job.
+	OnBatch func(k, n int)
 }
 
 // Prepared is a call with its target resolved and arguments bound, ready
@@ -241,6 +247,10 @@ func (p *Prepared) defaults() CallSpec {
 // carried on by a detached driver, and the job is returned open.
 func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Context, *rpc.Client, jobs.Minion) status.Result, onResult func(string, status.Result), h *handover) (status.Job, error) {
 	spec := p.defaults()
+	batch, err := p.batchPlan()
+	if err != nil {
+		return status.Job{}, err
+	}
 	client, err := o.Client(p.Minions, spec.Forks, spec.ConnectTimeout)
 	if err != nil {
 		return status.Job{}, err
@@ -250,7 +260,7 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 	rec := &jobs.Record{
 		ID: p.JobID, Target: spec.Target, Module: spec.Module, Method: spec.Method,
 		Args: p.Args, Positional: p.Positional,
-		TimeoutMS: spec.Timeout.Milliseconds(), Forks: spec.Forks,
+		TimeoutMS: spec.Timeout.Milliseconds(), Forks: spec.Forks, Batch: batch,
 	}
 	if h != nil {
 		// What a driver needs to carry the job on, should it come to that
@@ -287,9 +297,15 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 	rc := newRecorder(o.Store, *rec)
 	defer rc.close()
 	open := 0
-	fanout.Run(ctx, p.Minions, spec.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
-		return step(ctx, client, m)
-	}, func(m jobs.Minion, r status.Result) {
+	var batchOf map[string]int // nil when not batched
+	if batch != nil {
+		batchOf = jobs.BatchNumbers(names, batch.Size)
+		for n, k := range batchOf {
+			entries[n] = status.Result{State: status.Running, Batch: k}
+		}
+	}
+	got := func(m jobs.Minion, r status.Result) {
+		r.Batch = batchOf[m.Name]
 		entries[m.Name] = r
 		switch {
 		case r.State != status.Finished:
@@ -304,7 +320,21 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 			onResult(m.Name, r)
 		}
 		rc.add(m.Name, r)
-	})
+	}
+	runAll := func(minions []jobs.Minion) {
+		fanout.Run(ctx, minions, spec.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
+			return step(ctx, client, m)
+		}, got)
+	}
+	if batch == nil {
+		runAll(p.Minions)
+	} else if later := o.runBatches(ctx, p, rc, entries, runAll, got); len(later) > 0 && h != nil {
+		// The call stopped waiting during a batch: the driver submits
+		// the batches not started.
+		h.mu.Lock()
+		h.never = append(h.never, later...)
+		h.mu.Unlock()
+	}
 	if open > 0 && h != nil {
 		handedOver = true
 		return o.handOver(rc, entries, h, lock)

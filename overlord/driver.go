@@ -40,6 +40,9 @@ const (
 	// cancelCheckEvery bounds how often the driver reads the store to see
 	// whether the job was cancelled.
 	cancelCheckEvery = 250 * time.Millisecond
+	// pauseCheckEvery bounds how long a driver pausing between batches
+	// (--batch-wait) takes to notice a cancel.
+	pauseCheckEvery = time.Second
 	// While overlord.db stays busy (each try waits up to the lock
 	// timeout), the driver tries again after busyBackoff, doubled up to
 	// busyBackoffMax, with jitter so that drivers do not retry in step.
@@ -78,6 +81,7 @@ type driver struct {
 	entries map[string]status.Result
 	names   []string // every minion of the job, sorted
 	forks   int
+	batch   *jobs.Batch // a batched job's plan, as driven so far; nil if not batched
 
 	cancelMu  sync.Mutex
 	cancelAt  time.Time // when the store was last asked
@@ -135,11 +139,34 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	}
 	sort.Strings(d.names)
 	o.Logger.Info("driving job", "job", id, "minions", len(entries))
-	d.submitAll(ctx)
+	if rec.Batch != nil {
+		plan := *rec.Batch
+		d.batch = &plan
+		err = d.driveBatches(ctx)
+	} else {
+		err = d.driveAll(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	if err := o.whileBusy(ctx, id, "record the job's end", d.rc.finish); err != nil {
+		if ctx.Err() != nil {
+			return d.stopping(ctx)
+		}
+		return err
+	}
+	o.Logger.Info("job finished", "job", id, "ok", d.rc.header().Summary.OK, "failed", d.rc.header().Summary.Failed)
+	return nil
+}
+
+// driveAll submits the job to every minion not yet submitted to, then
+// polls until every entry is FINISHED.
+func (d *driver) driveAll(ctx context.Context) error {
+	d.submitAll(ctx, d.open(false))
 	if ctx.Err() != nil {
 		return d.stopping(ctx)
 	}
-	if err := o.whileBusy(ctx, id, "record the submits", func() error {
+	if err := d.o.whileBusy(ctx, d.rc.header().ID, "record the submits", func() error {
 		return d.rc.flush(func(r *jobs.Record) error {
 			if r.State == status.Running {
 				r.State = status.Partial
@@ -156,14 +183,99 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	if ctx.Err() != nil {
 		return d.stopping(ctx)
 	}
-	if err := o.whileBusy(ctx, id, "record the job's end", d.rc.finish); err != nil {
+	return nil
+}
+
+// driveBatches drives a batched job a batch at a time, as planBatch
+// decides from the entries: submit a batch, poll it until every entry is
+// FINISHED, wait --batch-wait, and so on; once --max-fail is crossed, the
+// batches not started end skipped. A cancel or the deadline ends every
+// entry not submitted yet. The job stays RUNNING until its last batch is
+// submitted, then PARTIAL.
+func (d *driver) driveBatches(ctx context.Context) error {
+	id := d.rc.header().ID
+	for {
+		now := time.Now()
+		step := planBatch(*d.batch, d.entries, now)
+		step.note(d.batch, now)
+		for n, r := range step.Skip {
+			d.set(n, r)
+		}
+		if step.Over {
+			d.o.Logger.Info("batches over", "job", id, "done", step.Done, "of", step.Batches, "skipped", len(step.Skip))
+			return nil
+		}
+		switch {
+		case d.cancelRequested() || !now.Before(d.deadline()):
+			// Every entry not submitted yet, whatever its batch, ends
+			// cancelled or timeout (submitAll adopts a synchronous call's
+			// minions first, to cancel what they run).
+			d.submitAll(ctx, d.open(false))
+		case step.Wait > 0:
+			if err := d.flushBatch(false); err != nil {
+				d.o.Logger.Warn("could not record the batch's end; will retry", "job", id, "err", err)
+			}
+			d.o.Logger.Info("waiting before the next batch", "job", id, "batch", step.Batch, "of", step.Batches, "wait", step.Wait.Round(time.Millisecond))
+			d.pause(ctx, step.Wait)
+			if ctx.Err() != nil {
+				return d.stopping(ctx)
+			}
+			continue
+		case len(step.Start) > 0:
+			d.o.Logger.Info("starting batch", "job", id, "batch", step.Batch, "of", step.Batches, "minions", len(step.Start))
+			d.submitAll(ctx, step.Start)
+		}
 		if ctx.Err() != nil {
 			return d.stopping(ctx)
 		}
-		return err
+		last := len(d.open(false)) == 0
+		if err := d.o.whileBusy(ctx, id, "record the submits", func() error { return d.flushBatch(last) }); err != nil {
+			if ctx.Err() != nil {
+				return d.stopping(ctx)
+			}
+			return err
+		}
+		d.poll(ctx)
+		if ctx.Err() != nil {
+			return d.stopping(ctx)
+		}
 	}
-	o.Logger.Info("job finished", "job", id, "ok", d.rc.header().Summary.OK, "failed", d.rc.header().Summary.Failed)
-	return nil
+}
+
+// flushBatch writes the results gathered and the batch plan's progress;
+// with submitted (every minion has been submitted to), the job becomes
+// PARTIAL.
+func (d *driver) flushBatch(submitted bool) error {
+	plan := *d.batch
+	return d.rc.flush(func(r *jobs.Record) error {
+		r.Batch = &plan
+		if submitted && r.State == status.Running {
+			r.State = status.Partial
+		}
+		return nil
+	})
+}
+
+// pause waits up to wait, at most until the deadline, and less if the job
+// is cancelled or ctx ends.
+func (d *driver) pause(ctx context.Context, wait time.Duration) {
+	end := time.Now().Add(wait)
+	if dl := d.deadline(); dl.Before(end) {
+		end = dl
+	}
+	for {
+		left := time.Until(end)
+		if left <= 0 || d.cancelRequested() {
+			return
+		}
+		t := time.NewTimer(min(left, pauseCheckEvery))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // stopping records what is known when the driver is told to stop (a
@@ -184,6 +296,9 @@ func (d *driver) set(name string, r status.Result) {
 	old := d.entries[name]
 	if old.State == r.State && old.MinionJobID == r.MinionJobID && r.State != status.Finished {
 		return
+	}
+	if r.Batch == 0 {
+		r.Batch = old.Batch // an entry keeps its batch
 	}
 	d.entries[name] = r
 	d.rc.add(name, r)
@@ -212,12 +327,11 @@ func finished(kind status.Kind, format string, args ...any) status.Result {
 	return status.Result{State: status.Finished, Error: status.Errorf(kind, format, args...)}
 }
 
-// submitAll submits the job to every minion not yet submitted to, in
-// rounds: a minion whose submit fails on the network is tried again in
+// submitAll submits the job to the pending minions (not yet submitted
+// to), in rounds: a minion whose submit fails on the network is tried again in
 // the next round, after a backoff that holds no worker, so minions that
 // answer never wait behind ones that do not.
-func (d *driver) submitAll(ctx context.Context) {
-	pending := d.open(false)
+func (d *driver) submitAll(ctx context.Context, pending []string) {
 	rec := d.rc.header()
 	backoff := submitBackoff
 	failed := map[string]int{} // network failures, per minion; busy answers do not count

@@ -109,6 +109,7 @@ running when the wait ended (the job goes on).`,
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
 	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "how long to wait for the minions (those still running go on, exit 4); with --async, the whole job's deadline, 1h if not given")
 	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
+	batchFlags(cmd, &spec)
 	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
 	displayFlags(cmd, &disp)

@@ -50,6 +50,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many minions at once")
 	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each chunk's round trip")
 	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE; repeatable")
+	batchFlags(cmd, &spec)
 	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
 	displayFlags(cmd, &disp)
