@@ -62,8 +62,10 @@ type CallSpec struct {
 
 	// Batch runs the target a batch of minions at a time (--batch).
 	Batch BatchSpec
-	// OnBatch, if set, is called as batch k of n starts, in a
-	// synchronous run of a batched job.
+	// OnBatch, if set, is called as batch k of n starts in a
+	// synchronous run of a batched job (call, script, cp, fetch), on the
+	// goroutine that hands results to onResult: a progress display's
+	// "batch k/n".
 	OnBatch func(k, n int)
 }
 
