@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -399,4 +400,79 @@ func TestBatchCopy(t *testing.T) {
 	if data, err := os.ReadFile(dest); err != nil || string(data) != "listen 80\n" {
 		t.Errorf("copied file: %q, %v", data, err)
 	}
+}
+
+// A synchronous batched call whose wait (--timeout) ends during a batch
+// exits 4, and the job goes on detached: the batch running finishes on
+// its minions, and the driver runs the batches left, in order.
+func TestBatchSyncOutlivesItsWait(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, "web1", "web2", "web3")
+	log := filepath.Join(t.TempDir(), "events")
+	g := newGate(t, "go")
+	body := fmt.Sprintf(`case "$PWD" in */web1) %s;; esac`, g.wait())
+	cmd, stdout, stderr := overlordCmd(f, "call", "web*", "command.run", batchLog(log, body), "--batch", "1", "--timeout", "1s", "-o", "json")
+	if code := exitCode(t, cmd); code != 4 {
+		t.Fatalf("call --batch 1 --timeout 1s with batch 1 blocked: exit %d, want 4\n%s%s", code, stdout, stderr)
+	}
+	var j jobView
+	if err := json.Unmarshal(stdout.Bytes(), &j); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	for _, n := range []string{"web1", "web2", "web3"} {
+		if j.Minions[n].State == "FINISHED" {
+			t.Errorf("%s finished before the wait ended: %+v", n, j.Minions[n])
+		}
+	}
+	g.open(t)
+	done := waitFinished(t, f, j.JobID, 0)
+	if done.Summary != (summaryView{Total: 3, OK: 3}) {
+		t.Errorf("job %s", done)
+	}
+	checkBatches(t, batchEvents(t, f, log), [][]string{{"web1"}, {"web2"}, {"web3"}})
+}
+
+// Ctrl-C during a synchronous batched call stops the rollout: the batch
+// running goes on detached, the batches not started end cancelled.
+func TestBatchSyncInterrupted(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, "web1", "web2", "web3")
+	log := filepath.Join(t.TempDir(), "events")
+	g := newGate(t, "go")
+	cmd, stdout, stderr := overlordCmd(f, "call", "web*", "command.run", batchLog(log, g.wait()), "--batch", "1", "-o", "json")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitLines(t, log, 1) // web1 runs
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	code, err := runCodeStarted(cmd)
+	if err != nil || code != 4 {
+		t.Fatalf("call interrupted: exit %d (%v), want 4\n%s%s", code, err, stdout, stderr)
+	}
+	var j jobView
+	if err := json.Unmarshal(stdout.Bytes(), &j); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	g.open(t)
+	done := waitFinished(t, f, j.JobID, 1)
+	if !done.Minions["web1"].OK {
+		t.Errorf("web1 (the batch running at Ctrl-C) did not finish ok:\n%s", done)
+	}
+	for _, n := range []string{"web2", "web3"} {
+		if k := done.Minions[n].kind(); k != "cancelled" {
+			t.Errorf("%s: kind %q, want cancelled\n%s", n, k, done)
+		}
+	}
+	checkBatches(t, batchEvents(t, f, log), [][]string{{"web1"}})
+}
+
+// runCodeStarted waits for a started command and returns its exit status.
+func runCodeStarted(cmd *exec.Cmd) (int, error) {
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok && ee.Exited() {
+		return ee.ExitCode(), nil
+	}
+	return 0, err
 }

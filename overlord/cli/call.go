@@ -140,6 +140,7 @@ func (a *App) call(cmd *cobra.Command, r callRun) error {
 		return err
 	}
 	spec.Stdin = a.pipedStdin(r.noStdin)
+	spec.OnBatch = r.disp.Batch // the progress line's "batch k/n"
 
 	o := a.overlord()
 	p, err := o.Prepare(spec)

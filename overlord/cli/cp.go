@@ -51,6 +51,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each chunk's round trip")
 	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE; repeatable")
 	batchFlags(cmd, &spec)
+	spec.OnBatch = disp.Batch // the progress line's "batch k/n"
 	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
 	displayFlags(cmd, &disp)

@@ -77,8 +77,7 @@ matched no minion.`,
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
 	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call; with --async, the whole job's deadline, 1h if not given")
 	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
-	// --batch and its companions: added here as on call and cp, through
-	// their shared flag helper.
+	batchFlags(cmd, &spec)
 	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
 	words.noStdinFlag(&noStdin)
