@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/modules/builtin"
 	"github.com/overlordhq/overlord/overlord"
 )
@@ -165,15 +166,46 @@ func (a *App) completeCall(_ *cobra.Command, args []string, toComplete string) (
 	case 0:
 		return a.completeTarget(toComplete)
 	case 1:
-		return completeMethod(toComplete), cobra.ShellCompDirectiveNoFileComp
+		return completeMethod(toComplete, a.cachedPlugins()), cobra.ShellCompDirectiveNoFileComp
 	}
-	return completeParams(args[1], args[2:], toComplete), cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
+	return completeParams(args[1], args[2:], toComplete, a.cachedPlugins), cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
 }
 
-// completeMethod offers the built-in modules' MODULE.METHODs.
-func completeMethod(toComplete string) []cobra.Completion {
+// cachedPlugins returns the plugins the minions described to 'overlord
+// modules' (cached in overlord.db), one description per module name;
+// nothing if the store is busy or has none.
+func (a *App) cachedPlugins() []modules.ModuleInfo {
+	st := a.completionStore()
+	ms, err := st.Minions()
+	if err != nil {
+		return nil
+	}
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = m.Name
+	}
+	descs, err := st.CachedModules(names)
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []modules.ModuleInfo
+	for _, n := range names {
+		for _, m := range descs[n].Modules {
+			if !seen[m.Name] {
+				seen[m.Name] = true
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+// completeMethod offers the MODULE.METHODs of the built-in modules and of
+// the plugins given.
+func completeMethod(toComplete string, plugins []modules.ModuleInfo) []cobra.Completion {
 	var out []cobra.Completion
-	for _, m := range builtin.Registry().DescribeAll() {
+	for _, m := range append(builtin.Registry().DescribeAll(), plugins...) {
 		for _, meth := range m.Methods {
 			name := m.Name + "." + meth.Name
 			if strings.HasPrefix(name, toComplete) {
@@ -184,9 +216,10 @@ func completeMethod(toComplete string) []cobra.Completion {
 	return out
 }
 
-// completeParams offers a built-in method's parameters as key=, leaving
-// out those already given.
-func completeParams(moduleMethod string, given []string, toComplete string) []cobra.Completion {
+// completeParams offers a method's parameters as key=, leaving out those
+// already given: a built-in's, else a cached plugin's (plugins is called
+// only then).
+func completeParams(moduleMethod string, given []string, toComplete string, plugins func() []modules.ModuleInfo) []cobra.Completion {
 	if strings.Contains(toComplete, "=") {
 		return nil // a value: nothing to offer
 	}
@@ -194,9 +227,17 @@ func completeParams(moduleMethod string, given []string, toComplete string) []co
 	if !ok {
 		return nil
 	}
-	m, err := builtin.Registry().Lookup(mod, meth)
-	if err != nil {
-		return nil
+	var params []modules.Param
+	if m, err := builtin.Registry().Lookup(mod, meth); err == nil {
+		params = m.Params
+	} else {
+		for _, pm := range plugins() {
+			for _, mi := range pm.Methods {
+				if pm.Name == mod && mi.Name == meth {
+					params = mi.Params
+				}
+			}
+		}
 	}
 	have := map[string]bool{}
 	for _, w := range given {
@@ -205,7 +246,7 @@ func completeParams(moduleMethod string, given []string, toComplete string) []co
 		}
 	}
 	var out []cobra.Completion
-	for _, p := range m.Params {
+	for _, p := range params {
 		if have[p.Name] || !strings.HasPrefix(p.Name+"=", toComplete) {
 			continue
 		}

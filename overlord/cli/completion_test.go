@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/overlord"
 )
 
@@ -190,5 +192,25 @@ func TestCompleteNoStore(t *testing.T) {
 	// Methods come from the overlord itself.
 	if got, _ := h.complete("call", "x", "test.p"); !slices.Contains(values(got), "test.ping") {
 		t.Errorf("complete call x test.p = %q", got)
+	}
+}
+
+// The plugins minions described to 'overlord modules', cached in
+// overlord.db, complete as built-ins do: MODULE.METHOD, then key=.
+func TestCompletePluginMethods(t *testing.T) {
+	h := completionFleet(t)
+	st := jobs.New(filepath.Join(h.dir, overlord.DBFile), time.Second)
+	err := st.CacheModules(map[string]jobs.Described{"web1": {Modules: []modules.ModuleInfo{{
+		Name: "greet", Doc: "Greets.", Plugin: true,
+		Methods: []modules.MethodInfo{{Name: "hello", Doc: "Says hello.", Params: []modules.Param{{Name: "who", Type: modules.String}}}},
+	}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.complete("call", "web1", "gre"); !slices.Equal(values(got), []string{"greet.hello"}) {
+		t.Errorf("complete a cached plugin's method: %q", got)
+	}
+	if got, _ := h.complete("call", "web1", "greet.hello", ""); !slices.Equal(values(got), []string{"who="}) {
+		t.Errorf("complete a cached plugin's parameters: %q", got)
 	}
 }
