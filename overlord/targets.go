@@ -45,8 +45,8 @@ func (n Note) String() string {
 // Prepare resolves the target, parses the arguments (see prepare) and
 // then narrows the minions by --where, fetching the facts of those that
 // have none cached first: a bad argument is reported before anything is
-// fetched. Facts that cannot be fetched are logged as a warning per
-// minion.
+// fetched. A minion whose facts cannot be fetched is left out with a
+// note (o.Note).
 func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	p, err := o.prepare(spec)
 	if err != nil || len(spec.Where) == 0 {
@@ -57,7 +57,11 @@ func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	var notes []Note
 	p.Minions, notes, err = o.narrow(context.Background(), sel, p.Minions)
 	for _, n := range notes {
-		o.Logger.Warn("--where: left out: its facts are not known", "minion", n.Minion, "reason", n.Reason)
+		if o.Note != nil {
+			o.Note(n.String())
+		} else {
+			o.Logger.Warn("--where: left out: its facts are not known", "minion", n.Minion, "reason", n.Reason)
+		}
 	}
 	if err != nil {
 		return nil, err

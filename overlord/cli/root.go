@@ -182,7 +182,9 @@ func (a *App) overlord() *overlord.Overlord {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
-	return overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
+	o := overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
+	o.Note = func(msg string) { fmt.Fprintf(a.Stderr, "note: %s\n", msg) }
+	return o
 }
 
 // usageError marks err as a usage error (exit 2).
