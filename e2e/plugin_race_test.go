@@ -5,7 +5,9 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,21 +110,34 @@ func TestPluginSwapRaceOnAMinion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	swap := exec.Command(bin)
-	swap.Env = append(os.Environ(), swapperEnv+"="+shared)
-	swap.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if os.Geteuid() == 0 {
 		if err := os.Chown(filepath.Join(shared, "evil"), 65534, 65534); err != nil {
 			t.Fatal(err)
 		}
-		swap.SysProcAttr.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
 	}
-	out, err := swap.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := swap.Start(); err != nil {
-		t.Fatal(err)
+	var swap *exec.Cmd
+	var out io.ReadCloser
+	// The copy just written may be "text file busy" for a moment: a
+	// process forked meanwhile by a parallel test holds its descriptor
+	// until it execs.
+	for try := 0; ; try++ {
+		swap = exec.Command(bin)
+		swap.Env = append(os.Environ(), swapperEnv+"="+shared)
+		swap.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if os.Geteuid() == 0 {
+			swap.SysProcAttr.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+		}
+		if out, err = swap.StdoutPipe(); err != nil {
+			t.Fatal(err)
+		}
+		err = swap.Start()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.ETXTBSY) || try == 100 {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	t.Cleanup(func() {
 		syscall.Kill(-swap.Process.Pid, syscall.SIGKILL)
