@@ -124,7 +124,9 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 	if err != nil {
 		a.logger.Error("could not keep a call that outlived its wait: cancelling it", "origin", p.OriginJobID, "err", err)
 		cancel(err)
-		a.forgetCall(key, h, Job{}, err)
+		// Not busy (rpc.ErrBusy) for an adopter: trying again would not
+		// find the call, which is stopped.
+		a.forgetCall(key, h, Job{}, status.Errorf(status.KindInternal, "the call outlived its wait and could not be kept as a job: %v", err))
 		go func() {
 			defer a.heldWG.Done()
 			defer cancelT()
@@ -192,7 +194,10 @@ func (a *asyncJobs) registerHeld(caller string, p *rpc.CallParams, timeout time.
 			args = bound
 		}
 	}
-	job, created, err := a.store.submit(caller, p.OriginJobID, nil, func(id string) Job {
+	// A held job is an async job running in the daemon: it counts, and
+	// is refused, as a submitted one (the running-jobs limits), or calls
+	// with a short wait would pile up jobs without bound.
+	job, created, err := a.store.submit(caller, p.OriginJobID, a.limits(caller), func(id string) Job {
 		return Job{
 			ID: id, OriginJobID: p.OriginJobID, Caller: caller, Module: p.Module, Method: p.Method,
 			Args: args, TimeoutMS: timeout.Milliseconds(), State: status.Running, CreatedAt: start.UTC(), InProcess: true,

@@ -1,0 +1,60 @@
+package minion
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/overlordhq/overlord/rpc"
+	"github.com/overlordhq/overlord/status"
+)
+
+// Calls that outlive their wait are async jobs of the daemon: they count
+// against the running-jobs limits as submitted jobs do. Past the limit a
+// call that outlives its wait is not kept (its method is stopped, with an
+// error that says why), so one identity cannot pile up jobs without
+// bound by calling with a short wait.
+func TestHeldCallRunningJobLimits(t *testing.T) {
+	a := newAsync(t, t.TempDir())
+	defer a.Close()
+	a.maxRunning, a.maxPerCaller = 5, 2
+	var kept []*Job
+	defer func() {
+		for _, j := range kept {
+			a.cancel(j.ID, "", "")
+		}
+		for _, j := range kept {
+			waitState(t, a, j.ID, isFinished)
+		}
+	}()
+	for i := range 2 {
+		_, job, err := callHeldNow(t, a, context.Background(), fmt.Sprintf("lim%d", i), 50*time.Millisecond, "sleep 60")
+		if err != nil || job == nil {
+			t.Fatalf("call %d: job %v, err %v: want it kept", i, job, err)
+		}
+		kept = append(kept, job)
+	}
+	res, job, err := callHeldNow(t, a, context.Background(), "lim2", 50*time.Millisecond, "sleep 60")
+	if job != nil {
+		kept = append(kept, job)
+		t.Fatalf("a third held call of one identity was kept as job %s past the limit of 2 per identity", job.ID)
+	}
+	if status.KindOf(err) != status.KindInternal || !strings.Contains(err.Error(), "could not be kept as a job") ||
+		!strings.Contains(err.Error(), "busy with 2 async jobs of tester") {
+		t.Fatalf("a third held call: res %v, err %v; want kind internal saying the minion is busy", res, err)
+	}
+	// Its adopter is told so too, and not as busy (which would make a
+	// driver try again for ever).
+	if _, err := a.adopt("tester", "lim2"); err == nil {
+		t.Fatal("adopt of a call not kept: no error")
+	}
+	if js, _ := a.store.running(); len(js) != 2 {
+		t.Fatalf("%d jobs running, want 2", len(js))
+	}
+	// A Submit of the same identity is refused the same way: held calls count.
+	if _, _, err := a.submit("tester", &rpc.SubmitParams{OriginJobID: "lim3", Module: "test", Method: "sleep", Args: map[string]any{"seconds": 30}}); status.KindOf(err) != status.KindInternal {
+		t.Fatalf("submit past the limit, held calls counted: %v", err)
+	}
+}
