@@ -91,6 +91,20 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 	a.calls[key] = h
 	a.heldWG.Add(2) // the method, and the completion below
 	a.heldMu.Unlock()
+	// An origin that already has a job here (a call kept before, or a
+	// submit) is not run again: nothing runs twice, whatever a client
+	// sends. Looked up once the call is in a.calls, where it keeps out
+	// any other call of the origin; one kept before has its job recorded
+	// before it left a.calls. A store that cannot say is no reason to
+	// refuse a call.
+	if job, ok, err := a.store.byOrigin(caller, p.OriginJobID); err != nil {
+		a.logger.Warn("could not look up a call's origin in minion.db; running it", "origin", p.OriginJobID, "err", err)
+	} else if ok {
+		a.forgetCall(key, h, job, nil)
+		a.heldWG.Add(-2)
+		cancelT()
+		return nil, nil, status.Errorf(status.KindBadArgs, "this minion already has job %s of origin %s: the call is not run again (Minion.Adopt finds the job)", job.ID, p.OriginJobID)
+	}
 
 	out := &heldOutput{}
 	done := make(chan callDone, 1)

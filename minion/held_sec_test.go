@@ -3,6 +3,8 @@ package minion
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -56,5 +58,33 @@ func TestHeldCallRunningJobLimits(t *testing.T) {
 	// A Submit of the same identity is refused the same way: held calls count.
 	if _, _, err := a.submit("tester", &rpc.SubmitParams{OriginJobID: "lim3", Module: "test", Method: "sleep", Args: map[string]any{"seconds": 30}}); status.KindOf(err) != status.KindInternal {
 		t.Fatalf("submit past the limit, held calls counted: %v", err)
+	}
+}
+
+// A Minion.Call whose origin already has a job on the minion (the call
+// was kept, or submitted) is refused, not run again: a client that sends
+// the same origin twice cannot make a method run twice.
+func TestHeldCallSameOriginNotRunTwice(t *testing.T) {
+	a := newAsync(t, t.TempDir())
+	defer a.Close()
+	runs := filepath.Join(t.TempDir(), "runs")
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, job, err := callHeldNow(t, a, gone, "dup", time.Minute, "echo run >> "+runs)
+	if err != nil || job == nil {
+		t.Fatalf("job %v, err %v: want the call kept", job, err)
+	}
+	waitState(t, a, job.ID, isFinished)
+	res, again, err := callHeldNow(t, a, context.Background(), "dup", 10*time.Second, "echo run >> "+runs)
+	if again != nil || status.KindOf(err) != status.KindBadArgs || !strings.Contains(err.Error(), job.ID) {
+		t.Errorf("a second call of origin dup: res %v, job %v, err %v; want bad_args naming job %s", res, again, err, job.ID)
+	}
+	sub := submit(t, a, "sub", "test", "ping", nil)
+	waitState(t, a, sub.ID, isFinished)
+	if _, _, err := callHeldNow(t, a, context.Background(), "sub", 10*time.Second, "echo run >> "+runs); status.KindOf(err) != status.KindBadArgs {
+		t.Errorf("a call of a submitted job's origin: %v, want bad_args", err)
+	}
+	if got, _ := os.ReadFile(runs); string(got) != "run\n" {
+		t.Errorf("ran %q, want once", got)
 	}
 }
