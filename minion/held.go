@@ -151,9 +151,18 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 		return nil, nil, status.Errorf(status.KindInternal, "the call outlived its wait and could not be kept as a job: %v", err)
 	}
 	out.attach(sp.output)
+	if heldRecorded != nil {
+		heldRecorded(job)
+	}
 	a.heldMu.Lock()
 	a.held[job.ID] = h
 	a.heldMu.Unlock()
+	// A cancel that came between the job's record and its entry in
+	// a.held (its ID is in Minion.List from the record on) found nothing
+	// to cancel: it is applied here.
+	if j, err := a.store.get(job.ID); err == nil && j.Cancelled {
+		h.cancel(errCancelled)
+	}
 	a.forgetCall(key, h, job, nil)
 	go func() {
 		defer a.heldWG.Done()
@@ -170,6 +179,10 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 	a.logger.Debug("call detached", "origin", p.OriginJobID, "job", job.ID, "finished", finished)
 	return nil, &job, nil
 }
+
+// heldRecorded, if set (tests), is called when a call has been recorded
+// as a job, before cancels can find it in a.held.
+var heldRecorded func(Job)
 
 func isClosed(c chan struct{}) bool {
 	select {

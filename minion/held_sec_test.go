@@ -88,3 +88,26 @@ func TestHeldCallSameOriginNotRunTwice(t *testing.T) {
 		t.Errorf("ran %q, want once", got)
 	}
 }
+
+// A cancel of a held job that comes between its record in minion.db and
+// the daemon's note of it (a client that read the job ID from
+// Minion.List) still stops it.
+func TestHeldCallCancelWhileRecorded(t *testing.T) {
+	a := newAsync(t, t.TempDir())
+	defer a.Close()
+	heldRecorded = func(j Job) {
+		if _, err := a.cancel(j.ID, status.KindCancelled, "tester"); err != nil {
+			t.Errorf("cancel: %v", err)
+		}
+	}
+	defer func() { heldRecorded = nil }()
+	_, job, err := callHeldNow(t, a, context.Background(), "race", 50*time.Millisecond, "sleep 60")
+	heldRecorded = nil
+	if job == nil || err != nil {
+		t.Fatalf("job %v, err %v: want the call kept", job, err)
+	}
+	st := waitState(t, a, job.ID, isFinished)
+	if st.OK || st.Error == nil || st.Error.Kind != status.KindCancelled {
+		t.Fatalf("status %+v: want cancelled", st)
+	}
+}
