@@ -44,6 +44,34 @@ type heldCall struct {
 	registered chan struct{} // closed when job and err are final
 	job        Job           // the job carrying the call on, if any
 	err        error
+
+	// The process group the method started last (command.Exec), kept
+	// with the job so that a daemon started after a crash of this one
+	// can kill what the call left running (see settle and ownsGroup).
+	pmu   sync.Mutex
+	pid   int
+	ticks uint64
+	jobID string // set once the call is a job: later starts update it
+}
+
+// started notes the process group a held call's method started.
+func (a *asyncJobs) started(h *heldCall, pid int) {
+	ticks, _ := procStartTicks(pid)
+	h.pmu.Lock()
+	defer h.pmu.Unlock()
+	h.pid, h.ticks = pid, ticks
+	if h.jobID == "" {
+		return
+	}
+	if _, err := a.store.update(h.jobID, func(j *Job) bool {
+		if j.State == status.Finished {
+			return false
+		}
+		j.PID, j.StartTicks, j.BootID = pid, ticks, a.bootID
+		return true
+	}); err != nil {
+		a.logger.Warn("could not record a held call's process group", "job", h.jobID, "pid", pid, "err", err)
+	}
 }
 
 func (h *heldCall) askDetach() { h.detachOnce.Do(func() { close(h.detach) }) }
@@ -111,7 +139,7 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 	start := time.Now()
 	go func() {
 		defer a.heldWG.Done()
-		res, err := run(modules.WithOutput(ctx, out))
+		res, err := run(modules.WithProcessStarted(modules.WithOutput(ctx, out), func(pid int) { a.started(h, pid) }))
 		done <- callDone{res, err, time.Since(start)}
 	}()
 
@@ -134,7 +162,12 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 		cancelT()
 		return d.res, nil, d.err
 	}
-	job, sp, err := a.registerHeld(caller, p, timeout, start)
+	h.pmu.Lock() // a process started meanwhile is recorded with the job
+	job, sp, err := a.registerHeld(caller, p, timeout, start, h.pid, h.ticks)
+	if err == nil {
+		h.jobID = job.ID
+	}
+	h.pmu.Unlock()
 	if err != nil {
 		a.logger.Error("could not keep a call that outlived its wait: cancelling it", "origin", p.OriginJobID, "err", err)
 		cancel(err)
@@ -214,7 +247,7 @@ type heldSpool struct {
 }
 
 // registerHeld records a call as the job of its origin and spools it.
-func (a *asyncJobs) registerHeld(caller string, p *rpc.CallParams, timeout time.Duration, start time.Time) (Job, heldSpool, error) {
+func (a *asyncJobs) registerHeld(caller string, p *rpc.CallParams, timeout time.Duration, start time.Time, pid int, ticks uint64) (Job, heldSpool, error) {
 	args := p.Args
 	if m, err := a.reg.Lookup(p.Module, p.Method); err == nil {
 		if bound, err := m.Bind(p.Args, p.Positional); err == nil {
@@ -228,6 +261,7 @@ func (a *asyncJobs) registerHeld(caller string, p *rpc.CallParams, timeout time.
 		return Job{
 			ID: id, OriginJobID: p.OriginJobID, Caller: caller, Module: p.Module, Method: p.Method,
 			Args: args, TimeoutMS: timeout.Milliseconds(), State: status.Running, CreatedAt: start.UTC(), InProcess: true,
+			PID: pid, StartTicks: ticks, BootID: a.bootID,
 		}
 	})
 	if err != nil {
