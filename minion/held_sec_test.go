@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +111,76 @@ func TestHeldCallCancelWhileRecorded(t *testing.T) {
 	st := waitState(t, a, job.ID, isFinished)
 	if st.OK || st.Error == nil || st.Error.Kind != status.KindCancelled {
 		t.Fatalf("status %+v: want cancelled", st)
+	}
+}
+
+// Adopt, the method's end, cancel and shutdown race each other on many
+// calls at once: every call ends once, with a result or a job, adopt
+// finds that job or says lost, the method runs once, and the shutdown
+// waits for the held jobs' outcomes (run with -race).
+func TestHeldCallRaces(t *testing.T) {
+	dir := t.TempDir()
+	a := newAsync(t, dir)
+	marks := t.TempDir()
+	const n = 24
+	type outcome struct {
+		job *Job
+		err error
+		res any
+	}
+	outs := make([]outcome, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		origin := fmt.Sprintf("r%d", i)
+		runs := filepath.Join(marks, origin)
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			// The command ends about when the wait does.
+			res, job, err := callHeldNow(t, a, context.Background(), origin, time.Duration(20+i%5*10)*time.Millisecond,
+				"echo run >> "+runs+"; sleep 0.0"+strconv.Itoa(2+i%4))
+			outs[i] = outcome{job, err, res}
+		}()
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i%7) * 5 * time.Millisecond)
+			j, err := a.adopt("tester", origin)
+			if err != nil && status.KindOf(err) != status.KindLost {
+				t.Errorf("adopt %s: %v", origin, err)
+			}
+			if err == nil && i%3 == 0 {
+				if _, err := a.cancel(j.ID, status.KindCancelled, "tester"); err != nil {
+					t.Errorf("cancel %s: %v", j.ID, err)
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if js, err := a.list(0, "tester"); err == nil && i%4 == 0 {
+				for _, j := range js {
+					_, _ = a.cancel(j.JobID, status.KindCancelled, "tester")
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	a.stopHeld(ctx)
+	cancel()
+	for i, o := range outs {
+		if (o.job == nil) == (o.err == nil && o.res == nil) {
+			t.Errorf("call %d: %+v: want a result or a job", i, o)
+		}
+		if o.job != nil {
+			if j, err := a.store.get(o.job.ID); err != nil || j.State != status.Finished {
+				t.Errorf("call %d: job %+v after the shutdown, err %v: want FINISHED", i, j, err)
+			}
+		}
+		if got, _ := os.ReadFile(filepath.Join(marks, fmt.Sprintf("r%d", i))); strings.Count(string(got), "run") > 1 {
+			t.Errorf("call %d ran %d times", i, strings.Count(string(got), "run"))
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
