@@ -216,8 +216,8 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 type handover struct {
 	deadline  time.Time // the job's, and the limit of the calls the minions keep
 	waitUntil time.Time // when the call stops waiting (--timeout); a pause between batches ends there too
-	mu       sync.Mutex
-	never    []string // the minions it did not send the call to
+	mu        sync.Mutex
+	never     []string // the minions it did not send the call to
 }
 
 // unsent notes that the call was not sent to name.
