@@ -125,13 +125,18 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 	// any other call of the origin; one kept before has its job recorded
 	// before it left a.calls. A store that cannot say is no reason to
 	// refuse a call.
-	if job, ok, err := a.store.byOrigin(caller, p.OriginJobID); err != nil {
-		a.logger.Warn("could not look up a call's origin in minion.db; running it", "origin", p.OriginJobID, "err", err)
-	} else if ok {
+	if job, ok, err := a.store.byOrigin(caller, p.OriginJobID); ok {
+		// Known, even if its record does not decode: not run again.
 		a.forgetCall(key, h, job, nil)
 		a.heldWG.Add(-2)
 		cancelT()
-		return nil, nil, status.Errorf(status.KindBadArgs, "this minion already has job %s of origin %s: the call is not run again (Minion.Adopt finds the job)", job.ID, p.OriginJobID)
+		which := "a job"
+		if job.ID != "" {
+			which = "job " + job.ID
+		}
+		return nil, nil, status.Errorf(status.KindBadArgs, "this minion already has %s of origin %s: the call is not run again (Minion.Adopt finds the job)", which, p.OriginJobID)
+	} else if err != nil {
+		a.logger.Warn("could not look up a call's origin in minion.db; running it", "origin", p.OriginJobID, "err", err)
 	}
 
 	out := &heldOutput{}
