@@ -638,7 +638,10 @@ func (a *asyncJobs) cancel(id string, reason status.Kind, caller string) (rpc.Jo
 	if j.InProcess && a.cancelHeld(j.ID) {
 		return a.jobStatus(j), nil
 	}
-	if a.isRunner(j) && j.PID > 0 {
+	// A held job's PID is the group its command started, signalled only
+	// where ownsGroup says it is still that command's (settle): its cancel
+	// is its context's, applied when the daemon notes it (callHeld).
+	if a.isRunner(j) && j.PID > 0 && !j.InProcess {
 		_ = syscall.Kill(-j.PID, syscall.SIGTERM)
 		job := j
 		go func() {

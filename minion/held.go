@@ -44,6 +44,34 @@ type heldCall struct {
 	registered chan struct{} // closed when job and err are final
 	job        Job           // the job carrying the call on, if any
 	err        error
+
+	// The process group the method started last (command.Exec), kept
+	// with the job so that a daemon started after a crash of this one
+	// can kill what the call left running (see settle and ownsGroup).
+	pmu   sync.Mutex
+	pid   int
+	ticks uint64
+	jobID string // set once the call is a job: later starts update it
+}
+
+// started notes the process group a held call's method started.
+func (a *asyncJobs) started(h *heldCall, pid int) {
+	ticks, _ := procStartTicks(pid)
+	h.pmu.Lock()
+	defer h.pmu.Unlock()
+	h.pid, h.ticks = pid, ticks
+	if h.jobID == "" {
+		return
+	}
+	if _, err := a.store.update(h.jobID, func(j *Job) bool {
+		if j.State == status.Finished {
+			return false
+		}
+		j.PID, j.StartTicks, j.BootID = pid, ticks, a.bootID
+		return true
+	}); err != nil {
+		a.logger.Warn("could not record a held call's process group", "job", h.jobID, "pid", pid, "err", err)
+	}
 }
 
 func (h *heldCall) askDetach() { h.detachOnce.Do(func() { close(h.detach) }) }
@@ -91,13 +119,32 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 	a.calls[key] = h
 	a.heldWG.Add(2) // the method, and the completion below
 	a.heldMu.Unlock()
+	// An origin that already has a job here (a call kept before, or a
+	// submit) is not run again: nothing runs twice, whatever a client
+	// sends. Looked up once the call is in a.calls, where it keeps out
+	// any other call of the origin; one kept before has its job recorded
+	// before it left a.calls. A store that cannot say is no reason to
+	// refuse a call.
+	if job, ok, err := a.store.byOrigin(caller, p.OriginJobID); ok {
+		// Known, even if its record does not decode: not run again.
+		a.forgetCall(key, h, job, nil)
+		a.heldWG.Add(-2)
+		cancelT()
+		which := "a job"
+		if job.ID != "" {
+			which = "job " + job.ID
+		}
+		return nil, nil, status.Errorf(status.KindBadArgs, "this minion already has %s of origin %s: the call is not run again (Minion.Adopt finds the job)", which, p.OriginJobID)
+	} else if err != nil {
+		a.logger.Warn("could not look up a call's origin in minion.db; running it", "origin", p.OriginJobID, "err", err)
+	}
 
 	out := &heldOutput{}
 	done := make(chan callDone, 1)
 	start := time.Now()
 	go func() {
 		defer a.heldWG.Done()
-		res, err := run(modules.WithOutput(ctx, out))
+		res, err := run(modules.WithProcessStarted(modules.WithOutput(ctx, out), func(pid int) { a.started(h, pid) }))
 		done <- callDone{res, err, time.Since(start)}
 	}()
 
@@ -120,11 +167,18 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 		cancelT()
 		return d.res, nil, d.err
 	}
-	job, sp, err := a.registerHeld(caller, p, timeout, start)
+	h.pmu.Lock() // a process started meanwhile is recorded with the job
+	job, sp, err := a.registerHeld(caller, p, timeout, start, h.pid, h.ticks)
+	if err == nil {
+		h.jobID = job.ID
+	}
+	h.pmu.Unlock()
 	if err != nil {
 		a.logger.Error("could not keep a call that outlived its wait: cancelling it", "origin", p.OriginJobID, "err", err)
 		cancel(err)
-		a.forgetCall(key, h, Job{}, err)
+		// Not busy (rpc.ErrBusy) for an adopter: trying again would not
+		// find the call, which is stopped.
+		a.forgetCall(key, h, Job{}, status.Errorf(status.KindInternal, "the call outlived its wait and could not be kept as a job: %v", err))
 		go func() {
 			defer a.heldWG.Done()
 			defer cancelT()
@@ -135,9 +189,18 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 		return nil, nil, status.Errorf(status.KindInternal, "the call outlived its wait and could not be kept as a job: %v", err)
 	}
 	out.attach(sp.output)
+	if heldRecorded != nil {
+		heldRecorded(job)
+	}
 	a.heldMu.Lock()
 	a.held[job.ID] = h
 	a.heldMu.Unlock()
+	// A cancel that came between the job's record and its entry in
+	// a.held (its ID is in Minion.List from the record on) found nothing
+	// to cancel: it is applied here.
+	if j, err := a.store.get(job.ID); err == nil && j.Cancelled {
+		h.cancel(errCancelled)
+	}
 	a.forgetCall(key, h, job, nil)
 	go func() {
 		defer a.heldWG.Done()
@@ -154,6 +217,10 @@ func (a *asyncJobs) callHeld(reqCtx context.Context, caller string, p *rpc.CallP
 	a.logger.Debug("call detached", "origin", p.OriginJobID, "job", job.ID, "finished", finished)
 	return nil, &job, nil
 }
+
+// heldRecorded, if set (tests), is called when a call has been recorded
+// as a job, before cancels can find it in a.held.
+var heldRecorded func(Job)
 
 func isClosed(c chan struct{}) bool {
 	select {
@@ -185,17 +252,21 @@ type heldSpool struct {
 }
 
 // registerHeld records a call as the job of its origin and spools it.
-func (a *asyncJobs) registerHeld(caller string, p *rpc.CallParams, timeout time.Duration, start time.Time) (Job, heldSpool, error) {
+func (a *asyncJobs) registerHeld(caller string, p *rpc.CallParams, timeout time.Duration, start time.Time, pid int, ticks uint64) (Job, heldSpool, error) {
 	args := p.Args
 	if m, err := a.reg.Lookup(p.Module, p.Method); err == nil {
 		if bound, err := m.Bind(p.Args, p.Positional); err == nil {
 			args = bound
 		}
 	}
-	job, created, err := a.store.submit(caller, p.OriginJobID, nil, func(id string) Job {
+	// A held job is an async job running in the daemon: it counts, and
+	// is refused, as a submitted one (the running-jobs limits), or calls
+	// with a short wait would pile up jobs without bound.
+	job, created, err := a.store.submit(caller, p.OriginJobID, a.limits(caller), func(id string) Job {
 		return Job{
 			ID: id, OriginJobID: p.OriginJobID, Caller: caller, Module: p.Module, Method: p.Method,
 			Args: args, TimeoutMS: timeout.Milliseconds(), State: status.Running, CreatedAt: start.UTC(), InProcess: true,
+			PID: pid, StartTicks: ticks, BootID: a.bootID,
 		}
 	})
 	if err != nil {

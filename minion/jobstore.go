@@ -41,7 +41,10 @@ type Job struct {
 	StartTicks uint64 `json:"start_ticks,omitempty"`
 	BootID     string `json:"boot_id,omitempty"`
 	// InProcess is set for a synchronous call that outlived its wait
-	// (held.go): the daemon runs it and holds its runner lock; PID is 0.
+	// (held.go): the daemon runs it and holds its runner lock; PID (with
+	// StartTicks and BootID) is then the process group its method started
+	// last (command.Exec), 0 if none, which a daemon started after a crash
+	// kills when it settles the job lost.
 	InProcess  bool        `json:"in_process,omitempty"`
 	Cancelled  bool        `json:"cancel_requested,omitempty"`
 	CancelKind status.Kind `json:"cancel_kind,omitempty"` // cancelled or timeout

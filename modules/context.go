@@ -10,6 +10,7 @@ type ctxKey int
 const (
 	outputKey ctxKey = iota
 	groupKey
+	startedKey
 )
 
 // WithOutput returns a context whose methods also write their output, as
@@ -36,4 +37,19 @@ func InJobProcessGroup(ctx context.Context) context.Context {
 func JobProcessGroup(ctx context.Context) bool {
 	b, _ := ctx.Value(groupKey).(bool)
 	return b
+}
+
+// WithProcessStarted returns a context whose methods call started with
+// the pid of each process they start (the leader of its own process
+// group), once it runs. A minion running a call in the daemon uses it to
+// record the group, so that after a crash the daemon that comes back can
+// take down what the call left running.
+func WithProcessStarted(ctx context.Context, started func(pid int)) context.Context {
+	return context.WithValue(ctx, startedKey, started)
+}
+
+// ProcessStarted returns the function set by WithProcessStarted, or nil.
+func ProcessStarted(ctx context.Context) func(pid int) {
+	f, _ := ctx.Value(startedKey).(func(pid int))
+	return f
 }

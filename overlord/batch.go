@@ -248,9 +248,11 @@ func plural(n int) string {
 // If runBatch leaves some of its batch open (the call stopped waiting, or
 // was interrupted, and hands the job to a driver), runBatches returns at
 // once: interrupted, it cancels the batches not started; otherwise it
-// returns their minions, for the driver to submit them.
+// returns their minions, for the driver to submit them. So it does if
+// the call stops waiting (stopAt, if not zero: a synchronous call's
+// --timeout) during the pause before a batch (--batch-wait).
 func (o *Overlord) runBatches(ctx context.Context, p *Prepared, rc *recorder, entries map[string]status.Result,
-	runBatch func([]jobs.Minion), got func(jobs.Minion, status.Result)) (later []string) {
+	runBatch func([]jobs.Minion), got func(jobs.Minion, status.Result), stopAt time.Time) (later []string) {
 	byName := make(map[string]jobs.Minion, len(p.Minions))
 	for _, m := range p.Minions {
 		byName[m.Name] = m
@@ -276,7 +278,20 @@ func (o *Overlord) runBatches(ctx context.Context, p *Prepared, rc *recorder, en
 			return nil
 		}
 		if step.Wait > 0 {
-			t := time.NewTimer(step.Wait)
+			wait := step.Wait
+			if !stopAt.IsZero() {
+				if wait = min(wait, time.Until(stopAt)); wait <= 0 {
+					// The call stops waiting: the batches from this one
+					// on are the driver's.
+					for _, m := range p.Minions {
+						if r := entries[m.Name]; r.State != status.Finished && r.Batch >= step.Batch {
+							later = append(later, m.Name)
+						}
+					}
+					return later
+				}
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()

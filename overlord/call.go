@@ -184,7 +184,7 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 		Module: spec.Module, Method: spec.Method, Args: p.Args, Positional: p.Positional,
 		OriginJobID: p.JobID, JobTimeoutMS: DefaultAsyncTimeout.Milliseconds(),
 	}
-	h := &handover{deadline: time.Now().Add(DefaultAsyncTimeout)}
+	h := &handover{deadline: time.Now().Add(DefaultAsyncTimeout), waitUntil: waitUntil}
 	return o.run(ctx, p, func(ctx context.Context, client *rpc.Client, m jobs.Minion) status.Result {
 		wait := time.Until(waitUntil)
 		if ctx.Err() != nil || wait <= 0 {
@@ -214,9 +214,10 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 // handover is what a synchronous call that stops waiting hands to the
 // driver that carries it on.
 type handover struct {
-	deadline time.Time // the job's, and the limit of the calls the minions keep
-	mu       sync.Mutex
-	never    []string // the minions it did not send the call to
+	deadline  time.Time // the job's, and the limit of the calls the minions keep
+	waitUntil time.Time // when the call stops waiting (--timeout); a pause between batches ends there too
+	mu        sync.Mutex
+	never     []string // the minions it did not send the call to
 }
 
 // unsent notes that the call was not sent to name.
@@ -328,16 +329,23 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 			return step(ctx, client, m)
 		}, got)
 	}
+	var later []string
 	if batch == nil {
 		runAll(p.Minions)
-	} else if later := o.runBatches(ctx, p, rc, entries, runAll, got); len(later) > 0 && h != nil {
-		// The call stopped waiting during a batch: the driver submits
-		// the batches not started.
-		h.mu.Lock()
-		h.never = append(h.never, later...)
-		h.mu.Unlock()
+	} else {
+		var stopAt time.Time
+		if h != nil {
+			stopAt = h.waitUntil
+		}
+		if later = o.runBatches(ctx, p, rc, entries, runAll, got, stopAt); len(later) > 0 && h != nil {
+			// The call stopped waiting during a batch, or the pause
+			// before one: the driver submits the batches not started.
+			h.mu.Lock()
+			h.never = append(h.never, later...)
+			h.mu.Unlock()
+		}
 	}
-	if open > 0 && h != nil {
+	if (open > 0 || len(later) > 0) && h != nil {
 		handedOver = true
 		return o.handOver(rc, entries, h, lock)
 	}

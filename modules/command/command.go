@@ -212,7 +212,13 @@ func Exec(ctx context.Context, spec Spec) (Result, error) {
 	c.WaitDelay = 2 * time.Second
 
 	start := time.Now()
-	err := c.Run()
+	err := c.Start()
+	if err == nil {
+		if started := modules.ProcessStarted(ctx); started != nil && c.SysProcAttr != nil && c.SysProcAttr.Setpgid {
+			started(c.Process.Pid) // the leader of the command's group
+		}
+		err = c.Wait()
+	}
 	res := Result{
 		Stdout:     stdout.String(),
 		Stderr:     stderr.String(),
