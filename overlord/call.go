@@ -200,11 +200,14 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 		if err == nil && reply.Detached {
 			return status.Result{State: status.Running, MinionJobID: reply.JobID}
 		}
-		if err != nil && !errors.Is(err, rpc.ErrRemote) && ctx.Err() != nil {
-			// Ctrl-C cut the call short: the minion keeps it, and the
-			// driver adopts it. (A minion that does not answer by the end
-			// of the wait and its grace, when it should have answered
-			// "detached", is one that timed out, as before.)
+		if err != nil && !errors.Is(err, rpc.ErrRemote) &&
+			(ctx.Err() != nil || rpc.Classify(cctx, err).Kind == status.KindTimeout) {
+			// Ctrl-C cut the call short, or no answer came by the end of
+			// the wait and its grace (a minion too busy, or hung, to say
+			// "detached" in time): the minion may be running the call,
+			// and keeps it if so. The driver adopts it: its result is
+			// recorded, or the minion says it never got the call (lost);
+			// a minion that stays silent ends timeout there.
 			return status.Result{State: status.Running}
 		}
 		return callResult(cctx, reply, err, time.Since(start))
