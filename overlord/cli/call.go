@@ -100,8 +100,15 @@ running when the wait ended (the job goes on).`,
 		},
 	}
 	words := guardWords(cmd, 2, func(args []string) string {
+		rest, typed := strings.Join(args[2:], " "), modules.ShellWords(args[2:])
+		if rest != typed {
+			// A word with a space or a quote in it: only -- gives the
+			// words back as typed.
+			return fmt.Sprintf("put the words it goes with after -- (overlord call %s %s -- %s)",
+				modules.ShellQuote(args[0]), args[1], typed)
+		}
 		return fmt.Sprintf("put the words it goes with after -- (overlord call %s %s -- %s) or quote them as one word (%s)",
-			modules.ShellQuote(args[0]), args[1], strings.Join(args[2:], " "), modules.ShellQuote(strings.Join(args[2:], " ")))
+			modules.ShellQuote(args[0]), args[1], rest, modules.ShellQuote(rest))
 	})
 	f := cmd.Flags()
 	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -69,7 +68,7 @@ matched no minion.`,
 	}
 	words := guardWords(cmd, 2, func(args []string) string {
 		return fmt.Sprintf("put the script's arguments after -- (overlord script %s %s -- %s)",
-			modules.ShellQuote(args[0]), modules.ShellQuote(args[1]), strings.Join(args[2:], " "))
+			modules.ShellQuote(args[0]), modules.ShellQuote(args[1]), modules.ShellWords(args[2:]))
 	})
 	f := cmd.Flags()
 	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
