@@ -42,9 +42,15 @@ recorded in overlord.db, --async, every output format, and standard
 input, when it is a pipe or a file, as the script's standard input (-n:
 none). See 'overlord call --help'.
 
+--timeout is how long the command waits for the minions, not a limit on
+the script: minions still running when it passes carry on, the job goes
+on detached, and the command names them and how to follow them, and
+exits 4, as 'overlord call' does. Ctrl-C does the same.
+
 Exit status: 0 every minion ok, 1 at least one failed (a non-zero exit
 of the script included), 2 usage or configuration error, 3 the target
-matched no minion.`,
+matched no minion, 4 minions still running when the wait ended (the job
+goes on).`,
 		Example: `  overlord script 'web*' ./check-disk.sh
   overlord script @db ./rotate.sh --async -- --keep 7
   overlord script web1 ./report.py -o json
@@ -74,7 +80,7 @@ matched no minion.`,
 	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
 	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE (OP: = != < <= > >= ~); repeatable")
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
-	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call; with --async, the whole job's deadline, 1h if not given")
+	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "how long to wait for the minions (those still running go on, exit 4); with --async, the whole job's deadline, 1h if not given")
 	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
 	batchFlags(cmd, &spec)
 	rawFlag(cmd, &raw)
