@@ -37,8 +37,11 @@ func (a *App) callCmd() *cobra.Command {
 		Long: `Call MODULE.METHOD on every minion TARGET matches, at most --forks at once,
 record the call as a job in overlord.db and print each minion's result.
 
-TARGET is comma-separated terms: a glob on minion names (web*, db[1-3]),
-@group, or either with ! in front to exclude ('web*,!web3').
+TARGET is comma-separated terms: a glob on minion names (web*), a
+numeric range (web[1-10], web[01-10,15]), @group, failed:JOB or ok:JOB
+(the minions that failed or succeeded in an earlier job, by ID or
+prefix), or any of them with ! in front to exclude ('web*,!web3').
+'overlord minion list TARGET' shows what a target matches.
 
 --where narrows the target by the facts cached in overlord.db (refresh
 them with 'overlord minion facts TARGET'): KEY OP VALUE with OP one of
