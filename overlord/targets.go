@@ -163,7 +163,7 @@ func (o *Overlord) narrow(ctx context.Context, sel Selection, minions []jobs.Min
 // noMatch is the error of a target that matched no minion; one that
 // names a group without its @ says so.
 func noMatch(expr string, registered int, groups map[string][]string) error {
-	err := fmt.Errorf("%w: %q (%d registered; see 'overlord minion list')", ErrNoMatch, expr, registered)
+	err := fmt.Errorf("%w: %q (%d registered)", ErrNoMatch, expr, registered)
 	if bare := target.BareGroups(expr, groups); len(bare) > 0 {
 		at := make([]string, len(bare))
 		for i, g := range bare {

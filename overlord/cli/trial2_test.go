@@ -1,8 +1,12 @@
 package cli_test
 
 import (
+	"bytes"
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/overlordhq/overlord/overlord/cli"
 )
 
 // What a second newcomer's trial (after issue 9) found in --help: each
@@ -24,6 +28,28 @@ func TestHelpSaysWhatItDoes(t *testing.T) {
 			if !strings.Contains(out, w) {
 				t.Errorf("overlord %s does not say %q:\n%s", strings.Join(tt.cmd, " "), w, out)
 			}
+		}
+	}
+}
+
+// A target that matches nothing says what to try once, on its Try line,
+// and a failed:/ok: term that is the whole target is quoted once.
+func TestTargetErrorsSayItOnce(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	h.addMinion("m1")
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"call", "nothing", "test.ping"}, 3, "Error: target matched no minion: \"nothing\" (1 registered)\nTry: overlord minion list\n"},
+		{[]string{"minion", "list", "failed:zz"}, 2, "Error: target \"failed:zz\": want failed:JOBID with a job ID or its prefix, as 'overlord job list' shows them\n"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main(context.Background(), append([]string{"--state-dir", h.dir}, tt.args...), strings.NewReader(""), &stdout, &stderr)
+		if code != tt.code || stderr.String() != tt.want {
+			t.Errorf("overlord %s: exit %d, stderr:\n%s\nwant exit %d and:\n%s", strings.Join(tt.args, " "), code, stderr.String(), tt.code, tt.want)
 		}
 	}
 }
