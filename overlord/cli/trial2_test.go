@@ -53,3 +53,23 @@ func TestTargetErrorsSayItOnce(t *testing.T) {
 		}
 	}
 }
+
+// Too few or too many arguments: the error says which the command takes,
+// not only how many (cobra's "accepts 2 arg(s), received 1").
+func TestArgCountSaysUsage(t *testing.T) {
+	h := newHarness(t)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"call", "web1"}, "Error: overlord call TARGET MODULE.METHOD [ARG...] [-- WORD...]: requires at least 2 arg(s), only received 1\nTry: overlord call --help\n"},
+		{[]string{"fetch", "web1:/etc/motd"}, "Error: overlord fetch TARGET:PATH LOCALDIR: accepts 2 arg(s), received 1\nTry: overlord fetch --help\n"},
+		{[]string{"minion", "list", "a", "b"}, "Error: overlord minion list [TARGET]: accepts at most 1 arg(s), received 2\nTry: overlord minion list --help\n"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main(context.Background(), append([]string{"--state-dir", h.dir}, tt.args...), strings.NewReader(""), &stdout, &stderr)
+		if code != 2 || stderr.String() != tt.want {
+			t.Errorf("overlord %s: exit %d, stderr:\n%s\nwant exit 2 and:\n%s", strings.Join(tt.args, " "), code, stderr.String(), tt.want)
+		}
+	}
+}
