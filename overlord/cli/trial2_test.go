@@ -22,6 +22,8 @@ func TestHelpSaysWhatItDoes(t *testing.T) {
 		// script waits as call does: --timeout is no kill switch, exit 4.
 		{[]string{"script", "--help"}, []string{"not a limit on\nthe script", "4 minions still running when the wait ended",
 			"how long to wait for the minions (those still running go on, exit 4)"}},
+		// exit 4 is any job not FINISHED, with or without --wait.
+		{[]string{"job", "status", "--help"}, []string{"4 the job is not\nFINISHED (still running, or --wait gave up"}},
 	} {
 		out := h.must(tt.cmd...)
 		for _, w := range tt.want {
