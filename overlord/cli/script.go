@@ -54,7 +54,7 @@ goes on).`,
 		Example: `  overlord script 'web*' ./check-disk.sh
   overlord script @db ./rotate.sh --async -- --keep 7
   overlord script web1 ./report.py -o json
-  tar c conf | overlord script 'web*' ./install-conf.sh /etc/app`,
+  tar c conf | base64 | overlord script 'web*' ./install-conf.sh /etc/app  # stdin is text: it runs base64 -d | tar x -C "$1"`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			content, err := readScript(args[1])
