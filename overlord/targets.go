@@ -45,8 +45,10 @@ func (n Note) String() string {
 // Prepare resolves the target, parses the arguments (see prepare) and
 // then narrows the minions by --where, fetching the facts of those that
 // have none cached first: a bad argument is reported before anything is
-// fetched. Facts that cannot be fetched are logged as a warning per
-// minion.
+// fetched. The minions whose facts could not be fetched are left out,
+// each with a note in p.Notes (and a debug log line); when that leaves
+// no minion (ErrNoMatch), the Prepared returned with the error has only
+// the notes, which say why.
 func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	p, err := o.prepare(spec)
 	if err != nil || len(spec.Where) == 0 {
@@ -57,11 +59,12 @@ func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	var notes []Note
 	p.Minions, notes, err = o.narrow(context.Background(), sel, p.Minions)
 	for _, n := range notes {
-		o.Logger.Warn("--where: left out: its facts are not known", "minion", n.Minion, "reason", n.Reason)
+		o.Logger.Debug("--where: left out: its facts are not known", "minion", n.Minion, "reason", n.Reason)
 	}
 	if err != nil {
-		return nil, err
+		return &Prepared{Notes: notes}, err
 	}
+	p.Notes = notes
 	// A new ID, so that the job sorts after the facts job fetched for it.
 	if p.JobID, err = jobs.NewID(); err != nil {
 		return nil, err

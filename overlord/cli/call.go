@@ -153,7 +153,7 @@ func (a *App) call(cmd *cobra.Command, r callRun) error {
 	spec.OnBatch = r.disp.Batch // the progress line's "batch k/n"
 
 	o := a.overlord()
-	p, err := o.Prepare(spec)
+	p, err := a.prepare(o, spec)
 	if err != nil {
 		var se *status.Error
 		if errors.As(err, &se) {
@@ -451,4 +451,17 @@ func (a *App) stillRunning(job status.Job) {
 	}
 	fmt.Fprintf(a.Stderr, "%d %s still running (%s): the job goes on without this command.\n", len(open), noun, list)
 	fmt.Fprintf(a.Stderr, "Follow it:  overlord job status %s --follow\nStop it:    overlord job cancel %s\n", job.JobID, job.JobID)
+}
+
+// prepare is o.Prepare, with a note on stderr for each minion --where
+// left out untested (its facts are not known), as 'minion list' prints
+// them.
+func (a *App) prepare(o *overlord.Overlord, spec overlord.CallSpec) (*overlord.Prepared, error) {
+	p, err := o.Prepare(spec)
+	if p != nil {
+		for _, n := range p.Notes {
+			fmt.Fprintf(a.Stderr, "note: %s\n", n)
+		}
+	}
+	return p, err
 }
