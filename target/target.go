@@ -247,6 +247,23 @@ func ResolveIn(expr string, src Sources) ([]string, error) {
 	return out, nil
 }
 
+// PlainNames returns the names that expr includes by name alone: its
+// terms without a glob, a range, @ or ! (web1 in 'web1,web[2-3],!db1').
+// Such a name that no minion has is likely a typo.
+func PlainNames(expr string) []string {
+	terms, err := Parse(expr)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, t := range terms {
+		if !t.Exclude && t.Glob != "" && !strings.ContainsAny(t.Glob, `*?[\`) {
+			out = append(out, t.Glob)
+		}
+	}
+	return out
+}
+
 // BareGroups returns the groups that expr names without their @: the
 // including terms that are plain names (no glob or range) and that name
 // a group. For a hint when a target matches nothing.

@@ -258,3 +258,16 @@ func FuzzResolve(f *testing.F) {
 		}
 	})
 }
+
+func TestPlainNames(t *testing.T) {
+	for expr, want := range map[string][]string{
+		"web1,web[2-3],!db1,@g,db*,failed:0190": {"web1"},
+		"web1, db2":                             {"web1", "db2"},
+		"web*":                                  nil,
+		"web[":                                  nil, // not an expression
+	} {
+		if got := target.PlainNames(expr); !slices.Equal(got, want) {
+			t.Errorf("PlainNames(%q) = %q, want %q", expr, got, want)
+		}
+	}
+}

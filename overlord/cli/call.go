@@ -18,6 +18,7 @@ import (
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
+	"github.com/overlordhq/overlord/target"
 )
 
 func (a *App) callCmd() *cobra.Command {
@@ -463,5 +464,39 @@ func (a *App) prepare(o *overlord.Overlord, spec overlord.CallSpec) (*overlord.P
 			fmt.Fprintf(a.Stderr, "note: %s\n", n)
 		}
 	}
+	if err == nil {
+		a.noteUnknownNames(o, spec.Target)
+	}
 	return p, err
+}
+
+// noteUnknownNames prints a note for each name the target includes by
+// name alone that no minion has ('web1,wbe2': wbe2), with the name it
+// likely means: the rest of the target runs, but a typo is not silent.
+func (a *App) noteUnknownNames(o *overlord.Overlord, expr string) {
+	plain := target.PlainNames(expr)
+	if len(plain) == 0 {
+		return
+	}
+	inv, err := o.Store.Inventory()
+	if err != nil {
+		return
+	}
+	names := make([]string, len(inv.Minions))
+	known := make(map[string]bool, len(inv.Minions))
+	for i, m := range inv.Minions {
+		names[i], known[m.Name] = m.Name, true
+	}
+	for _, n := range plain {
+		if known[n] {
+			continue
+		}
+		msg := "note: no minion is named " + n + ": left out of the target"
+		if _, ok := inv.Groups[n]; ok {
+			msg += "; " + n + " is a group: did you mean @" + n + "?"
+		} else if alt, ok := modules.Closest(n, names); ok {
+			msg += "; did you mean " + alt + "?"
+		}
+		fmt.Fprintln(a.Stderr, msg)
+	}
 }

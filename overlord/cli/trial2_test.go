@@ -75,3 +75,30 @@ func TestArgCountSaysUsage(t *testing.T) {
 		}
 	}
 }
+
+// A name in a target list that no minion has (a typo) is left out with a
+// note, not silently; the rest of the target still runs.
+func TestUnknownNameInTargetIsNoted(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	h.addMinion("web1")
+	h.addMinion("web2")
+	h.must("group", "add", "db", "web2")
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"minion", "list", "web1,wbe2", "-o", "json"}, 0, "note: no minion is named wbe2: left out of the target; did you mean web2?\n"},
+		{[]string{"call", "web1,db,zzz,!nope", "test.ping"}, 0,
+			"note: no minion is named db: left out of the target; db is a group: did you mean @db?\nnote: no minion is named zzz: left out of the target\n"},
+		{[]string{"call", "web*,web1", "test.ping"}, 0, ""},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main(context.Background(), append([]string{"--state-dir", h.dir}, tt.args...), strings.NewReader(""), &stdout, &stderr)
+		if code != tt.code || stderr.String() != tt.want || !strings.Contains(stdout.String(), "web1") {
+			t.Errorf("overlord %s: exit %d, stdout:\n%s\nstderr:\n%s\nwant exit %d, web1 on stdout, and on stderr:\n%s",
+				strings.Join(tt.args, " "), code, stdout.String(), stderr.String(), tt.code, tt.want)
+		}
+	}
+}
