@@ -102,3 +102,17 @@ func TestUnknownNameInTargetIsNoted(t *testing.T) {
 		}
 	}
 }
+
+// overlord modules names the minions that describe the same modules
+// folded, as -b does (web[1-3]), not one by one.
+func TestModulesFoldsNames(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	for _, n := range []string{"web1", "web2", "web3"} {
+		h.addMinion(n)
+	}
+	out := h.must("modules", "web*")
+	if first, _, _ := strings.Cut(out, "\n"); !strings.HasPrefix(first, "web[1-3] (minion ") {
+		t.Errorf("modules web* begins %q, want web[1-3] (minion ...)", first)
+	}
+}
