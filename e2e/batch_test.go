@@ -209,6 +209,10 @@ func TestBatchMaxFail(t *testing.T) {
 	if code := exitCode(t, cmd); code != 1 || !strings.Contains(stdout.String(), "web5: ERROR skipped: not started: 1 minion failed, more than --max-fail 0") {
 		t.Errorf("job status: exit %d\n%s", code, stdout)
 	}
+	// The summary line tells the skipped from the minions that failed.
+	if want := "5 minions: 1 ok, 4 failed (3 skipped) (job " + j.JobID; !strings.Contains(stdout.String(), want) {
+		t.Errorf("job status summary:\n%s\nwant %q", stdout, want)
+	}
 }
 
 // An async batched job runs its batches one after the other, driven by

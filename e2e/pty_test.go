@@ -37,14 +37,23 @@ type ptySession struct {
 // stderr set, the command's stderr goes there instead (a pipe).
 func startPTY(t *testing.T, f *fleet, stderr *bytes.Buffer, args ...string) *ptySession {
 	t.Helper()
+	return startPTYSized(t, f, stderr, &pty.Winsize{Rows: 50, Cols: 200}, args...)
+}
+
+// startPTYSized is startPTY on a terminal of the given size; nil leaves
+// it unsized (0x0), as script(1) and some CI shells leave theirs.
+func startPTYSized(t *testing.T, f *fleet, stderr *bytes.Buffer, size *pty.Winsize, args ...string) *ptySession {
+	t.Helper()
 	cmd, _, _ := overlordCmd(f, args...)
 	cmd.Stdout, cmd.Stderr = nil, nil
 	ptmx, tty, err := pty.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 50, Cols: 200}); err != nil {
-		t.Fatal(err)
+	if size != nil {
+		if err := pty.Setsize(ptmx, size); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 	if stderr != nil {

@@ -163,7 +163,14 @@ func tooMany(call string, m *Method, words []string) error {
 	case n == 0:
 		msg = fmt.Sprintf("%s takes no plain words, only key=value (it has: %s); got %s", call, m.paramNames(), ShellJoin(words))
 	case m.Params[last].accepts(String):
-		rest := strings.Join(words[last:], " ")
+		rest, typed := strings.Join(words[last:], " "), ShellWords(words[last:])
+		if rest != typed {
+			// A word with a space or a quote in it: quoted together, the
+			// words would not give back what was typed; -- does.
+			msg = fmt.Sprintf("%s takes %s as one word: put the words after -- (%s -- %s)",
+				call, paramNoun(m.Params[last]), call, typed)
+			break
+		}
 		msg = fmt.Sprintf("%s takes %s as one word: quote it (%s) or put it after -- (%s -- %s)",
 			call, paramNoun(m.Params[last]), ShellQuote(rest), call, rest)
 	default:
@@ -240,6 +247,17 @@ func ShellJoin(words []string) string {
 	if len(words) == 1 {
 		return words[0]
 	}
+	quoted := make([]string, len(words))
+	for i, w := range words {
+		quoted[i] = ShellQuote(w)
+	}
+	return strings.Join(quoted, " ")
+}
+
+// ShellWords returns words as a shell command line that gives them back
+// as they are, each quoted as needed (a single word too, unlike
+// ShellJoin): what to type after -- for these words.
+func ShellWords(words []string) string {
 	quoted := make([]string, len(words))
 	for i, w := range words {
 		quoted[i] = ShellQuote(w)

@@ -40,6 +40,12 @@ func methodNames(m Module) []string {
 	return names
 }
 
+// Closest returns the candidate s is most likely a misspelling of, as
+// Typo judges one: at most two edits away, and fewer than half of s.
+func Closest(s string, candidates []string) (string, bool) {
+	return closest(s, candidates)
+}
+
 // closest returns the candidate at the smallest edit distance from s, if
 // that is at most 2 and less than half of s's length (so that short names
 // do not all look alike); the first such candidate on a tie.

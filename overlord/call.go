@@ -77,6 +77,7 @@ type Prepared struct {
 	Minions    []jobs.Minion
 	Args       map[string]any
 	Positional []any
+	Notes      []Note // minions --where left out untested: their facts are not known
 }
 
 // Names returns the names of the minions to call.

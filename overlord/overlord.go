@@ -50,9 +50,6 @@ type Overlord struct {
 	// DriverCommand starts async job drivers (argv before the flags);
 	// default: this executable.
 	DriverCommand []string
-	// Note, if set, tells the user something they should know that is
-	// not an error (a minion --where left out); else it is logged.
-	Note func(msg string)
 }
 
 // New returns an Overlord for dir. lockTimeout bounds waits for

@@ -45,8 +45,10 @@ func (n Note) String() string {
 // Prepare resolves the target, parses the arguments (see prepare) and
 // then narrows the minions by --where, fetching the facts of those that
 // have none cached first: a bad argument is reported before anything is
-// fetched. A minion whose facts cannot be fetched is left out with a
-// note (o.Note).
+// fetched. The minions whose facts could not be fetched are left out,
+// each with a note in p.Notes (and a debug log line); when that leaves
+// no minion (ErrNoMatch), the Prepared returned with the error has only
+// the notes, which say why.
 func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	p, err := o.prepare(spec)
 	if err != nil || len(spec.Where) == 0 {
@@ -57,15 +59,12 @@ func (o *Overlord) Prepare(spec CallSpec) (*Prepared, error) {
 	var notes []Note
 	p.Minions, notes, err = o.narrow(context.Background(), sel, p.Minions)
 	for _, n := range notes {
-		if o.Note != nil {
-			o.Note(n.String())
-		} else {
-			o.Logger.Warn("--where: left out: its facts are not known", "minion", n.Minion, "reason", n.Reason)
-		}
+		o.Logger.Debug("--where: left out: its facts are not known", "minion", n.Minion, "reason", n.Reason)
 	}
 	if err != nil {
-		return nil, err
+		return &Prepared{Notes: notes}, err
 	}
+	p.Notes = notes
 	// A new ID, so that the job sorts after the facts job fetched for it.
 	if p.JobID, err = jobs.NewID(); err != nil {
 		return nil, err
@@ -167,7 +166,7 @@ func (o *Overlord) narrow(ctx context.Context, sel Selection, minions []jobs.Min
 // noMatch is the error of a target that matched no minion; one that
 // names a group without its @ says so.
 func noMatch(expr string, registered int, groups map[string][]string) error {
-	err := fmt.Errorf("%w: %q (%d registered; see 'overlord minion list')", ErrNoMatch, expr, registered)
+	err := fmt.Errorf("%w: %q (%d registered)", ErrNoMatch, expr, registered)
 	if bare := target.BareGroups(expr, groups); len(bare) > 0 {
 		at := make([]string, len(bare))
 		for i, g := range bare {

@@ -88,10 +88,10 @@ func Parse(expr string) ([]Term, error) {
 		case strings.Contains(s, ":"):
 			prefix, id, _ := strings.Cut(s, ":")
 			if prefix != Failed && prefix != OK {
-				return nil, fmt.Errorf("target %q: %q: minion names have no ':'; the only prefixes are failed:JOBID and ok:JOBID", expr, s)
+				return nil, fmt.Errorf("%s: minion names have no ':'; the only prefixes are failed:JOBID and ok:JOBID", where(expr, s))
 			}
 			if !jobIDRE.MatchString(id) {
-				return nil, fmt.Errorf("target %q: %q: want %s:JOBID with a job ID or its prefix, as 'overlord job list' shows them", expr, s, prefix)
+				return nil, fmt.Errorf("%s: want %s:JOBID with a job ID or its prefix, as 'overlord job list' shows them", where(expr, s), prefix)
 			}
 			t.Job, t.Outcome = strings.ToLower(id), prefix
 		default:
@@ -245,6 +245,23 @@ func ResolveIn(expr string, src Sources) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// PlainNames returns the names that expr includes by name alone: its
+// terms without a glob, a range, @ or ! (web1 in 'web1,web[2-3],!db1').
+// Such a name that no minion has is likely a typo.
+func PlainNames(expr string) []string {
+	terms, err := Parse(expr)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, t := range terms {
+		if !t.Exclude && t.Glob != "" && !strings.ContainsAny(t.Glob, `*?[\`) {
+			out = append(out, t.Glob)
+		}
+	}
+	return out
 }
 
 // BareGroups returns the groups that expr names without their @: the
@@ -507,4 +524,13 @@ func (tok token) inRange(digits string) bool {
 		}
 	}
 	return false
+}
+
+// where names the term s of the target expr in an error: the target
+// alone when the term is all of it, so it is not quoted twice.
+func where(expr, s string) string {
+	if strings.TrimSpace(expr) == s {
+		return fmt.Sprintf("target %q", expr)
+	}
+	return fmt.Sprintf("target %q: %q", expr, s)
 }

@@ -171,10 +171,11 @@ func TestResolveErrors(t *testing.T) {
 		{"web[1,,3]", nil, "not a number or N-M"},
 		{"web[1-1234567890123456789]", nil, "at most 18 digits"},
 		// job terms
-		{"failed:", nil, "want failed:JOBID"},
-		{"ok:xyz", nil, "want ok:JOBID"},
+		{"failed:", nil, `target "failed:": want failed:JOBID`}, // the term is the target: quoted once
+		{"ok:xyz", nil, `target "ok:xyz": want ok:JOBID`},
+		{"web*,ok:xyz", nil, `target "web*,ok:xyz": "ok:xyz": want ok:JOBID`},
 		{"failed:0190", target.ErrNoJobs, "failed:0190"},
-		{"web1:22", nil, "minion names have no ':'"},
+		{"web1:22", nil, `target "web1:22": minion names have no ':'`},
 		{"@web:x", nil, "bad group name"},
 	}
 	for _, tt := range tests {
@@ -256,4 +257,17 @@ func FuzzResolve(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPlainNames(t *testing.T) {
+	for expr, want := range map[string][]string{
+		"web1,web[2-3],!db1,@g,db*,failed:0190": {"web1"},
+		"web1, db2":                             {"web1", "db2"},
+		"web*":                                  nil,
+		"web[":                                  nil, // not an expression
+	} {
+		if got := target.PlainNames(expr); !slices.Equal(got, want) {
+			t.Errorf("PlainNames(%q) = %q, want %q", expr, got, want)
+		}
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
+	"github.com/overlordhq/overlord/target"
 )
 
 func (a *App) callCmd() *cobra.Command {
@@ -37,8 +38,11 @@ func (a *App) callCmd() *cobra.Command {
 		Long: `Call MODULE.METHOD on every minion TARGET matches, at most --forks at once,
 record the call as a job in overlord.db and print each minion's result.
 
-TARGET is comma-separated terms: a glob on minion names (web*, db[1-3]),
-@group, or either with ! in front to exclude ('web*,!web3').
+TARGET is comma-separated terms: a glob on minion names (web*), a
+numeric range (web[1-10], web[01-10,15]), @group, failed:JOB or ok:JOB
+(the minions that failed or succeeded in an earlier job, by ID or
+prefix), or any of them with ! in front to exclude ('web*,!web3').
+'overlord minion list TARGET' shows what a target matches.
 
 --where narrows the target by the facts cached in overlord.db (refresh
 them with 'overlord minion facts TARGET'): KEY OP VALUE with OP one of
@@ -100,8 +104,15 @@ running when the wait ended (the job goes on).`,
 		},
 	}
 	words := guardWords(cmd, 2, func(args []string) string {
+		rest, typed := strings.Join(args[2:], " "), modules.ShellWords(args[2:])
+		if rest != typed {
+			// A word with a space or a quote in it: only -- gives the
+			// words back as typed.
+			return fmt.Sprintf("put the words it goes with after -- (overlord call %s %s -- %s)",
+				modules.ShellQuote(args[0]), args[1], typed)
+		}
 		return fmt.Sprintf("put the words it goes with after -- (overlord call %s %s -- %s) or quote them as one word (%s)",
-			modules.ShellQuote(args[0]), args[1], strings.Join(args[2:], " "), modules.ShellQuote(strings.Join(args[2:], " ")))
+			modules.ShellQuote(args[0]), args[1], rest, modules.ShellQuote(rest))
 	})
 	f := cmd.Flags()
 	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
@@ -143,7 +154,7 @@ func (a *App) call(cmd *cobra.Command, r callRun) error {
 	spec.OnBatch = r.disp.Batch // the progress line's "batch k/n"
 
 	o := a.overlord()
-	p, err := o.Prepare(spec)
+	p, err := a.prepare(o, spec)
 	if err != nil {
 		var se *status.Error
 		if errors.As(err, &se) {
@@ -441,4 +452,51 @@ func (a *App) stillRunning(job status.Job) {
 	}
 	fmt.Fprintf(a.Stderr, "%d %s still running (%s): the job goes on without this command.\n", len(open), noun, list)
 	fmt.Fprintf(a.Stderr, "Follow it:  overlord job status %s --follow\nStop it:    overlord job cancel %s\n", job.JobID, job.JobID)
+}
+
+// prepare is o.Prepare, with a note on stderr for each minion --where
+// left out untested (its facts are not known), as 'minion list' prints
+// them.
+func (a *App) prepare(o *overlord.Overlord, spec overlord.CallSpec) (*overlord.Prepared, error) {
+	p, err := o.Prepare(spec)
+	if p != nil {
+		for _, n := range p.Notes {
+			fmt.Fprintf(a.Stderr, "note: %s\n", n)
+		}
+	}
+	if err == nil {
+		a.noteUnknownNames(o, spec.Target)
+	}
+	return p, err
+}
+
+// noteUnknownNames prints a note for each name the target includes by
+// name alone that no minion has ('web1,wbe2': wbe2), with the name it
+// likely means: the rest of the target runs, but a typo is not silent.
+func (a *App) noteUnknownNames(o *overlord.Overlord, expr string) {
+	plain := target.PlainNames(expr)
+	if len(plain) == 0 {
+		return
+	}
+	inv, err := o.Store.Inventory()
+	if err != nil {
+		return
+	}
+	names := make([]string, len(inv.Minions))
+	known := make(map[string]bool, len(inv.Minions))
+	for i, m := range inv.Minions {
+		names[i], known[m.Name] = m.Name, true
+	}
+	for _, n := range plain {
+		if known[n] {
+			continue
+		}
+		msg := "note: no minion is named " + n + ": left out of the target"
+		if _, ok := inv.Groups[n]; ok {
+			msg += "; " + n + " is a group: did you mean @" + n + "?"
+		} else if alt, ok := modules.Closest(n, names); ok {
+			msg += "; did you mean " + alt + "?"
+		}
+		fmt.Fprintln(a.Stderr, msg)
+	}
 }

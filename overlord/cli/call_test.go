@@ -11,6 +11,7 @@ import (
 
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/jobs/jobstest"
+	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/target"
 )
@@ -57,6 +58,8 @@ func TestCallExitCodes(t *testing.T) {
 		{name: "--help after the method", args: []string{"call", "web1", "command.run", "--help"}, code: 2, msg: "not a request for help"},
 		{name: "unknown flag after the method", args: []string{"call", "web1", "command.run", "ls", "-la", "/tmp"}, code: 2,
 			msg: "-la after command.run is not a flag of 'overlord call': put the words it goes with after -- (overlord call web1 command.run -- ls -la) or quote them as one word ('ls -la')"},
+		{name: "a flag after a word with a space", args: []string{"call", "web1", "command.run", "grep", "a b", "/etc", "-r"}, code: 2,
+			msg: "-r after command.run is not a flag of 'overlord call': put the words it goes with after -- (overlord call web1 command.run -- grep 'a b' /etc -r)"},
 		{name: "unknown long flag after the method", args: []string{"call", "web1", "command.run", "ls", "--color=auto"}, code: 2,
 			msg: "--color after command.run is not a flag of 'overlord call'"},
 		{name: "unknown flag before the method", args: []string{"call", "web1", "-la", "command.run", "ls"}, code: 2, msg: "unknown shorthand flag: 'l' in -la"},
@@ -327,6 +330,7 @@ func TestScript(t *testing.T) {
 		{"missing", []string{"script", "web1", filepath.Join(h.out, "nope.sh")}, "no such file"},
 		{"flag-like argument", []string{"script", "web1", sh, "--force"}, "--force after " + sh + " is not a flag of 'overlord script': put the script's arguments after --"},
 		{"-h argument", []string{"script", "web1", sh, "-h"}, "is a word for"},
+		{"flag-like argument after one with a space", []string{"script", "web1", sh, "a b", "-x"}, "(overlord script web1 " + modules.ShellQuote(sh) + " -- 'a b' -x)"},
 	} {
 		r := h.run(tt.args...)
 		if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), tt.msg) {

@@ -32,7 +32,9 @@ func (a *App) addCompletions(root *cobra.Command) {
 		"modules":       a.completeModulesArgs,
 		"minion facts":  a.completeTargetArg,
 		"minion list":   a.completeTargetArg,
-		"fetch":         a.completeTargetArg,
+		"fetch":         a.completeFetchArgs,
+		"cp":            a.completeCpArgs,
+		"script":        a.completeScriptArgs,
 		"job status":    a.completeJobArg,
 		"job cancel":    a.completeJobArg,
 		"group add":     a.completeGroupArgs,
@@ -74,6 +76,52 @@ func (a *App) completeTargetArg(_ *cobra.Command, args []string, toComplete stri
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	return a.completeTarget(toComplete)
+}
+
+// completeFetchArgs completes `fetch TARGET:PATH LOCALDIR`.
+func (a *App) completeFetchArgs(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	switch len(args) {
+	case 0:
+		return a.completeTargetPath(toComplete)
+	case 1:
+		return nil, cobra.ShellCompDirectiveFilterDirs
+	}
+	return nil, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeCpArgs completes `cp LOCAL TARGET:PATH`.
+func (a *App) completeCpArgs(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	switch len(args) {
+	case 0:
+		return nil, cobra.ShellCompDirectiveDefault
+	case 1:
+		return a.completeTargetPath(toComplete)
+	}
+	return nil, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeScriptArgs completes `script TARGET FILE [ARG...]`: the target,
+// then local files.
+func (a *App) completeScriptArgs(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) == 0 {
+		return a.completeTarget(toComplete)
+	}
+	return nil, cobra.ShellCompDirectiveDefault
+}
+
+// completeTargetPath completes the TARGET of TARGET:PATH, each candidate
+// followed by the ':' it needs and no space. The minions' paths are not
+// known here: after ':/' nothing is offered.
+func (a *App) completeTargetPath(toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if strings.Contains(toComplete, ":/") {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	cands, dir := a.completeTarget(toComplete)
+	for i, c := range cands {
+		value, desc, _ := strings.Cut(c, "\t")
+		cands[i] = cobra.CompletionWithDesc(value+":", desc)
+	}
+	return cands, dir | cobra.ShellCompDirectiveNoSpace
 }
 
 // completeModulesArgs completes `modules TARGET [MODULE]`.

@@ -88,6 +88,32 @@ func TestCompleteTarget(t *testing.T) {
 	}
 }
 
+// cp and fetch take TARGET:PATH: a target's candidates end in ':' with
+// no space after; LOCAL, LOCALDIR and a script's FILE are local files.
+func TestCompleteTargetPath(t *testing.T) {
+	h := completionFleet(t)
+	tests := []struct {
+		args []string
+		want []string
+		dir  string
+	}{
+		{[]string{"fetch", "w"}, []string{"web1:", "web2:"}, ":6"}, // NoSpace|NoFileComp
+		{[]string{"fetch", "web1,@"}, []string{"web1,@data:", "web1,@front:"}, ":6"},
+		{[]string{"fetch", "web1:/etc/"}, nil, ":4"},
+		{[]string{"fetch", "web1:/etc/motd", ""}, nil, ":16"}, // FilterDirs
+		{[]string{"cp", ""}, nil, ":0"},                       // files
+		{[]string{"cp", "./conf", "d"}, []string{"db1:"}, ":6"},
+		{[]string{"script", "@f"}, []string{"@front"}, ":4"},
+		{[]string{"script", "web1", ""}, nil, ":0"},
+	}
+	for _, tt := range tests {
+		got, dir := h.complete(tt.args...)
+		if !slices.Equal(values(got), tt.want) || dir != tt.dir {
+			t.Errorf("complete %q = %q %s, want %q %s", tt.args, values(got), dir, tt.want, tt.dir)
+		}
+	}
+}
+
 func TestCompleteMethodAndParams(t *testing.T) {
 	h := completionFleet(t)
 	got, _ := h.complete("call", "web1", "command.")

@@ -37,7 +37,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 			}
 			spec.Target, spec.Module, spec.Method = tgt, "file", method
 			o := a.overlord()
-			p, err := o.Prepare(spec)
+			p, err := a.prepare(o, spec)
 			if err != nil {
 				return err
 			}

@@ -46,7 +46,8 @@ not by then. --follow (implies --wait) streams the output of running minion
 jobs as it grows, each line prefixed with the minion's name; with -o json
 or yaml the stream goes to stderr so stdout stays one document.
 
-Exit status: 0 every minion ok, 1 at least one failed, 4 --wait timed out.`,
+Exit status: 0 every minion ok, 1 at least one failed, 4 the job is not
+FINISHED (still running, or --wait gave up; the job goes on).`,
 		Example: `  overlord job status 019a2b3c
   overlord job status 019a2b3c --wait --timeout 10m -o json
   overlord job status 019a2b3c --follow`,

@@ -48,6 +48,9 @@ Exit status: 0, or 3 when TARGET matches no minion.`,
 				for _, n := range notes {
 					fmt.Fprintf(a.Stderr, "note: %s\n", n)
 				}
+				if err == nil {
+					a.noteUnknownNames(o, args[0])
+				}
 			}
 			if err != nil {
 				return err

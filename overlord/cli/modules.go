@@ -149,7 +149,7 @@ func (a *App) printModules(groups []moduleGroup, detail bool) error {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		head := strings.Join(g.minions, ", ")
+		head := foldNames(g.minions) // web[1-3,7], as -b prints them
 		if g.err != nil {
 			fmt.Fprintf(&b, "%s: ERROR %s: %s\n", head, g.err.Kind, g.err.Message)
 			continue

@@ -305,7 +305,13 @@ func (p *jobPrinter) Done(job status.Job) error {
 	s := job.Summary
 	parts := []string{fmt.Sprintf("%d ok", s.OK)}
 	if s.Failed > 0 {
-		parts = append(parts, p.paint("31", fmt.Sprintf("%d failed", s.Failed)))
+		failed := fmt.Sprintf("%d failed", s.Failed)
+		if s.Skipped > 0 {
+			// Of the failed, those a batched job never started: not
+			// minions that ran and failed.
+			failed += fmt.Sprintf(" (%d skipped)", s.Skipped)
+		}
+		parts = append(parts, p.paint("31", failed))
 	} else {
 		parts = append(parts, "0 failed")
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vbauerster/cupwriter"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
@@ -64,7 +65,7 @@ func newProgressLine(w io.Writer, tty bool, jobID string, total int, start time.
 	opts := []mpb.ContainerOption{mpb.WithOutput(w), mpb.WithRefreshRate(progressRefresh), mpb.WithWidth(120)}
 	if tty {
 		// w may wrap the terminal (or be a test's): mpb needs telling.
-		opts = append(opts, mpb.ForceTTY(), mpb.WithAutoRefresh())
+		opts = append(opts, mpb.WithConsoleWriter(&termWriter{Writer: cupwriter.New(w, true), out: w}), mpb.WithAutoRefresh())
 	} else {
 		opts = append(opts, mpb.WithAutoRefresh(), mpb.WithRefreshRate(forcedRefresh))
 	}
@@ -74,6 +75,37 @@ func newProgressLine(w io.Writer, tty bool, jobID string, total int, start time.
 		mpb.BarRemoveOnComplete(),
 	)
 	return l
+}
+
+// termWriter is mpb's terminal writer (cupwriter, as mpb.ForceTTY makes
+// it) with two fixes for real terminals:
+//   - each redraw begins at the start of the line: the terminal echoes a
+//     typed ^C where the cursor is, two columns into the line that the
+//     redraw then clears from there up, which left "0/" of the old line
+//     on the screen;
+//   - a terminal that reports no size (a pseudo-terminal nobody sized:
+//     script(1), some CI and editor shells) counts as 120 columns, where
+//     mpb would draw nothing at all on a 0-row screen.
+type termWriter struct {
+	*cupwriter.Writer
+	out io.Writer
+}
+
+// Flush starts the redraw (cursor up, erase, the line) at column 0.
+func (w *termWriter) Flush(lines int) error {
+	if _, err := io.WriteString(w.out, "\r"); err != nil {
+		return err
+	}
+	return w.Writer.Flush(lines)
+}
+
+// GetTermSize is the terminal's size, or 120 columns if it has none.
+func (w *termWriter) GetTermSize() (width, height int, err error) {
+	width, height, err = w.Writer.GetTermSize()
+	if err != nil || width <= 0 || height <= 0 {
+		return 120, 50, nil
+	}
+	return width, height, nil
 }
 
 // text is the line without its bar.

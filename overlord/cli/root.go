@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -120,6 +121,10 @@ func hintFor(err error) string {
 		return "overlord group list"
 	case errors.Is(err, jobs.ErrNotPending):
 		return "overlord certs list --state pending"
+	case errors.As(err, new(*argsError)):
+		var ae *argsError
+		errors.As(err, &ae)
+		return ae.cmd.CommandPath() + " --help"
 	case errors.Is(err, jobs.ErrLocked):
 		return "run the command again; raise --lock-timeout if the store stays busy"
 	}
@@ -173,7 +178,39 @@ results for people (text) and for scripts (json, ndjson, yaml).`,
 	root.AddCommand(a.caCmd(), a.minionCmd(), a.groupCmd(), a.callCmd(), a.scriptCmd(), a.cpCmd(), a.fetchCmd(), a.jobCmd(), a.modulesCmd(),
 		a.serveCmd(), a.tokenCmd(), a.certsCmd())
 	a.addCompletions(root)
+	sayUsage(root)
 	return root
+}
+
+// argsError is a command given the wrong number of arguments: cobra's
+// count, after the command line the command wants.
+type argsError struct {
+	cmd *cobra.Command
+	err error
+}
+
+func (e *argsError) Error() string {
+	return fmt.Sprintf("%s: %v", strings.TrimSuffix(e.cmd.UseLine(), " [flags]"), e.err)
+}
+
+func (e *argsError) Unwrap() error { return e.err }
+
+// sayUsage makes the argument count errors of cmd and its subcommands
+// say which arguments the command takes (cobra's own say only how many:
+// "requires at least 2 arg(s), only received 1").
+func sayUsage(cmd *cobra.Command) {
+	if check := cmd.Args; check != nil {
+		c := cmd
+		cmd.Args = func(cc *cobra.Command, args []string) error {
+			if err := check(cc, args); err != nil {
+				return &argsError{cmd: c, err: err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		sayUsage(sub)
+	}
 }
 
 func (a *App) overlord() *overlord.Overlord {
@@ -182,9 +219,7 @@ func (a *App) overlord() *overlord.Overlord {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
-	o := overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
-	o.Note = func(msg string) { fmt.Fprintf(a.Stderr, "note: %s\n", msg) }
-	return o
+	return overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
 }
 
 // usageError marks err as a usage error (exit 2).

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -43,13 +42,19 @@ recorded in overlord.db, --async, every output format, and standard
 input, when it is a pipe or a file, as the script's standard input (-n:
 none). See 'overlord call --help'.
 
+--timeout is how long the command waits for the minions, not a limit on
+the script: minions still running when it passes carry on, the job goes
+on detached, and the command names them and how to follow them, and
+exits 4, as 'overlord call' does. Ctrl-C does the same.
+
 Exit status: 0 every minion ok, 1 at least one failed (a non-zero exit
 of the script included), 2 usage or configuration error, 3 the target
-matched no minion.`,
+matched no minion, 4 minions still running when the wait ended (the job
+goes on).`,
 		Example: `  overlord script 'web*' ./check-disk.sh
   overlord script @db ./rotate.sh --async -- --keep 7
   overlord script web1 ./report.py -o json
-  tar c conf | overlord script 'web*' ./install-conf.sh /etc/app`,
+  tar c conf | base64 | overlord script 'web*' ./install-conf.sh /etc/app  # stdin is text: it runs base64 -d | tar x -C "$1"`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			content, err := readScript(args[1])
@@ -69,13 +74,13 @@ matched no minion.`,
 	}
 	words := guardWords(cmd, 2, func(args []string) string {
 		return fmt.Sprintf("put the script's arguments after -- (overlord script %s %s -- %s)",
-			modules.ShellQuote(args[0]), modules.ShellQuote(args[1]), strings.Join(args[2:], " "))
+			modules.ShellQuote(args[0]), modules.ShellQuote(args[1]), modules.ShellWords(args[2:]))
 	})
 	f := cmd.Flags()
 	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
 	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE (OP: = != < <= > >= ~); repeatable")
 	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
-	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's call; with --async, the whole job's deadline, 1h if not given")
+	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "how long to wait for the minions (those still running go on, exit 4); with --async, the whole job's deadline, 1h if not given")
 	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
 	batchFlags(cmd, &spec)
 	rawFlag(cmd, &raw)
