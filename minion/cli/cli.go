@@ -20,6 +20,7 @@ import (
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/internal/buildinfo"
 	"github.com/overlordhq/overlord/minion"
+	"github.com/overlordhq/overlord/modules"
 )
 
 // App holds the IO streams, environment and global flags.
@@ -104,16 +105,20 @@ registered at (every interface, that port).`,
 				return err
 			}
 			name := b.Cert.Subject.CommonName
+			serve := "minion serve"
+			if a.stateDir != DefaultStateDir() && a.Getenv("MINION_STATE_DIR") != a.stateDir {
+				serve = "minion --state-dir " + modules.ShellQuote(a.stateDir) + " serve"
+			}
 			// The bundle of 'overlord minion add' says where the overlord
 			// reaches the minion (before its PEM blocks).
 			data, _ := os.ReadFile(bundle)
 			if addr, ok := certs.BundleAddr(data); ok {
-				fmt.Fprintf(a.Stdout, "minion %s initialised in %s; the overlord reaches it at %s\nnext: minion serve --listen %s\n",
-					name, a.stateDir, addr, listenFor(addr))
+				fmt.Fprintf(a.Stdout, "minion %s initialised in %s; the overlord reaches it at %s\nnext: %s --listen %s\n",
+					name, a.stateDir, addr, serve, listenFor(addr))
 				return nil
 			}
-			fmt.Fprintf(a.Stdout, "minion %s initialised in %s\nnext: minion serve --listen :PORT, with the port of the address the minion was registered at ('overlord minion list' shows it; default %s)\n",
-				name, a.stateDir, minion.DefaultListen)
+			fmt.Fprintf(a.Stdout, "minion %s initialised in %s\nnext: %s --listen :PORT, with the port of the address the minion was registered at ('overlord minion list' shows it; default %s)\n",
+				name, a.stateDir, serve, minion.DefaultListen)
 			return nil
 		},
 	}

@@ -48,7 +48,7 @@ func TestInit(t *testing.T) {
 	}
 	// A bundle without the address it was registered at: say how to
 	// find the port.
-	if !strings.Contains(out, "next: minion serve --listen :PORT, with the port of the address the minion was registered at") {
+	if !strings.Contains(out, "serve --listen :PORT, with the port of the address the minion was registered at") {
 		t.Errorf("stdout %q does not say which --listen to use", out)
 	}
 	fi, err := os.Stat(filepath.Join(dir, minion.KeyFile))
@@ -77,7 +77,17 @@ func TestInitPrintsListen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "the overlord reaches it at 10.0.0.11:41015\nnext: minion serve --listen :41015\n"; !strings.HasSuffix(out, want) {
+	// The state directory is not the default: the command says it.
+	if want := "the overlord reaches it at 10.0.0.11:41015\nnext: minion --state-dir " + dir + " serve --listen :41015\n"; !strings.HasSuffix(out, want) {
+		t.Errorf("stdout %q, want it to end %q", out, want)
+	}
+	// From MINION_STATE_DIR, serve finds it the same way.
+	dir2 := filepath.Join(t.TempDir(), "minion")
+	out, _, err = run(t, map[string]string{"MINION_STATE_DIR": dir2}, "init", "--bundle", web1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "next: minion serve --listen :41015\n"; !strings.HasSuffix(out, want) {
 		t.Errorf("stdout %q, want it to end %q", out, want)
 	}
 }
