@@ -62,6 +62,15 @@ overlord call '*' test.ping
 step overlord call "'web*'" command.run "'echo hello from \$(hostname); uname -s'" -o json
 overlord call 'web*' command.run 'echo hello from $(hostname); uname -s' -o json
 
+step overlord call -b "'web[1-3]'" command.run -- uname -sr
+overlord call -b 'web[1-3]' command.run -- uname -sr
+
+step overlord call "'*'" command.run "'echo upgrading; sleep 2; echo finished'" --timeout 1s "   # waits 1s, exit 4: the job goes on"
+overlord call '*' command.run 'echo upgrading; sleep 2; echo finished' --timeout 1s || test $? -eq 4
+late=$(overlord job list -o json | sed -n 's/^ *"job_id": "\(.*\)",$/\1/p' | head -n 1)
+step overlord job status "$late" --wait -b
+overlord job status "$late" --wait --timeout 60s -b
+
 step overlord call "'*'" command.run "'echo started; sleep 1; echo done'" --async
 id=$(overlord call '*' command.run 'echo started; sleep 1; echo done' --async)
 echo "$id"
