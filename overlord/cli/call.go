@@ -103,7 +103,7 @@ running when the wait ended (the job goes on).`,
 			return a.call(cmd, callRun{format: format, spec: spec, async: async, raw: raw, noStdin: noStdin, disp: &disp})
 		},
 	}
-	words := guardWords(cmd, 2, func(args []string) string {
+	words := guardWords(cmd, 2, func() []string { return a.args }, func(args []string) string {
 		rest, typed := strings.Join(args[2:], " "), modules.ShellWords(args[2:])
 		if rest != typed {
 			// A word with a space or a quote in it: only -- gives the
@@ -248,12 +248,13 @@ type wordGuard struct {
 
 	noStdin   *bool
 	noStdinAt int // how many plain arguments came before -n, -1 if not given
+	raw       func() []string
 }
 
 // guardWords installs a wordGuard on cmd, whose first n arguments are
 // its own (TARGET MODULE.METHOD).
-func guardWords(cmd *cobra.Command, n int, hint func(args []string) string) *wordGuard {
-	g := &wordGuard{cmd: cmd, n: n, hint: hint, noStdinAt: -1}
+func guardWords(cmd *cobra.Command, n int, raw func() []string, hint func(args []string) string) *wordGuard {
+	g := &wordGuard{cmd: cmd, n: n, hint: hint, noStdinAt: -1, raw: raw}
 	help := cmd.Flags().VarPF(g, "help", "h", "help for "+cmd.Name())
 	help.NoOptDefVal = "true"
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
@@ -263,7 +264,7 @@ func guardWords(cmd *cobra.Command, n int, hint func(args []string) string) *wor
 			if ne.GetSpecifiedShortnames() != "" {
 				word = "-" + ne.GetSpecifiedShortnames()
 			}
-			return g.strayError(word, c.Flags().Args(), plain)
+			return g.strayError(word, append(c.Flags().Args(), g.after(word)...), plain)
 		}
 		return &ExitError{Code: status.ExitUsage, Err: err}
 	})
@@ -278,6 +279,41 @@ func guardWords(cmd *cobra.Command, n int, hint func(args []string) string) *wor
 		return nil
 	}
 	return g
+}
+
+// after returns the words that follow the stray flag word on the command
+// line, which pflag stopped at: up to `--` or a flag of the command (so
+// that `ls -la /tmp` is suggested whole). Nil without the command line.
+func (g *wordGuard) after(word string) []string {
+	if g.raw == nil {
+		return nil
+	}
+	raw := g.raw()
+	i := slices.Index(raw, word)
+	if i < 0 {
+		return nil
+	}
+	var out []string
+	for _, w := range raw[i+1:] {
+		if w == "--" || g.isFlag(w) {
+			break
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// isFlag reports whether w names one of the command's own flags.
+func (g *wordGuard) isFlag(w string) bool {
+	fs := g.cmd.Flags()
+	name, _, _ := strings.Cut(strings.TrimLeft(w, "-"), "=")
+	switch {
+	case strings.HasPrefix(w, "--"):
+		return fs.Lookup(name) != nil
+	case strings.HasPrefix(w, "-") && len(w) == 2:
+		return fs.ShorthandLookup(w[1:]) != nil
+	}
+	return false
 }
 
 // String, Set and Type make the guard the command's help flag.

@@ -39,6 +39,9 @@ type App struct {
 	identityFile string
 	lockTimeout  time.Duration
 	verbose      bool
+	// args is the command line as Main got it (nil otherwise): the words
+	// after a stray flag, which pflag does not parse, for its hint.
+	args []string
 }
 
 // ExitError ends a command with a given exit code. Err, if set, is printed.
@@ -58,7 +61,7 @@ func (e *ExitError) Unwrap() error { return e.Err }
 
 // Main runs the overlord CLI with args and returns the exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	app := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv}
+	app := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv, args: args}
 	root := app.Root()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

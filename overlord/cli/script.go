@@ -72,7 +72,7 @@ goes on).`,
 			return a.call(cmd, callRun{format: format, spec: spec, async: async, raw: raw, noStdin: noStdin, disp: &disp})
 		},
 	}
-	words := guardWords(cmd, 2, func(args []string) string {
+	words := guardWords(cmd, 2, func() []string { return a.args }, func(args []string) string {
 		return fmt.Sprintf("put the script's arguments after -- (overlord script %s %s -- %s)",
 			modules.ShellQuote(args[0]), modules.ShellQuote(args[1]), modules.ShellWords(args[2:]))
 	})
