@@ -314,7 +314,13 @@ func (o *Overlord) runBatches(ctx context.Context, p *Prepared, rc *recorder, en
 		}
 		o.Logger.Debug("starting batch", "job", p.JobID, "batch", step.Batch, "of", step.Batches, "minions", len(batch))
 		if p.Spec.OnBatch != nil {
-			p.Spec.OnBatch(step.Batch, step.Batches)
+			started := 0 // the minions of batches 1 to this one
+			for _, r := range entries {
+				if r.Batch <= step.Batch {
+					started++
+				}
+			}
+			p.Spec.OnBatch(step.Batch, step.Batches, started)
 		}
 		runBatch(batch)
 		for _, m := range batch {

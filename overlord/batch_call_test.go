@@ -23,7 +23,7 @@ func TestCallBatches(t *testing.T) {
 	var events []string
 	spec := overlord.CallSpec{Target: "m*", Module: "test", Method: "ping", Forks: 8,
 		Batch:   overlord.BatchSpec{Size: overlord.Count{N: 2}},
-		OnBatch: func(k, n int) { events = append(events, fmt.Sprintf("batch %d/%d", k, n)) }}
+		OnBatch: func(k, n, started int) { events = append(events, fmt.Sprintf("batch %d/%d of %d", k, n, started)) }}
 	p, err := o.Prepare(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +37,7 @@ func TestCallBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Within a batch, results come in any order.
-	want := [][]string{{"batch 1/3"}, {"m1 in 1", "m2 in 1"}, {"batch 2/3"}, {"m3 in 2", "m4 in 2"}, {"batch 3/3"}, {"m5 in 3"}}
+	want := [][]string{{"batch 1/3 of 2"}, {"m1 in 1", "m2 in 1"}, {"batch 2/3 of 4"}, {"m3 in 2", "m4 in 2"}, {"batch 3/3 of 5"}, {"m5 in 3"}}
 	i := 0
 	for _, group := range want {
 		if i+len(group) > len(events) {

@@ -64,9 +64,10 @@ type CallSpec struct {
 	Batch BatchSpec
 	// OnBatch, if set, is called as batch k of n starts in a
 	// synchronous run of a batched job (call, script, cp, fetch), on the
-	// goroutine that hands results to onResult: a progress display's
-	// "batch k/n".
-	OnBatch func(k, n int)
+	// goroutine that hands results to onResult, with how many minions
+	// the batches started so far hold: a progress display's "batch k/n"
+	// and its count of minions running.
+	OnBatch func(k, n, started int)
 }
 
 // Prepared is a call with its target resolved and arguments bound, ready

@@ -190,9 +190,9 @@ func (d *display) check(format string, async bool) error {
 // Batch tells the progress line that batch k of n has started (rolling
 // batches call it through the engine's callback). Safe to call when no
 // progress line is shown.
-func (d *display) Batch(k, n int) {
+func (d *display) Batch(k, n, started int) {
 	if d != nil && d.live != nil {
-		d.live.Batch(k, n)
+		d.live.Batch(k, n, started)
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 // with rolling batches, the batch that started.
 type progressSink interface {
 	Result(name string, r status.Result)
-	Batch(k, n int)
+	Batch(k, n, started int)
 }
 
 // progressLine is the live line on stderr while a call, cp, fetch or
@@ -41,6 +41,7 @@ type progressLine struct {
 	ok, fail int
 	batchK   int
 	batchN   int
+	started  int // the minions of the batches started (with batches)
 	jobID    string
 	start    time.Time
 	stopped  bool
@@ -113,7 +114,11 @@ func (l *progressLine) text() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	done := l.ok + l.fail
-	s := fmt.Sprintf("%d/%d done: %d ok, %d failed, %d running, %s", done, l.total, l.ok, l.fail, l.total-done,
+	running := l.total - done
+	if l.batchN > 0 {
+		running = max(l.started-done, 0)
+	}
+	s := fmt.Sprintf("%d/%d done: %d ok, %d failed, %d running, %s", done, l.total, l.ok, l.fail, running,
 		time.Since(l.start).Round(time.Second))
 	if l.batchN > 0 {
 		s += fmt.Sprintf(", batch %d/%d", l.batchK, l.batchN)
@@ -148,10 +153,11 @@ func (l *progressLine) Result(name string, r status.Result) {
 	}
 }
 
-// Batch shows that batch k of n started.
-func (l *progressLine) Batch(k, n int) {
+// Batch shows that batch k of n started, started minions in all so far:
+// the others are not running yet.
+func (l *progressLine) Batch(k, n, started int) {
 	l.mu.Lock()
-	l.batchK, l.batchN = k, n
+	l.batchK, l.batchN, l.started = k, n, started
 	l.mu.Unlock()
 }
 
