@@ -9,6 +9,7 @@ MAN1DIR     = $(DESTDIR)$(PREFIX)/share/man/man1
 BASHCOMPDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR  = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+UNITDIR     = $(DESTDIR)$(PREFIX)/lib/systemd/system
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -s -w -X github.com/overlordhq/overlord/internal/buildinfo.version=$(VERSION)
 
@@ -62,8 +63,12 @@ completions: build
 # install copies what make (build, man, completions) made, making what is
 # missing, so that `make && sudo make install` needs no Go toolchain as root.
 install: $(BIN)/overlord $(BIN)/minion $(BIN)/man/overlord.1 $(BIN)/completions/overlord.bash
-	install -d $(BINDIR) $(MAN1DIR) $(BASHCOMPDIR) $(ZSHCOMPDIR) $(FISHCOMPDIR)
+	install -d $(BINDIR) $(MAN1DIR) $(BASHCOMPDIR) $(ZSHCOMPDIR) $(FISHCOMPDIR) $(UNITDIR)
 	install -m 0755 $(BIN)/overlord $(BIN)/minion $(BINDIR)/
+	for u in minion overlord; do \
+		sed 's|@BINDIR@|$(PREFIX)/bin|g' dist/systemd/$$u.service >$(UNITDIR)/$$u.service && \
+		chmod 0644 $(UNITDIR)/$$u.service || exit 1; \
+	done
 	install -m 0644 $(BIN)/man/*.1 $(MAN1DIR)/
 	for b in overlord minion; do \
 		install -m 0644 $(BIN)/completions/$$b.bash $(BASHCOMPDIR)/$$b && \
@@ -82,7 +87,7 @@ $(BIN)/completions/overlord.bash: $(BIN)/overlord $(BIN)/minion
 
 uninstall:
 	rm -f $(BINDIR)/overlord $(BINDIR)/minion $(MAN1DIR)/overlord.1 $(MAN1DIR)/overlord-*.1 $(MAN1DIR)/minion.1 $(MAN1DIR)/minion-*.1
-	for b in overlord minion; do rm -f $(BASHCOMPDIR)/$$b $(ZSHCOMPDIR)/_$$b $(FISHCOMPDIR)/$$b.fish; done
+	for b in overlord minion; do rm -f $(BASHCOMPDIR)/$$b $(ZSHCOMPDIR)/_$$b $(FISHCOMPDIR)/$$b.fish $(UNITDIR)/$$b.service; done
 
 clean:
 	rm -rf $(BIN)

@@ -62,6 +62,39 @@ func TestMakeInstall(t *testing.T) {
 			t.Errorf("%s does not call __complete", f)
 		}
 	}
+	// The systemd units name the installed binaries, restart on failure,
+	// and leave a minion's async jobs alone when it stops.
+	for _, u := range []string{"minion", "overlord"} {
+		data, err := os.ReadFile(filepath.Join(usr, "lib/systemd/system", u+".service"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		unit := string(data)
+		var exec []string
+		for _, line := range strings.Split(unit, "\n") {
+			if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
+				exec = strings.Fields(v)
+			}
+		}
+		if len(exec) < 2 || exec[0] != "/usr/bin/"+u || strings.Contains(unit, "@BINDIR@") {
+			t.Errorf("%s.service: ExecStart %q, want /usr/bin/%s ...", u, exec, u)
+			continue
+		}
+		if !strings.Contains(unit, "\nRestart=on-failure\n") || !strings.Contains(unit, "\nWantedBy=multi-user.target\n") {
+			t.Errorf("%s.service lacks Restart=on-failure or its [Install]:\n%s", u, unit)
+		}
+		if u == "minion" && !strings.Contains(unit, "\nKillMode=process\n") {
+			t.Errorf("minion.service would kill the async jobs' runners on a restart:\n%s", unit)
+		}
+		// The command line is one the binary takes.
+		help := exec[1:]
+		help = append(append([]string(nil), help...), "--help")
+		cmd := exec2(t, filepath.Join(binDir, u), help...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s.service: %s %q: %v\n%s", u, u, help, err, out)
+		}
+	}
+
 	// A page for every command a user can run, of both binaries.
 	getenv := func(string) string { return "" }
 	roots := []*cobra.Command{
@@ -117,4 +150,12 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	if err := os.WriteFile(to, data, mode); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// exec2 is exec.Command with the binaries' environment.
+func exec2(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), binEnv()...)
+	return cmd
 }
