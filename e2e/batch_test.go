@@ -480,3 +480,53 @@ func runCodeStarted(cmd *exec.Cmd) (int, error) {
 	}
 	return 0, err
 }
+
+// TestBatchSyncCallKilled: a synchronous batched call killed (kill -9)
+// during its first batch is carried on by the next 'job status': the
+// first batch's call is adopted, the batches it never sent are submitted
+// (the call recorded them as unsent), and every minion runs once.
+func TestBatchSyncCallKilled(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, "web1", "web2", "web3")
+	// Each minion runs the command in its state directory.
+	call, _, _ := overlordCmd(f, "call", "*", "command.run", "--batch", "1",
+		"echo run >> runs; while [ ! -e gate ]; do sleep 0.05; done; echo finished")
+	if err := call.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = call.Wait(); close(done) }()
+	defer func() { _ = call.Process.Kill(); <-done }()
+	waitFile(t, filepath.Join(mustMinion(t, f, "web1").dir, "runs"))
+	jobs := jobList(t, f)
+	if len(jobs) != 1 {
+		t.Fatalf("job list: %d jobs, want 1", len(jobs))
+	}
+	id := jobs[0].JobID
+	_ = call.Process.Signal(syscall.SIGKILL)
+	<-done
+	for _, n := range []string{"web1", "web2", "web3"} {
+		if err := os.WriteFile(filepath.Join(mustMinion(t, f, n).dir, "gate"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.overlord("job", "status", id); err == nil {
+		t.Error("job status of a dead call's open job exits 0")
+	}
+	st, stdout, stderr := overlordCmd(f, "job", "status", id, "--wait", "--timeout", "60s", "-o", "json")
+	if code := exitCode(t, st); code != 0 {
+		t.Fatalf("job status --wait: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	var job struct {
+		State   string                    `json:"state"`
+		Summary struct{ OK, Pending int } `json:"summary"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &job); err != nil || job.State != "FINISHED" || job.Summary.OK != 3 {
+		t.Fatalf("job: %v %+v\n%s", err, job, stdout)
+	}
+	for _, n := range []string{"web1", "web2", "web3"} {
+		if runs, _ := os.ReadFile(filepath.Join(mustMinion(t, f, n).dir, "runs")); string(runs) != "run\n" {
+			t.Errorf("%s ran the command %q times, want once", n, runs)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -138,13 +139,22 @@ func (p *proc) logTail(n int) string {
 }
 
 // freePort returns a TCP port on 127.0.0.1 that nothing listens on now.
+// portsGiven holds the ports freePort has handed out.
+var portsGiven sync.Map
+
 func freePort() (int, error) {
 	// Ports from the kernel's ephemeral range (":0") are also handed out
 	// as source ports of outgoing connections, so one freed here may be
 	// taken before the minion binds it. Pick below that range, at
 	// random, and check that it is free.
+	// A port handed out once is never handed out again in this run: a
+	// minion stopped and started again at its address (startminion)
+	// needs it back, and two tests running at once must not get the same.
 	for range 100 {
 		port := 20000 + rand.IntN(12000)
+		if _, taken := portsGiven.LoadOrStore(port, true); taken {
+			continue
+		}
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue

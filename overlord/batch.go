@@ -312,6 +312,24 @@ func (o *Overlord) runBatches(ctx context.Context, p *Prepared, rc *recorder, en
 				batch = append(batch, m)
 			}
 		}
+		if unsent := rc.header().Unsent; slices.ContainsFunc(unsent, func(n string) bool { return start[n] }) {
+			// Recorded before anything is sent: from now on a driver
+			// adopts these minions' calls, never submits them.
+			err := rc.flush(func(r *jobs.Record) error {
+				r.Unsent = slices.DeleteFunc(slices.Clone(r.Unsent), func(n string) bool { return start[n] })
+				return nil
+			})
+			if err != nil {
+				// Not sent, then: this batch and the next are the driver's.
+				o.Logger.Warn("could not record the start of a batch; the job's driver will start it", "job", p.JobID, "batch", step.Batch, "err", err)
+				for _, m := range p.Minions {
+					if r := entries[m.Name]; r.State != status.Finished && r.Batch >= step.Batch {
+						later = append(later, m.Name)
+					}
+				}
+				return later
+			}
+		}
 		o.Logger.Debug("starting batch", "job", p.JobID, "batch", step.Batch, "of", step.Batches, "minions", len(batch))
 		if p.Spec.OnBatch != nil {
 			started := 0 // the minions of batches 1 to this one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -164,5 +165,43 @@ func TestCallBatchesInterrupted(t *testing.T) {
 	}
 	if job.State != status.Finished || job.Summary.Pending != 0 {
 		t.Errorf("job %s %+v", job.State, job.Summary)
+	}
+}
+
+// A batched synchronous call records, before it sends a batch, that the
+// batches after it have not been sent: if the call dies, its driver
+// submits those rather than adopting calls that never came.
+func TestCallBatchesRecordUnsent(t *testing.T) {
+	o := newOverlord(t)
+	for _, n := range []string{"m1", "m2", "m3"} {
+		startMinion(t, o, n)
+	}
+	var jobID string
+	var seen [][]string
+	spec := overlord.CallSpec{Target: "m*", Module: "test", Method: "ping",
+		Batch: overlord.BatchSpec{Size: overlord.Count{N: 1}},
+		OnBatch: func(k, n, started int) {
+			rec, err := o.Store.Header(jobID)
+			if err != nil {
+				t.Error(err)
+			}
+			seen = append(seen, rec.Unsent)
+		}}
+	p, err := o.Prepare(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobID = p.JobID
+	if _, err := o.Call(context.Background(), p, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{"m2", "m3"}, {"m3"}, nil}
+	if len(seen) != len(want) {
+		t.Fatalf("unsent as each batch started: %q, want %q", seen, want)
+	}
+	for i := range want {
+		if !slices.Equal(seen[i], want[i]) {
+			t.Errorf("unsent as batch %d started: %q, want %q", i+1, seen[i], want[i])
+		}
 	}
 }

@@ -297,6 +297,18 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 			o.removeDriverFiles(rec.ID)
 		}
 	}()
+	if batch != nil && h != nil {
+		// Until its batch starts, a minion has not been sent the call: a
+		// driver that carries the job on after this process died submits
+		// to it rather than adopting a call it never got (runBatches
+		// takes each batch out before sending it).
+		for n, k := range jobs.BatchNumbers(names, batch.Size) {
+			if k > 1 {
+				rec.Unsent = append(rec.Unsent, n)
+			}
+		}
+		slices.Sort(rec.Unsent)
+	}
 	if err := o.Store.CreateJob(rec, names); err != nil {
 		return status.Job{}, err
 	}
@@ -375,10 +387,11 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 // lock. The job returned is RUNNING.
 func (o *Overlord) handOver(rc *recorder, entries map[string]status.Result, h *handover, lock *os.File) (status.Job, error) {
 	h.mu.Lock()
-	unsent := slices.Sorted(slices.Values(h.never))
+	never := slices.Clone(h.never)
 	h.mu.Unlock()
 	storeErr := rc.flush(func(r *jobs.Record) error {
-		r.Unsent = unsent
+		// With those of the batches not started, recorded already.
+		r.Unsent = slices.Compact(slices.Sorted(slices.Values(append(never, r.Unsent...))))
 		return nil
 	})
 	rc.close()
