@@ -105,10 +105,7 @@ registered at (every interface, that port).`,
 				return err
 			}
 			name := b.Cert.Subject.CommonName
-			serve := "minion serve"
-			if a.stateDir != DefaultStateDir() && a.Getenv("MINION_STATE_DIR") != a.stateDir {
-				serve = "minion --state-dir " + modules.ShellQuote(a.stateDir) + " serve"
-			}
+			serve := a.serveCommand()
 			// The bundle of 'overlord minion add' says where the overlord
 			// reaches the minion (before its PEM blocks).
 			data, _ := os.ReadFile(bundle)
@@ -196,4 +193,13 @@ func listenAddr(s string) (string, error) {
 		return "", fmt.Errorf("--listen %q: give HOST:PORT, :PORT or a port number (e.g. 127.0.0.1:51234, :51234 or 51234)", s)
 	}
 	return s, nil
+}
+
+// serveCommand is the `minion serve` to run next: with --state-dir when
+// the state directory is neither the default nor MINION_STATE_DIR.
+func (a *App) serveCommand() string {
+	if a.stateDir != DefaultStateDir() && a.Getenv("MINION_STATE_DIR") != a.stateDir {
+		return "minion --state-dir " + modules.ShellQuote(a.stateDir) + " serve"
+	}
+	return "minion serve"
 }

@@ -79,8 +79,8 @@ endpoint presents, for you to compare.`,
 				}
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "minion %s enrolled: certificate installed in %s (CA %s)\nnext: minion serve --listen %s\n",
-				res.Name, a.stateDir, res.CAFingerprint, listenFor(cfg.Addr))
+			fmt.Fprintf(a.Stdout, "minion %s enrolled: certificate installed in %s (CA %s)\nnext: %s --listen %s\n",
+				res.Name, a.stateDir, res.CAFingerprint, a.serveCommand(), listenFor(cfg.Addr))
 			return nil
 		},
 	}
