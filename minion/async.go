@@ -400,6 +400,11 @@ func (a *asyncJobs) settle(j Job, starting bool) (Job, error) {
 	if j, ok, err := a.ingest(j); ok {
 		return j, err
 	}
+	if j.InProcess && a.runsHere(j) {
+		// A held call of this daemon: running, whatever its spool says
+		// yet (its lock is made just after its record).
+		return j, nil
+	}
 	if j.PID == 0 && !starting && time.Since(j.CreatedAt) < spawnGrace {
 		return j, nil // its runner is being started
 	}

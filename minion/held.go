@@ -446,3 +446,11 @@ func (o *heldOutput) attach(w *spoolWriter) {
 	}
 	o.buf, o.spool = nil, w
 }
+
+// runsHere reports whether held job j is being run by this daemon: being
+// recorded (still among the calls), or recorded.
+func (a *asyncJobs) runsHere(j Job) bool {
+	a.heldMu.Lock()
+	defer a.heldMu.Unlock()
+	return a.held[j.ID] != nil || a.calls[string(originKey(j.Caller, j.OriginJobID))] != nil
+}

@@ -150,3 +150,34 @@ func TestHeldCallShutdown(t *testing.T) {
 		t.Fatalf("job after shutdown: %+v", j)
 	}
 }
+
+// A held call's job is recorded a moment before its spool and lock are
+// made: a settle in between (the sweeper, a Status) must see it running
+// in this daemon, not lost ("the minion stopped while this call ran").
+func TestHeldCallSettledWhileRecorded(t *testing.T) {
+	a := newAsync(t, t.TempDir())
+	defer a.Close()
+	key := string(originKey("tester", "o9"))
+	a.heldMu.Lock()
+	a.calls[key] = &heldCall{detach: make(chan struct{}), registered: make(chan struct{})}
+	a.heldMu.Unlock()
+	job, _, err := a.store.submit("tester", "o9", nil, func(id string) Job {
+		// As registerHeld records it: with the command's process group
+		// (here one that is no runner), before the spool exists.
+		return Job{ID: id, OriginJobID: "o9", Caller: "tester", Module: "test", Method: "ping",
+			State: status.Running, CreatedAt: time.Now().Add(-time.Hour), InProcess: true, PID: 1}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err := a.settle(job, false); err != nil || j.State == status.Finished {
+		t.Fatalf("settled while being recorded: %+v, %v", j, err)
+	}
+	// Once no daemon runs it (this one forgot it, as after a crash), it is lost.
+	a.heldMu.Lock()
+	delete(a.calls, key)
+	a.heldMu.Unlock()
+	if j, err := a.settle(job, false); err != nil || j.State != status.Finished || j.Error == nil || j.Error.Kind != status.KindLost {
+		t.Fatalf("settled with nobody running it: %+v, %v", j, err)
+	}
+}
