@@ -362,16 +362,7 @@ func TestAsyncDriverKilled(t *testing.T) {
 		fmt.Sprintf("echo \"$PWD\" >> %s; %s; echo done", shellQuote(ran), g.wait()))
 	waitLines(t, ran, 3)
 
-	d := drivers(f.stateDir, id)
-	if len(d) != 1 {
-		t.Fatalf("drivers of job %s: %v, want one", id, d)
-	}
-	if err := syscall.Kill(d[0].pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitGone(readyTimeout, d[0].pid); err != nil {
-		t.Fatal(err)
-	}
+	killDriver(t, f, id)
 
 	wait, stdout, stderr := overlordCmd(f, "job", "status", id, "--wait", "--timeout", "60s", "-o", "json")
 	if err := wait.Start(); err != nil {

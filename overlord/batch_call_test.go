@@ -137,24 +137,11 @@ func TestCallBatchesInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan status.Job, 1)
-	go func() {
-		job, err := o.Call(ctx, p, func(name string, r status.Result) {
-			if name == "m1" {
-				cancel() // Ctrl-C as batch 2 waits its hour
-			}
-		})
-		if err != nil {
-			t.Error(err)
+	job := callReturns(t, ctx, o, p, func(name string, r status.Result) {
+		if name == "m1" {
+			cancel() // Ctrl-C as batch 2 waits its hour
 		}
-		done <- job
-	}()
-	var job status.Job
-	select {
-	case job = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("an interrupted batched call still runs 30s later")
-	}
+	}, "an interrupted batched call")
 	if !job.Minions["m1"].OK {
 		t.Errorf("m1: %+v", job.Minions["m1"])
 	}
@@ -203,5 +190,27 @@ func TestCallBatchesRecordUnsent(t *testing.T) {
 		if !slices.Equal(seen[i], want[i]) {
 			t.Errorf("unsent as batch %d started: %q, want %q", i+1, seen[i], want[i])
 		}
+	}
+}
+
+// callReturns runs o.Call and returns its job, failing the test if the
+// call has not returned 30s later (what describes the call): a call that
+// should stop waiting but does not is a failure, not a hang.
+func callReturns(t *testing.T, ctx context.Context, o *overlord.Overlord, p *overlord.Prepared, onResult func(string, status.Result), what string) status.Job {
+	t.Helper()
+	done := make(chan status.Job, 1)
+	go func() {
+		job, err := o.Call(ctx, p, onResult)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- job
+	}()
+	select {
+	case job := <-done:
+		return job
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still runs 30s later", what)
+		return status.Job{}
 	}
 }

@@ -18,26 +18,12 @@ func TestCallBatchWaitEndsAtTimeout(t *testing.T) {
 	for _, n := range []string{"m1", "m2", "m3"} {
 		startMinion(t, o, n)
 	}
-	o.DriverCommand = []string{"true"} // the driver is not the point here
 	p, err := o.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping", Timeout: 500 * time.Millisecond,
 		Batch: overlord.BatchSpec{Size: overlord.Count{N: 1}, Wait: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan status.Job, 1)
-	go func() {
-		job, err := o.Call(context.Background(), p, nil)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- job
-	}()
-	var job status.Job
-	select {
-	case job = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("a batched call with --timeout 500ms still waits 30s later, in its --batch-wait of an hour")
-	}
+	job := callReturns(t, context.Background(), o, p, nil, "a batched call with --timeout 500ms, in its --batch-wait of an hour,")
 	if !job.Minions["m1"].OK {
 		t.Errorf("m1: %+v", job.Minions["m1"])
 	}

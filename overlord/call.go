@@ -137,6 +137,11 @@ func (o *Overlord) Client(minions []jobs.Minion, forks int, connectTimeout time.
 	if err != nil {
 		return nil, err
 	}
+	return o.clientAs(id, minions, forks, connectTimeout)
+}
+
+// clientAs is Client with the identity id, already loaded.
+func (o *Overlord) clientAs(id *certs.Bundle, minions []jobs.Minion, forks int, connectTimeout time.Duration) (*rpc.Client, error) {
 	tlsID, err := id.TLS()
 	if err != nil {
 		return nil, err
@@ -259,7 +264,11 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 	if err != nil {
 		return status.Job{}, err
 	}
-	client, err := o.Client(p.Minions, spec.Forks, spec.ConnectTimeout)
+	id, err := o.Identity()
+	if err != nil {
+		return status.Job{}, err
+	}
+	client, err := o.clientAs(id, p.Minions, spec.Forks, spec.ConnectTimeout)
 	if err != nil {
 		return status.Job{}, err
 	}
@@ -274,10 +283,6 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 		// What a driver needs to carry the job on, should it come to that
 		// (this process stops waiting, or dies).
 		if rec.Identity, err = o.identityPath(); err != nil {
-			return status.Job{}, err
-		}
-		id, err := o.Identity()
-		if err != nil {
 			return status.Job{}, err
 		}
 		deadline := h.deadline.UTC()

@@ -236,21 +236,20 @@ func TestCallFailures(t *testing.T) {
 	o := newOverlord(t)
 	startMinion(t, o, "web1")
 	tests := []struct {
-		name    string
-		spec    overlord.CallSpec
-		kind    status.Kind
-		result  string // substring of the entry's result
-		maxTime time.Duration
+		name   string
+		spec   overlord.CallSpec
+		kind   status.Kind
+		result string // substring of the entry's result
 	}{
 		{"command exits non-zero", overlord.CallSpec{Target: "web1", Module: "command", Method: "run", Words: []string{"echo out; exit 4"}},
-			status.KindModuleError, `"exit_code":4`, 10 * time.Second},
+			status.KindModuleError, `"exit_code":4`},
 		{"command killed at its own timeout keeps its output", overlord.CallSpec{Target: "web1", Module: "command", Method: "run",
 			Words: []string{"echo started; sleep 30", "timeout=300ms"}},
-			status.KindTimeout, `"stdout":"started\n"`, 10 * time.Second},
+			status.KindTimeout, `"stdout":"started\n"`},
 		{"module the minion lacks", overlord.CallSpec{Target: "web1", Module: "pkg", Method: "install", Words: []string{"nginx"}},
-			status.KindUnknownModule, "", 10 * time.Second},
+			status.KindUnknownModule, ""},
 		{"method the minion lacks", overlord.CallSpec{Target: "web1", Module: "test", Method: "newer"},
-			status.KindUnknownMethod, "", 10 * time.Second},
+			status.KindUnknownMethod, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -258,13 +257,9 @@ func TestCallFailures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			start := time.Now()
 			job, err := o.Call(context.Background(), p, nil)
 			if err != nil {
 				t.Fatal(err)
-			}
-			if took := time.Since(start); took > tt.maxTime {
-				t.Errorf("took %s", took)
 			}
 			r := job.Minions["web1"]
 			if r.OK || r.Error == nil || r.Error.Kind != tt.kind {
@@ -285,7 +280,6 @@ func TestCallFailures(t *testing.T) {
 // its driver to submit.
 func TestCallCancelled(t *testing.T) {
 	o := newOverlord(t)
-	o.DriverCommand = []string{"true"} // the driver is not the point here
 	startMinion(t, o, "web1")
 	startMinion(t, o, "web2")
 	p, err := o.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping"})
@@ -312,7 +306,6 @@ func TestCallCancelled(t *testing.T) {
 // What ran before and after the wait is one run.
 func TestCallOutlivesItsWait(t *testing.T) {
 	o := newOverlord(t)
-	o.DriverCommand = []string{"true"} // driven below, in this process
 	startMinion(t, o, "web1")
 	dir := t.TempDir()
 	runs, gate := filepath.Join(dir, "runs"), filepath.Join(dir, "gate")
@@ -367,7 +360,6 @@ func driveHere(t *testing.T, o *overlord.Overlord, id string) {
 // adopts them without running them again.
 func TestCallInterrupted(t *testing.T) {
 	o := newOverlord(t)
-	o.DriverCommand = []string{"true"}
 	startMinion(t, o, "web1")
 	dir := t.TempDir()
 	runs, gate := filepath.Join(dir, "runs"), filepath.Join(dir, "gate")

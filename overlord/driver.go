@@ -163,17 +163,25 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 // polls until every entry is FINISHED.
 func (d *driver) driveAll(ctx context.Context) error {
 	d.submitAll(ctx, d.open(false))
-	if ctx.Err() != nil {
-		return d.stopping(ctx)
-	}
-	if err := d.o.whileBusy(ctx, d.rc.header().ID, "record the submits", func() error {
+	return d.recordAndPoll(ctx, func() error {
 		return d.rc.flush(func(r *jobs.Record) error {
 			if r.State == status.Running {
 				r.State = status.Partial
 			}
 			return nil
 		})
-	}); err != nil {
+	})
+}
+
+// recordAndPoll follows a round of submits: it records them with record
+// (retried while the store is busy), then polls until every entry is
+// FINISHED. Told to stop (ctx), it leaves the job open for the next
+// driver and returns why.
+func (d *driver) recordAndPoll(ctx context.Context, record func() error) error {
+	if ctx.Err() != nil {
+		return d.stopping(ctx)
+	}
+	if err := d.o.whileBusy(ctx, d.rc.header().ID, "record the submits", record); err != nil {
 		if ctx.Err() != nil {
 			return d.stopping(ctx)
 		}
@@ -225,19 +233,9 @@ func (d *driver) driveBatches(ctx context.Context) error {
 			d.o.Logger.Info("starting batch", "job", id, "batch", step.Batch, "of", step.Batches, "minions", len(step.Start))
 			d.submitAll(ctx, step.Start)
 		}
-		if ctx.Err() != nil {
-			return d.stopping(ctx)
-		}
 		last := len(d.open(false)) == 0
-		if err := d.o.whileBusy(ctx, id, "record the submits", func() error { return d.flushBatch(last) }); err != nil {
-			if ctx.Err() != nil {
-				return d.stopping(ctx)
-			}
+		if err := d.recordAndPoll(ctx, func() error { return d.flushBatch(last) }); err != nil {
 			return err
-		}
-		d.poll(ctx)
-		if ctx.Err() != nil {
-			return d.stopping(ctx)
 		}
 	}
 }

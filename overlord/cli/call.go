@@ -22,14 +22,7 @@ import (
 )
 
 func (a *App) callCmd() *cobra.Command {
-	var (
-		format  string
-		spec    overlord.CallSpec
-		async   bool
-		raw     bool
-		noStdin bool
-		disp    display
-	)
+	var r callRun
 	cmd := &cobra.Command{
 		Use: "call TARGET MODULE.METHOD [ARG...] [-- WORD...]",
 		// Words a newcomer types for "run a command on the fleet".
@@ -99,8 +92,8 @@ running when the wait ended (the job goes on).`,
 			if !ok || mod == "" || meth == "" {
 				return usageError("want MODULE.METHOD, got %q (for example test.ping)", args[1])
 			}
-			spec.Target, spec.Module, spec.Method, spec.Words = args[0], mod, meth, methodWords(cmd, args, 2)
-			return a.call(cmd, callRun{format: format, spec: spec, async: async, raw: raw, noStdin: noStdin, disp: &disp})
+			r.spec.Target, r.spec.Module, r.spec.Method, r.spec.Words = args[0], mod, meth, methodWords(cmd, args, 2)
+			return a.call(cmd, r)
 		},
 	}
 	words := guardWords(cmd, 2, func() []string { return a.args }, func(args []string) string {
@@ -114,17 +107,7 @@ running when the wait ended (the job goes on).`,
 		return fmt.Sprintf("put the words it goes with after -- (overlord call %s %s -- %s) or quote them as one word (%s)",
 			modules.ShellQuote(args[0]), args[1], rest, modules.ShellQuote(rest))
 	})
-	f := cmd.Flags()
-	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
-	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE (OP: = != < <= > >= ~); repeatable")
-	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
-	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "how long to wait for the minions (those still running go on, exit 4); with --async, the whole job's deadline, 1h if not given")
-	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
-	batchFlags(cmd, &spec)
-	rawFlag(cmd, &raw)
-	outputFlag(cmd, &format)
-	displayFlags(cmd, &disp)
-	words.noStdinFlag(&noStdin)
+	r.flags(cmd, words)
 	return cmd
 }
 
@@ -135,7 +118,22 @@ type callRun struct {
 	async   bool
 	raw     bool
 	noStdin bool
-	disp    *display
+	disp    display
+}
+
+// flags adds the flags call and script share to cmd, into r.
+func (r *callRun) flags(cmd *cobra.Command, words *wordGuard) {
+	f := cmd.Flags()
+	f.BoolVar(&r.async, "async", false, "print the job ID at once and run the job detached")
+	f.StringArrayVar(&r.spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE (OP: = != < <= > >= ~); repeatable")
+	f.IntVar(&r.spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
+	f.DurationVar(&r.spec.Timeout, "timeout", overlord.DefaultCallTimeout, "how long to wait for the minions (those still running go on, exit 4); with --async, the whole job's deadline, 1h if not given")
+	f.DurationVar(&r.spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
+	batchFlags(cmd, &r.spec)
+	rawFlag(cmd, &r.raw)
+	outputFlag(cmd, &r.format)
+	displayFlags(cmd, &r.disp)
+	words.noStdinFlag(&r.noStdin)
 }
 
 // call runs or submits a call: the body of call and script.
@@ -181,7 +179,7 @@ func (a *App) call(cmd *cobra.Command, r callRun) error {
 		}
 		return err
 	}
-	return a.runPrinted(r.format, r.raw, r.disp, p.JobID, len(p.Minions), func(onResult func(string, status.Result)) (status.Job, error) {
+	return a.runPrinted(r.format, r.raw, &r.disp, p.JobID, len(p.Minions), func(onResult func(string, status.Result)) (status.Job, error) {
 		return o.Call(cmd.Context(), p, onResult)
 	})
 }

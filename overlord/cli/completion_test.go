@@ -194,12 +194,8 @@ func TestCompleteBusyStore(t *testing.T) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	// How long it gives the lock is completionStore's (TestCompletionLockTimeout).
 	got, _ := h.complete("call", "w")
-	// Far below the default 10s lock timeout a completion that waited would take.
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("completion waited %s for the store", took)
-	}
 	if len(got) != 0 {
 		t.Errorf("completion with the store busy = %q, want nothing", got)
 	}

@@ -9,21 +9,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/overlordhq/overlord/fanout"
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/modules/command"
-	"github.com/overlordhq/overlord/overlord"
 )
 
 func (a *App) scriptCmd() *cobra.Command {
-	var (
-		format  string
-		spec    overlord.CallSpec
-		async   bool
-		raw     bool
-		noStdin bool
-		disp    display
-	)
+	var r callRun
 	cmd := &cobra.Command{
 		Use:   "script TARGET FILE [ARG...] [-- ARG...]",
 		Short: "Run a local script on every minion a target matches",
@@ -67,26 +58,16 @@ goes on).`,
 			if err != nil {
 				return err
 			}
-			spec.Target, spec.Module, spec.Method = args[0], "command", "script"
-			spec.Words = []string{"script=" + content, "args=" + string(list)}
-			return a.call(cmd, callRun{format: format, spec: spec, async: async, raw: raw, noStdin: noStdin, disp: &disp})
+			r.spec.Target, r.spec.Module, r.spec.Method = args[0], "command", "script"
+			r.spec.Words = []string{"script=" + content, "args=" + string(list)}
+			return a.call(cmd, r)
 		},
 	}
 	words := guardWords(cmd, 2, func() []string { return a.args }, func(args []string) string {
 		return fmt.Sprintf("put the script's arguments after -- (overlord script %s %s -- %s)",
 			modules.ShellQuote(args[0]), modules.ShellQuote(args[1]), modules.ShellWords(args[2:]))
 	})
-	f := cmd.Flags()
-	f.BoolVar(&async, "async", false, "print the job ID at once and run the job detached")
-	f.StringArrayVar(&spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE (OP: = != < <= > >= ~); repeatable")
-	f.IntVar(&spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
-	f.DurationVar(&spec.Timeout, "timeout", overlord.DefaultCallTimeout, "how long to wait for the minions (those still running go on, exit 4); with --async, the whole job's deadline, 1h if not given")
-	f.DurationVar(&spec.ConnectTimeout, "connect-timeout", overlord.DefaultConnectTimeout, "time limit to connect to each minion")
-	batchFlags(cmd, &spec)
-	rawFlag(cmd, &raw)
-	outputFlag(cmd, &format)
-	words.noStdinFlag(&noStdin)
-	displayFlags(cmd, &disp)
+	r.flags(cmd, words)
 	return cmd
 }
 
