@@ -82,8 +82,23 @@ func (o *Overlord) identityPath() (string, error) {
 // lock first and hands it to the driver, so there is never a moment when a
 // starting driver looks dead; if another driver holds the lock, it starts
 // nothing and reports false.
+//
+// In the service, the job is driven there (no process); a process that
+// goes through the service asks it to drive the job, and starts a
+// detached driver only if the service cannot.
 func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 	id := rec.ID
+	if o.sched != nil {
+		return o.sched.start(id)
+	}
+	if o.service != nil {
+		ok, err := o.service.drive(id)
+		if err == nil {
+			o.Logger.Debug("the service drives the job", "job", id, "driving", ok)
+			return ok, nil
+		}
+		o.Logger.Warn("the service did not take the job; starting a driver process", "job", id, "err", err)
+	}
 	lock, ok, err := o.lockDriver(id)
 	if err != nil || !ok {
 		return false, err

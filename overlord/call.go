@@ -140,8 +140,14 @@ func (o *Overlord) Client(minions []jobs.Minion, forks int, connectTimeout time.
 	return o.clientAs(id, minions, forks, connectTimeout)
 }
 
-// clientAs is Client with the identity id, already loaded.
+// clientAs is Client with the identity id, already loaded. With the
+// state directory's own identity, calls go through the service when this
+// process uses one (UseService), or, in the service, on its pool.
 func (o *Overlord) clientAs(id *certs.Bundle, minions []jobs.Minion, forks int, connectTimeout time.Duration) (*rpc.Client, error) {
+	if o.pool != nil && o.IdentityFile == o.pool.identity {
+		o.pool.learn(minions, false)
+		return o.pool.client.Shared(), nil
+	}
 	tlsID, err := id.TLS()
 	if err != nil {
 		return nil, err
@@ -164,6 +170,9 @@ func (o *Overlord) clientAs(id *certs.Bundle, minions []jobs.Minion, forks int, 
 		Resolve:        func(name string) (string, bool) { m, ok := byName[name]; return m.Addr, ok },
 		ConnectTimeout: connectTimeout,
 		MaxIdleConns:   forks,
+	}
+	if o.service != nil && o.IdentityFile == "" {
+		cfg.Service = o.service.Socket
 	}
 	if crl != nil {
 		cfg.AfterCall = newCRLPusher(crl, o.Logger).afterCall

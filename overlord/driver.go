@@ -125,7 +125,7 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	}); err != nil {
 		return err
 	}
-	client, err := o.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
+	client, err := o.as(rec.Identity).Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
 	if err != nil {
 		// Leave the job as it is: a driver started once the problem is
 		// fixed (job status starts one) carries it on.

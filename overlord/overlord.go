@@ -50,6 +50,25 @@ type Overlord struct {
 	// DriverCommand starts async job drivers (argv before the flags);
 	// default: this executable.
 	DriverCommand []string
+
+	// service is the overlord service this process goes through, if one
+	// answered (UseService); in the service itself, pool holds its warm
+	// connections and sched drives its jobs (OpenService).
+	service *ServiceConn
+	pool    *pool
+	sched   *scheduler
+}
+
+// as returns o working as identity (a bundle's path; "" for the state
+// directory's own): a job's drivers and cancels act as the identity that
+// submitted it.
+func (o *Overlord) as(identity string) *Overlord {
+	if identity == o.IdentityFile {
+		return o
+	}
+	c := *o
+	c.IdentityFile = identity
+	return &c
 }
 
 // New returns an Overlord for dir. lockTimeout bounds waits for

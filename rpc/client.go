@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,7 +37,36 @@ type ClientConfig struct {
 	// answer, with the minion's name, the method and the answer's
 	// header, before Call returns. It may call the minion again with c.
 	AfterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
+	// Service, if set, is the path of the overlord service's local
+	// socket (`overlord serve`): every call goes through the service,
+	// which holds the connections to the minions, and TLS and Resolve
+	// are not used. See ServicePath.
+	Service string
+	// HTTP2 speaks HTTP/2 to minions that offer it, so that one
+	// connection per minion carries every call at once (the service's
+	// pool); otherwise HTTP/1.1 with keep-alive.
+	HTTP2 bool
+	// IdleTimeout closes a connection unused for this long (90 s if 0).
+	IdleTimeout time.Duration
+	// MaxPerMinion, if positive, bounds the calls in flight to one minion
+	// at once; more wait for a place (the service shares one identity's
+	// budget on each minion among all its callers).
+	MaxPerMinion int
 }
+
+// The overlord service's local protocol (plain HTTP on its socket, which
+// only its owner may use): ServicePath + the minion's name forwards one
+// JSON-RPC call to that minion.
+const (
+	ServicePath = "/local/minion/"
+	// ServiceErrorHeader carries the kind of a failure the service met
+	// reaching a minion (HTTP 502, the message as the body), so the
+	// caller classifies it as it would have classified its own.
+	ServiceErrorHeader = "Overlord-Error-Kind"
+	// ConnectTimeoutHeader passes the caller's connect timeout (a Go
+	// duration) to the service.
+	ConnectTimeoutHeader = "Overlord-Connect-Timeout"
+)
 
 // Client calls minions by name. One Client (one HTTP transport, with
 // keep-alive and TLS session reuse) serves a whole run.
@@ -45,6 +75,11 @@ type Client struct {
 	afterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
 	// maxResponse is MaxResponseBytes, but for tests.
 	maxResponse int64
+	service     bool          // calls go through the service's socket
+	connect     time.Duration // the connect timeout, passed to the service
+	shared      bool          // Close leaves the connections open (Shared)
+	perMinion   int           // MaxPerMinion
+	slots       *sync.Map     // minion name -> chan struct{}, with perMinion
 }
 
 // DefaultConnectTimeout is used when ClientConfig.ConnectTimeout is zero.
@@ -55,7 +90,26 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 90 * time.Second
+	}
+	c := &Client{afterCall: cfg.AfterCall, maxResponse: MaxResponseBytes, connect: cfg.ConnectTimeout,
+		perMinion: cfg.MaxPerMinion, slots: new(sync.Map)}
 	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	if cfg.Service != "" {
+		// Every call is to the service, one host: keep as many
+		// connections as calls may run at once.
+		c.service = true
+		c.http = &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return dialer.DialContext(ctx, "unix", cfg.Service)
+			},
+			MaxIdleConns:        max(cfg.MaxIdleConns, 2),
+			MaxIdleConnsPerHost: max(cfg.MaxIdleConns, 2),
+			IdleConnTimeout:     cfg.IdleTimeout,
+		}}
+		return c
+	}
 	tr := &http.Transport{
 		// The URL's host is the minion's name, so TLS checks the name
 		// whatever the address; the dialer looks the address up.
@@ -68,19 +122,109 @@ func NewClient(cfg ClientConfig) *Client {
 			if !ok {
 				return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("minion %s has no registered address", name)}
 			}
+			if d, ok := ctx.Value(connectTimeoutKey{}).(time.Duration); ok && d > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			}
 			return dialer.DialContext(ctx, network, addr)
 		},
 		TLSClientConfig:     cfg.TLS,
 		TLSHandshakeTimeout: cfg.ConnectTimeout,
 		MaxIdleConns:        cfg.MaxIdleConns,
 		MaxIdleConnsPerHost: 2,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     cfg.IdleTimeout,
+		ForceAttemptHTTP2:   cfg.HTTP2,
 	}
-	return &Client{http: &http.Client{Transport: tr}, afterCall: cfg.AfterCall, maxResponse: MaxResponseBytes}
+	if cfg.HTTP2 {
+		// A connection that has heard nothing for a while is checked
+		// with a ping, so a minion gone without a word (a crash, a
+		// partition) is noticed and redialled, not waited on.
+		tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 10 * time.Second}
+	}
+	c.http = &http.Client{Transport: tr}
+	return c
 }
 
-// Close closes idle connections.
-func (c *Client) Close() { c.http.CloseIdleConnections() }
+// Shared returns a Client that makes the same calls on the same
+// connections, and whose Close leaves them open: the service's pool
+// handed to code that closes its client when done.
+func (c *Client) Shared() *Client {
+	return &Client{http: c.http, afterCall: c.afterCall, maxResponse: c.maxResponse, service: c.service,
+		connect: c.connect, shared: true, perMinion: c.perMinion, slots: c.slots}
+}
+
+// Close closes idle connections, unless the Client is Shared.
+func (c *Client) Close() {
+	if !c.shared {
+		c.http.CloseIdleConnections()
+	}
+}
+
+// connectTimeoutKey carries a call's own connect timeout in its context
+// (WithConnectTimeout).
+type connectTimeoutKey struct{}
+
+// WithConnectTimeout returns ctx with a connect timeout for the calls made
+// with it, in place of the Client's: the service dials minions with the
+// timeout its caller asked for.
+func WithConnectTimeout(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, connectTimeoutKey{}, d)
+}
+
+// acquire waits for a place among the calls in flight to minion, when
+// MaxPerMinion bounds them; release gives it back.
+func (c *Client) acquire(ctx context.Context, minion string) (release func(), err error) {
+	if c.perMinion <= 0 {
+		return func() {}, nil
+	}
+	v, _ := c.slots.LoadOrStore(minion, make(chan struct{}, c.perMinion))
+	ch := v.(chan struct{})
+	select {
+	case ch <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-ch }) }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Forward sends body, a JSON-RPC request, to the named minion as it is,
+// and returns the minion's answer as it comes, for the service to pass on
+// to its caller; the caller closes its Body. An error is a failure to get
+// an answer, to be classified (Classify).
+func (c *Client) Forward(ctx context.Context, minion string, body io.Reader) (*http.Response, error) {
+	release, err := c.acquire(ctx, minion)
+	if err != nil {
+		return nil, err
+	}
+	u := url.URL{Scheme: "https", Host: minion, Path: Path}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), body)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
+	return resp, nil
+}
+
+// releasingBody gives a minion's place back when its answer is closed.
+type releasingBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
 
 // ResultError is a remote failure that came with a result, such as a
 // command's output when it exited non-zero.
@@ -123,6 +267,15 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		return nil, status.Errorf(status.KindInternal, "encode %s request: %v", method, err)
 	}
 	u := url.URL{Scheme: "https", Host: minion, Path: Path}
+	if c.service {
+		u = url.URL{Scheme: "http", Host: "overlord", Path: ServicePath + minion}
+	} else {
+		release, err := c.acquire(ctx, minion)
+		if err != nil {
+			return nil, Classify(ctx, err)
+		}
+		defer release()
+	}
 	// ctx's deadline bounds the wait for the answer; an answer that has
 	// started is read on past it while it keeps coming (see watchAnswer).
 	reqCtx, cancelReq := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -142,12 +295,21 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		return nil, status.Errorf(status.KindInternal, "%v", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if c.service {
+		req.Header.Set(ConnectTimeoutHeader, c.connect.String())
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, Classify(ctx, err)
 	}
 	defer resp.Body.Close()
 	started.Store(true)
+	if kind := resp.Header.Get(ServiceErrorHeader); c.service && kind != "" && resp.StatusCode == http.StatusBadGateway {
+		// The service could not get an answer from the minion: its
+		// classification, as if the failure had been this process's.
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return nil, status.Errorf(status.Kind(kind), "%s", bytes.TrimSpace(msg))
+	}
 	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return resp.Header, Classify(ctx, ctx.Err())
 	}

@@ -12,22 +12,26 @@ import (
 // Serve, then Close.
 type Server struct {
 	srv    *http.Server
-	ln     *Listener
+	ln     net.Listener
 	done   chan struct{}
 	mu     sync.Mutex
 	err    error
 	closed sync.Once
 }
 
-// Serve serves srv on ln in the background until Close. It chains
-// ln.ConnState to srv.ConnState, so that ln knows which connections are
-// idle; srv.TLSConfig is left as it is (ln does the handshakes).
-func Serve(srv *http.Server, ln *Listener) *Server {
-	prev := srv.ConnState
-	srv.ConnState = func(c net.Conn, st http.ConnState) {
-		ln.ConnState(c, st)
-		if prev != nil {
-			prev(c, st)
+// Serve serves srv on ln in the background until Close. When ln is a
+// *Listener, it chains ln.ConnState to srv.ConnState, so that ln knows
+// which connections are idle; srv.TLSConfig is left as it is (ln does the
+// handshakes). Any other listener (the overlord service's local socket)
+// is served as it is.
+func Serve(srv *http.Server, ln net.Listener) *Server {
+	if gl, ok := ln.(*Listener); ok {
+		prev := srv.ConnState
+		srv.ConnState = func(c net.Conn, st http.ConnState) {
+			gl.ConnState(c, st)
+			if prev != nil {
+				prev(c, st)
+			}
 		}
 	}
 	s := &Server{srv: srv, ln: ln, done: make(chan struct{})}
@@ -46,8 +50,12 @@ func Serve(srv *http.Server, ln *Listener) *Server {
 // Addr returns the address served on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Listener returns the Listener served on.
-func (s *Server) Listener() *Listener { return s.ln }
+// Listener returns the Listener served on, or nil if it is not a
+// *Listener.
+func (s *Server) Listener() *Listener {
+	gl, _ := s.ln.(*Listener)
+	return gl
+}
 
 // Done is closed when the server has stopped serving.
 func (s *Server) Done() <-chan struct{} { return s.done }

@@ -108,6 +108,7 @@ running when the wait ended (the job goes on).`,
 			modules.ShellQuote(args[0]), args[1], rest, modules.ShellQuote(rest))
 	})
 	r.flags(cmd, words)
+	a.directFlag(cmd)
 	return cmd
 }
 
@@ -151,7 +152,7 @@ func (a *App) call(cmd *cobra.Command, r callRun) error {
 	spec.Stdin = a.pipedStdin(r.noStdin)
 	spec.OnBatch = r.disp.Batch // the progress line's "batch k/n"
 
-	o := a.overlord()
+	o := a.overlordVia(cmd)
 	p, err := a.prepare(o, spec)
 	if err != nil {
 		var se *status.Error

@@ -36,7 +36,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 				return err
 			}
 			spec.Target, spec.Module, spec.Method = tgt, "file", method
-			o := a.overlord()
+			o := a.overlordVia(cmd)
 			p, err := a.prepare(o, spec)
 			if err != nil {
 				return err
@@ -55,6 +55,7 @@ func (a *App) fileCmd(use, short, long, example, method string,
 	rawFlag(cmd, &raw)
 	outputFlag(cmd, &format)
 	displayFlags(cmd, &disp)
+	a.directFlag(cmd)
 	return cmd
 }
 

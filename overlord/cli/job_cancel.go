@@ -9,7 +9,7 @@ import (
 )
 
 func (a *App) jobCancelCmd() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "cancel JOB",
 		Short: "Cancel an async job on every minion still running it",
 		Long: `Cancel an async job: each minion still running it terminates the job's
@@ -20,7 +20,7 @@ FINISHED with error kind cancelled. Follow with 'overlord job status JOB
 		Example: "  overlord job cancel 019a2b3c\n  overlord job status 019a2b3c --wait",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rec, err := a.overlord().Cancel(cmd.Context(), args[0])
+			rec, err := a.overlordVia(cmd).Cancel(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -32,4 +32,6 @@ FINISHED with error kind cancelled. Follow with 'overlord job status JOB
 			return nil
 		},
 	}
+	a.directFlag(cmd)
+	return cmd
 }

@@ -46,7 +46,7 @@ func (a *App) jobListCmd() *cobra.Command {
 			if limit < 0 {
 				return usageError("--limit must not be negative")
 			}
-			recs, err := a.overlord().Store.ListJobs(opts)
+			recs, err := a.overlordVia(cmd).Store.ListJobs(opts)
 			if err != nil {
 				return err
 			}
@@ -80,5 +80,6 @@ func (a *App) jobListCmd() *cobra.Command {
 	cmd.Flags().StringVar(&state, "state", "", "only jobs in this state: RUNNING, PARTIAL or FINISHED")
 	cmd.Flags().IntVar(&limit, "limit", 50, "at most this many jobs (0: all)")
 	outputFlag(cmd, &format)
+	a.directFlag(cmd)
 	return cmd
 }

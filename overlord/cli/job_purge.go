@@ -29,7 +29,7 @@ are purged as new jobs are created.`, jobs.DefaultRetention),
 			if olderThan < 0 || keep < 0 {
 				return usageError("--older-than and --keep must not be negative")
 			}
-			gone, err := a.overlord().Purge(time.Now().Add(-olderThan), keep)
+			gone, err := a.overlordVia(cmd).Purge(time.Now().Add(-olderThan), keep)
 			if err != nil {
 				return err
 			}
@@ -39,5 +39,6 @@ are purged as new jobs are created.`, jobs.DefaultRetention),
 	}
 	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "purge finished jobs created longer ago than this (required)")
 	cmd.Flags().IntVar(&keep, "keep", 0, "always keep this many newest jobs")
+	a.directFlag(cmd)
 	return cmd
 }

@@ -62,7 +62,7 @@ FINISHED (still running, or --wait gave up; the job goes on).`,
 					return err
 				}
 			}
-			o := a.overlord()
+			o := a.overlordVia(cmd)
 			rec, entries, err := o.Store.Job(args[0])
 			if err != nil {
 				return err
@@ -132,6 +132,7 @@ FINISHED (still running, or --wait gave up; the job goes on).`,
 	cmd.Flags().BoolVar(&raw, "raw", false, "text output and the --follow stream: print minions' output byte for byte, control characters included (by default they are shown as ^[, ^G, ...)")
 	outputFlag(cmd, &format)
 	displayFlags(cmd, &disp)
+	a.directFlag(cmd)
 	return cmd
 }
 

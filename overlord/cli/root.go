@@ -39,6 +39,7 @@ type App struct {
 	identityFile string
 	lockTimeout  time.Duration
 	verbose      bool
+	direct       bool // --direct: never through the service
 	// args is the command line as Main got it (nil otherwise): the words
 	// after a stray flag, which pflag does not parse, for its hint.
 	args []string
@@ -223,6 +224,25 @@ func (a *App) overlord() *overlord.Overlord {
 	}
 	logger := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
 	return overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
+}
+
+// overlordVia returns the engine for a command that goes through the
+// overlord service when one answers on the state directory (call, script,
+// cp, fetch, job status, list, cancel and purge), unless --direct. -v
+// says which way it works.
+func (a *App) overlordVia(cmd *cobra.Command) *overlord.Overlord {
+	o := a.overlord()
+	how := "direct: --direct"
+	if !a.direct {
+		how, _ = o.UseService(cmd.Context())
+	}
+	o.Logger.Info(how)
+	return o
+}
+
+// directFlag adds --direct to a command that may go through the service.
+func (a *App) directFlag(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&a.direct, "direct", false, "work directly, not through the overlord service (overlord serve) even if it runs")
 }
 
 // usageError marks err as a usage error (exit 2).

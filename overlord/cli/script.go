@@ -68,6 +68,7 @@ goes on).`,
 			modules.ShellQuote(args[0]), modules.ShellQuote(args[1]), modules.ShellWords(args[2:]))
 	})
 	r.flags(cmd, words)
+	a.directFlag(cmd)
 	return cmd
 }
 

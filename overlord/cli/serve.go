@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,8 +23,26 @@ func (a *App) serveCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--listen ADDR]",
-		Short: "Serve the enrolment endpoint until SIGTERM or SIGINT",
-		Long: `Serve the enrolment endpoint over HTTPS (TLS 1.3): minions send certificate
+		Short: "Run the overlord service: warm connections, job drivers, enrolment",
+		Long: `Run the overlord's long-lived service until SIGTERM or SIGINT. It is
+optional: every command works without it; when it runs, they go through it.
+
+The service listens on a local socket, <state-dir>/overlord.sock (mode
+0600; connections from any user but the state directory's owner are
+refused). call, script, cp, fetch and job status, list, cancel and purge
+find it there and send their calls through it: it keeps one mutually
+authenticated HTTP/2 connection per minion it has called, reused by every
+call and job, so a call skips the TLS handshakes. Output, JSON, exit codes
+and job records are the same either way; --direct on those commands skips
+the service, and -v says which way a command went.
+
+It also drives every async job: 'call --async' records the job and hands
+it to the service instead of starting a driver process. On start, and
+every 10 s, it adopts every open job whose driver is gone (a job submitted
+while it was down whose driver died, or one it drove before it was
+killed): nothing runs twice.
+
+And it serves the enrolment endpoint over HTTPS (TLS 1.3): minions send certificate
 signing requests to it with 'minion enroll'. A request with a valid join
 token ('overlord token create') is signed at once and the minion
 registered; one without waits for 'overlord certs sign' or 'certs reject'.
@@ -34,9 +53,12 @@ fingerprint, which is logged at start. overlord.db is opened for each
 request and closed again, so other overlord commands run alongside.
 
 On SIGTERM or SIGINT it stops accepting, lets requests in flight finish
-for --grace, then exits 0; a second signal exits at once.`,
+for --grace, tells its drivers to stop (each records what it knows; the
+jobs stay open for the next service, or the next 'job status'), then exits
+0; a second signal exits at once. See docs/serve.md.`,
 		Example: `  overlord serve
-  overlord serve --listen 10.0.0.1:51235 --log-level debug`,
+  overlord serve --listen 10.0.0.1:51235 --log-level debug
+  systemctl enable --now overlord      # the unit 'make install' installs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
@@ -50,13 +72,19 @@ for --grace, then exits 0; a second signal exits at once.`,
 				return err
 			}
 			ctx := cmd.Context()
-			if err := ep.Open(ctx); err != nil {
+			svc, err := o.OpenService(ctx, overlord.ServiceConfig{})
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stderr, "enrolment endpoint at %s; CA fingerprint %s\n", ep.Addr(), ep.CAFingerprint())
+			if err := ep.Open(ctx); err != nil {
+				_ = svc.Close(ctx)
+				return err
+			}
+			fmt.Fprintf(a.Stderr, "overlord service at %s; enrolment endpoint at %s; CA fingerprint %s\n", svc.Socket(), ep.Addr(), ep.CAFingerprint())
 			select {
 			case <-ctx.Done():
 			case <-ep.Done():
+			case <-svc.Done():
 			}
 			// A second signal cuts the grace period short.
 			sig := make(chan os.Signal, 1)
@@ -71,8 +99,8 @@ for --grace, then exits 0; a second signal exits at once.`,
 				case <-sctx.Done():
 				}
 			}()
-			logger.Info("enrolment endpoint shutting down", "grace", grace)
-			return ep.Close(sctx)
+			logger.Info("service shutting down", "grace", grace)
+			return errors.Join(ep.Close(sctx), svc.Close(sctx))
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", fmt.Sprintf(":%d", enrolment.DefaultPort), "address to listen on")

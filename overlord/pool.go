@@ -1,0 +1,170 @@
+package overlord
+
+import (
+	"crypto/x509"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/overlordhq/overlord/certs"
+	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/rpc"
+)
+
+// The service's pool of connections to minions.
+const (
+	// PoolIdleTimeout closes a pooled connection unused for this long
+	// (below the minion's own idle limit, 2 minutes, so the overlord is
+	// the one to close it, never a call in its way).
+	PoolIdleTimeout = 90 * time.Second
+	// PoolPerMinion bounds the calls the service has in flight to one
+	// minion, below the minion's limit per identity
+	// (minion.MaxRequestsPerIdentity, 64): more wait for a place rather
+	// than be refused.
+	PoolPerMinion = 48
+	// registryRefresh bounds how often a name the pool does not know, or
+	// a failed call, makes it read the registry again.
+	registryRefresh = time.Second
+)
+
+// pool is the overlord service's warm fleet: one rpc.Client for every
+// call the service makes or forwards, speaking HTTP/2 so that each minion
+// it has called keeps one mutually-authenticated connection, reused by
+// every call and job. It reaches minions by the registry's addresses and
+// pins their certificates by its fingerprints, as the CLI does; it reads
+// the registry again when asked for a name it does not know, or when a
+// call fails (a minion added again with a new address or certificate).
+type pool struct {
+	o        *Overlord
+	identity string // the identity the pool calls as (Overlord.IdentityFile)
+	client   *rpc.Client
+	minions  atomic.Pointer[map[string]jobs.Minion]
+	crl      atomic.Pointer[certs.CRL]
+	ca       *x509.Certificate
+
+	mu       sync.Mutex // serialises reloads
+	loadedAt time.Time
+	learnMu  sync.Mutex // serialises changes to minions
+}
+
+// newPool loads the identity and the registry and makes the pool's client.
+func (o *Overlord) newPool() (*pool, error) {
+	id, err := o.Identity()
+	if err != nil {
+		return nil, err
+	}
+	tlsID, err := id.TLS()
+	if err != nil {
+		return nil, err
+	}
+	p := &pool{o: o, identity: o.IdentityFile, ca: id.CA}
+	empty := map[string]jobs.Minion{}
+	p.minions.Store(&empty)
+	if err := p.reload(); err != nil {
+		return nil, err
+	}
+	if err := certs.CheckRevoked(p.crl.Load(), id.Cert); err != nil {
+		return nil, err
+	}
+	pinned := func(name string) (string, bool) { m, ok := p.minion(name); return m.Fingerprint, ok }
+	p.client = rpc.NewClient(rpc.ClientConfig{
+		TLS:          certs.Pin(certs.RefuseRevoked(certs.ClientConfig(tlsID, id.Pool()), p.crl.Load), pinned),
+		Resolve:      func(name string) (string, bool) { m, ok := p.minion(name); return m.Addr, ok },
+		HTTP2:        true,
+		IdleTimeout:  PoolIdleTimeout,
+		MaxPerMinion: PoolPerMinion,
+	})
+	return p, nil
+}
+
+// minion returns a registered minion as the pool last read it.
+func (p *pool) minion(name string) (jobs.Minion, bool) {
+	m, ok := (*p.minions.Load())[name]
+	return m, ok
+}
+
+// lookup returns a registered minion, reading the registry again if the
+// pool does not know the name.
+func (p *pool) lookup(name string) (jobs.Minion, bool) {
+	if m, ok := p.minion(name); ok {
+		return m, true
+	}
+	if err := p.refresh(); err != nil {
+		p.o.Logger.Warn("could not read the registry", "err", err)
+	}
+	return p.minion(name)
+}
+
+// changed reads the registry again (at most every registryRefresh) and
+// reports whether name's address or certificate changed: a failed call
+// is then worth another try.
+func (p *pool) changed(name string) bool {
+	before, _ := p.minion(name)
+	if err := p.refresh(); err != nil {
+		return false
+	}
+	after, ok := p.minion(name)
+	return ok && (after.Addr != before.Addr || after.Fingerprint != before.Fingerprint)
+}
+
+// refresh reads the registry unless it was read within registryRefresh.
+func (p *pool) refresh() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Since(p.loadedAt) < registryRefresh {
+		return nil
+	}
+	return p.reloadLocked()
+}
+
+func (p *pool) reload() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.reloadLocked()
+}
+
+func (p *pool) reloadLocked() error {
+	inv, err := p.o.Store.Inventory()
+	if err != nil {
+		return err
+	}
+	p.learn(inv.Minions, true)
+	crl, err := p.o.CRL(p.ca)
+	if err != nil && !errors.Is(err, jobs.ErrNoStore) {
+		p.o.Logger.Warn("the revocation list in overlord.db is unusable; not checking it", "err", err)
+	}
+	if crl != nil {
+		p.crl.Store(crl)
+	}
+	p.loadedAt = time.Now()
+	return nil
+}
+
+// learn takes minions as the registry now has them (a caller read it
+// moments ago); with all, they are the whole registry and the names not
+// among them are forgotten. A minion whose address or certificate changed
+// loses its idle connections: the next call dials it again and checks
+// the new pin.
+func (p *pool) learn(minions []jobs.Minion, all bool) {
+	p.learnMu.Lock()
+	defer p.learnMu.Unlock()
+	old := *p.minions.Load()
+	next := make(map[string]jobs.Minion, max(len(old), len(minions)))
+	if !all {
+		for n, m := range old {
+			next[n] = m
+		}
+	}
+	moved := false
+	for _, m := range minions {
+		if was, ok := old[m.Name]; ok && (was.Addr != m.Addr || was.Fingerprint != m.Fingerprint) {
+			moved = true
+		}
+		next[m.Name] = m
+	}
+	p.minions.Store(&next)
+	if moved && p.client != nil {
+		p.client.Close()
+	}
+}
