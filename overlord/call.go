@@ -200,8 +200,18 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 		Module: spec.Module, Method: spec.Method, Args: p.Args, Positional: p.Positional,
 		OriginJobID: p.JobID, JobTimeoutMS: DefaultAsyncTimeout.Milliseconds(),
 	}
-	h := &handover{deadline: time.Now().Add(DefaultAsyncTimeout), waitUntil: waitUntil}
-	return o.run(ctx, p, func(ctx context.Context, client *rpc.Client, m jobs.Minion) status.Result {
+	h := &handover{deadline: time.Now().Add(DefaultAsyncTimeout), waitUntil: waitUntil, params: base, connect: spec.ConnectTimeout}
+	return o.run(ctx, p, callStep(h), onResult, h)
+}
+
+// callStep returns what a synchronous call does with one minion: send it
+// Minion.Call for at most the rest of the wait, and turn the outcome into
+// its entry, RUNNING if the minion keeps the call past the wait (or the
+// caller stopped waiting). The overlord service runs the same step when it
+// fans a call out for a CLI (ServiceConn.fanOut).
+func callStep(h *handover) func(context.Context, *rpc.Client, jobs.Minion) status.Result {
+	base, waitUntil := h.params, h.waitUntil
+	return func(ctx context.Context, client *rpc.Client, m jobs.Minion) status.Result {
 		wait := time.Until(waitUntil)
 		if ctx.Err() != nil || wait <= 0 {
 			return h.unsent(m.Name)
@@ -227,7 +237,7 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 			return status.Result{State: status.Running}
 		}
 		return callResult(cctx, reply, err, time.Since(start))
-	}, onResult, h)
+	}
 }
 
 // handover is what a synchronous call that stops waiting hands to the
@@ -235,6 +245,8 @@ func (o *Overlord) Call(ctx context.Context, p *Prepared, onResult func(name str
 type handover struct {
 	deadline  time.Time // the job's, and the limit of the calls the minions keep
 	waitUntil time.Time // when the call stops waiting (--timeout); a pause between batches ends there too
+	params    rpc.CallParams
+	connect   time.Duration // the connect timeout
 	mu        sync.Mutex
 	never     []string // the minions it did not send the call to
 }
@@ -356,6 +368,12 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 		rc.add(m.Name, r)
 	}
 	runAll := func(minions []jobs.Minion) {
+		if h != nil && o.service != nil && o.IdentityFile == "" {
+			// A call through the service: the service fans it out on
+			// its warm connections and streams the results back.
+			o.service.fanOut(ctx, rec.ID, minions, spec.Forks, h, got)
+			return
+		}
 		fanout.Run(ctx, minions, spec.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
 			return step(ctx, client, m)
 		}, got)

@@ -3,6 +3,7 @@ package overlord_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -119,4 +120,62 @@ func reportFleetMetrics(b *testing.B, minions int) {
 	per := b.Elapsed() / time.Duration(b.N)
 	b.ReportMetric(float64(per)/float64(time.Millisecond), "ms/fleet-call")
 	b.ReportMetric(float64(per)/float64(time.Microsecond)/float64(minions), "us/minion")
+}
+
+// BenchmarkServiceCall is BenchmarkCallPing through the overlord service
+// (`overlord serve`): the call is made by another Overlord on the same
+// state directory, as a CLI process would, and reaches the minions through
+// the service's socket and its pool of warm HTTP/2 connections (opened by
+// one call before the timer starts). One op is one recorded call to the
+// whole fleet. Besides ns/op it reports the memory the pool's connections
+// hold, both ends counted (the minions share this process): heap and
+// goroutines per pooled connection, measured around the call that opens
+// them.
+func BenchmarkServiceCall(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("minions=%d", n), func(b *testing.B) {
+			f := miniontest.Start(b, miniontest.Config{Minions: n})
+			svc, err := f.Overlord.OpenService(context.Background(), overlord.ServiceConfig{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer svc.Close(context.Background())
+			c := overlord.New(f.Dir, "", 0, nil)
+			if how, ok := c.UseService(context.Background()); !ok {
+				b.Fatal(how)
+			}
+			call := func() {
+				p, err := c.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping",
+					Timeout: time.Minute, ConnectTimeout: time.Minute})
+				if err != nil {
+					b.Fatal(err)
+				}
+				job, err := c.Call(context.Background(), p, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if job.Summary.OK != n {
+					b.Fatalf("%d of %d minions answered ok: %+v", job.Summary.OK, n, job.Summary)
+				}
+			}
+			heap0, g0 := heapInUse(), runtime.NumGoroutine()
+			call() // opens the pool's connections
+			heap1, g1 := heapInUse(), runtime.NumGoroutine()
+			b.ReportAllocs()
+			for b.Loop() {
+				call()
+			}
+			reportFleetMetrics(b, n)
+			b.ReportMetric(float64(heap1-heap0)/float64(n)/1024, "KiB/conn")
+			b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/conn")
+		})
+	}
+}
+
+// heapInUse returns the bytes of live heap after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
 }

@@ -77,6 +77,7 @@ func (o *Overlord) whileBusy(ctx context.Context, id, what string, op func() err
 type driver struct {
 	o       *Overlord
 	client  *rpc.Client
+	hub     *statusHub // in the service: the status polls all its drivers share
 	rc      *recorder
 	entries map[string]status.Result
 	names   []string // every minion of the job, sorted
@@ -125,7 +126,8 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	}); err != nil {
 		return err
 	}
-	client, err := o.as(rec.Identity).Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
+	as := o.as(rec.Identity)
+	client, err := as.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
 	if err != nil {
 		// Leave the job as it is: a driver started once the problem is
 		// fixed (job status starts one) carries it on.
@@ -133,6 +135,9 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	}
 	defer client.Close()
 	d := &driver{o: o, client: client, rc: newRecorder(o.Store, rec), entries: entries, forks: rec.Forks}
+	if as.pool != nil && as.IdentityFile == as.pool.identity {
+		d.hub = as.pool.hub
+	}
 	defer d.rc.close()
 	for n := range entries {
 		d.names = append(d.names, n)
@@ -565,6 +570,9 @@ type pollResult struct {
 // status asks a minion for one job's state, holding the call up to wait
 // for a change (0: answer at once).
 func (d *driver) status(ctx context.Context, name, jobID string, wait time.Duration) pollResult {
+	if d.hub != nil {
+		return d.hub.status(ctx, name, jobID, wait)
+	}
 	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
 	var reply rpc.StatusReply
@@ -576,12 +584,16 @@ func (d *driver) status(ctx context.Context, name, jobID string, wait time.Durat
 	if err != nil {
 		return pollResult{err: rpc.Classify(cctx, err)}
 	}
-	js := reply.Jobs[0]
-	r := status.Result{State: js.State, MinionJobID: jobID}
+	return pollResult{r: jobResult(reply.Jobs[0])}
+}
+
+// jobResult is the entry a minion job's status makes.
+func jobResult(js rpc.JobStatus) status.Result {
+	r := status.Result{State: js.State, MinionJobID: js.JobID}
 	if js.State == status.Finished {
 		r.OK, r.Result, r.Error, r.DurationMS = js.OK, js.Result, js.Error, js.DurationMS
 	}
-	return pollResult{r: r}
+	return r
 }
 
 // cancelAll asks every open minion job to stop.

@@ -1,8 +1,10 @@
 package overlord
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +43,8 @@ type pool struct {
 	client   *rpc.Client
 	minions  atomic.Pointer[map[string]jobs.Minion]
 	crl      atomic.Pointer[certs.CRL]
+	pusher   atomic.Pointer[crlPusher] // hands the CRL to minions that hold an older one
+	hub      *statusHub                // the status polls of the service\'s drivers
 	ca       *x509.Certificate
 
 	mu       sync.Mutex // serialises reloads
@@ -74,7 +78,13 @@ func (o *Overlord) newPool() (*pool, error) {
 		HTTP2:        true,
 		IdleTimeout:  PoolIdleTimeout,
 		MaxPerMinion: PoolPerMinion,
+		AfterCall: func(ctx context.Context, c *rpc.Client, minion, method string, h http.Header) {
+			if pu := p.pusher.Load(); pu != nil {
+				pu.afterCall(ctx, c, minion, method, h)
+			}
+		},
 	})
+	p.hub = newStatusHub(p.client)
 	return p, nil
 }
 
@@ -135,6 +145,9 @@ func (p *pool) reloadLocked() error {
 		p.o.Logger.Warn("the revocation list in overlord.db is unusable; not checking it", "err", err)
 	}
 	if crl != nil {
+		if old := p.crl.Load(); old == nil || old.Number != crl.Number {
+			p.pusher.Store(newCRLPusher(crl, p.o.Logger))
+		}
 		p.crl.Store(crl)
 	}
 	p.loadedAt = time.Now()

@@ -71,6 +71,7 @@ type Service struct {
 	sched  *scheduler
 	stop   context.CancelFunc
 	scans  sync.WaitGroup
+	calls  runningCalls // the synchronous calls fanned out now
 }
 
 // OpenService starts the service on o's state directory: it takes the
@@ -126,6 +127,8 @@ func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service
 	mux.HandleFunc("GET "+servicePingPath, s.ping)
 	mux.HandleFunc("POST "+rpc.ServicePath+"{name}", s.forward)
 	mux.HandleFunc("POST "+serviceDrivePath+"{id}", s.drive)
+	mux.HandleFunc("POST "+serviceCallPath, s.call)
+	mux.HandleFunc("POST "+serviceStopPath+"{id}", s.stopCall)
 	s.srv = gate.Serve(&http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -1,0 +1,268 @@
+package overlord
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/rpc"
+	"github.com/overlordhq/overlord/status"
+)
+
+// The local protocol's fan-out of a synchronous call: the CLI sends the
+// call and its minions in one request, the service runs the call's step
+// (callStep) for each on its pool, at most Forks at once, and streams one
+// line per minion as it finishes, then the minions it did not send the
+// call to. POST serviceStopPath + the job ID stops it early (Ctrl-C): the
+// service sends no more calls and streams what it has, as the CLI would.
+const (
+	serviceCallPath = "/local/call"
+	serviceStopPath = "/local/stop/"
+	// fanOutFlush is how long a result may wait in the service's buffer
+	// before it is sent on.
+	fanOutFlush = 10 * time.Millisecond
+)
+
+// fanOutRequest is a synchronous call for the service to fan out.
+type fanOutRequest struct {
+	JobID            string         `json:"job_id"`
+	Params           rpc.CallParams `json:"params"`
+	Minions          []string       `json:"minions"`
+	Forks            int            `json:"forks"`
+	WaitUntil        time.Time      `json:"wait_until"`
+	ConnectTimeoutMS int64          `json:"connect_timeout_ms"`
+}
+
+// fanOutLine is one line of the answer: a minion's entry, or the end with
+// the minions the call was not sent to.
+type fanOutLine struct {
+	Minion string         `json:"minion,omitempty"`
+	Result *status.Result `json:"result,omitempty"`
+	End    bool           `json:"end,omitempty"`
+	Unsent []string       `json:"unsent,omitempty"`
+}
+
+// fanOut runs a synchronous call's step on minions through the service and
+// hands each entry to got as it arrives, on this goroutine. Ctrl-C (ctx)
+// asks the service to stop sending and still reads what it reports, so
+// the minions the call never reached are known (h.never). If the service
+// goes away mid-call, the minions it did not report on are RUNNING: the
+// job's driver adopts what they kept, and those never called end lost.
+func (c *ServiceConn) fanOut(ctx context.Context, jobID string, minions []jobs.Minion, forks int, h *handover, got func(jobs.Minion, status.Result)) {
+	byName := make(map[string]jobs.Minion, len(minions))
+	req := fanOutRequest{JobID: jobID, Params: h.params, Forks: forks, WaitUntil: h.waitUntil, ConnectTimeoutMS: h.connect.Milliseconds()}
+	for _, m := range minions {
+		byName[m.Name] = m
+		req.Minions = append(req.Minions, m.Name)
+	}
+	reported := make(map[string]bool, len(minions))
+	defer func() {
+		for _, m := range minions {
+			if !reported[m.Name] {
+				got(m, status.Result{State: status.Running})
+			}
+		}
+	}()
+	body, err := json.Marshal(req)
+	if err != nil {
+		return
+	}
+	hreq, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodPost, "http://overlord"+serviceCallPath, bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = serviceDo(sctx, c.http, http.MethodPost, serviceStopPath+jobID, http.StatusNoContent, nil)
+	})
+	defer stop()
+	resp, err := c.http.Do(hreq)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		for _, m := range minions {
+			reported[m.Name] = true
+			got(m, status.Result{State: status.Finished, Error: status.Errorf(status.KindInternal, "the overlord service refused the call: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))})
+		}
+		return
+	}
+	dec := json.NewDecoder(bufio.NewReader(resp.Body))
+	for {
+		var l fanOutLine
+		if err := dec.Decode(&l); err != nil {
+			return
+		}
+		if l.End {
+			h.mu.Lock()
+			h.never = append(h.never, l.Unsent...)
+			h.mu.Unlock()
+			return
+		}
+		m, ok := byName[l.Minion]
+		if !ok || reported[l.Minion] || l.Result == nil {
+			continue
+		}
+		reported[l.Minion] = true
+		got(m, *l.Result)
+	}
+}
+
+// call fans a synchronous call out for a CLI (ServiceConn.fanOut).
+func (s *Service) call(w http.ResponseWriter, r *http.Request) {
+	var req fanOutRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, rpc.MaxRequestBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		http.Error(w, fmt.Sprintf("unreadable call: %v", err), http.StatusBadRequest)
+		return
+	}
+	if u, err := uuid.Parse(req.JobID); err != nil || u.String() != req.JobID {
+		http.Error(w, fmt.Sprintf("%q is not a job ID", req.JobID), http.StatusBadRequest)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if !s.calls.add(req.JobID, cancel) {
+		http.Error(w, "a call of job "+req.JobID+" is already running", http.StatusConflict)
+		return
+	}
+	defer s.calls.remove(req.JobID)
+	if req.ConnectTimeoutMS > 0 {
+		ctx = rpc.WithConnectTimeout(ctx, time.Duration(req.ConnectTimeoutMS)*time.Millisecond)
+	}
+	h := &handover{waitUntil: req.WaitUntil, params: req.Params}
+	step := callStep(h)
+	client := s.pool.client.Shared()
+	minions := make([]jobs.Minion, len(req.Minions))
+	for i, n := range req.Minions {
+		minions[i] = jobs.Minion{Name: n}
+		s.pool.lookup(n) // a name the pool does not know yet makes it read the registry
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	out := &flushWriter{w: w, rc: http.NewResponseController(w), done: make(chan struct{})}
+	defer out.stop()
+	go out.loop(fanOutFlush)
+	enc := json.NewEncoder(out)
+	fanout.Run(ctx, minions, req.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
+		return step(ctx, client, m)
+	}, func(m jobs.Minion, r status.Result) {
+		_ = enc.Encode(fanOutLine{Minion: m.Name, Result: &r})
+	})
+	h.mu.Lock()
+	unsent := h.never
+	h.mu.Unlock()
+	_ = enc.Encode(fanOutLine{End: true, Unsent: unsent})
+}
+
+// stopCall stops a call the service fans out: the Ctrl-C of its CLI.
+func (s *Service) stopCall(w http.ResponseWriter, r *http.Request) {
+	if !s.calls.cancel(r.PathValue("id")) {
+		http.Error(w, "no such call", http.StatusNotFound)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// runningCalls are the calls the service fans out now, by job ID.
+type runningCalls struct {
+	mu sync.Mutex
+	m  map[string]context.CancelFunc
+}
+
+func (c *runningCalls) add(id string, cancel context.CancelFunc) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]context.CancelFunc{}
+	}
+	if _, ok := c.m[id]; ok {
+		return false
+	}
+	c.m[id] = cancel
+	return true
+}
+
+func (c *runningCalls) remove(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, id)
+}
+
+func (c *runningCalls) cancel(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cancel, ok := c.m[id]
+	if ok {
+		cancel()
+	}
+	return ok
+}
+
+// flushWriter writes to an HTTP answer and sends what it holds on at most
+// every interval (loop), and at stop: results stream without a write per
+// line. done is made with it.
+type flushWriter struct {
+	mu    sync.Mutex
+	w     io.Writer
+	rc    *http.ResponseController
+	dirty bool
+	done  chan struct{}
+	once  sync.Once
+	err   error
+}
+
+func (f *flushWriter) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return 0, f.err
+	}
+	n, err := f.w.Write(p)
+	f.dirty, f.err = true, err
+	return n, err
+}
+
+func (f *flushWriter) flush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dirty && f.err == nil {
+		if err := f.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			f.err = err
+		}
+		f.dirty = false
+	}
+}
+
+func (f *flushWriter) loop(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.done:
+			return
+		case <-t.C:
+			f.flush()
+		}
+	}
+}
+
+func (f *flushWriter) stop() {
+	f.once.Do(func() { close(f.done) })
+	f.flush()
+}
