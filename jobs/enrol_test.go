@@ -1,13 +1,10 @@
 package jobs_test
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -21,54 +18,14 @@ import (
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 
-func hash(secret string) string {
-	sum := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(sum[:])
-}
-
-// fakeSigner signs by counting: serials s1, s2, ...
-type fakeSigner struct {
-	mu    sync.Mutex
-	n     int
-	fail  error
-	names []string
-}
-
-func (f *fakeSigner) sign(r jobs.CertRequest) (jobs.Signed, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail != nil {
-		return jobs.Signed{}, f.fail
-	}
-	f.n++
-	f.names = append(f.names, r.Name)
-	serial := "5" + strconv.Itoa(f.n)
-	return jobs.Signed{
-		Cert: jobs.Cert{Serial: serial, Name: r.Name, Role: "minion", Fingerprint: "cert-" + serial,
-			KeyFingerprint: r.KeyFingerprint, Source: "test", IssuedAt: t0, NotAfter: t0.Add(24 * time.Hour)},
-		DER: []byte("der-" + serial),
-	}, nil
-}
-
-func request(name, key string) jobs.CertRequest {
-	return jobs.CertRequest{Name: name, Addr: "127.0.0.1:5000", CSR: []byte("csr-" + key), KeyFingerprint: key, From: "127.0.0.1:40000"}
-}
-
-func addToken(t *testing.T, s *jobs.Store, id, secret string, uses int, ttl time.Duration) {
-	t.Helper()
-	if err := s.AddToken(jobs.Token{ID: id, Hash: hash(secret), CreatedAt: t0, ExpiresAt: t0.Add(ttl), Uses: uses}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestTokenStore: tokens are stored once, and deleted once.
 func TestTokenStore(t *testing.T) {
 	s := jobstest.New(t)
-	addToken(t, s, "t1", "secret1", 2, time.Hour)
+	jobstest.AddToken(t, s, "t1", "secret1", 2, t0, time.Hour)
 	if err := s.AddToken(jobs.Token{ID: "t1"}); !errors.Is(err, jobs.ErrExists) {
 		t.Errorf("a second t1: %v, want ErrExists", err)
 	}
-	if ts, err := s.Tokens(); err != nil || len(ts) != 1 || ts[0].ID != "t1" || ts[0].Hash != hash("secret1") {
+	if ts, err := s.Tokens(); err != nil || len(ts) != 1 || ts[0].ID != "t1" || ts[0].Hash != jobstest.TokenHash("secret1") {
 		t.Errorf("Tokens() = %+v, %v", ts, err)
 	}
 	if err := s.DeleteToken("t1"); err != nil {
@@ -83,10 +40,10 @@ func TestTokenStore(t *testing.T) {
 // if it succeeds; a ViewEnrolment one cannot write.
 func TestEnrolTx(t *testing.T) {
 	s := jobstest.New(t)
-	f := &fakeSigner{}
-	addToken(t, s, "t1", "secret", 2, time.Hour)
+	f := &jobstest.Signer{At: t0}
+	jobstest.AddToken(t, s, "t1", "secret", 2, t0, time.Hour)
 	// A failing signer: the token's use, written first, is not kept.
-	f.fail = errors.New("no CA")
+	f.Fail = errors.New("no CA")
 	err := s.UpdateEnrolment(func(tx jobs.EnrolTx) error {
 		tok, ok, err := tx.Token("t1")
 		if err != nil || !ok {
@@ -96,10 +53,10 @@ func TestEnrolTx(t *testing.T) {
 		if err := tx.PutToken(tok); err != nil {
 			return err
 		}
-		_, err = tx.Sign(request("web1", "k1"), f.sign, t0)
+		_, err = tx.Sign(jobstest.Request("web1", "k1"), f.Sign, t0)
 		return err
 	})
-	if !errors.Is(err, f.fail) {
+	if !errors.Is(err, f.Fail) {
 		t.Fatalf("UpdateEnrolment: %v, want the signer's error", err)
 	}
 	if ts, _ := s.Tokens(); ts[0].Used != 0 {
@@ -108,7 +65,7 @@ func TestEnrolTx(t *testing.T) {
 	if ms, _ := s.Minions(); len(ms) != 0 {
 		t.Errorf("registry %+v after a failed transaction, want empty", ms)
 	}
-	f.fail = nil
+	f.Fail = nil
 	signed := enrolSigned(t, s, f, "web1", "k1")
 	if signed.State != jobs.StateSigned || signed.Serial != "51" || string(signed.Cert) != "der-51" {
 		t.Errorf("signed %+v", signed)
@@ -117,7 +74,7 @@ func TestEnrolTx(t *testing.T) {
 		t.Errorf("registry %+v", ms)
 	}
 	err = s.UpdateEnrolment(func(tx jobs.EnrolTx) error {
-		_, err := tx.Sign(request("web1", "k9"), f.sign, t0)
+		_, err := tx.Sign(jobstest.Request("web1", "k9"), f.Sign, t0)
 		return err
 	})
 	if !errors.Is(err, jobs.ErrExists) {
@@ -140,7 +97,7 @@ func TestEnrolTx(t *testing.T) {
 		if n := tx.PendingRequests(); n != 0 {
 			t.Errorf("PendingRequests() = %d, want 0", n)
 		}
-		return tx.PutRequest(request("web2", "k2"))
+		return tx.PutRequest(jobstest.Request("web2", "k2"))
 	})
 	if !errors.Is(err, bolterrors.ErrTxNotWritable) {
 		t.Errorf("a write in ViewEnrolment: %v, want ErrTxNotWritable", err)
@@ -149,12 +106,12 @@ func TestEnrolTx(t *testing.T) {
 
 // enrolSigned stores a request for name from key and signs it, as an
 // enrolment with a token does.
-func enrolSigned(t *testing.T, s *jobs.Store, f *fakeSigner, name, key string) jobs.CertRequest {
+func enrolSigned(t *testing.T, s *jobs.Store, f *jobstest.Signer, name, key string) jobs.CertRequest {
 	t.Helper()
 	var out jobs.CertRequest
 	err := s.UpdateEnrolment(func(tx jobs.EnrolTx) error {
 		var err error
-		out, err = tx.Sign(request(name, key), f.sign, t0)
+		out, err = tx.Sign(jobstest.Request(name, key), f.Sign, t0)
 		return err
 	})
 	if err != nil {
@@ -178,7 +135,7 @@ func TestTokenState(t *testing.T) {
 
 func TestRevoke(t *testing.T) {
 	s := jobstest.New(t)
-	f := &fakeSigner{}
+	f := &jobstest.Signer{At: t0}
 	for _, n := range []string{"web1", "web2"} {
 		enrolSigned(t, s, f, n, "k-"+n)
 	}
@@ -286,7 +243,7 @@ func TestEnrolOldStore(t *testing.T) {
 	if n, _, err := s.CRL(); err != nil || n != 0 {
 		t.Errorf("CRL() = %d, %v", n, err)
 	}
-	r := request("web1", "k1")
+	r := jobstest.Request("web1", "k1")
 	r.State = jobs.StatePending
 	if err := s.UpdateEnrolment(func(tx jobs.EnrolTx) error { return tx.PutRequest(r) }); err != nil {
 		t.Errorf("PutRequest: %v", err)
