@@ -11,6 +11,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/overlordhq/overlord/internal/atomicfile"
 )
 
 // File modes for what this package writes.
@@ -36,28 +38,21 @@ func EncodeKey(k crypto.Signer) ([]byte, error) {
 
 // WriteNew writes data to a new file at path with mode perm, refusing to
 // replace an existing file. The parent directory is created with DirMode.
+// The file is created with perm and the umask applies, which can only
+// make it stricter; it appears whole or not at all (atomicfile, with
+// NoReplace: the exclusive create is its hard link into place).
 func WriteNew(path string, data []byte, perm fs.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), DirMode); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists; not overwriting it", path)
-		}
-		return err
+	err := atomicfile.WriteFile(path, data, atomicfile.Options{Mode: perm, Umask: true, NoReplace: true})
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return fmt.Errorf("%s already exists; not overwriting it", path)
+	case errors.Is(err, atomicfile.ErrDirNotSynced):
+		return nil // in place; syncing its directory is only tried
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	return f.Close()
+	return err
 }
 
 // CheckKeyFile returns an error if the private key file at path can be

@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"sort"
@@ -24,30 +23,6 @@ var (
 )
 
 var (
-	// ErrTokenInvalid is returned for a join token that is not in the
-	// store, or whose secret does not match.
-	ErrTokenInvalid = errors.New("invalid join token")
-
-	// ErrTokenExpired is returned for a join token past its expiry.
-	ErrTokenExpired = errors.New("join token expired")
-
-	// ErrTokenUsedUp is returned for a join token with no uses left.
-	ErrTokenUsedUp = errors.New("join token used up")
-
-	// ErrRejected is returned for a request an operator rejected.
-	ErrRejected = errors.New("certificate request rejected")
-
-	// ErrRevoked is returned for a request whose certificate was revoked.
-	ErrRevoked = errors.New("certificate revoked")
-
-	// ErrConflict is returned for a request for a name that another key
-	// has requested or holds.
-	ErrConflict = errors.New("name taken by another key")
-
-	// ErrTooManyPending is returned when the store holds
-	// EnrolInput.MaxPending pending requests already.
-	ErrTooManyPending = errors.New("too many pending certificate requests")
-
 	// ErrNotPending is returned when signing or rejecting a request that
 	// is not pending.
 	ErrNotPending = errors.New("no pending certificate request")
@@ -135,20 +110,6 @@ type Signed struct {
 // most once and a token's use is counted exactly when it signs.
 type Signer func(r CertRequest) (Signed, error)
 
-// EnrolInput is one enrolment request as the endpoint received it.
-type EnrolInput struct {
-	Request CertRequest // Name, Addr, CSR, KeyFingerprint, From
-	// TokenID and TokenHash identify the join token that came with the
-	// request (TokenHash is the hex SHA-256 of its secret); both empty
-	// for a request without one.
-	TokenID, TokenHash string
-	Now                time.Time
-	// MaxPending bounds the pending requests kept (0: no bound).
-	MaxPending int
-	// Sign signs the request when a valid token came with it.
-	Sign Signer
-}
-
 // AddToken stores a join token.
 func (s *Store) AddToken(t Token) error {
 	return s.update(func(tx *bolt.Tx) error {
@@ -195,144 +156,50 @@ func (s *Store) DeleteToken(id string) error {
 	})
 }
 
-// useToken checks a token and counts one use, in tx.
-func useToken(tx *bolt.Tx, id, hash string, now time.Time) error {
-	b, err := tx.CreateBucketIfNotExists(bucketTokens)
+// EnrolTx is one transaction on the enrolment records, for the
+// enrolment policy (overlord's Enrol), which decides what to read and
+// write: typed reads and writes of certificate requests, join tokens and
+// the registry. In a ViewEnrolment transaction every write fails.
+type EnrolTx struct{ tx *bolt.Tx }
+
+// ViewEnrolment runs fn in a read transaction.
+func (s *Store) ViewEnrolment(fn func(EnrolTx) error) error {
+	return s.view(func(tx *bolt.Tx) error { return fn(EnrolTx{tx}) })
+}
+
+// UpdateEnrolment runs fn in one write transaction: what fn checks and
+// what it writes are one step, and if fn returns an error nothing it
+// wrote is kept.
+func (s *Store) UpdateEnrolment(fn func(EnrolTx) error) error {
+	return s.update(func(tx *bolt.Tx) error { return fn(EnrolTx{tx}) })
+}
+
+// Request returns the certificate request for name; ok is false if
+// there is none.
+func (e EnrolTx) Request(name string) (r CertRequest, ok bool, err error) {
+	b := e.tx.Bucket(bucketRequests)
+	if b == nil || b.Get([]byte(name)) == nil {
+		return CertRequest{}, false, nil
+	}
+	err = getJSON(b, []byte(name), &r)
+	return r, err == nil, err
+}
+
+// PutRequest stores r as the request for r.Name, replacing any.
+func (e EnrolTx) PutRequest(r CertRequest) error {
+	b, err := e.tx.CreateBucketIfNotExists(bucketRequests)
 	if err != nil {
 		return err
 	}
-	var t Token
-	if b.Get([]byte(id)) == nil {
-		return ErrTokenInvalid
-	}
-	if err := getJSON(b, []byte(id), &t); err != nil {
-		return err
-	}
-	if subtle.ConstantTimeCompare([]byte(t.Hash), []byte(hash)) != 1 {
-		return ErrTokenInvalid
-	}
-	switch t.State(now) {
-	case "used up":
-		return fmt.Errorf("%w (all %d uses taken)", ErrTokenUsedUp, t.Uses)
-	case "expired":
-		return fmt.Errorf("%w at %s", ErrTokenExpired, t.ExpiresAt.UTC().Format(time.RFC3339))
-	}
-	t.Used++
-	return putJSON(b, []byte(id), t)
+	return putJSON(b, []byte(r.Name), r)
 }
 
-// Enrol records an enrolment request, in one transaction:
-//
-//   - a request for a name whose earlier request came from the same key
-//     answers as that one did: its certificate if signed, ErrRejected or
-//     ErrRevoked; if still pending, it is signed now if a valid token
-//     came with it;
-//   - a request for a name that another key holds a certificate for
-//     (not revoked), or that is registered as a minion, is refused
-//     (ErrConflict, ErrExists); so is one without a token for a name
-//     another key has a request pending for. A valid token replaces such
-//     a pending request: the token holder is authorised, the other
-//     requester was not;
-//   - with a token, the token must be valid (ErrTokenInvalid,
-//     ErrTokenExpired, ErrTokenUsedUp); one use is counted, the request
-//     signed, the certificate recorded and the minion registered with
-//     its address and certificate fingerprint. If anything fails,
-//     nothing changes, the token's use included;
-//   - without a token, the request is kept pending for an operator.
-func (s *Store) Enrol(in EnrolInput) (CertRequest, error) {
-	req := in.Request
-	// A minion polling its pending request needs no write: answer from
-	// a read transaction, under the shared lock.
-	var (
-		out  CertRequest
-		done bool
-	)
-	err := s.view(func(tx *bolt.Tx) error {
-		reqs := tx.Bucket(bucketRequests)
-		if reqs == nil || reqs.Get([]byte(req.Name)) == nil {
-			return nil
-		}
-		var prev CertRequest
-		if err := getJSON(reqs, []byte(req.Name), &prev); err != nil {
-			return err
-		}
-		if prev.KeyFingerprint == req.KeyFingerprint && prev.State == StatePending && in.TokenID == "" {
-			out, done = prev, true
-		}
-		return nil
-	})
-	if err != nil || done {
-		return out, err
+// PendingRequests returns how many requests are pending.
+func (e EnrolTx) PendingRequests() int {
+	reqs := e.tx.Bucket(bucketRequests)
+	if reqs == nil {
+		return 0
 	}
-	err = s.update(func(tx *bolt.Tx) error {
-		reqs, err := tx.CreateBucketIfNotExists(bucketRequests)
-		if err != nil {
-			return err
-		}
-		name := []byte(req.Name)
-		var prev CertRequest
-		hasPrev := reqs.Get(name) != nil
-		if hasPrev {
-			if err := getJSON(reqs, name, &prev); err != nil {
-				return err
-			}
-		}
-		switch {
-		case hasPrev && prev.KeyFingerprint == req.KeyFingerprint:
-			switch prev.State {
-			case StateSigned:
-				out = prev
-				return nil
-			case StateRejected:
-				return fmt.Errorf("%w: an operator rejected %s's request from this key", ErrRejected, req.Name)
-			case StateRevoked:
-				return fmt.Errorf("%w: the certificate for %s with this key was revoked; enrol with a new key", ErrRevoked, req.Name)
-			}
-			if in.TokenID == "" {
-				out = prev
-				return nil
-			}
-			req = prev // keep when it was first requested
-			req.Addr = in.Request.Addr
-		case hasPrev && prev.State == StatePending && in.TokenID == "":
-			return fmt.Errorf("%w: another key has a request pending for %s (key %.16s…); reject it first: overlord certs reject %s",
-				ErrConflict, req.Name, prev.KeyFingerprint, req.Name)
-		case hasPrev && prev.State == StateSigned:
-			return fmt.Errorf("%w: %s holds a certificate for another key (serial %s); revoke it first: overlord ca revoke %s",
-				ErrConflict, req.Name, prev.Serial, req.Name)
-		}
-		if tx.Bucket(bucketMinions).Get(name) != nil {
-			return fmt.Errorf("minion %s: %w (registered with 'overlord minion add'); remove it first", req.Name, ErrExists)
-		}
-		if in.TokenID == "" {
-			if in.MaxPending > 0 && countPending(reqs) >= in.MaxPending {
-				return fmt.Errorf("%w (%d); sign or reject some first", ErrTooManyPending, in.MaxPending)
-			}
-			req.State = StatePending
-			req.RequestedAt = in.Now.UTC()
-			req.DecidedAt, req.Serial, req.Cert, req.TokenID = nil, "", nil, ""
-			out = req
-			return putJSON(reqs, name, req)
-		}
-		if err := useToken(tx, in.TokenID, in.TokenHash, in.Now); err != nil {
-			return err
-		}
-		if req.RequestedAt.IsZero() || req.State != StatePending {
-			req.RequestedAt = in.Now.UTC()
-		}
-		req.TokenID = in.TokenID
-		if out, err = signRequest(tx, req, in.Sign, in.Now); err != nil {
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return CertRequest{}, err
-	}
-	return out, nil
-}
-
-func countPending(reqs *bolt.Bucket) int {
 	n := 0
 	_ = reqs.ForEach(func(k, _ []byte) error {
 		var r CertRequest
@@ -342,6 +209,37 @@ func countPending(reqs *bolt.Bucket) int {
 		return nil
 	})
 	return n
+}
+
+// Token returns the join token id; ok is false if there is none.
+func (e EnrolTx) Token(id string) (t Token, ok bool, err error) {
+	b := e.tx.Bucket(bucketTokens)
+	if b == nil || b.Get([]byte(id)) == nil {
+		return Token{}, false, nil
+	}
+	err = getJSON(b, []byte(id), &t)
+	return t, err == nil, err
+}
+
+// PutToken stores t, replacing the token of its ID (its use counted).
+func (e EnrolTx) PutToken(t Token) error {
+	b, err := e.tx.CreateBucketIfNotExists(bucketTokens)
+	if err != nil {
+		return err
+	}
+	return putJSON(b, []byte(t.ID), t)
+}
+
+// Registered reports whether name is a registered minion.
+func (e EnrolTx) Registered(name string) bool {
+	return e.tx.Bucket(bucketMinions).Get([]byte(name)) != nil
+}
+
+// Sign signs req with sign, records the certificate, registers the
+// minion with its address and certificate fingerprint and stores the
+// request as signed; ErrExists if the name is registered.
+func (e EnrolTx) Sign(req CertRequest, sign Signer, now time.Time) (CertRequest, error) {
+	return signRequest(e.tx, req, sign, now)
 }
 
 // signRequest signs req, records the certificate, registers the minion

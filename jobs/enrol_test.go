@@ -1,18 +1,16 @@
 package jobs_test
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/jobs/jobstest"
@@ -20,101 +18,106 @@ import (
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 
-func hash(secret string) string {
-	sum := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(sum[:])
-}
-
-// fakeSigner signs by counting: serials s1, s2, ...
-type fakeSigner struct {
-	mu    sync.Mutex
-	n     int
-	fail  error
-	names []string
-}
-
-func (f *fakeSigner) sign(r jobs.CertRequest) (jobs.Signed, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail != nil {
-		return jobs.Signed{}, f.fail
-	}
-	f.n++
-	f.names = append(f.names, r.Name)
-	serial := "5" + strconv.Itoa(f.n)
-	return jobs.Signed{
-		Cert: jobs.Cert{Serial: serial, Name: r.Name, Role: "minion", Fingerprint: "cert-" + serial,
-			KeyFingerprint: r.KeyFingerprint, Source: "test", IssuedAt: t0, NotAfter: t0.Add(24 * time.Hour)},
-		DER: []byte("der-" + serial),
-	}, nil
-}
-
-func request(name, key string) jobs.CertRequest {
-	return jobs.CertRequest{Name: name, Addr: "127.0.0.1:5000", CSR: []byte("csr-" + key), KeyFingerprint: key, From: "127.0.0.1:40000"}
-}
-
-func addToken(t *testing.T, s *jobs.Store, id, secret string, uses int, ttl time.Duration) {
-	t.Helper()
-	if err := s.AddToken(jobs.Token{ID: id, Hash: hash(secret), CreatedAt: t0, ExpiresAt: t0.Add(ttl), Uses: uses}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestTokens(t *testing.T) {
+// TestTokenStore: tokens are stored once, and deleted once.
+func TestTokenStore(t *testing.T) {
 	s := jobstest.New(t)
-	f := &fakeSigner{}
-	addToken(t, s, "t1", "secret1", 2, time.Hour)
+	jobstest.AddToken(t, s, "t1", "secret1", 2, t0, time.Hour)
 	if err := s.AddToken(jobs.Token{ID: "t1"}); !errors.Is(err, jobs.ErrExists) {
 		t.Errorf("a second t1: %v, want ErrExists", err)
 	}
-	enrol := func(name, id, secret string, at time.Time) error {
-		_, err := s.Enrol(jobs.EnrolInput{Request: request(name, "key-"+name), TokenID: id, TokenHash: hash(secret), Now: at, Sign: f.sign})
-		return err
+	if ts, err := s.Tokens(); err != nil || len(ts) != 1 || ts[0].ID != "t1" || ts[0].Hash != jobstest.TokenHash("secret1") {
+		t.Errorf("Tokens() = %+v, %v", ts, err)
 	}
-	tests := []struct {
-		name, id, secret string
-		at               time.Time
-		want             error
-	}{
-		{"web1", "t1", "wrong", t0, jobs.ErrTokenInvalid},
-		{"web1", "nosuch", "secret1", t0, jobs.ErrTokenInvalid},
-		{"web1", "t1", "secret1", t0.Add(time.Hour), jobs.ErrTokenExpired},
-		{"web1", "t1", "secret1", t0, nil},
-		{"web2", "t1", "secret1", t0.Add(time.Minute), nil},
-		{"web3", "t1", "secret1", t0.Add(time.Minute), jobs.ErrTokenUsedUp},
-	}
-	for _, tt := range tests {
-		if err := enrol(tt.name, tt.id, tt.secret, tt.at); !errors.Is(err, tt.want) {
-			t.Errorf("enrol %s with %s/%s at %s: %v, want %v", tt.name, tt.id, tt.secret, tt.at.Format(time.Kitchen), err, tt.want)
-		}
-	}
-	ts, err := s.Tokens()
-	if err != nil || len(ts) != 1 || ts[0].Used != 2 || ts[0].State(t0) != "used up" {
-		t.Fatalf("Tokens() = %+v, %v; want t1 used 2 times", ts, err)
-	}
-	// A failure to sign counts no use and registers nothing.
-	addToken(t, s, "t2", "secret2", 1, time.Hour)
-	f.fail = errors.New("no CA")
-	if err := enrol("web9", "t2", "secret2", t0); err == nil {
-		t.Fatal("enrolled with a failing signer")
-	}
-	f.fail = nil
-	ts, _ = s.Tokens()
-	if ts[1].Used != 0 {
-		t.Errorf("t2 used %d times after a failed signing, want 0", ts[1].Used)
-	}
-	if ms, _ := s.Minions(); len(ms) != 2 {
-		t.Errorf("registry %+v, want web1 and web2", ms)
-	}
-	if err := s.DeleteToken("t2"); err != nil {
+	if err := s.DeleteToken("t1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := enrol("web9", "t2", "secret2", t0); !errors.Is(err, jobs.ErrTokenInvalid) {
-		t.Errorf("a deleted token: %v, want ErrTokenInvalid", err)
-	}
-	if err := s.DeleteToken("t2"); !errors.Is(err, jobs.ErrNotFound) {
+	if err := s.DeleteToken("t1"); !errors.Is(err, jobs.ErrNotFound) {
 		t.Errorf("deleting twice: %v", err)
 	}
+}
+
+// TestEnrolTx: an UpdateEnrolment transaction keeps what it wrote only
+// if it succeeds; a ViewEnrolment one cannot write.
+func TestEnrolTx(t *testing.T) {
+	s := jobstest.New(t)
+	f := &jobstest.Signer{At: t0}
+	jobstest.AddToken(t, s, "t1", "secret", 2, t0, time.Hour)
+	// A failing signer: the token's use, written first, is not kept.
+	f.Fail = errors.New("no CA")
+	err := s.UpdateEnrolment(func(tx jobs.EnrolTx) error {
+		tok, ok, err := tx.Token("t1")
+		if err != nil || !ok {
+			return fmt.Errorf("Token(t1) = %+v, %v, %v", tok, ok, err)
+		}
+		tok.Used++
+		if err := tx.PutToken(tok); err != nil {
+			return err
+		}
+		_, err = tx.Sign(jobstest.Request("web1", "k1"), f.Sign, t0)
+		return err
+	})
+	if !errors.Is(err, f.Fail) {
+		t.Fatalf("UpdateEnrolment: %v, want the signer's error", err)
+	}
+	if ts, _ := s.Tokens(); ts[0].Used != 0 {
+		t.Errorf("token used %d times after a failed transaction, want 0", ts[0].Used)
+	}
+	if ms, _ := s.Minions(); len(ms) != 0 {
+		t.Errorf("registry %+v after a failed transaction, want empty", ms)
+	}
+	f.Fail = nil
+	signed := enrolSigned(t, s, f, "web1", "k1")
+	if signed.State != jobs.StateSigned || signed.Serial != "51" || string(signed.Cert) != "der-51" {
+		t.Errorf("signed %+v", signed)
+	}
+	if ms, _ := s.Minions(); len(ms) != 1 || ms[0].Name != "web1" || ms[0].Fingerprint != "cert-51" {
+		t.Errorf("registry %+v", ms)
+	}
+	err = s.UpdateEnrolment(func(tx jobs.EnrolTx) error {
+		_, err := tx.Sign(jobstest.Request("web1", "k9"), f.Sign, t0)
+		return err
+	})
+	if !errors.Is(err, jobs.ErrExists) {
+		t.Errorf("signing a registered name: %v, want ErrExists", err)
+	}
+	err = s.ViewEnrolment(func(tx jobs.EnrolTx) error {
+		r, ok, err := tx.Request("web1")
+		if err != nil || !ok || r.State != jobs.StateSigned {
+			t.Errorf("Request(web1) = %+v, %v, %v", r, ok, err)
+		}
+		if _, ok, _ := tx.Request("nosuch"); ok {
+			t.Error("Request(nosuch) found one")
+		}
+		if _, ok, _ := tx.Token("nosuch"); ok {
+			t.Error("Token(nosuch) found one")
+		}
+		if !tx.Registered("web1") || tx.Registered("web2") {
+			t.Error("Registered: want web1 only")
+		}
+		if n := tx.PendingRequests(); n != 0 {
+			t.Errorf("PendingRequests() = %d, want 0", n)
+		}
+		return tx.PutRequest(jobstest.Request("web2", "k2"))
+	})
+	if !errors.Is(err, bolterrors.ErrTxNotWritable) {
+		t.Errorf("a write in ViewEnrolment: %v, want ErrTxNotWritable", err)
+	}
+}
+
+// enrolSigned stores a request for name from key and signs it, as an
+// enrolment with a token does.
+func enrolSigned(t *testing.T, s *jobs.Store, f *jobstest.Signer, name, key string) jobs.CertRequest {
+	t.Helper()
+	var out jobs.CertRequest
+	err := s.UpdateEnrolment(func(tx jobs.EnrolTx) error {
+		var err error
+		out, err = tx.Sign(jobstest.Request(name, key), f.Sign, t0)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func TestTokenState(t *testing.T) {
@@ -130,169 +133,11 @@ func TestTokenState(t *testing.T) {
 	}
 }
 
-// TestTokenUsesAtomic: many minions racing for a token of 3 uses, from
-// stores of their own on the same file as separate processes would be:
-// exactly 3 enrol.
-func TestTokenUsesAtomic(t *testing.T) {
-	s := jobstest.New(t)
-	addToken(t, s, "t1", "secret", 3, time.Hour)
-	f := &fakeSigner{}
-	const n = 12
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			other := jobs.New(s.Path(), jobstest.LockTimeout)
-			name := fmt.Sprintf("web%d", i)
-			_, errs[i] = other.Enrol(jobs.EnrolInput{Request: request(name, "key-"+name), TokenID: "t1", TokenHash: hash("secret"), Now: t0, Sign: f.sign})
-		}()
-	}
-	wg.Wait()
-	ok := 0
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case !errors.Is(err, jobs.ErrTokenUsedUp):
-			t.Errorf("web%d: %v", i, err)
-		}
-	}
-	ms, _ := s.Minions()
-	if ok != 3 || f.n != 3 || len(ms) != 3 {
-		t.Fatalf("%d enrolled, %d signed, %d registered; want 3 each", ok, f.n, len(ms))
-	}
-}
-
-func TestEnrolWithoutToken(t *testing.T) {
-	s := jobstest.New(t)
-	f := &fakeSigner{}
-	enrol := func(r jobs.CertRequest) (jobs.CertRequest, error) {
-		return s.Enrol(jobs.EnrolInput{Request: r, Now: t0, MaxPending: 3, Sign: f.sign})
-	}
-	r, err := enrol(request("web1", "k1"))
-	if err != nil || r.State != jobs.StatePending || !r.RequestedAt.Equal(t0) {
-		t.Fatalf("first request: %+v, %v; want pending", r, err)
-	}
-	// The same key asking again (polling) gets the same answer.
-	if r, err = enrol(request("web1", "k1")); err != nil || r.State != jobs.StatePending {
-		t.Fatalf("poll: %+v, %v", r, err)
-	}
-	// Another key for the name is refused while the first is pending.
-	if _, err := enrol(request("web1", "k2")); !errors.Is(err, jobs.ErrConflict) {
-		t.Errorf("another key: %v, want ErrConflict", err)
-	}
-	if f.n != 0 {
-		t.Fatal("signed without a token or an operator")
-	}
-	// The operator signs: registered at the address asked for.
-	if r, err = s.SignRequest("web1", f.sign, t0.Add(time.Minute)); err != nil || r.State != jobs.StateSigned || r.Serial != "51" {
-		t.Fatalf("SignRequest = %+v, %v", r, err)
-	}
-	ms, _ := s.Minions()
-	if len(ms) != 1 || ms[0].Name != "web1" || ms[0].Addr != "127.0.0.1:5000" || ms[0].Fingerprint != "cert-51" {
-		t.Errorf("registry %+v", ms)
-	}
-	if r, err = enrol(request("web1", "k1")); err != nil || r.State != jobs.StateSigned || string(r.Cert) != "der-51" {
-		t.Errorf("poll after signing: %+v, %v; want the certificate", r, err)
-	}
-	if _, err := s.SignRequest("web1", f.sign, t0); !errors.Is(err, jobs.ErrNotPending) {
-		t.Errorf("signing twice: %v", err)
-	}
-	if _, err := enrol(request("web1", "k3")); !errors.Is(err, jobs.ErrConflict) {
-		t.Errorf("another key for a signed name: %v, want ErrConflict", err)
-	}
-
-	// Rejected: the same key is told so; another key may ask again.
-	if _, err := enrol(request("web2", "k4")); err != nil {
-		t.Fatal(err)
-	}
-	if r, err = s.RejectRequest("web2", t0); err != nil || r.State != jobs.StateRejected {
-		t.Fatalf("RejectRequest = %+v, %v", r, err)
-	}
-	if _, err := enrol(request("web2", "k4")); !errors.Is(err, jobs.ErrRejected) {
-		t.Errorf("poll after rejection: %v, want ErrRejected", err)
-	}
-	if _, err := s.RejectRequest("web2", t0); !errors.Is(err, jobs.ErrNotPending) {
-		t.Errorf("rejecting twice: %v", err)
-	}
-	if r, err = enrol(request("web2", "k5")); err != nil || r.State != jobs.StatePending {
-		t.Errorf("a new key after a rejection: %+v, %v", r, err)
-	}
-	if _, err := s.SignRequest("nosuch", f.sign, t0); !errors.Is(err, jobs.ErrNotPending) {
-		t.Errorf("signing a name with no request: %v", err)
-	}
-
-	// A name registered with minion add cannot be taken.
-	if err := s.AddMinion(jobs.Minion{Name: "db1", Addr: "127.0.0.1:1"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := enrol(request("db1", "k6")); !errors.Is(err, jobs.ErrExists) {
-		t.Errorf("a registered name: %v, want ErrExists", err)
-	}
-
-	// At most MaxPending requests wait.
-	for i := range 2 {
-		if _, err := enrol(request(fmt.Sprintf("q%d", i), fmt.Sprintf("kq%d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := enrol(request("q9", "kq9")); !errors.Is(err, jobs.ErrTooManyPending) {
-		t.Errorf("a fourth pending request: %v, want ErrTooManyPending", err)
-	}
-	reqs, err := s.Requests()
-	if err != nil || len(reqs) != 4 {
-		t.Errorf("Requests() = %d, %v; want 4", len(reqs), err)
-	}
-}
-
-func TestEnrolTokenReplacesPending(t *testing.T) {
-	s := jobstest.New(t)
-	f := &fakeSigner{}
-	addToken(t, s, "t1", "secret", 5, time.Hour)
-	// Someone asks for web1 first, without a token.
-	if _, err := s.Enrol(jobs.EnrolInput{Request: request("web1", "intruder"), Now: t0}); err != nil {
-		t.Fatal(err)
-	}
-	// A wrong token changes nothing.
-	if _, err := s.Enrol(jobs.EnrolInput{Request: request("web1", "real"), TokenID: "t1", TokenHash: hash("bad"), Now: t0, Sign: f.sign}); !errors.Is(err, jobs.ErrTokenInvalid) {
-		t.Fatalf("bad token: %v", err)
-	}
-	// The token holder wins.
-	r, err := s.Enrol(jobs.EnrolInput{Request: request("web1", "real"), TokenID: "t1", TokenHash: hash("secret"), Now: t0, Sign: f.sign})
-	if err != nil || r.State != jobs.StateSigned || r.KeyFingerprint != "real" || r.TokenID != "t1" {
-		t.Fatalf("token enrolment over a pending request: %+v, %v", r, err)
-	}
-	if _, err := s.Enrol(jobs.EnrolInput{Request: request("web1", "intruder"), Now: t0}); !errors.Is(err, jobs.ErrConflict) {
-		t.Errorf("the intruder polling: %v, want ErrConflict", err)
-	}
-	// A pending request of the same key is signed when it comes back with a token.
-	if _, err := s.Enrol(jobs.EnrolInput{Request: request("web2", "k2"), Now: t0}); err != nil {
-		t.Fatal(err)
-	}
-	r, err = s.Enrol(jobs.EnrolInput{Request: request("web2", "k2"), TokenID: "t1", TokenHash: hash("secret"), Now: t0.Add(time.Minute), Sign: f.sign})
-	if err != nil || r.State != jobs.StateSigned || !r.RequestedAt.Equal(t0) {
-		t.Fatalf("pending, then a token: %+v, %v", r, err)
-	}
-	// Asking again with the token after it is signed uses no token.
-	if _, err := s.Enrol(jobs.EnrolInput{Request: request("web2", "k2"), TokenID: "t1", TokenHash: hash("secret"), Now: t0, Sign: f.sign}); err != nil {
-		t.Fatal(err)
-	}
-	ts, _ := s.Tokens()
-	if ts[0].Used != 2 {
-		t.Errorf("token used %d times, want 2", ts[0].Used)
-	}
-}
-
 func TestRevoke(t *testing.T) {
 	s := jobstest.New(t)
-	f := &fakeSigner{}
-	addToken(t, s, "t1", "secret", 5, time.Hour)
+	f := &jobstest.Signer{At: t0}
 	for _, n := range []string{"web1", "web2"} {
-		if _, err := s.Enrol(jobs.EnrolInput{Request: request(n, "k-"+n), TokenID: "t1", TokenHash: hash("secret"), Now: t0, Sign: f.sign}); err != nil {
-			t.Fatal(err)
-		}
+		enrolSigned(t, s, f, n, "k-"+n)
 	}
 	if err := s.AddToGroup("web", []string{"web1", "web2"}); err != nil {
 		t.Fatal(err)
@@ -339,12 +184,6 @@ func TestRevoke(t *testing.T) {
 	reqs, _ := s.Requests()
 	if reqs[0].Name != "web1" || reqs[0].State != jobs.StateRevoked {
 		t.Errorf("web1's request: %+v, want revoked", reqs[0])
-	}
-	if _, err := s.Enrol(jobs.EnrolInput{Request: request("web1", "k-web1"), Now: t0}); !errors.Is(err, jobs.ErrRevoked) {
-		t.Errorf("web1 asking again with the revoked key: %v, want ErrRevoked", err)
-	}
-	if r, err := s.Enrol(jobs.EnrolInput{Request: request("web1", "new"), Now: t0}); err != nil || r.State != jobs.StatePending {
-		t.Errorf("web1 with a new key: %+v, %v; want pending", r, err)
 	}
 	// Revoking again changes nothing, not even the number.
 	if revoked, n, err = s.Revoke([]string{"51"}, t0, makeCRL); err != nil || n != 2 || len(revoked) != 0 || len(lists) != 2 {
@@ -404,8 +243,13 @@ func TestEnrolOldStore(t *testing.T) {
 	if n, _, err := s.CRL(); err != nil || n != 0 {
 		t.Errorf("CRL() = %d, %v", n, err)
 	}
-	if r, err := s.Enrol(jobs.EnrolInput{Request: request("web1", "k1"), Now: t0}); err != nil || r.State != jobs.StatePending {
-		t.Errorf("Enrol = %+v, %v", r, err)
+	r := jobstest.Request("web1", "k1")
+	r.State = jobs.StatePending
+	if err := s.UpdateEnrolment(func(tx jobs.EnrolTx) error { return tx.PutRequest(r) }); err != nil {
+		t.Errorf("PutRequest: %v", err)
+	}
+	if rs, err := s.Requests(); err != nil || len(rs) != 1 || rs[0].State != jobs.StatePending {
+		t.Errorf("Requests() = %+v, %v", rs, err)
 	}
 	jobstest.Check(t, s.Path())
 }

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -209,11 +208,6 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 			}
 			if r.Answered() {
 				seen = append(seen, name)
-			}
-			if r.OK && rec.Module == "facts" && rec.Method == "all" {
-				if err := cacheFacts(tx, name, r.Result); err != nil {
-					return err
-				}
 			}
 		}
 		rec.UpdatedAt = time.Now().UTC()
@@ -444,20 +438,4 @@ func (s *Store) Header(id string) (Record, error) {
 		return err
 	})
 	return rec, err
-}
-
-// cacheFacts keeps the facts a facts.all call returned in the minion's
-// registry record, for --where.
-func cacheFacts(tx *bolt.Tx, name string, raw json.RawMessage) error {
-	var facts map[string]any
-	if json.Unmarshal(raw, &facts) != nil || facts == nil {
-		return nil // not facts: nothing to keep
-	}
-	b := tx.Bucket(bucketMinions)
-	var m Minion
-	if err := getJSON(b, []byte(name), &m); err != nil {
-		return nil // removed since
-	}
-	m.Facts = facts
-	return putJSON(b, []byte(name), m)
 }

@@ -208,3 +208,22 @@ func (s *Store) RemoveGroup(group string, members []string) error {
 		return putJSON(g, []byte(group), cur)
 	})
 }
+
+// CacheFacts sets the cached facts of each named minion (read by
+// --where), in one transaction. A name no longer registered is skipped.
+func (s *Store) CacheFacts(facts map[string]map[string]any) error {
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMinions)
+		for name, f := range facts {
+			var m Minion
+			if err := getJSON(b, []byte(name), &m); err != nil {
+				continue // removed since
+			}
+			m.Facts = f
+			if err := putJSON(b, []byte(name), m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

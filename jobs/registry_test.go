@@ -194,3 +194,20 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Errorf("%d minions, want 16", got)
 	}
 }
+
+// TestCacheFacts: facts replace a registered minion's; a name not
+// registered is skipped.
+func TestCacheFacts(t *testing.T) {
+	s := jobstest.New(t)
+	addMinions(t, s, "web1", "web2")
+	if err := s.CacheFacts(map[string]map[string]any{"web1": {"os": "debian"}, "gone": {"os": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CacheFacts(map[string]map[string]any{"web1": {"os": "rhel"}}); err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := s.Minions()
+	if len(ms) != 2 || !reflect.DeepEqual(ms[0].Facts, map[string]any{"os": "rhel"}) || ms[1].Facts != nil {
+		t.Errorf("registry %+v; want web1 with os rhel, web2 without facts", ms)
+	}
+}

@@ -160,12 +160,12 @@ func TestSaveResultOverItsReserve(t *testing.T) {
 			if err := createReserve(dir); err != nil {
 				t.Fatal(err)
 			}
-			// result.json.tmp cannot be made: a directory is in its way.
-			if err := os.Mkdir(filepath.Join(dir, resultFile+".tmp"), 0o700); err != nil {
-				t.Fatal(err)
+			// result.json cannot be written: the disk is full.
+			full := func(path string, _ []byte) error {
+				return &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
 			}
 			data, _ := json.Marshal(tc.o)
-			if err := saveResult(dir, data); err != nil {
+			if err := saveResultWith(dir, data, full); err != nil {
 				t.Fatal(err)
 			}
 			o, err := readOutcome(dir)

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/overlordhq/overlord/internal/atomicfile"
 	"github.com/overlordhq/overlord/status"
 )
 
@@ -63,50 +64,11 @@ type outcome struct {
 	FinishedAt time.Time       `json:"finished_at"`
 }
 
-// writeFileAtomic writes data to path through a temporary file that is
-// synced and renamed, then syncs the directory: readers see the whole
-// file or nothing, even across a crash.
+// writeFileAtomic writes data to path as a spool file, mode 0600,
+// through atomicfile: readers see the whole file or nothing, even across
+// a crash.
 func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if err := replaceWith(f, data, path); err != nil {
-		return err
-	}
-	return syncDir(path)
-}
-
-// replaceWith writes data at the start of f, cuts f to its length,
-// syncs and closes f, and renames it to path: the one way a spool file is
-// replaced whole (syncDir then makes the rename last). f is closed in
-// every case.
-func replaceWith(f *os.File, data []byte, path string) error {
-	_, err := f.WriteAt(data, 0)
-	if err == nil {
-		err = f.Truncate(int64(len(data)))
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-// syncDir syncs the directory of path, so a rename into it lasts.
-func syncDir(path string) error {
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(path, data, atomicfile.Options{Mode: 0o600})
 }
 
 // resultReserve is the size of reserveFile: room for an outcome that
@@ -129,14 +91,19 @@ func createReserve(dir string) error {
 // a shorter outcome saying why the result could not be saved. The
 // reserve is removed either way.
 func saveResult(dir string, data []byte) error {
+	return saveResultWith(dir, data, writeFileAtomic)
+}
+
+// saveResultWith is saveResult writing result.json with write, which
+// tests make fail.
+func saveResultWith(dir string, data []byte, write func(path string, data []byte) error) error {
 	path := filepath.Join(dir, resultFile)
 	reserve := filepath.Join(dir, reserveFile)
-	err := writeFileAtomic(path, data)
+	err := write(path, data)
 	if err == nil {
 		os.Remove(reserve)
 		return nil
 	}
-	os.Remove(path + ".tmp")
 	if len(data) > resultReserve {
 		data = briefOutcome(data, err)
 	}
@@ -169,15 +136,11 @@ func briefOutcome(data []byte, err error) []byte {
 // result is in place once renamed; syncing the directory is then only
 // tried.
 func overwriteReserve(reserve, path string, data []byte) error {
-	f, err := os.OpenFile(reserve, os.O_WRONLY, 0)
-	if err != nil {
-		return err
+	err := atomicfile.WriteFile(path, data, atomicfile.Options{Mode: 0o600, Reuse: reserve})
+	if errors.Is(err, atomicfile.ErrDirNotSynced) {
+		return nil
 	}
-	if err := replaceWith(f, data, path); err != nil {
-		return err
-	}
-	_ = syncDir(path)
-	return nil
+	return err
 }
 
 // readOutcome reads dir's result.json: an error wrapping fs.ErrNotExist
@@ -289,21 +252,19 @@ func outputSize(dir string) int64 {
 // createRunnerLock makes dir's lock file, locked, under its final name
 // only once locked: whoever opens it finds it held until the returned
 // file, and every copy of its descriptor, is closed.
+//
+// The lock file is empty and means nothing after a crash (a crash ends
+// its holder too), so it is not synced.
 func createRunnerLock(dir string) (*os.File, error) {
-	tmp := filepath.Join(dir, lockFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := atomicfile.Create(filepath.Join(dir, lockFile), atomicfile.Options{Mode: 0o600, NoSync: true})
 	if err != nil {
 		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", tmp, err)
+		f.Abort()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, lockFile)); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
+	return f.CommitOpen()
 }
 
 // runnerLockHeld reports whether the runner of the job in dir holds its

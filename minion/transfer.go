@@ -2,11 +2,9 @@ package minion
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -15,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/overlordhq/overlord/internal/atomicfile"
 	"github.com/overlordhq/overlord/modules/file"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
@@ -40,11 +39,9 @@ type transfers struct {
 }
 
 type transfer struct {
-	path, tmp string
-	f         *os.File
-	sum       hash.Hash
-	written   int64
-	last      time.Time
+	path string
+	f    *atomicfile.File
+	last time.Time
 }
 
 func newTransfers() *transfers {
@@ -93,8 +90,7 @@ func (t *transfers) expire(before time.Time) {
 }
 
 func (tr *transfer) abort() {
-	tr.f.Close()
-	os.Remove(tr.tmp)
+	tr.f.Abort()
 }
 
 // maxPath bounds the path of a transfer (Linux's PATH_MAX).
@@ -149,26 +145,24 @@ func (t *transfers) write(caller string, p *rpc.WriteChunkParams) (rpc.WriteChun
 		}
 		t.open[key] = tr
 	}
-	if p.Offset != tr.written {
-		return rpc.WriteChunkReply{}, status.Errorf(status.KindBadArgs, "chunk at offset %d, want %d", p.Offset, tr.written)
+	if p.Offset != tr.f.Size() {
+		return rpc.WriteChunkReply{}, status.Errorf(status.KindBadArgs, "chunk at offset %d, want %d", p.Offset, tr.f.Size())
 	}
 	if _, err := tr.f.Write(p.Data); err != nil {
 		tr.abort()
 		delete(t.open, key)
 		return rpc.WriteChunkReply{}, status.Errorf(status.KindModuleError, "write %s: %v", p.Path, err)
 	}
-	tr.sum.Write(p.Data)
-	tr.written += int64(len(p.Data))
 	tr.last = time.Now()
 	if !p.Final {
-		return rpc.WriteChunkReply{Written: tr.written}, nil
+		return rpc.WriteChunkReply{Written: tr.f.Size()}, nil
 	}
 	delete(t.open, key)
 	sum, err := tr.commit(p.SHA256, fs.FileMode(p.Mode).Perm())
 	if err != nil {
 		return rpc.WriteChunkReply{}, err
 	}
-	return rpc.WriteChunkReply{Written: tr.written, SHA256: sum}, nil
+	return rpc.WriteChunkReply{Written: tr.f.Size(), SHA256: sum}, nil
 }
 
 func begin(path string) (*transfer, error) {
@@ -179,43 +173,27 @@ func begin(path string) (*transfer, error) {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return nil, status.Errorf(status.KindModuleError, "%s is a directory", path)
 	}
-	var r [6]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return nil, err
-	}
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".overlord-"+hex.EncodeToString(r[:])+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := atomicfile.Create(path, atomicfile.Options{})
 	if err != nil {
 		return nil, status.Errorf(status.KindModuleError, "%v", err)
 	}
-	return &transfer{path: path, tmp: tmp, f: f, sum: sha256.New(), last: time.Now()}, nil
+	return &transfer{path: path, f: f, last: time.Now()}, nil
 }
 
 // commit checks the digest, applies the mode, syncs and renames the
-// temporary file into place. On any failure nothing is left behind.
+// temporary file into place (atomicfile). On any failure nothing is left
+// behind.
 func (tr *transfer) commit(want string, mode fs.FileMode) (string, error) {
-	got := hex.EncodeToString(tr.sum.Sum(nil))
+	got := tr.f.SHA256()
 	if want != got {
 		tr.abort()
 		return "", status.Errorf(status.KindModuleError, "sha256 mismatch for %s: got %s, sent %s; nothing written", tr.path, got, want)
 	}
-	err := tr.f.Chmod(mode)
-	if err == nil {
-		err = tr.f.Sync()
-	}
-	if cerr := tr.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tr.tmp, tr.path)
-	}
-	if err != nil {
-		os.Remove(tr.tmp)
+	tr.f.SetMode(mode)
+	// Once renamed the file is in place: syncing its directory is only
+	// tried.
+	if err := tr.f.Commit(); err != nil && !errors.Is(err, atomicfile.ErrDirNotSynced) {
 		return "", status.Errorf(status.KindModuleError, "%v", err)
-	}
-	if d, err := os.Open(filepath.Dir(tr.path)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return got, nil
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/overlordhq/overlord/internal/atomicfile"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
@@ -172,7 +173,7 @@ func pullFile(ctx context.Context, client *rpc.Client, minion, remote, dir strin
 		return FileResult{}, status.Errorf(status.KindInternal, "%v", err)
 	}
 	dest := filepath.Join(dir, path.Base(remote))
-	tmp, err := os.CreateTemp(dir, "."+path.Base(remote)+".tmp-*")
+	tmp, err := atomicfile.Create(dest, atomicfile.Options{})
 	if err != nil {
 		if made {
 			os.Remove(dir)
@@ -182,33 +183,28 @@ func pullFile(ctx context.Context, client *rpc.Client, minion, remote, dir strin
 	done := false
 	defer func() {
 		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			tmp.Abort()
 			if made {
 				os.Remove(dir) // only if empty: never anything else's
 			}
 		}
 	}()
-	h := sha256.New()
 	var want string
 	var mode uint32
-	var off int64
 	for {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		var reply rpc.ReadChunkReply
-		err := client.Call(cctx, minion, "Minion.ReadChunk", rpc.ReadChunkParams{Path: remote, Offset: off, Length: CopyChunk}, &reply)
+		err := client.Call(cctx, minion, "Minion.ReadChunk", rpc.ReadChunkParams{Path: remote, Offset: tmp.Size(), Length: CopyChunk}, &reply)
 		cancel()
 		if err != nil {
 			return FileResult{}, err
 		}
-		if off == 0 {
+		if tmp.Size() == 0 {
 			want, mode = reply.SHA256, reply.Mode
 		}
 		if _, err := tmp.Write(reply.Data); err != nil {
 			return FileResult{}, status.Errorf(status.KindInternal, "%v", err)
 		}
-		h.Write(reply.Data)
-		off += int64(len(reply.Data))
 		if reply.EOF {
 			break
 		}
@@ -216,26 +212,18 @@ func pullFile(ctx context.Context, client *rpc.Client, minion, remote, dir strin
 			return FileResult{}, status.Errorf(status.KindModuleError, "%s shrank while it was fetched", remote)
 		}
 	}
-	got := hex.EncodeToString(h.Sum(nil))
+	got := tmp.SHA256()
 	if got != want {
 		return FileResult{}, status.Errorf(status.KindModuleError, "sha256 mismatch for %s (it changed while fetched?): got %s, minion said %s", remote, got, want)
 	}
-	err = tmp.Chmod(os.FileMode(mode).Perm())
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dest)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	tmp.SetMode(os.FileMode(mode).Perm())
+	// Once renamed the file is in place: syncing its directory is only
+	// tried.
+	if err := tmp.Commit(); err != nil && !errors.Is(err, atomicfile.ErrDirNotSynced) {
 		return FileResult{}, status.Errorf(status.KindInternal, "%v", err)
 	}
 	done = true
-	return FileResult{Path: dest, Size: off, SHA256: got, Mode: fmt.Sprintf("%04o", mode)}, nil
+	return FileResult{Path: dest, Size: tmp.Size(), SHA256: got, Mode: fmt.Sprintf("%04o", mode)}, nil
 }
 
 func mustJSON(v any) json.RawMessage {

@@ -1,6 +1,7 @@
 package overlord
 
 import (
+	"crypto/subtle"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -89,6 +90,165 @@ func signer(ca *certs.Authority, source string, now time.Time) jobs.Signer {
 	}
 }
 
+// Errors of the enrolment policy (enrolRequest); enrolError gives each
+// its kind on the wire.
+var (
+	// errTokenInvalid is returned for a join token that is not in the
+	// store, or whose secret does not match.
+	errTokenInvalid = errors.New("invalid join token")
+
+	// errTokenExpired is returned for a join token past its expiry.
+	errTokenExpired = errors.New("join token expired")
+
+	// errTokenUsedUp is returned for a join token with no uses left.
+	errTokenUsedUp = errors.New("join token used up")
+
+	// errRejected is returned for a request an operator rejected.
+	errRejected = errors.New("certificate request rejected")
+
+	// errRevoked is returned for a request whose certificate was revoked.
+	errRevoked = errors.New("certificate revoked")
+
+	// errConflict is returned for a request for a name that another key
+	// has requested or holds.
+	errConflict = errors.New("name taken by another key")
+
+	// errTooManyPending is returned when the store holds
+	// enrolInput.MaxPending pending requests already.
+	errTooManyPending = errors.New("too many pending certificate requests")
+)
+
+// enrolInput is one enrolment request as the endpoint received it.
+type enrolInput struct {
+	Request jobs.CertRequest // Name, Addr, CSR, KeyFingerprint, From
+	// TokenID and TokenHash identify the join token that came with the
+	// request (TokenHash is the hex SHA-256 of its secret); both empty
+	// for a request without one.
+	TokenID, TokenHash string
+	Now                time.Time
+	// MaxPending bounds the pending requests kept (0: no bound).
+	MaxPending int
+	// Sign signs the request when a valid token came with it.
+	Sign jobs.Signer
+}
+
+// enrolRequest decides an enrolment request and records it, in one
+// transaction of s:
+//
+//   - a request for a name whose earlier request came from the same key
+//     answers as that one did: its certificate if signed, errRejected or
+//     errRevoked; if still pending, it is signed now if a valid token
+//     came with it;
+//   - a request for a name that another key holds a certificate for
+//     (not revoked), or that is registered as a minion, is refused
+//     (errConflict, jobs.ErrExists); so is one without a token for a
+//     name another key has a request pending for. A valid token
+//     replaces such a pending request: the token holder is authorised,
+//     the other requester was not;
+//   - with a token, the token must be valid (errTokenInvalid,
+//     errTokenExpired, errTokenUsedUp); one use is counted, the request
+//     signed, the certificate recorded and the minion registered with
+//     its address and certificate fingerprint. If anything fails,
+//     nothing changes, the token's use included;
+//   - without a token, the request is kept pending for an operator.
+func enrolRequest(s *jobs.Store, in enrolInput) (jobs.CertRequest, error) {
+	// A minion polling its pending request needs no write: answer from
+	// a read transaction, under the shared lock.
+	var (
+		out  jobs.CertRequest
+		done bool
+	)
+	err := s.ViewEnrolment(func(tx jobs.EnrolTx) error {
+		prev, ok, err := tx.Request(in.Request.Name)
+		if err != nil || !ok {
+			return err
+		}
+		if prev.KeyFingerprint == in.Request.KeyFingerprint && prev.State == jobs.StatePending && in.TokenID == "" {
+			out, done = prev, true
+		}
+		return nil
+	})
+	if err != nil || done {
+		return out, err
+	}
+	err = s.UpdateEnrolment(func(tx jobs.EnrolTx) error {
+		req := in.Request
+		prev, hasPrev, err := tx.Request(req.Name)
+		if err != nil {
+			return err
+		}
+		switch {
+		case hasPrev && prev.KeyFingerprint == req.KeyFingerprint:
+			switch prev.State {
+			case jobs.StateSigned:
+				out = prev
+				return nil
+			case jobs.StateRejected:
+				return fmt.Errorf("%w: an operator rejected %s's request from this key", errRejected, req.Name)
+			case jobs.StateRevoked:
+				return fmt.Errorf("%w: the certificate for %s with this key was revoked; enrol with a new key", errRevoked, req.Name)
+			}
+			if in.TokenID == "" {
+				out = prev
+				return nil
+			}
+			req = prev // keep when it was first requested
+			req.Addr = in.Request.Addr
+		case hasPrev && prev.State == jobs.StatePending && in.TokenID == "":
+			return fmt.Errorf("%w: another key has a request pending for %s (key %.16s…); reject it first: overlord certs reject %s",
+				errConflict, req.Name, prev.KeyFingerprint, req.Name)
+		case hasPrev && prev.State == jobs.StateSigned:
+			return fmt.Errorf("%w: %s holds a certificate for another key (serial %s); revoke it first: overlord ca revoke %s",
+				errConflict, req.Name, prev.Serial, req.Name)
+		}
+		if tx.Registered(req.Name) {
+			return fmt.Errorf("minion %s: %w (registered with 'overlord minion add'); remove it first", req.Name, jobs.ErrExists)
+		}
+		if in.TokenID == "" {
+			if in.MaxPending > 0 && tx.PendingRequests() >= in.MaxPending {
+				return fmt.Errorf("%w (%d); sign or reject some first", errTooManyPending, in.MaxPending)
+			}
+			req.State = jobs.StatePending
+			req.RequestedAt = in.Now.UTC()
+			req.DecidedAt, req.Serial, req.Cert, req.TokenID = nil, "", nil, ""
+			out = req
+			return tx.PutRequest(req)
+		}
+		if err := useToken(tx, in.TokenID, in.TokenHash, in.Now); err != nil {
+			return err
+		}
+		if req.RequestedAt.IsZero() || req.State != jobs.StatePending {
+			req.RequestedAt = in.Now.UTC()
+		}
+		req.TokenID = in.TokenID
+		out, err = tx.Sign(req, in.Sign, in.Now)
+		return err
+	})
+	if err != nil {
+		return jobs.CertRequest{}, err
+	}
+	return out, nil
+}
+
+// useToken checks a join token and counts one use, in tx.
+func useToken(tx jobs.EnrolTx, id, hash string, now time.Time) error {
+	t, ok, err := tx.Token(id)
+	if err != nil {
+		return err
+	}
+	if !ok || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(hash)) != 1 {
+		return errTokenInvalid
+	}
+	switch t.State(now) {
+	case "used up":
+		return fmt.Errorf("%w (all %d uses taken)", errTokenUsedUp, t.Uses)
+	case "expired":
+		return fmt.Errorf("%w at %s", errTokenExpired, t.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	t.Used++
+	return tx.PutToken(t)
+}
+
 // Enrol takes one enrolment request, received from the network address
 // from, and answers it: signed at once with a valid token, else pending
 // (or the state an earlier request from the same key reached). Every
@@ -111,7 +271,7 @@ func (o *Overlord) Enrol(ca *certs.Authority, req enrolment.Request, from string
 	if err != nil {
 		return nil, enrolment.Errorf(enrolment.KindBadRequest, "%v", err)
 	}
-	in := jobs.EnrolInput{
+	in := enrolInput{
 		Request: jobs.CertRequest{
 			Name: req.Name, Addr: req.Addr, CSR: der, From: from,
 			KeyFingerprint: certs.KeyFingerprint(csr.PublicKey),
@@ -130,7 +290,7 @@ func (o *Overlord) Enrol(ca *certs.Authority, req enrolment.Request, from string
 		}
 		in.TokenID, in.TokenHash = t.ID, t.Hash()
 	}
-	r, err := o.Store.Enrol(in)
+	r, err := enrolRequest(o.Store, in)
 	if err != nil {
 		return nil, enrolError(err)
 	}
@@ -150,23 +310,23 @@ func (o *Overlord) Enrol(ca *certs.Authority, req enrolment.Request, from string
 	return reply, nil
 }
 
-// enrolError maps a store error to the wire's kinds.
+// enrolError maps an error of enrolRequest to the wire's kinds.
 func enrolError(err error) *enrolment.Error {
 	kind := enrolment.KindInternal
 	switch {
-	case errors.Is(err, jobs.ErrTokenInvalid):
+	case errors.Is(err, errTokenInvalid):
 		kind = enrolment.KindTokenInvalid
-	case errors.Is(err, jobs.ErrTokenExpired):
+	case errors.Is(err, errTokenExpired):
 		kind = enrolment.KindTokenExpired
-	case errors.Is(err, jobs.ErrTokenUsedUp):
+	case errors.Is(err, errTokenUsedUp):
 		kind = enrolment.KindTokenUsedUp
-	case errors.Is(err, jobs.ErrRejected):
+	case errors.Is(err, errRejected):
 		kind = enrolment.KindRejected
-	case errors.Is(err, jobs.ErrRevoked):
+	case errors.Is(err, errRevoked):
 		kind = enrolment.KindRevoked
-	case errors.Is(err, jobs.ErrConflict), errors.Is(err, jobs.ErrExists):
+	case errors.Is(err, errConflict), errors.Is(err, jobs.ErrExists):
 		kind = enrolment.KindConflict
-	case errors.Is(err, jobs.ErrTooManyPending), errors.Is(err, jobs.ErrLocked):
+	case errors.Is(err, errTooManyPending), errors.Is(err, jobs.ErrLocked):
 		kind = enrolment.KindBusy
 	case errors.Is(err, certs.ErrBadCSR), errors.Is(err, certs.ErrBadName):
 		kind = enrolment.KindBadRequest

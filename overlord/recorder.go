@@ -1,6 +1,7 @@
 package overlord
 
 import (
+	"encoding/json"
 	"sync"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 // after flushEvery results or flushInterval, whichever comes first (a
 // timer writes what arrived even when nothing else does, so `job status`
 // shows the results so far), and one final write. A failed write keeps
-// its batch for the next one. Its methods are safe for concurrent use.
+// its batch for the next one. Every result of a call is recorded through
+// a recorder, so it is where facts.all results are cached (cacheFacts).
+// Its methods are safe for concurrent use.
 type recorder struct {
 	mu    sync.Mutex
 	stop  chan struct{}
@@ -88,13 +91,19 @@ func (r *recorder) flushLocked(mutate func(*jobs.Record) error) error {
 	if len(r.batch) == 0 && mutate == nil {
 		return r.err
 	}
-	written, err := r.store.Write(r.rec.ID, r.batch, mutate)
+	err := cacheFacts(r.store, r.rec, r.batch)
+	if err == nil {
+		var written jobs.Record
+		if written, err = r.store.Write(r.rec.ID, r.batch, mutate); err == nil {
+			r.rec = written
+		}
+	}
 	r.last = time.Now()
 	if err != nil {
 		r.err = err
 		return err
 	}
-	r.rec, r.err = written, nil
+	r.err = nil
 	clear(r.batch)
 	return nil
 }
@@ -107,4 +116,28 @@ func (r *recorder) finish() error {
 		rec.State, rec.FinishedAt = status.Finished, &now
 		return nil
 	})
+}
+
+// cacheFacts keeps the facts that the successful results of a facts.all
+// job returned in their minions' registry records, where --where reads
+// them: any facts.all call (overlord minion facts, --where's own fetch,
+// a call or an async job of facts.all, a plugin's) refreshes them. It
+// runs before the results are written, so a batch whose facts could not
+// be cached is kept and both are tried again.
+func cacheFacts(store *jobs.Store, rec jobs.Record, results map[string]status.Result) error {
+	if rec.Module != "facts" || rec.Method != "all" {
+		return nil
+	}
+	facts := map[string]map[string]any{}
+	for name, r := range results {
+		var f map[string]any
+		if !r.OK || json.Unmarshal(r.Result, &f) != nil || f == nil {
+			continue // not facts: nothing to keep
+		}
+		facts[name] = f
+	}
+	if len(facts) == 0 {
+		return nil
+	}
+	return store.CacheFacts(facts)
 }

@@ -177,8 +177,9 @@ func noMatch(expr string, registered int, groups map[string][]string) error {
 	return err
 }
 
-// fetchFacts calls facts.all on the named minions, which caches their
-// facts in overlord.db, and updates byName with them. It returns why each
+// fetchFacts calls facts.all on the named minions, whose facts the call's
+// recording caches in overlord.db (cacheFacts), and updates byName with
+// them. It returns why each
 // minion whose facts are still unknown has none.
 func (o *Overlord) fetchFacts(ctx context.Context, sel Selection, names []string, byName map[string]jobs.Minion) map[string]string {
 	reasons := make(map[string]string, len(names))

@@ -2,10 +2,10 @@
 // exists on a minion's files, with every path absolute and every read
 // bounded.
 //
-// Writes are atomic: the data goes to a temporary file in the target's
-// directory, is synced, and is renamed over the target, so a reader sees
-// the old file or the new one and never a part of either. WriteAtomic and
-// Checksum are the same code for Go callers (overlord cp and fetch).
+// Writes are atomic (internal/atomicfile): the data goes to a temporary
+// file in the target's directory, is synced, and is renamed over the
+// target, so a reader sees the old file or the new one and never a part
+// of either.
 package file
 
 import (
@@ -24,6 +24,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/overlordhq/overlord/internal/atomicfile"
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/status"
 )
@@ -327,16 +328,18 @@ func write(_ context.Context, a modules.Args) (any, error) {
 	default:
 		return nil, status.Errorf(status.KindBadArgs, "write: parameter encoding: want utf-8 or base64, got %q", enc)
 	}
-	mode, keep := fs.FileMode(0), true
+	// Without a mode, a replaced file keeps its mode, a new one is 0644;
+	// a replaced file keeps its owner where the minion may set it.
+	o := atomicfile.Options{Mode: 0o644, KeepMode: true, KeepOwner: true}
 	if a.Has("mode") {
 		m, ok := parseMode(a.String("mode"))
 		if !ok {
 			return nil, status.Errorf(status.KindBadArgs, "write: parameter mode: want octal permissions such as \"0644\", got %q", a.String("mode"))
 		}
-		mode, keep = m, false
+		o.Mode, o.KeepMode = m, false
 	}
 	if a.Bool("mkdirs") {
-		dir, _, err := split(p)
+		dir, _, err := atomicfile.Split(p)
 		if err != nil {
 			return nil, status.Errorf(status.KindBadArgs, "write: parameter path: %v", err)
 		}
@@ -344,7 +347,7 @@ func write(_ context.Context, a modules.Args) (any, error) {
 			return nil, err
 		}
 	}
-	n, sum, err := writeAtomic(p, bytes.NewReader(data), mode, keep, "")
+	n, sum, err := atomicfile.Write(p, bytes.NewReader(data), o)
 	if err != nil {
 		return nil, err
 	}

@@ -8,14 +8,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -355,149 +353,6 @@ func TestWriteFailures(t *testing.T) {
 			}
 		})
 	}
-}
-
-// errReader yields some data and then fails.
-type errReader struct{ n int }
-
-func (r *errReader) Read(p []byte) (int, error) {
-	if r.n > 0 {
-		m := min(r.n, len(p))
-		r.n -= m
-		return m, nil
-	}
-	return 0, errors.New("connection lost")
-}
-
-func TestWriteAtomic(t *testing.T) {
-	const content = "the new content\n"
-	tests := []struct {
-		name    string
-		old     string // "" for no file before
-		r       func() io.Reader
-		mode    fs.FileMode
-		want    string // the expected sha256
-		err     string
-		mismtch bool
-	}{
-		{name: "verified", r: func() io.Reader { return strings.NewReader(content) }, mode: 0o640, want: sha(content)},
-		{name: "upper-case sum", r: func() io.Reader { return strings.NewReader(content) }, mode: 0o640, want: strings.ToUpper(sha(content))},
-		{name: "no sum to check", r: func() io.Reader { return strings.NewReader(content) }, mode: 0o640},
-		{name: "replace verified", old: "old", r: func() io.Reader { return strings.NewReader(content) }, mode: 0o600, want: sha(content)},
-		{name: "mismatch on a new file", r: func() io.Reader { return strings.NewReader(content) }, mode: 0o640, want: sha("other"), err: "sha256 mismatch", mismtch: true},
-		{name: "mismatch keeps the old file", old: "old", r: func() io.Reader { return strings.NewReader(content) }, mode: 0o640, want: sha("other"), err: "sha256 mismatch", mismtch: true},
-		{name: "reader fails", old: "old", r: func() io.Reader { return &errReader{n: 100000} }, mode: 0o640, err: "connection lost"},
-		{name: "malformed sum", old: "old", r: func() io.Reader { return strings.NewReader(content) }, mode: 0o640, want: "abc", err: "not 64 hex digits"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "target")
-			if tt.old != "" {
-				writeFile(t, path, tt.old, 0o644)
-			}
-			n, sum, err := file.WriteAtomic(path, tt.r(), tt.mode, tt.want)
-			if l := leftovers(t, dir); len(l) > 0 {
-				t.Errorf("temporary files left: %v", l)
-			}
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want one saying %q", err, tt.err)
-				}
-				if errors.Is(err, file.ErrChecksumMismatch) != tt.mismtch {
-					t.Errorf("errors.Is(%v, ErrChecksumMismatch) = %v", err, !tt.mismtch)
-				}
-				data, rerr := os.ReadFile(path)
-				switch {
-				case tt.old == "" && !os.IsNotExist(rerr):
-					t.Errorf("target exists after a failed write (%q, %v)", data, rerr)
-				case tt.old != "" && string(data) != tt.old:
-					t.Errorf("target holds %q after a failed write, want %q", data, tt.old)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n != int64(len(content)) || sum != sha(content) {
-				t.Errorf("n %d sum %s; want %d %s", n, sum, len(content), sha(content))
-			}
-			fi, err := os.Stat(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if fi.Mode().Perm() != tt.mode {
-				t.Errorf("mode %s, want %s", fi.Mode(), tt.mode)
-			}
-			if got, err := file.Checksum(path); err != nil || got != sha(content) {
-				t.Errorf("Checksum = %s, %v; want %s", got, err, sha(content))
-			}
-		})
-	}
-}
-
-// A zero mode keeps the replaced file's mode.
-func TestWriteAtomicZeroMode(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "f")
-	if _, _, err := file.WriteAtomic(path, strings.NewReader("a"), 0, ""); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o644 {
-		t.Errorf("new file mode %s, want 0644", fi.Mode())
-	}
-	if err := os.Chmod(path, 0o751); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := file.WriteAtomic(path, strings.NewReader("b"), 0, ""); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o751 {
-		t.Errorf("replaced file mode %s, want 0751 kept", fi.Mode())
-	}
-}
-
-// Readers of a file being rewritten see the old content or the new, never
-// a mix or an empty file.
-func TestWriteIsAtomicForReaders(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "f")
-	a, b := strings.Repeat("a", 64<<10), strings.Repeat("b", 64<<10)
-	writeFile(t, path, a, 0o644)
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			content := a
-			if i%2 == 1 {
-				content = b
-			}
-			if _, _, err := file.WriteAtomic(path, strings.NewReader(content), 0o644, sha(content)); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
-	for range 200 {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Error(err)
-			break
-		}
-		if s := string(data); s != a && s != b {
-			t.Errorf("read %d bytes that are neither version", len(data))
-			break
-		}
-	}
-	close(done)
-	wg.Wait()
 }
 
 func TestChecksum(t *testing.T) {

@@ -2,14 +2,13 @@ package cli
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/overlordhq/overlord/internal/atomicfile"
 	"github.com/overlordhq/overlord/status"
 )
 
@@ -84,24 +83,11 @@ func (d *outputDir) write(name string, r status.Result) error {
 }
 
 // writeFile writes data to file in the directory through a temporary
-// name.
+// name (atomicfile, confined to the root), mode 0600 under the umask.
+// The files are output for people, not state: they are not synced.
 func (d *outputDir) writeFile(file string, data []byte) error {
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := "." + file + ".tmp-" + hex.EncodeToString(rnd[:])
-	f, err := d.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	err := atomicfile.WriteFile(file, data, atomicfile.Options{Mode: 0o600, Umask: true, NoSync: true, Root: d.root})
 	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = d.root.Rename(tmp, file)
-	}
-	if err != nil {
-		_ = d.root.Remove(tmp)
 		return fmt.Errorf("in %s: %w", d.path, err)
 	}
 	return nil
