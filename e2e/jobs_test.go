@@ -32,10 +32,18 @@ type entryView struct {
 	OK          bool            `json:"ok"`
 	MinionJobID string          `json:"minion_job_id"`
 	Result      json.RawMessage `json:"result"`
-	Error       *struct {
-		Kind    string `json:"kind"`
-		Message string `json:"message"`
-	} `json:"error"`
+	Error       *errorView      `json:"error"`
+	// With --queue, and after job reconcile.
+	QueuedSince          string     `json:"queued_since"`
+	LastError            *errorView `json:"last_error"`
+	Reconciled           bool       `json:"reconciled"`
+	ErrorBeforeReconcile *errorView `json:"error_before_reconcile"`
+}
+
+// errorView is an error object.
+type errorView struct {
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
 }
 
 // summaryView is a job's summary.

@@ -31,6 +31,12 @@ type Record struct {
 	// CancelRequested is set by `overlord job cancel`; the driver acts
 	// on it.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Queue is set on an async job submitted with --queue: a minion out
+	// of reach keeps its entry open (status.Result.QueuedSince) and gets
+	// the job when it comes back, until the deadline, instead of ending
+	// unreachable; so does a minion lost from sight while its job runs.
+	// Every driver that carries the job on reads it here.
+	Queue bool `json:"queue,omitempty"`
 	// Batch is a batched job's plan (--batch); nil for a job that runs
 	// every minion at once.
 	Batch *Batch `json:"batch,omitempty"`
@@ -280,6 +286,9 @@ func resolveID(jobs *bolt.Bucket, id string) ([]byte, error) {
 type ListOptions struct {
 	State status.State // only jobs in this state; "" for all
 	Limit int          // at most this many; 0 for no limit
+	// FinishedSince, if not zero, keeps only the jobs FINISHED at that
+	// time or later.
+	FinishedSince time.Time
 }
 
 // markOpen keeps the index of jobs not FINISHED up to date.
@@ -306,16 +315,20 @@ func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
 			if jb == nil {
 				continue
 			}
-			if opts.State != "" {
+			if opts.State != "" || !opts.FinishedSince.IsZero() {
 				// Decoding only the state is much cheaper than the whole
 				// header, and most jobs are filtered out.
 				var st struct {
-					State status.State `json:"state"`
+					State      status.State `json:"state"`
+					FinishedAt *time.Time   `json:"finished_at"`
 				}
 				if err := getJSON(jb, keyJob, &st); err != nil {
 					return err
 				}
-				if st.State != opts.State {
+				if opts.State != "" && st.State != opts.State {
+					continue
+				}
+				if !opts.FinishedSince.IsZero() && (st.FinishedAt == nil || st.FinishedAt.Before(opts.FinishedSince)) {
 					continue
 				}
 			}

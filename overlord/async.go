@@ -17,9 +17,17 @@ import (
 // DefaultAsyncTimeout is an async job's deadline when none is given.
 const DefaultAsyncTimeout = time.Hour
 
+// SubmitOption changes how Submit records an async job.
+type SubmitOption func(*jobs.Record)
+
+// Queue makes the job wait for minions that cannot be reached (--queue):
+// their entries stay open and get the job when they come back, until the
+// deadline (jobs.Record.Queue).
+func Queue() SubmitOption { return func(r *jobs.Record) { r.Queue = true } }
+
 // Submit records a prepared call as an async job (state RUNNING) and
 // starts a detached driver for it. It does not touch the network.
-func (o *Overlord) Submit(p *Prepared, timeout time.Duration) (jobs.Record, error) {
+func (o *Overlord) Submit(p *Prepared, timeout time.Duration, opts ...SubmitOption) (jobs.Record, error) {
 	if timeout <= 0 {
 		timeout = DefaultAsyncTimeout
 	}
@@ -47,6 +55,9 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration) (jobs.Record, erro
 		Args: p.Args, Positional: p.Positional, Async: true,
 		TimeoutMS: timeout.Milliseconds(), Forks: forks, Deadline: &deadline,
 		Identity: identity, Caller: id.Cert.Subject.CommonName, Batch: batch,
+	}
+	for _, opt := range opts {
+		opt(rec)
 	}
 	if err := o.Store.CreateJob(rec, p.Names()); err != nil {
 		return jobs.Record{}, err

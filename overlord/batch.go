@@ -143,9 +143,12 @@ type batchStep struct {
 	Over bool
 }
 
-// begun reports whether an entry's minion was started (or ended without
-// being started, by a cancel or the deadline).
-func begun(r status.Result) bool { return r.State == status.Finished || r.MinionJobID != "" }
+// begun reports whether an entry's minion was started, or tried and
+// queued (--queue), or ended without being started (by a cancel or the
+// deadline).
+func begun(r status.Result) bool {
+	return r.State == status.Finished || r.MinionJobID != "" || r.Queued()
+}
 
 // planBatch decides what a batched job does next, from its plan and its
 // entries alone. The batch running is the first with an entry not

@@ -20,20 +20,14 @@ import (
 
 // Driver timing.
 const (
-	submitAttempts   = 5                      // network failures before a minion is unreachable
-	submitBackoff    = 500 * time.Millisecond // first retry delay, doubled up to maxSubmitBackoff
-	maxSubmitBackoff = 8 * time.Second
-	rpcTimeout       = 15 * time.Second // bound on one Submit, Status or Cancel
-	pollFirst        = 200 * time.Millisecond
-	pollMax          = 2 * time.Second
+	submitAttempts = 5                // network failures before a minion is unreachable (or queued)
+	rpcTimeout     = 15 * time.Second // bound on one Submit, Status or Cancel
+	pollFirst      = 200 * time.Millisecond
+	pollMax        = 2 * time.Second
 	// pollWait is how long a minion may hold a status call until its job
 	// changes state (a long poll); between rounds the driver backs off
 	// from pollFirst to pollMax only while minions fail to answer.
 	pollWait = 5 * time.Second
-	// unreachableAfter is how long a minion may stay out of reach while
-	// its job runs (a restart, a network blip) before its entry is
-	// FINISHED unreachable.
-	unreachableAfter = 60 * time.Second
 	// cancelWait is how long after a cancel the driver waits for minions
 	// to confirm before it calls their entries cancelled.
 	cancelWait = 15 * time.Second
@@ -50,6 +44,29 @@ const (
 	busyBackoffMax = 5 * time.Second
 )
 
+// Driver timing that tests shorten: variables for that reason alone,
+// never changed by the product itself.
+var (
+	// submitBackoff is the first delay before a submit that failed on
+	// the network is tried again, doubled up to maxSubmitBackoff.
+	submitBackoff    = 500 * time.Millisecond
+	maxSubmitBackoff = 8 * time.Second
+	// unreachableAfter is how long a minion may stay out of reach while
+	// its job runs (a restart, a network blip) before its entry is
+	// FINISHED unreachable; never, for a --queue job, before the
+	// deadline.
+	unreachableAfter = 60 * time.Second
+	// A minion queued (--queue) is probed (a submit) queueProbeFirst
+	// after it was queued, then at delays doubled up to queueProbeMax,
+	// with jitter.
+	queueProbeFirst = time.Second
+	queueProbeMax   = 30 * time.Second
+)
+
+// jitter returns a delay between d/2 and d, so that drivers waiting
+// alike do not try again in step.
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
+
 // whileBusy runs op until it succeeds, fails for a reason other than a
 // busy store (jobs.ErrLocked), or ctx ends. A busy store is no reason for
 // a driver to give up its job: past the deadline too, the job's end must
@@ -62,7 +79,7 @@ func (o *Overlord) whileBusy(ctx context.Context, id, what string, op func() err
 			return err
 		}
 		o.Logger.Warn("overlord.db is busy; will try again", "job", id, "to", what, "tries", tries, "retry_in", backoff.Round(time.Millisecond))
-		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		t := time.NewTimer(jitter(backoff))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -297,7 +314,7 @@ func (d *driver) set(name string, r status.Result) {
 		return
 	}
 	old := d.entries[name]
-	if old.State == r.State && old.MinionJobID == r.MinionJobID && r.State != status.Finished {
+	if old.State == r.State && old.MinionJobID == r.MinionJobID && r.State != status.Finished && sameQueue(old, r) {
 		return
 	}
 	if r.Batch == 0 {
@@ -319,6 +336,52 @@ func (d *driver) open(submitted bool) []string {
 	return out
 }
 
+// sameQueue reports whether a and b say the same of a queued minion:
+// since when, and the last error.
+func sameQueue(a, b status.Result) bool {
+	sameTime := (a.QueuedSince == nil) == (b.QueuedSince == nil) && (a.QueuedSince == nil || a.QueuedSince.Equal(*b.QueuedSince))
+	sameErr := (a.LastError == nil) == (b.LastError == nil) && (a.LastError == nil || *a.LastError == *b.LastError)
+	return sameTime && sameErr
+}
+
+// queuedMinions returns the minions whose entries wait for their minion
+// to come back (--queue).
+func (d *driver) queuedMinions() []string {
+	var out []string
+	for _, n := range d.names {
+		if d.entries[n].Queued() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// queue keeps name's entry open for a --queue job whose minion could not
+// be reached: RUNNING, queued since first (or since the entry says, if
+// it was queued before), with why the last try failed.
+func (d *driver) queue(name string, first time.Time, why *status.Error) status.Result {
+	since := first.UTC()
+	if old := d.entries[name].QueuedSince; old != nil {
+		since = *old
+	}
+	return status.Result{State: status.Running, QueuedSince: &since, LastError: why}
+}
+
+// undelivered ends the entry of a minion the job never reached before its
+// deadline: unreachable if it was queued, else timeout.
+func (d *driver) undelivered(name string) status.Result {
+	e := d.entries[name]
+	if !e.Queued() {
+		return finished(status.KindTimeout, "job deadline passed before the job reached this minion")
+	}
+	last := ""
+	if e.LastError != nil {
+		last = ": " + e.LastError.Error()
+	}
+	return finished(status.KindUnreachable, "queued since %s and never came back before the job's deadline (%s)%s",
+		e.QueuedSince.Format(time.RFC3339), d.deadline().Format(time.RFC3339), last)
+}
+
 func (d *driver) deadline() time.Time {
 	if d.rc.header().Deadline == nil {
 		return time.Now().Add(DefaultAsyncTimeout)
@@ -333,11 +396,20 @@ func finished(kind status.Kind, format string, args ...any) status.Result {
 // submitAll submits the job to the pending minions (not yet submitted
 // to), in rounds: a minion whose submit fails on the network is tried again in
 // the next round, after a backoff that holds no worker, so minions that
-// answer never wait behind ones that do not.
+// answer never wait behind ones that do not. After submitAttempts such
+// failures the entry ends unreachable, or, in a --queue job, is queued:
+// poll probes it from then on. A minion queued before (by an earlier
+// driver) gets one try here before it is queued again.
 func (d *driver) submitAll(ctx context.Context, pending []string) {
 	rec := d.rc.header()
 	backoff := submitBackoff
-	failed := map[string]int{} // network failures, per minion; busy answers do not count
+	failed := map[string]int{}      // network failures, per minion; busy answers do not count
+	first := map[string]time.Time{} // when each minion's first try failed
+	for _, n := range pending {
+		if d.entries[n].Queued() {
+			failed[n] = submitAttempts - 1
+		}
+	}
 	for round := 1; len(pending) > 0; round++ {
 		switch {
 		case ctx.Err() != nil:
@@ -358,26 +430,37 @@ func (d *driver) submitAll(ctx context.Context, pending []string) {
 			}
 		case !time.Now().Before(d.deadline()):
 			for _, n := range pending {
-				d.set(n, finished(status.KindTimeout, "job deadline passed before the job reached this minion"))
+				d.set(n, d.undelivered(n))
 			}
 			return
 		}
-		last := make(map[string]bool, len(pending)) // read-only for the workers
-		for _, n := range pending {
-			last[n] = failed[n]+1 >= submitAttempts
-		}
 		var retry []string
 		fanout.Run(ctx, pending, d.forks, func(ctx context.Context, name string) submitOutcome {
-			return d.submit(ctx, rec, name, last[name])
+			return d.submit(ctx, rec, name)
 		}, func(name string, out submitOutcome) {
-			if out.retry {
-				if !out.busy {
-					failed[name]++
-				}
+			switch {
+			case out.late:
+				d.set(name, d.undelivered(name))
+			case out.busy:
 				retry = append(retry, name)
-				return
+			case out.failed != nil:
+				failed[name]++
+				if _, ok := first[name]; !ok {
+					first[name] = time.Now()
+				}
+				switch {
+				case failed[name] < submitAttempts:
+					retry = append(retry, name)
+				case rec.Queue:
+					d.set(name, d.queue(name, first[name], out.failed))
+				default:
+					r := finished(out.failed.Kind, "%s", out.failed.Message)
+					r.DurationMS = out.took.Milliseconds()
+					d.set(name, r)
+				}
+			default:
+				d.set(name, out.r)
 			}
-			d.set(name, out.r)
 		})
 		pending = retry
 		if len(pending) == 0 {
@@ -395,16 +478,21 @@ func (d *driver) submitAll(ctx context.Context, pending []string) {
 	}
 }
 
-// submitOutcome is one submit attempt's result: the entry, or retry.
+// submitOutcome is one submit attempt's result: the entry, or why there
+// is none yet.
 type submitOutcome struct {
-	r     status.Result
-	retry bool
-	busy  bool // the minion was busy: the try does not count
+	r    status.Result // the entry, unless one of the others is set
+	busy bool          // the minion was busy: try again, the try does not count
+	late bool          // the deadline passed before the job reached the minion
+	// failed is a network failure (unreachable, timeout): try again, or
+	// give up after submitAttempts; took is how long the try took.
+	failed *status.Error
+	took   time.Duration
 }
 
-// submit makes one attempt to submit the job to a minion. A network
-// failure asks for a retry unless this is the last attempt.
-func (d *driver) submit(ctx context.Context, rec jobs.Record, name string, last bool) submitOutcome {
+// submit makes one attempt to submit the job to a minion. It runs in a
+// fan-out worker: it reads no entry.
+func (d *driver) submit(ctx context.Context, rec jobs.Record, name string) submitOutcome {
 	if ctx.Err() != nil {
 		return submitOutcome{} // stopping: no change
 	}
@@ -417,7 +505,7 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string, last 
 		TimeoutMS: time.Until(d.deadline()).Milliseconds(),
 	}
 	if params.TimeoutMS <= 0 {
-		return submitOutcome{r: finished(status.KindTimeout, "job deadline passed before the job reached this minion")}
+		return submitOutcome{late: true}
 	}
 	cctx, cancel := context.WithTimeout(ctx, min(rpcTimeout, time.Until(d.deadline())))
 	defer cancel()
@@ -441,11 +529,11 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string, last 
 	if errors.Is(err, rpc.ErrBusy) && time.Now().Before(d.deadline()) {
 		// The minion turned the call away for now (a storm of jobs):
 		// not a failure, and not a sign the minion is gone.
-		return submitOutcome{retry: true, busy: true}
+		return submitOutcome{busy: true}
 	}
 	se := rpc.Classify(cctx, err)
-	if (se.Kind == status.KindUnreachable || se.Kind == status.KindTimeout) && !last {
-		return submitOutcome{retry: true}
+	if se.Kind == status.KindUnreachable || se.Kind == status.KindTimeout {
+		return submitOutcome{failed: se, took: time.Since(start)}
 	}
 	r := finished(se.Kind, "%s", se.Message)
 	r.DurationMS = time.Since(start).Milliseconds()
@@ -481,19 +569,39 @@ func (d *driver) cancelRequested() bool {
 // every entry is FINISHED or the deadline passes. While the open minions
 // fit in --forks, each call is a long poll (the minion answers when its
 // job changes); with more, plain polls with backoff, so no minion's news
-// waits behind others' long polls.
+// waits behind others' long polls. In the same rounds it probes the
+// minions queued (--queue) whose probe is due: a submit, which delivers
+// the job to a minion that came back. Between probes a queued minion
+// holds no worker.
 func (d *driver) poll(ctx context.Context) {
 	interval := pollFirst
 	lastContact := map[string]time.Time{}
+	probe := probes{}
+	rec := d.rc.header()
 	var cancelSentAt time.Time
 	lastLook := false
 	for {
-		open := d.open(true)
-		if len(open) == 0 || ctx.Err() != nil {
+		open, queued := d.open(true), d.queuedMinions()
+		if len(open)+len(queued) == 0 || ctx.Err() != nil {
 			return
 		}
+		switch {
+		case len(queued) == 0:
+		case d.cancelRequested():
+			for _, n := range queued {
+				d.set(n, finished(status.KindCancelled, "job cancelled before it reached this minion"))
+			}
+			continue
+		case !time.Now().Before(d.deadline()):
+			for _, n := range queued {
+				d.set(n, d.undelivered(n))
+			}
+			continue
+		}
+		now := time.Now()
+		due := probe.due(queued, now)
 		wait := pollWait
-		if len(open) > d.forks {
+		if len(open)+len(due) > d.forks {
 			wait = 0
 		}
 		if !time.Now().Before(d.deadline()) {
@@ -517,11 +625,21 @@ func (d *driver) poll(ctx context.Context) {
 		for _, n := range open {
 			jobIDs[n] = d.entries[n].MinionJobID
 		}
-		now := time.Now()
 		failures := 0
-		fanout.Run(ctx, open, d.forks, func(ctx context.Context, name string) pollResult {
-			return d.status(ctx, name, jobIDs[name], wait)
-		}, func(name string, pr pollResult) {
+		fanout.Run(ctx, append(open, due...), d.forks, func(ctx context.Context, name string) roundAnswer {
+			if id, ok := jobIDs[name]; ok {
+				return roundAnswer{poll: d.status(ctx, name, id, wait)}
+			}
+			out := d.submit(ctx, rec, name)
+			return roundAnswer{probe: &out}
+		}, func(name string, a roundAnswer) {
+			if a.probe != nil {
+				if !d.probed(name, *a.probe, probe, now) {
+					failures++
+				}
+				return
+			}
+			pr := a.poll
 			if pr.err != nil {
 				failures++
 				since, ok := lastContact[name]
@@ -529,7 +647,8 @@ func (d *driver) poll(ctx context.Context) {
 					since = now
 					lastContact[name] = now
 				}
-				if now.Sub(since) >= unreachableAfter {
+				// A --queue job waits for the minion until the deadline.
+				if !rec.Queue && now.Sub(since) >= unreachableAfter {
 					d.set(name, d.ended(name, finished(pr.err.Kind, "out of reach for %s: %s", unreachableAfter, pr.err.Message)))
 				}
 				return
@@ -548,11 +667,15 @@ func (d *driver) poll(ctx context.Context) {
 		if lastLook {
 			continue
 		}
-		if wait > 0 && failures == 0 && time.Since(now) >= pollFirst {
+		if wait > 0 && failures == 0 && len(open) > 0 && time.Since(now) >= pollFirst {
 			interval = pollFirst // the minions held the calls: no need to wait
 			continue
 		}
-		t := time.NewTimer(min(interval, time.Until(d.deadline())+10*time.Millisecond))
+		sleep := min(interval, time.Until(d.deadline())+10*time.Millisecond)
+		if next := probe.next(d.queuedMinions()); !next.IsZero() {
+			sleep = min(sleep, time.Until(next))
+		}
+		t := time.NewTimer(sleep)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -560,6 +683,86 @@ func (d *driver) poll(ctx context.Context) {
 		}
 		interval = min(interval*3/2, pollMax)
 	}
+}
+
+// roundAnswer is one minion's answer in a round of poll: to a status
+// poll, or to a queued minion's probe.
+type roundAnswer struct {
+	poll  pollResult
+	probe *submitOutcome
+}
+
+// probed records the outcome of a queued minion's probe and reports
+// whether the minion answered: the job delivered (or refused for good),
+// or the minion still out of reach (or busy), probed again later.
+func (d *driver) probed(name string, out submitOutcome, p probes, now time.Time) bool {
+	switch {
+	case out.late:
+		d.set(name, d.undelivered(name))
+	case out.busy:
+		p.again(name, now)
+	case out.failed != nil:
+		d.set(name, d.queue(name, now, out.failed))
+		p.again(name, now)
+		return false
+	default:
+		if out.r.State != "" {
+			d.o.Logger.Info("queued minion is back", "job", d.rc.header().ID, "minion", name, "queued_since", d.entries[name].QueuedSince)
+		}
+		d.set(name, out.r)
+	}
+	return true
+}
+
+// probes schedules the probes of queued minions: a minion's first is due
+// queueProbeFirst after poll first sees it queued, the next ones at
+// delays doubled up to queueProbeMax, each with jitter.
+type probes map[string]*probeTimes
+
+type probeTimes struct {
+	next    time.Time
+	backoff time.Duration
+}
+
+// due returns those of queued whose probe is due at now, scheduling
+// the first probe of those seen for the first time.
+func (p probes) due(queued []string, now time.Time) []string {
+	var out []string
+	for _, n := range queued {
+		t, ok := p[n]
+		if !ok {
+			p[n] = &probeTimes{next: now.Add(jitter(queueProbeFirst)), backoff: queueProbeFirst}
+			continue
+		}
+		if !now.Before(t.next) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// again schedules name's next probe after one that found it still out
+// of reach.
+func (p probes) again(name string, now time.Time) {
+	t, ok := p[name]
+	if !ok {
+		t = &probeTimes{backoff: queueProbeFirst / 2}
+		p[name] = t
+	}
+	t.backoff = min(t.backoff*2, queueProbeMax)
+	t.next = now.Add(jitter(t.backoff))
+}
+
+// next returns when the earliest probe of queued is due (zero if none
+// is scheduled).
+func (p probes) next(queued []string) time.Time {
+	var first time.Time
+	for _, n := range queued {
+		if t, ok := p[n]; ok && (first.IsZero() || t.next.Before(first)) {
+			first = t.next
+		}
+	}
+	return first
 }
 
 type pollResult struct {
@@ -573,11 +776,17 @@ func (d *driver) status(ctx context.Context, name, jobID string, wait time.Durat
 	if d.hub != nil {
 		return d.hub.status(ctx, name, jobID, wait)
 	}
+	return minionStatus(ctx, d.client, name, jobID, wait)
+}
+
+// minionStatus asks minion name for its job jobID's state with
+// Minion.Status, as an entry: the result once the job is FINISHED.
+func minionStatus(ctx context.Context, client *rpc.Client, name, jobID string, wait time.Duration) pollResult {
 	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
 	var reply rpc.StatusReply
 	params := rpc.StatusParams{JobIDs: []string{jobID}, MaxOutput: -1, WaitMS: wait.Milliseconds()}
-	err := d.client.Call(cctx, name, "Minion.Status", params, &reply)
+	err := client.Call(cctx, name, "Minion.Status", params, &reply)
 	if err == nil && len(reply.Jobs) != 1 {
 		err = status.Errorf(status.KindInternal, "Minion.Status answered %d jobs for 1", len(reply.Jobs))
 	}
@@ -648,15 +857,7 @@ func (o *Overlord) Cancel(ctx context.Context, id string) (jobs.Record, error) {
 		}
 	}
 	if len(open) > 0 {
-		inv, err := o.Store.Inventory()
-		if err != nil {
-			return rec, err
-		}
-		// As the identity that submitted the job: minions show each
-		// caller only its own jobs.
-		as := *o
-		as.IdentityFile = rec.Identity
-		client, err := as.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
+		client, err := o.jobClient(rec)
 		if err != nil {
 			return rec, err
 		}
@@ -665,6 +866,19 @@ func (o *Overlord) Cancel(ctx context.Context, id string) (jobs.Record, error) {
 	}
 	_, err = o.EnsureDriver(rec)
 	return rec, err
+}
+
+// jobClient returns a client to the registered minions as the identity
+// that submitted job rec: minions show each caller only its own jobs.
+// The caller closes it.
+func (o *Overlord) jobClient(rec jobs.Record) (*rpc.Client, error) {
+	inv, err := o.Store.Inventory()
+	if err != nil {
+		return nil, err
+	}
+	as := *o
+	as.IdentityFile = rec.Identity
+	return as.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
 }
 
 // expire ends a job past its deadline: open minion jobs are cancelled and

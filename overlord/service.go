@@ -309,11 +309,27 @@ func (l *ownerOnly) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		l.logger.Warn("refused a connection to the local socket: not the state directory's owner", "uid", uid, "owner", l.uid, "err", err)
-		msg := fmt.Sprintf("the overlord service serves only uid %d, the owner of its state directory\n", l.uid)
-		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
-		c.Close()
+		go refuse(c, l.uid)
 	}
+}
+
+// refuse answers a refused connection's first request head (read for at
+// most a second, at most 4 KiB) with HTTP 403, so that the client says why,
+// and closes it.
+func refuse(c net.Conn, owner int) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	head := make([]byte, 0, 4<<10)
+	buf := make([]byte, 1<<10)
+	for len(head) < cap(head) && !bytes.Contains(head, []byte("\r\n\r\n")) {
+		n, err := c.Read(buf[:min(len(buf), cap(head)-len(head))])
+		head = append(head, buf[:n]...)
+		if err != nil {
+			return
+		}
+	}
+	msg := fmt.Sprintf("the overlord service serves only uid %d, the owner of its state directory\n", owner)
+	fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
 }
 
 // peerUID returns the user ID of the process at the other end of a unix

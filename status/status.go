@@ -86,6 +86,24 @@ type Result struct {
 	// Batch is the entry's batch in a batched job (--batch), from 1, in
 	// target order; 0 (absent) when the job is not batched.
 	Batch int `json:"batch,omitempty"`
+	// QueuedSince is set on an open entry of a --queue job whose minion
+	// could not be reached: when the first try to reach it failed. The
+	// entry waits for the minion to come back, until the job's deadline;
+	// LastError is why the last try failed.
+	QueuedSince *time.Time `json:"queued_since,omitempty"`
+	LastError   *Error     `json:"last_error,omitempty"`
+	// Reconciled is set on an entry the overlord first ended itself
+	// (unreachable, timeout) and later replaced with the minion's own
+	// result (`overlord job reconcile`); ErrorBeforeReconcile is the
+	// error it had then.
+	Reconciled           bool   `json:"reconciled,omitempty"`
+	ErrorBeforeReconcile *Error `json:"error_before_reconcile,omitempty"`
+}
+
+// Queued reports whether r waits for its minion to come back (--queue):
+// open, never delivered, and marked queued.
+func (r Result) Queued() bool {
+	return r.State != Finished && r.MinionJobID == "" && r.QueuedSince != nil
 }
 
 // Answered reports whether r shows that the minion itself answered: it

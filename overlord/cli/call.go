@@ -70,7 +70,11 @@ A command's own limit is command.run's timeout= argument, which kills it.
 With --async the job is recorded and its ID printed at once, without
 touching the network; a detached driver submits it to the minions, which
 run it detached too. Poll it with 'overlord job status ID [--wait]'.
---timeout is then the whole job's deadline (default 1h).
+--timeout is then the whole job's deadline (default 1h). With --queue
+too, a minion that cannot be reached (down, rebooting, off the network)
+does not end unreachable after the few submit retries: its entry stays
+RUNNING, queued, and the driver keeps probing it (1 s, then up to every
+30 s) and gives it the job when it comes back, until the deadline.
 
 Exit status: 0 every minion ok, 1 at least one failed, 2 usage or
 configuration error, 3 the target matched no minion, 4 minions still
@@ -85,7 +89,8 @@ running when the wait ended (the job goes on).`,
   overlord call web1 command.run 'make test' timeout=10m   # killed after 10 minutes
   overlord call --where os=debian --where 'memory_bytes>=8e9' '*' test.ping
   id=$(overlord call 'web*' command.run 'make -C /srv deploy' --async)
-  overlord job status "$id" --wait`,
+  overlord job status "$id" --wait
+  overlord call 'web*' command.run 'apt-get -y upgrade' --async --queue --timeout 24h`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mod, meth, ok := strings.Cut(args[1], ".")
@@ -117,6 +122,7 @@ type callRun struct {
 	format  string
 	spec    overlord.CallSpec // with Target, Module, Method and Words
 	async   bool
+	queue   bool
 	raw     bool
 	noStdin bool
 	disp    display
@@ -126,6 +132,7 @@ type callRun struct {
 func (r *callRun) flags(cmd *cobra.Command, words *wordGuard) {
 	f := cmd.Flags()
 	f.BoolVar(&r.async, "async", false, "print the job ID at once and run the job detached")
+	f.BoolVar(&r.queue, "queue", false, "with --async: a minion that cannot be reached gets the job when it comes back, until the deadline, instead of ending unreachable")
 	f.StringArrayVar(&r.spec.Where, "where", nil, "only minions whose cached facts match KEY OP VALUE (OP: = != < <= > >= ~); repeatable")
 	f.IntVar(&r.spec.Forks, "forks", fanout.DefaultForks, "at most this many calls at once")
 	f.DurationVar(&r.spec.Timeout, "timeout", overlord.DefaultCallTimeout, "how long to wait for the minions (those still running go on, exit 4); with --async, the whole job's deadline, 1h if not given")
@@ -140,6 +147,9 @@ func (r *callRun) flags(cmd *cobra.Command, words *wordGuard) {
 // call runs or submits a call: the body of call and script.
 func (a *App) call(cmd *cobra.Command, r callRun) error {
 	spec := r.spec
+	if r.queue && !r.async {
+		return usageError("--queue needs --async: only an async job waits for minions to come back (add --async, and follow the job with 'overlord job status ID')")
+	}
 	if spec.Forks < 1 {
 		return usageError("--forks must be at least 1, got %d", spec.Forks)
 	}
@@ -171,7 +181,11 @@ func (a *App) call(cmd *cobra.Command, r callRun) error {
 		if cmd.Flags().Changed("timeout") {
 			timeout = spec.Timeout
 		}
-		rec, err := o.Submit(p, timeout)
+		var opts []overlord.SubmitOption
+		if r.queue {
+			opts = append(opts, overlord.Queue())
+		}
+		rec, err := o.Submit(p, timeout, opts...)
 		if rec.ID == "" {
 			return err
 		}

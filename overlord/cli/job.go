@@ -5,8 +5,8 @@ import "github.com/spf13/cobra"
 func (a *App) jobCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "job",
-		Short: "List, inspect, cancel and purge jobs",
+		Short: "List, inspect, cancel, reconcile and purge jobs",
 	}
-	cmd.AddCommand(a.jobListCmd(), a.jobStatusCmd(), a.jobCancelCmd(), a.jobPurgeCmd(), a.jobDriveCmd())
+	cmd.AddCommand(a.jobListCmd(), a.jobStatusCmd(), a.jobCancelCmd(), a.jobReconcileCmd(), a.jobPurgeCmd(), a.jobDriveCmd())
 	return groupCommand(cmd)
 }

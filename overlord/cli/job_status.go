@@ -106,16 +106,8 @@ FINISHED (still running, or --wait gave up; the job goes on).`,
 				}
 			}
 			job := rec.Status(entries)
-			pr, err := a.newJobPrinter(format, raw, &disp)
-			if err != nil {
+			if err := a.printJob(format, raw, &disp, job); err != nil {
 				return err
-			}
-			defer pr.outDir.Close()
-			if err := pr.All(job); err != nil {
-				return err
-			}
-			if pr.outErr != nil {
-				return pr.outErr
 			}
 			if (wait || follow) && job.State != status.Finished {
 				if cmd.Context().Err() != nil {
@@ -134,6 +126,20 @@ FINISHED (still running, or --wait gave up; the job goes on).`,
 	displayFlags(cmd, &disp)
 	a.directFlag(cmd)
 	return cmd
+}
+
+// printJob prints a stored job, every minion then the summary, in format
+// with d's display flags (d may be nil): what job status prints.
+func (a *App) printJob(format string, raw bool, d *display, job status.Job) error {
+	pr, err := a.newJobPrinter(format, raw, d)
+	if err != nil {
+		return err
+	}
+	defer pr.outDir.Close()
+	if err := pr.All(job); err != nil {
+		return err
+	}
+	return pr.outErr
 }
 
 // waitJob polls overlord.db until the job is FINISHED or ctx is done,

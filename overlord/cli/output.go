@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -368,6 +369,13 @@ func (b block) key() string {
 func (p *jobPrinter) block(r status.Result) block {
 	var b block
 	switch {
+	case r.Queued():
+		// Waiting for its minion to come back (--queue).
+		b.colour, b.status = "33", "queued since "+r.QueuedSince.Local().Format(time.TimeOnly)
+		if r.LastError != nil {
+			b.status += " (" + p.cleanLine(string(r.LastError.Kind)) + ": " + p.cleanLine(oneLine(r.LastError.Message)) + ")"
+		}
+		return b
 	case r.State != status.Finished:
 		b.colour, b.status = "33", string(r.State)
 		if r.MinionJobID != "" {
@@ -385,6 +393,11 @@ func (p *jobPrinter) block(r status.Result) block {
 		b.status = p.paint("31", "ERROR "+p.cleanLine(string(e.Kind))+":") + " " + p.cleanLine(oneLine(e.Message))
 	}
 	p.resultText(&b, r)
+	if r.Reconciled && r.ErrorBeforeReconcile != nil {
+		// The minion's own result, got after the overlord had ended the
+		// entry itself (job reconcile).
+		b.detail = strings.TrimSpace(b.detail + " (reconciled; was " + p.cleanLine(string(r.ErrorBeforeReconcile.Kind)) + ")")
+	}
 	return b
 }
 

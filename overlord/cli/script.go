@@ -29,9 +29,9 @@ The ARGs are passed to the script as they are; a flag-like one goes after
 flags work anywhere before --.
 
 Everything else is as for 'overlord call': TARGET and --where, the job
-recorded in overlord.db, --async, every output format, and standard
-input, when it is a pipe or a file, as the script's standard input (-n:
-none). See 'overlord call --help'.
+recorded in overlord.db, --async and --queue, every output format, and
+standard input, when it is a pipe or a file, as the script's standard
+input (-n: none). See 'overlord call --help'.
 
 --timeout is how long the command waits for the minions, not a limit on
 the script: minions still running when it passes carry on, the job goes
