@@ -44,7 +44,12 @@ const (
 
 // DefaultScanInterval is how often the service looks for open jobs that no
 // process drives (their detached driver died) and carries them on.
-const DefaultScanInterval = 10 * time.Second
+// DefaultReconcileInterval is how often it reconciles late results
+// (ReconcileDue) of the jobs finished within its reconcile window.
+const (
+	DefaultScanInterval      = 10 * time.Second
+	DefaultReconcileInterval = time.Minute
+)
 
 // SocketPath returns the service's socket in state directory dir.
 func SocketPath(dir string) string { return filepath.Join(dir, SocketFile) }
@@ -54,6 +59,12 @@ type ServiceConfig struct {
 	// ScanInterval is how often open jobs without a driver are adopted
 	// (DefaultScanInterval if 0).
 	ScanInterval time.Duration
+	// ReconcileInterval is how often entries that ended unreachable or
+	// timeout get their minions' late results (DefaultReconcileInterval
+	// if 0), for the jobs finished within ReconcileWindow
+	// (DefaultReconcileWindow if 0).
+	ReconcileInterval time.Duration
+	ReconcileWindow   time.Duration
 }
 
 // Service is the overlord's long-lived service (`overlord serve`): a local
@@ -81,6 +92,12 @@ type Service struct {
 func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	if cfg.ScanInterval <= 0 {
 		cfg.ScanInterval = DefaultScanInterval
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = DefaultReconcileInterval
+	}
+	if cfg.ReconcileWindow <= 0 {
+		cfg.ReconcileWindow = DefaultReconcileWindow
 	}
 	st, err := os.Stat(o.Dir)
 	if err != nil {
@@ -136,8 +153,9 @@ func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
 	}, &ownerOnly{Listener: ln, uid: owner, logger: s.logger})
 	s.logger.Info("service listening", "socket", s.sock)
-	s.scans.Add(1)
+	s.scans.Add(2)
 	go s.scanLoop(dctx)
+	go s.reconcileLoop(dctx)
 	return s, nil
 }
 
@@ -170,6 +188,28 @@ func (s *Service) scanLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		s.adoptOpen()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// reconcileLoop gives entries that ended unreachable or timeout their
+// minions' late results, now and every ReconcileInterval.
+func (s *Service) reconcileLoop(ctx context.Context) {
+	defer s.scans.Done()
+	t := time.NewTicker(s.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		n, err := s.o.ReconcileDue(ctx, s.cfg.ReconcileWindow, time.Now())
+		switch {
+		case err != nil && ctx.Err() == nil && !errors.Is(err, jobs.ErrLocked):
+			s.logger.Warn("reconciling late results", "err", err)
+		case n > 0:
+			s.logger.Info("reconciled late results", "entries", n)
+		}
 		select {
 		case <-ctx.Done():
 			return

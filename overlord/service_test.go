@@ -259,3 +259,33 @@ func submitted(t *testing.T, o *overlord.Overlord, id string, n int) {
 		}
 	}
 }
+
+// The service reconciles on its own: an entry that ended unreachable while
+// its minion was out of reach gets the minion's result once the minion is
+// back and the job has ended there.
+func TestServiceReconciles(t *testing.T) {
+	overlord.SetDriverTimings(t, 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond)
+	o := newOverlord(t)
+	web1 := addFlakyMinion(t, o, "web1")
+	web1.start()
+	rec, done, gate := startGated(t, o, web1)
+	waitEntry(t, o, rec.ID, "web1", "submitted", func(e status.Result) bool { return e.MinionJobID != "" })
+	web1.stop()
+	driven(t, done)
+	web1.start()
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := o.OpenService(context.Background(), overlord.ServiceConfig{ReconcileInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close(context.Background())
+	e := waitEntry(t, o, rec.ID, "web1", "reconciled", func(e status.Result) bool { return e.Reconciled })
+	if !e.OK || e.ErrorBeforeReconcile == nil || e.ErrorBeforeReconcile.Kind != status.KindUnreachable {
+		t.Errorf("reconciled entry: %+v", e)
+	}
+	if hdr, err := o.Store.Header(rec.ID); err != nil || hdr.Summary.OK != 1 {
+		t.Errorf("summary after reconciling: %+v %v", hdr.Summary, err)
+	}
+}

@@ -19,7 +19,7 @@ import (
 func (a *App) serveCmd() *cobra.Command {
 	var (
 		listen, name, logLevel string
-		grace                  time.Duration
+		grace, window          time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--listen ADDR]",
@@ -40,7 +40,9 @@ It also drives every async job: 'call --async' records the job and hands
 it to the service instead of starting a driver process. On start, and
 every 10 s, it adopts every open job whose driver is gone (a job submitted
 while it was down whose driver died, or one it drove before it was
-killed): nothing runs twice.
+killed): nothing runs twice. Every minute it asks minions for the late
+results of entries that ended unreachable or timeout in jobs finished
+within --reconcile-window (see 'overlord job reconcile').
 
 And it serves the enrolment endpoint over HTTPS (TLS 1.3): minions send certificate
 signing requests to it with 'minion enroll'. A request with a valid join
@@ -72,7 +74,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				return err
 			}
 			ctx := cmd.Context()
-			svc, err := o.OpenService(ctx, overlord.ServiceConfig{})
+			svc, err := o.OpenService(ctx, overlord.ServiceConfig{ReconcileWindow: window})
 			if err != nil {
 				return err
 			}
@@ -107,5 +109,6 @@ jobs stay open for the next service, or the next 'job status'), then exits
 	cmd.Flags().StringVar(&name, "name", "", "name in the endpoint's certificate (default: the host name)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Second, "how long requests in flight may finish on shutdown")
+	cmd.Flags().DurationVar(&window, "reconcile-window", overlord.DefaultReconcileWindow, "reconcile late results of jobs finished this recently, every minute")
 	return cmd
 }
