@@ -225,7 +225,7 @@ func TestServeSocketOtherUser(t *testing.T) {
 	p, _ := startServe(t, f)
 	waitService(t, f, p)
 	sock := filepath.Join(f.stateDir, "overlord.sock")
-	for path, mode := range map[string]os.FileMode{f.dir: 0o755, f.stateDir: 0o755, sock: 0o666, binDir: 0o755} {
+	for path, mode := range map[string]os.FileMode{filepath.Dir(f.dir): 0o755, f.dir: 0o755, f.stateDir: 0o755, sock: 0o666, binDir: 0o755} {
 		if err := os.Chmod(path, mode); err != nil {
 			t.Fatal(err)
 		}
