@@ -419,11 +419,7 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := s.rev.tlsConfig(certs.ServerConfig(id, s.cfg.Bundle.Pool()))
-	// HTTP/2 for the overlord service's pool, which carries every call
-	// to this minion on one connection; the CLI speaks HTTP/1.1.
-	cfg.NextProtos = []string{"h2", "http/1.1"}
-	return cfg, nil
+	return s.rev.tlsConfig(certs.ServerConfig(id, s.cfg.Bundle.Pool())), nil
 }
 
 // Open settles the jobs an earlier daemon left running, then listens and

@@ -42,17 +42,19 @@ type ClientConfig struct {
 	// which holds the connections to the minions, and TLS and Resolve
 	// are not used. See ServicePath.
 	Service string
-	// HTTP2 speaks HTTP/2 to minions that offer it, so that one
-	// connection per minion carries every call at once (the service's
-	// pool); otherwise HTTP/1.1 with keep-alive.
-	HTTP2 bool
 	// IdleTimeout closes a connection unused for this long (90 s if 0).
 	IdleTimeout time.Duration
 	// MaxPerMinion, if positive, bounds the calls in flight to one minion
 	// at once; more wait for a place (the service shares one identity's
-	// budget on each minion among all its callers).
+	// budget on each minion among all its callers). Such a client keeps
+	// up to maxIdlePerMinion idle connections to each minion.
 	MaxPerMinion int
 }
+
+// maxIdlePerMinion is how many idle connections to one minion a client
+// with MaxPerMinion keeps: one for calls, one for a long poll, and room
+// for a burst.
+const maxIdlePerMinion = 4
 
 // The overlord service's local protocol (plain HTTP on its socket, which
 // only its owner may use): ServicePath + the minion's name forwards one
@@ -134,13 +136,9 @@ func NewClient(cfg ClientConfig) *Client {
 		MaxIdleConns:        cfg.MaxIdleConns,
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     cfg.IdleTimeout,
-		ForceAttemptHTTP2:   cfg.HTTP2,
 	}
-	if cfg.HTTP2 {
-		// A connection that has heard nothing for a while is checked
-		// with a ping, so a minion gone without a word (a crash, a
-		// partition) is noticed and redialled, not waited on.
-		tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 10 * time.Second}
+	if cfg.MaxPerMinion > 0 {
+		tr.MaxIdleConnsPerHost = maxIdlePerMinion
 	}
 	c.http = &http.Client{Transport: tr}
 	return c
