@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -244,14 +245,20 @@ func (s *Service) adoptOpen() {
 }
 
 func (s *Service) ping(w http.ResponseWriter, _ *http.Request) {
-	writeJSONReply(w, http.StatusOK, servicePing{PID: os.Getpid(), Version: buildinfo.Version(), Socket: s.sock})
+	s.sched.mu.Lock()
+	driving := len(s.sched.running)
+	s.sched.mu.Unlock()
+	writeJSONReply(w, http.StatusOK, servicePing{PID: os.Getpid(), Version: buildinfo.Version(), Socket: s.sock,
+		Goroutines: runtime.NumGoroutine(), Driving: driving})
 }
 
-// servicePing is the answer to a ping: who answers.
+// servicePing is the answer to a ping: who answers, and how busy it is.
 type servicePing struct {
-	PID     int    `json:"pid"`
-	Version string `json:"version"`
-	Socket  string `json:"socket"`
+	PID        int    `json:"pid"`
+	Version    string `json:"version"`
+	Socket     string `json:"socket"`
+	Goroutines int    `json:"goroutines"`
+	Driving    int    `json:"driving"` // async jobs it drives now
 }
 
 // forward passes one JSON-RPC call to a minion on the pool's connection

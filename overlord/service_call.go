@@ -38,10 +38,18 @@ const (
 type fanOutRequest struct {
 	JobID            string         `json:"job_id"`
 	Params           rpc.CallParams `json:"params"`
-	Minions          []string       `json:"minions"`
+	Minions          []fanOutMinion `json:"minions"`
 	Forks            int            `json:"forks"`
 	WaitUntil        time.Time      `json:"wait_until"`
 	ConnectTimeoutMS int64          `json:"connect_timeout_ms"`
+}
+
+// fanOutMinion is a minion to call, as the caller's registry has it
+// (read moments ago): the pool takes its address and pin from it.
+type fanOutMinion struct {
+	Name        string `json:"name"`
+	Addr        string `json:"addr"`
+	Fingerprint string `json:"fingerprint"`
 }
 
 // fanOutLine is one line of the answer: a minion's entry, or the end with
@@ -64,7 +72,7 @@ func (c *ServiceConn) fanOut(ctx context.Context, jobID string, minions []jobs.M
 	req := fanOutRequest{JobID: jobID, Params: h.params, Forks: forks, WaitUntil: h.waitUntil, ConnectTimeoutMS: h.connect.Milliseconds()}
 	for _, m := range minions {
 		byName[m.Name] = m
-		req.Minions = append(req.Minions, m.Name)
+		req.Minions = append(req.Minions, fanOutMinion{Name: m.Name, Addr: m.Addr, Fingerprint: m.Fingerprint})
 	}
 	reported := make(map[string]bool, len(minions))
 	defer func() {
@@ -149,11 +157,14 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 	h := &handover{waitUntil: req.WaitUntil, params: req.Params}
 	step := callStep(h)
 	client := s.pool.client.Shared()
+	// The caller read the registry moments ago: a minion added again
+	// since the pool last read it is called at its new address, pinned
+	// by its new certificate.
 	minions := make([]jobs.Minion, len(req.Minions))
-	for i, n := range req.Minions {
-		minions[i] = jobs.Minion{Name: n}
-		s.pool.lookup(n) // a name the pool does not know yet makes it read the registry
+	for i, m := range req.Minions {
+		minions[i] = jobs.Minion{Name: m.Name, Addr: m.Addr, Fingerprint: m.Fingerprint}
 	}
+	s.pool.learn(minions, false)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	out := &flushWriter{w: w, rc: http.NewResponseController(w), done: make(chan struct{})}
 	defer out.stop()
