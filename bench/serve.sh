@@ -10,8 +10,13 @@
 # memory and connections. Every process it started is stopped and every file
 # removed on exit. Needs hyperfine and jq.
 #
-# Environment: BIN, RUNS, FORKS (--forks of the timed calls), KEEP=1 to keep
-# the temporary directory.
+# With ASYNC=J it then submits J async jobs (`command.run 'sleep 1'`) to ten
+# of the minions, 8 `call --async` at a time, and reports what they cost the
+# service while they run (goroutines, threads, TCP connections), the driver
+# processes (none are expected) and how long until all J are FINISHED.
+#
+# Environment: BIN, RUNS, FORKS (--forks of the timed calls), ASYNC, KEEP=1
+# to keep the temporary directory.
 set -euo pipefail
 
 usage() { echo "usage: $0 N [RUNS]   (N minions; env BIN, FORKS, KEEP)" >&2; exit 2; }
@@ -87,3 +92,33 @@ jq -r '.results as $r |
 rss=$(awk '/^VmRSS:/ {printf "%.0f MiB", $2 / 1024}' "/proc/$spid/status")
 conns=$(ss -Htnp 2>/dev/null | grep -c "pid=$spid," || true)
 echo "the service: RSS $rss, $conns TCP connections open (one per minion called)"
+
+[[ -n ${ASYNC:-} ]] || exit 0
+[[ $ASYNC =~ ^[1-9][0-9]*$ ]] || usage
+sock=$OVERLORD_STATE_DIR/overlord.sock
+busy() {
+	local ping
+	ping=$(curl -s --unix-socket "$sock" http://overlord/local/ping)
+	printf 'goroutines %s, jobs driven %s, threads %s, TCP connections %s, driver processes %s\n' \
+		"$(jq .goroutines <<<"$ping")" "$(jq .driving <<<"$ping")" \
+		"$(awk '/^Threads:/ {print $2}' "/proc/$spid/status")" \
+		"$(ss -Htnp 2>/dev/null | grep -c "pid=$spid," || true)" \
+		"$(pgrep -fc -- "--state-dir $OVERLORD_STATE_DIR .*job drive" || true)"
+}
+echo "idle: $(busy)"
+t0=$(date +%s%N)
+seq "$ASYNC" | xargs -P 8 -I{} "$bin/overlord" call 'm000[0-9]' command.run 'sleep 1' --async >/dev/null
+t1=$(date +%s%N)
+echo "$ASYNC async jobs on 10 minions submitted in $(((t1 - t0) / 1000000)) ms"
+echo "while they run: $(busy)"
+for ((try = 0; ; try++)); do
+	open=$("$bin/overlord" job list --limit 0 -o json | jq '[.[] | select(.state != "FINISHED")] | length')
+	((open == 0)) && break
+	((try % 10 == 0)) && echo "  $open open: $(busy)"
+	((try < 1200)) || { log "jobs still open after 2 minutes"; exit 1; }
+	sleep 0.1
+done
+t2=$(date +%s%N)
+failed=$("$bin/overlord" job list --limit 0 -o json | jq '[.[] | select(.summary.failed > 0)] | length')
+echo "all $ASYNC FINISHED $(((t2 - t0) / 1000000)) ms after the first submit; jobs with a failed minion: $failed"
+echo "after: $(busy)"

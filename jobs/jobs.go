@@ -190,6 +190,7 @@ func (s *Store) CreateJob(rec *Record, minions []string) error {
 func (s *Store) Write(id string, results map[string]status.Result, mutate func(*Record) error) (Record, error) {
 	var rec Record
 	err := s.update(func(tx *bolt.Tx) error {
+		rec = Record{} // fn may run twice (see update)
 		jb := tx.Bucket(bucketJobs).Bucket([]byte(id))
 		if jb == nil {
 			return fmt.Errorf("job %s: %w", id, ErrNotFound)
@@ -406,6 +407,7 @@ func header(jobs *bolt.Bucket, key []byte) (Record, error) {
 func (s *Store) Purge(cutoff time.Time, keep int) ([]string, error) {
 	var gone []string
 	err := s.update(func(tx *bolt.Tx) error {
+		gone = nil // fn may run twice (see update)
 		jobs := tx.Bucket(bucketJobs)
 		c := jobs.Cursor()
 		seen := 0

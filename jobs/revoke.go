@@ -28,6 +28,7 @@ func (s *Store) Revoke(serials []string, now time.Time, makeCRL CRLMaker) ([]Cer
 		number  int64
 	)
 	err := s.update(func(tx *bolt.Tx) error {
+		revoked, number = nil, 0 // fn may run twice (see update)
 		certsB, err := tx.CreateBucketIfNotExists(bucketCerts)
 		if err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,10 @@ type Store struct {
 	// abandoned counts the waits for the queue given up but still
 	// blocked in the kernel (see lock.go).
 	abandoned atomic.Int32
+	// waiting is the group of this process's writes waiting for the
+	// store's lock: a write made meanwhile joins it (see update).
+	wmu     sync.Mutex
+	waiting *writeGroup
 	// OnPurge, if set, is told the IDs of jobs the automatic retention
 	// deleted, so that files kept beside the store can go too.
 	OnPurge func(ids []string)
@@ -181,25 +186,106 @@ func (s *Store) viewOnce(fn func(tx *bolt.Tx) error) error {
 }
 
 // update runs fn in a write transaction on a freshly opened file.
+//
+// The writes of one process are committed in groups: a write made while
+// another of this process waits for the store's lock joins it, and the
+// group is one transaction once the lock is had (one open, one sync), as
+// bbolt's DB.Batch does within a process. The overlord service's drivers
+// write at once; each would otherwise queue for the lock on its own. If a
+// write of the group fails, the group's transaction is rolled back and
+// each write is made again alone, so each gets its own outcome: fn may run
+// twice, and must only act on the store.
 func (s *Store) update(fn func(tx *bolt.Tx) error) error {
-	return s.guard(func() error { return s.updateOnce(fn) })
+	s.wmu.Lock()
+	if g := s.waiting; g != nil {
+		w := groupedWrite{fn: fn, err: make(chan error, 1)}
+		g.writes = append(g.writes, w)
+		s.wmu.Unlock()
+		return <-w.err
+	}
+	w := groupedWrite{fn: fn, err: make(chan error, 1)}
+	g := &writeGroup{writes: []groupedWrite{w}}
+	s.waiting = g
+	s.wmu.Unlock()
+	s.commitGroup(g)
+	return <-w.err
 }
 
-func (s *Store) updateOnce(fn func(tx *bolt.Tx) error) error {
-	db, done, err := s.open(false)
-	if err != nil {
+// writeGroup is a group of writes made in one transaction.
+type writeGroup struct {
+	writes []groupedWrite
+}
+
+type groupedWrite struct {
+	fn  func(tx *bolt.Tx) error
+	err chan error // buffered: told once
+}
+
+// commitGroup opens the store for g, closes g to new writes, and tells
+// every write of g its outcome, whatever happens.
+func (s *Store) commitGroup(g *writeGroup) {
+	var writes []groupedWrite
+	closeGroup := func() {
+		s.wmu.Lock()
+		if s.waiting == g {
+			s.waiting = nil
+		}
+		writes = g.writes
+		s.wmu.Unlock()
+	}
+	told := 0
+	err := s.guard(func() error {
+		db, done, err := s.open(false)
+		closeGroup() // with the lock, or without it: later writes make a new group
+		if err != nil {
+			return err
+		}
+		defer done()
+		err = db.Update(func(tx *bolt.Tx) error {
+			if err := prepareWrite(tx); err != nil {
+				return err
+			}
+			for _, w := range writes {
+				if err := w.fn(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil || len(writes) == 1 {
+			for _, w := range writes {
+				w.err <- err
+				told++
+			}
+			return nil
+		}
+		// One of them failed: each alone, for its own outcome.
+		for _, w := range writes {
+			w.err <- db.Update(func(tx *bolt.Tx) error {
+				if err := prepareWrite(tx); err != nil {
+					return err
+				}
+				return w.fn(tx)
+			})
+			told++
+		}
+		return nil
+	})
+	if writes == nil {
+		closeGroup()
+	}
+	for _, w := range writes[told:] {
+		w.err <- err
+	}
+}
+
+// prepareWrite checks the schema and builds what a store made by an older
+// version lacks, at the start of every write transaction.
+func prepareWrite(tx *bolt.Tx) error {
+	if err := checkSchema(tx); err != nil {
 		return err
 	}
-	defer done()
-	return db.Update(func(tx *bolt.Tx) error {
-		if err := checkSchema(tx); err != nil {
-			return err
-		}
-		if err := indexOpenJobs(tx); err != nil {
-			return err
-		}
-		return fn(tx)
-	})
+	return indexOpenJobs(tx)
 }
 
 // indexOpenJobs builds the index of jobs not FINISHED in a store made

@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/jobs/jobstest"
 	"github.com/overlordhq/overlord/status"
 )
 
@@ -154,4 +157,33 @@ func BenchmarkListJobs(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkConcurrentWrites writes results into 32 jobs from 32
+// goroutines of one process at once, as the overlord service's drivers
+// do: the writes waiting for the store's lock are committed in groups
+// (Store.update), one transaction and one sync per group.
+func BenchmarkConcurrentWrites(b *testing.B) {
+	s := jobstest.New(b)
+	const writers = 32
+	ids := make([]string, writers)
+	for i := range ids {
+		rec := &jobs.Record{ID: fmt.Sprintf("01a00000-0000-7000-8000-%012d", i), Target: "*", Module: "test", Method: "ping"}
+		if err := s.CreateJob(rec, []string{"web1"}); err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = rec.ID
+	}
+	b.SetParallelism(writers / max(1, runtime.GOMAXPROCS(0)))
+	var next atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		id := ids[int(next.Add(1)-1)%writers]
+		r := map[string]status.Result{"web1": {State: status.Finished, OK: true}}
+		for pb.Next() {
+			if _, err := s.Write(id, r, nil); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -263,5 +264,45 @@ func write(t *testing.T, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Writes made at once by one process are committed in groups (they pile
+// up while another process holds the store), and a write that fails in a
+// group fails alone: the others are made.
+func TestGroupedWrites(t *testing.T) {
+	s := jobstest.New(t)
+	dup := &jobs.Record{ID: "01a00000-0000-7000-8000-000000000000", Target: "web1", Module: "test", Method: "ping"}
+	if err := s.CreateJob(dup, []string{"web1"}); err != nil {
+		t.Fatal(err)
+	}
+	release := jobstest.Hold(t, s.Path())
+	const n = 40
+	errs := make(chan error, n+1)
+	var ids []string
+	for i := range n {
+		rec := &jobs.Record{ID: fmt.Sprintf("01a00000-0000-7000-8000-%012d", i+1), Target: "web1", Module: "test", Method: "ping"}
+		ids = append(ids, rec.ID)
+		go func() { errs <- s.CreateJob(rec, []string{"web1"}) }()
+	}
+	again := *dup
+	go func() { errs <- s.CreateJob(&again, []string{"web1"}) }()
+	release()
+	failed := 0
+	for range n + 1 {
+		if err := <-errs; err != nil {
+			failed++
+			if !strings.Contains(err.Error(), dup.ID) {
+				t.Errorf("unexpected error: %v", err)
+			}
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d writes failed, want 1 (the job created twice)", failed)
+	}
+	for _, id := range ids {
+		if _, _, err := s.Job(id); err != nil {
+			t.Errorf("job %s: %v", id, err)
+		}
 	}
 }

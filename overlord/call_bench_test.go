@@ -131,9 +131,17 @@ func reportFleetMetrics(b *testing.B, minions int) {
 // hold, both ends counted (the minions share this process): heap and
 // goroutines per pooled connection, measured around the call that opens
 // them.
+//
+// A fleet in one process needs about miniontest.FilesPerMinion open files
+// per minion (both ends of each connection among them): 10,000 minions
+// need a limit of 50,000 ('ulimit -n'); a size the limit does not allow
+// is skipped, saying so.
 func BenchmarkServiceCall(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1000, 3000, 10000} {
 		b.Run(fmt.Sprintf("minions=%d", n), func(b *testing.B) {
+			if err := miniontest.CheckFileLimit(n); err != nil {
+				b.Skip(err)
+			}
 			f := miniontest.Start(b, miniontest.Config{Minions: n})
 			svc, err := f.Overlord.OpenService(context.Background(), overlord.ServiceConfig{})
 			if err != nil {
