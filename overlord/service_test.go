@@ -3,12 +3,14 @@ package overlord_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -287,5 +289,62 @@ func TestServiceReconciles(t *testing.T) {
 	}
 	if hdr, err := o.Store.Header(rec.ID); err != nil || hdr.Summary.OK != 1 {
 		t.Errorf("summary after reconciling: %+v %v", hdr.Summary, err)
+	}
+}
+
+// Ctrl-C of a call going through the service: the minion already running
+// it keeps it, the one the call never reached is recorded as unsent, and
+// the service drives the job on: the first adopted (run once), the second
+// submitted.
+func TestServiceCallInterrupted(t *testing.T) {
+	o := newOverlord(t)
+	startMinion(t, o, "web1")
+	startMinion(t, o, "web2")
+	openService(t, o)
+	c := viaService(t, o)
+	dir := t.TempDir()
+	runs, gate := filepath.Join(dir, "runs"), filepath.Join(dir, "gate")
+	cmd := fmt.Sprintf("echo run >> %s; while [ ! -e %s ]; do sleep 0.05; done; echo finished", runs, gate)
+	p, err := c.Prepare(overlord.CallSpec{Target: "web*", Module: "command", Method: "run", Words: []string{cmd}, Forks: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// Ctrl-C once web1 runs the command; web2 waits for a fork.
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Stat(runs); err == nil {
+				break
+			}
+		}
+		cancel()
+	}()
+	job, err := c.Call(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.State == status.Finished || job.Minions["web1"].State != status.Running || job.Minions["web2"].State != status.Running {
+		t.Fatalf("job %s, entries %+v: want RUNNING", job.State, job.Minions)
+	}
+	rec, err := o.Store.Header(job.JobID)
+	if err != nil || !slices.Equal(rec.Unsent, []string{"web2"}) {
+		t.Fatalf("unsent %q (%v), want [web2]", rec.Unsent, err)
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFinished(t, o, job.JobID)
+	_, entries, err := o.Store.Job(job.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := entries["web1"]; !e.OK || !strings.Contains(string(e.Result), "finished") {
+		t.Errorf("web1: %+v %s", e, e.Result)
+	}
+	if e := entries["web2"]; e.MinionJobID == "" {
+		t.Errorf("web2 never submitted: %+v", e)
+	}
+	if got, _ := os.ReadFile(runs); string(got) != "run\n" && string(got) != "run\nrun\n" {
+		t.Errorf("runs %q", got)
 	}
 }
