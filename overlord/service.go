@@ -55,6 +55,18 @@ const (
 // SocketPath returns the service's socket in state directory dir.
 func SocketPath(dir string) string { return filepath.Join(dir, SocketFile) }
 
+// maxSocketPath is the longest path a unix socket may have on Linux
+// (sun_path, 108 bytes with its NUL).
+const maxSocketPath = 107
+
+// checkSocketPath says so if the socket's path is too long to be one.
+func checkSocketPath(sock string) error {
+	if len(sock) > maxSocketPath {
+		return fmt.Errorf("the service's socket %s would be %d bytes long, more than a unix socket's %d: use a state directory with a shorter path (--state-dir)", sock, len(sock), maxSocketPath)
+	}
+	return nil
+}
+
 // ServiceConfig configures the service.
 type ServiceConfig struct {
 	// ScanInterval is how often open jobs without a driver are adopted
@@ -99,6 +111,9 @@ func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service
 	}
 	if cfg.ReconcileWindow <= 0 {
 		cfg.ReconcileWindow = DefaultReconcileWindow
+	}
+	if err := checkSocketPath(SocketPath(o.Dir)); err != nil {
+		return nil, err
 	}
 	st, err := os.Stat(o.Dir)
 	if err != nil {
@@ -484,6 +499,9 @@ func (o *Overlord) UseService(ctx context.Context) (string, bool) {
 	sock := SocketPath(o.Dir)
 	if o.IdentityFile != "" {
 		return "direct: --identity names another identity than the service's", false
+	}
+	if err := checkSocketPath(sock); err != nil {
+		return "direct: " + err.Error(), false
 	}
 	if _, err := os.Stat(sock); err != nil {
 		return fmt.Sprintf("direct: no service (no socket at %s)", sock), false

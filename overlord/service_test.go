@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
@@ -346,5 +347,22 @@ func TestServiceCallInterrupted(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(runs); string(got) != "run\n" && string(got) != "run\nrun\n" {
 		t.Errorf("runs %q", got)
+	}
+}
+
+// A state directory whose socket path would be too long for a unix socket
+// is refused with a message that says what to do, and commands work
+// directly.
+func TestServiceSocketPathTooLong(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 100))
+	o := overlord.New(dir, "", 0, nil)
+	if _, err := o.InitCA("op", certs.ECDSA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.OpenService(context.Background(), overlord.ServiceConfig{}); err == nil || !strings.Contains(err.Error(), "shorter path") {
+		t.Fatalf("OpenService: %v, want the path too long", err)
+	}
+	if how, ok := o.UseService(context.Background()); ok || !strings.Contains(how, "shorter path") {
+		t.Fatalf("UseService: %q %v", how, ok)
 	}
 }
