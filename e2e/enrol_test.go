@@ -73,7 +73,7 @@ func TestEnrolServeSignals(t *testing.T) {
 			if err := waitPort(addr, false, time.Second, nil); err != nil {
 				t.Error(err)
 			}
-			if log := p.logTail(5); !strings.Contains(log, "enrolment endpoint shutting down") {
+			if log := p.logTail(5); !strings.Contains(log, "overlord serve shutting down") {
 				t.Errorf("no shutdown in the log:\n%s", log)
 			}
 		})

@@ -101,7 +101,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				case <-sctx.Done():
 				}
 			}()
-			logger.Info("service shutting down", "grace", grace)
+			logger.Info("overlord serve shutting down: the service and the enrolment endpoint", "grace", grace)
 			return errors.Join(ep.Close(sctx), svc.Close(sctx))
 		},
 	}
