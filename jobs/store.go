@@ -58,9 +58,6 @@ type Store struct {
 	// abandoned counts the waits for the queue given up but still
 	// blocked in the kernel (see lock.go).
 	abandoned atomic.Int32
-	// OnPurge, if set, is told the IDs of jobs the automatic retention
-	// deleted, so that files kept beside the store can go too.
-	OnPurge func(ids []string)
 }
 
 // New returns a Store for the file at path. lockTimeout bounds each wait

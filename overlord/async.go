@@ -1,7 +1,6 @@
 package overlord
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -59,7 +58,7 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration, opts ...SubmitOpti
 	for _, opt := range opts {
 		opt(rec)
 	}
-	if err := o.Store.CreateJob(rec, p.Names()); err != nil {
+	if err := o.Jobs.Create(rec, p.Names()); err != nil {
 		return jobs.Record{}, err
 	}
 	if _, err := o.StartDriver(*rec); err != nil {
@@ -67,15 +66,6 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration, opts ...SubmitOpti
 	}
 	return *rec, nil
 }
-
-func (o *Overlord) driverDir() string { return filepath.Join(o.Dir, "drivers") }
-
-// driverLock is the file a job's driver holds an exclusive lock on for
-// as long as it lives: the lock, not a pid, says whether it is alive.
-func (o *Overlord) driverLock(id string) string { return filepath.Join(o.driverDir(), id+".lock") }
-
-// DriverLog is where a job's driver logs.
-func (o *Overlord) DriverLog(id string) string { return filepath.Join(o.driverDir(), id+".log") }
 
 // identityPath returns the absolute path of the identity bundle in use,
 // or "" for the state directory's own identity.
@@ -87,7 +77,7 @@ func (o *Overlord) identityPath() (string, error) {
 }
 
 // StartDriver starts a detached driver for job rec: the overlord binary
-// re-executed in a session of its own, logging to DriverLog(id), with the
+// re-executed in a session of its own, logging to Jobs.LogPath(id), with the
 // identity the job was submitted with (minions key their jobs by caller,
 // so another identity could not find them). It takes the job's driver
 // lock first and hands it to the driver, so there is never a moment when a
@@ -110,7 +100,7 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 		}
 		o.Logger.Warn("the service did not take the job; starting a driver process", "job", id, "err", err)
 	}
-	lock, ok, err := o.lockDriver(id)
+	lock, ok, err := o.Jobs.Lock(id)
 	if err != nil || !ok {
 		return false, err
 	}
@@ -128,7 +118,7 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 		args = append(args, "--identity", rec.Identity)
 	}
 	args = append(args, "job", "drive", "--lock-fd", "3", id)
-	log, err := os.OpenFile(o.DriverLog(id), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	log, err := os.OpenFile(o.Jobs.LogPath(id), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return false, err
 	}
@@ -145,20 +135,6 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 	return true, cmd.Process.Release()
 }
 
-// DriverAlive reports whether some process is driving job id.
-func (o *Overlord) DriverAlive(id string) bool {
-	f, err := os.Open(o.driverLock(id))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return errors.Is(err, syscall.EWOULDBLOCK)
-	}
-	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
-}
-
 // EnsureDriver looks after a job that is not FINISHED and that no process
 // holds, and reports whether it started a driver. An async job, or a
 // synchronous one carried on past its wait, gets a new driver. So does a
@@ -168,77 +144,12 @@ func (o *Overlord) DriverAlive(id string) bool {
 // synchronous job without that record is settled: the minions that had
 // not answered are FINISHED with kind lost.
 func (o *Overlord) EnsureDriver(rec jobs.Record) (bool, error) {
-	if rec.State == status.Finished || o.DriverAlive(rec.ID) {
+	if rec.State == status.Finished || o.Jobs.Alive(rec.ID) {
 		return false, nil
 	}
 	if !rec.Async && rec.Deadline == nil {
-		return false, o.settleOrphan(rec.ID)
+		return false, o.Jobs.SettleOrphan(rec.ID)
 	}
 	o.Logger.Info("job has no driver; starting one", "job", rec.ID)
 	return o.StartDriver(rec)
-}
-
-// settleOrphan finishes a synchronous job whose call ended before every
-// minion answered.
-func (o *Overlord) settleOrphan(id string) error {
-	lock, ok, err := o.lockDriver(id)
-	if err != nil || !ok {
-		return err
-	}
-	defer func() {
-		lock.Close()
-		o.removeDriverFiles(id)
-	}()
-	rec, entries, err := o.Store.Job(id)
-	if err != nil || rec.State == status.Finished {
-		return err
-	}
-	lost := map[string]status.Result{}
-	for n, e := range entries {
-		if e.State != status.Finished {
-			lost[n] = finished(status.KindLost, "the overlord call running this job ended before this minion's answer was recorded")
-		}
-	}
-	rc := newRecorder(o.Store, rec)
-	defer rc.close()
-	for n, r := range lost {
-		rc.add(n, r)
-	}
-	return rc.finish()
-}
-
-// lockDriver takes job id's driver lock, or returns ok=false if another
-// driver holds it. Closing the file releases the lock.
-func (o *Overlord) lockDriver(id string) (lock *os.File, ok bool, err error) {
-	if err := os.MkdirAll(o.driverDir(), 0o700); err != nil {
-		return nil, false, err
-	}
-	f, err := os.OpenFile(o.driverLock(id), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	return f, true, nil
-}
-
-// removeDriverFiles deletes a purged job's lock and log.
-func (o *Overlord) removeDriverFiles(id string) {
-	os.Remove(o.driverLock(id))
-	os.Remove(o.DriverLog(id))
-}
-
-// Purge deletes FINISHED jobs created before cutoff, except the keep
-// newest, with their driver files.
-func (o *Overlord) Purge(cutoff time.Time, keep int) ([]string, error) {
-	gone, err := o.Store.Purge(cutoff, keep)
-	for _, id := range gone {
-		o.removeDriverFiles(id)
-	}
-	return gone, err
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/status"
 )
@@ -254,19 +255,19 @@ func plural(n int) string {
 // returns their minions, for the driver to submit them. So it does if
 // the call stops waiting (stopAt, if not zero: a synchronous call's
 // --timeout) during the pause before a batch (--batch-wait).
-func (o *Overlord) runBatches(ctx context.Context, p *Prepared, rc *recorder, entries map[string]status.Result,
+func (o *Overlord) runBatches(ctx context.Context, p *Prepared, rc *job.Recorder, entries map[string]status.Result,
 	runBatch func([]jobs.Minion), got func(jobs.Minion, status.Result), stopAt time.Time) (later []string) {
 	byName := make(map[string]jobs.Minion, len(p.Minions))
 	for _, m := range p.Minions {
 		byName[m.Name] = m
 	}
-	plan := *rc.header().Batch
+	plan := *rc.Header().Batch
 	for {
 		now := time.Now()
 		step := planBatch(plan, entries, now)
 		if step.note(&plan, now) {
 			b := plan
-			if err := rc.flush(func(r *jobs.Record) error { r.Batch = &b; return nil }); err != nil {
+			if err := rc.Flush(func(r *jobs.Record) error { r.Batch = &b; return nil }); err != nil {
 				o.Logger.Debug("could not record the batch's end; will retry with the next results", "job", p.JobID, "err", err)
 			}
 		}
@@ -315,10 +316,10 @@ func (o *Overlord) runBatches(ctx context.Context, p *Prepared, rc *recorder, en
 				batch = append(batch, m)
 			}
 		}
-		if unsent := rc.header().Unsent; slices.ContainsFunc(unsent, func(n string) bool { return start[n] }) {
+		if unsent := rc.Header().Unsent; slices.ContainsFunc(unsent, func(n string) bool { return start[n] }) {
 			// Recorded before anything is sent: from now on a driver
 			// adopts these minions' calls, never submits them.
-			err := rc.flush(func(r *jobs.Record) error {
+			err := rc.Flush(func(r *jobs.Record) error {
 				r.Unsent = slices.DeleteFunc(slices.Clone(r.Unsent), func(n string) bool { return start[n] })
 				return nil
 			})

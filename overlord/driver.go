@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
@@ -95,7 +96,7 @@ type driver struct {
 	o       *Overlord
 	client  *rpc.Client
 	hub     *statusHub // in the service: the status polls all its drivers share
-	rc      *recorder
+	rc      *job.Recorder
 	entries map[string]status.Result
 	names   []string // every minion of the job, sorted
 	forks   int
@@ -117,7 +118,7 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	if lock == nil {
 		var ok bool
 		var err error
-		if lock, ok, err = o.lockDriver(id); err != nil {
+		if lock, ok, err = o.Jobs.Lock(id); err != nil {
 			return err
 		} else if !ok {
 			o.Logger.Info("another driver holds the job", "job", id)
@@ -151,11 +152,11 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 		return fmt.Errorf("job %s: the driver cannot reach minions: %w", id, err)
 	}
 	defer client.Close()
-	d := &driver{o: o, client: client, rc: newRecorder(o.Store, rec), entries: entries, forks: rec.Forks}
+	d := &driver{o: o, client: client, rc: job.NewRecorder(o.Store, rec), entries: entries, forks: rec.Forks}
 	if as.pool != nil && as.IdentityFile == as.pool.identity {
 		d.hub = as.pool.hub
 	}
-	defer d.rc.close()
+	defer d.rc.Close()
 	for n := range entries {
 		d.names = append(d.names, n)
 	}
@@ -171,13 +172,13 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	if err != nil {
 		return err
 	}
-	if err := o.whileBusy(ctx, id, "record the job's end", d.rc.finish); err != nil {
+	if err := o.whileBusy(ctx, id, "record the job's end", d.rc.Finish); err != nil {
 		if ctx.Err() != nil {
 			return d.stopping(ctx)
 		}
 		return err
 	}
-	o.Logger.Info("job finished", "job", id, "ok", d.rc.header().Summary.OK, "failed", d.rc.header().Summary.Failed)
+	o.Logger.Info("job finished", "job", id, "ok", d.rc.Header().Summary.OK, "failed", d.rc.Header().Summary.Failed)
 	return nil
 }
 
@@ -186,7 +187,7 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 func (d *driver) driveAll(ctx context.Context) error {
 	d.submitAll(ctx, d.open(false))
 	return d.recordAndPoll(ctx, func() error {
-		return d.rc.flush(func(r *jobs.Record) error {
+		return d.rc.Flush(func(r *jobs.Record) error {
 			if r.State == status.Running {
 				r.State = status.Partial
 			}
@@ -203,7 +204,7 @@ func (d *driver) recordAndPoll(ctx context.Context, record func() error) error {
 	if ctx.Err() != nil {
 		return d.stopping(ctx)
 	}
-	if err := d.o.whileBusy(ctx, d.rc.header().ID, "record the submits", record); err != nil {
+	if err := d.o.whileBusy(ctx, d.rc.Header().ID, "record the submits", record); err != nil {
 		if ctx.Err() != nil {
 			return d.stopping(ctx)
 		}
@@ -223,7 +224,7 @@ func (d *driver) recordAndPoll(ctx context.Context, record func() error) error {
 // entry not submitted yet. The job stays RUNNING until its last batch is
 // submitted, then PARTIAL.
 func (d *driver) driveBatches(ctx context.Context) error {
-	id := d.rc.header().ID
+	id := d.rc.Header().ID
 	for {
 		now := time.Now()
 		step := planBatch(*d.batch, d.entries, now)
@@ -267,7 +268,7 @@ func (d *driver) driveBatches(ctx context.Context) error {
 // PARTIAL.
 func (d *driver) flushBatch(submitted bool) error {
 	plan := *d.batch
-	return d.rc.flush(func(r *jobs.Record) error {
+	return d.rc.Flush(func(r *jobs.Record) error {
 		r.Batch = &plan
 		if submitted && r.State == status.Running {
 			r.State = status.Partial
@@ -302,8 +303,8 @@ func (d *driver) pause(ctx context.Context, wait time.Duration) {
 // signal, a shutdown) and leaves the job open: the next driver carries it
 // on with the same minion jobs.
 func (d *driver) stopping(ctx context.Context) error {
-	err := d.rc.flush(nil)
-	d.o.Logger.Info("driver stopping; the job stays open for the next driver", "job", d.rc.header().ID)
+	err := d.rc.Flush(nil)
+	d.o.Logger.Info("driver stopping; the job stays open for the next driver", "job", d.rc.Header().ID)
 	return errors.Join(ctx.Err(), err)
 }
 
@@ -321,7 +322,7 @@ func (d *driver) set(name string, r status.Result) {
 		r.Batch = old.Batch // an entry keeps its batch
 	}
 	d.entries[name] = r
-	d.rc.add(name, r)
+	d.rc.Add(name, r)
 }
 
 // open returns the minions whose entries are not FINISHED.
@@ -383,10 +384,10 @@ func (d *driver) undelivered(name string) status.Result {
 }
 
 func (d *driver) deadline() time.Time {
-	if d.rc.header().Deadline == nil {
+	if d.rc.Header().Deadline == nil {
 		return time.Now().Add(DefaultAsyncTimeout)
 	}
-	return *d.rc.header().Deadline
+	return *d.rc.Header().Deadline
 }
 
 func finished(kind status.Kind, format string, args ...any) status.Result {
@@ -401,7 +402,7 @@ func finished(kind status.Kind, format string, args ...any) status.Result {
 // poll probes it from then on. A minion queued before (by an earlier
 // driver) gets one try here before it is queued again.
 func (d *driver) submitAll(ctx context.Context, pending []string) {
-	rec := d.rc.header()
+	rec := d.rc.Header()
 	backoff := submitBackoff
 	failed := map[string]int{}      // network failures, per minion; busy answers do not count
 	first := map[string]time.Time{} // when each minion's first try failed
@@ -558,7 +559,7 @@ func (d *driver) cancelRequested() bool {
 	defer d.cancelMu.Unlock()
 	if !d.cancelled && time.Since(d.cancelAt) >= cancelCheckEvery {
 		d.cancelAt = time.Now()
-		if hdr, err := d.o.Store.Header(d.rc.header().ID); err == nil {
+		if hdr, err := d.o.Store.Header(d.rc.Header().ID); err == nil {
 			d.cancelled = hdr.CancelRequested
 		}
 	}
@@ -577,7 +578,7 @@ func (d *driver) poll(ctx context.Context) {
 	interval := pollFirst
 	lastContact := map[string]time.Time{}
 	probe := probes{}
-	rec := d.rc.header()
+	rec := d.rc.Header()
 	var cancelSentAt time.Time
 	lastLook := false
 	for {
@@ -661,8 +662,8 @@ func (d *driver) poll(ctx context.Context) {
 				d.set(n, d.ended(n, finished(status.KindCancelled, "job cancelled; the minion did not confirm")))
 			}
 		}
-		if err := d.rc.flush(nil); err != nil {
-			d.o.Logger.Warn("could not record results; will retry", "job", d.rc.header().ID, "err", err)
+		if err := d.rc.Flush(nil); err != nil {
+			d.o.Logger.Warn("could not record results; will retry", "job", d.rc.Header().ID, "err", err)
 		}
 		if lastLook {
 			continue
@@ -707,7 +708,7 @@ func (d *driver) probed(name string, out submitOutcome, p probes, now time.Time)
 		return false
 	default:
 		if out.r.State != "" {
-			d.o.Logger.Info("queued minion is back", "job", d.rc.header().ID, "minion", name, "queued_since", d.entries[name].QueuedSince)
+			d.o.Logger.Info("queued minion is back", "job", d.rc.Header().ID, "minion", name, "queued_since", d.entries[name].QueuedSince)
 		}
 		d.set(name, out.r)
 	}

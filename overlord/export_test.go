@@ -3,7 +3,6 @@ package overlord
 import (
 	"log/slog"
 	"net"
-	"os"
 	"testing"
 	"time"
 )
@@ -28,7 +27,3 @@ func SetDriverTimings(t testing.TB, submit, probe, unreachable time.Duration) {
 		submitBackoff, maxSubmitBackoff, queueProbeFirst, queueProbeMax, unreachableAfter = old[0], old[1], old[2], old[3], old[4]
 	})
 }
-
-// LockDriver takes job id's driver lock, as a driver does; closing the
-// file lets it go.
-func (o *Overlord) LockDriver(id string) (*os.File, bool, error) { return o.lockDriver(id) }

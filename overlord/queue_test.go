@@ -78,7 +78,7 @@ func (m *flakyMinion) stop() {
 // job go; the channel gets Drive's error. The test's end stops it.
 func driveAsync(t *testing.T, o *overlord.Overlord, id string) <-chan error {
 	t.Helper()
-	for deadline := time.Now().Add(time.Minute); o.DriverAlive(id); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); o.Jobs.Alive(id); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the job's driver lock is still held")
 		}
@@ -368,7 +368,7 @@ func TestReconcileSkipsADrivenJob(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	lock, ok, err := o.LockDriver(rec.ID)
+	lock, ok, err := o.Jobs.Lock(rec.ID)
 	if err != nil || !ok {
 		t.Fatalf("lock: %v %v", ok, err)
 	}

@@ -50,7 +50,7 @@ func (o *Overlord) Reconcile(ctx context.Context, id string) (jobs.Record, int, 
 	if len(lateEntries(entries)) == 0 {
 		return rec, 0, nil
 	}
-	lock, ok, err := o.lockDriver(rec.ID)
+	lock, ok, err := o.Jobs.Lock(rec.ID)
 	if err != nil {
 		return rec, 0, err
 	}

@@ -141,7 +141,7 @@ func TestServiceAdoptsOpenJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Minute); o.DriverAlive(rec.ID); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); o.Jobs.Alive(rec.ID); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the do-nothing driver still holds the job")
 		}
