@@ -17,6 +17,11 @@
 //
 // A Recorder writes a job's per-minion results in batches.
 //
+// A Driver carries an async job (or a synchronous call carried on past
+// its wait) to FINISHED under the job's driver lock: the detached
+// driver process (overlord job drive) and the service's scheduler each
+// run one, reaching minions through the Link their owner gives it.
+//
 // # Files
 //
 //	drivers/JOB.lock  flock(2)ed by the job's driver (or its synchronous call)

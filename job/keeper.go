@@ -132,7 +132,7 @@ func (k *Keeper) SettleOrphan(id string) error {
 	lost := map[string]status.Result{}
 	for n, e := range entries {
 		if e.State != status.Finished {
-			lost[n] = status.Result{State: status.Finished, Error: status.Errorf(status.KindLost, "the overlord call running this job ended before this minion's answer was recorded")}
+			lost[n] = Finished(status.KindLost, "the overlord call running this job ended before this minion's answer was recorded")
 		}
 	}
 	rc := NewRecorder(k.Store, rec)

@@ -1,6 +1,7 @@
 package overlord
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,12 +10,13 @@ import (
 	"time"
 
 	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/status"
 )
 
 // DefaultAsyncTimeout is an async job's deadline when none is given.
-const DefaultAsyncTimeout = time.Hour
+const DefaultAsyncTimeout = job.DefaultAsyncTimeout
 
 // SubmitOption changes how Submit records an async job.
 type SubmitOption func(*jobs.Record)
@@ -65,6 +67,31 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration, opts ...SubmitOpti
 		return *rec, fmt.Errorf("job %s is recorded but its driver did not start (run 'overlord job status %s' to retry): %w", rec.ID, rec.ID, err)
 	}
 	return *rec, nil
+}
+
+// Drive runs job id's driver in this process (job.Driver.Drive): as the
+// identity that submitted the job, in the service on its pool and its
+// shared status polls. lock, if not nil, is the job's driver lock, already
+// held (handed over by StartDriver).
+func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
+	dr := &job.Driver{Keeper: o.Jobs, Logger: o.Logger, Timings: o.driverTimings, Connect: o.connectDriver}
+	return dr.Drive(ctx, id, lock)
+}
+
+// connectDriver is how a driver reaches job rec's minions: a client as
+// the identity that submitted it; in the service, the pool's, with its
+// status hub.
+func (o *Overlord) connectDriver(rec jobs.Record, minions []jobs.Minion) (job.Link, error) {
+	as := o.as(rec.Identity)
+	client, err := as.Client(minions, rec.Forks, DefaultConnectTimeout)
+	if err != nil {
+		return job.Link{}, err
+	}
+	link := job.Link{Client: client, Close: client.Close}
+	if as.pool != nil && as.IdentityFile == as.pool.identity && as.pool.hub != nil {
+		link.Poller = as.pool.hub
+	}
+	return link, nil
 }
 
 // identityPath returns the absolute path of the identity bundle in use,

@@ -61,6 +61,9 @@ type Overlord struct {
 	service *ServiceConn
 	pool    *pool
 	sched   *scheduler
+	// driverTimings are the in-process drivers' waits (zero: the
+	// defaults); only tests change them.
+	driverTimings job.Timings
 }
 
 // as returns o working as identity (a bundle's path; "" for the state
