@@ -48,7 +48,7 @@ const (
 )
 
 // Timings are the driver's waits that tests shorten; a zero field means
-// its default (DefaultTimings). The product never changes them.
+// its default. The product never changes them.
 type Timings struct {
 	// SubmitBackoff is the first delay before a submit that failed on
 	// the network is tried again, doubled up to MaxSubmitBackoff.
@@ -66,14 +66,16 @@ type Timings struct {
 	QueueProbeMax   time.Duration
 }
 
-// DefaultTimings are the driver's waits.
-var DefaultTimings = Timings{
-	SubmitBackoff: 500 * time.Millisecond, MaxSubmitBackoff: 8 * time.Second,
-	UnreachableAfter: 60 * time.Second,
-	QueueProbeFirst:  time.Second, QueueProbeMax: 30 * time.Second,
+// defaultTimings returns the driver's waits.
+func defaultTimings() Timings {
+	return Timings{
+		SubmitBackoff: 500 * time.Millisecond, MaxSubmitBackoff: 8 * time.Second,
+		UnreachableAfter: 60 * time.Second,
+		QueueProbeFirst:  time.Second, QueueProbeMax: 30 * time.Second,
+	}
 }
 
-// orDefault fills t's zero fields from DefaultTimings.
+// orDefault fills t's zero fields from defaultTimings.
 func (t Timings) orDefault() Timings {
 	pick := func(v, d time.Duration) time.Duration {
 		if v > 0 {
@@ -81,7 +83,7 @@ func (t Timings) orDefault() Timings {
 		}
 		return d
 	}
-	d := DefaultTimings
+	d := defaultTimings()
 	return Timings{
 		SubmitBackoff: pick(t.SubmitBackoff, d.SubmitBackoff), MaxSubmitBackoff: pick(t.MaxSubmitBackoff, d.MaxSubmitBackoff),
 		UnreachableAfter: pick(t.UnreachableAfter, d.UnreachableAfter),
