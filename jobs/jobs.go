@@ -122,10 +122,32 @@ func (r Record) Status(entries map[string]status.Result) status.Job {
 // (rec.Batch set), each entry gets its batch number, rec.Batch.Size
 // minions a batch in the order minions are given.
 func (s *Store) CreateJob(rec *Record, minions []string) error {
+	_, err := s.createJob(rec, minions, nil)
+	return err
+}
+
+// AutoPurge is a rule for deleting old jobs as new ones are created
+// (CreateJobPurging): FINISHED jobs created more than MaxAge before the
+// new one, at most once per Every and at most Max jobs at a time, oldest
+// first. The store keeps when it last applied one; what the rule is, is
+// the caller's.
+type AutoPurge struct {
+	MaxAge time.Duration
+	Every  time.Duration
+	Max    int
+}
+
+// CreateJobPurging is CreateJob that also applies rule in the same
+// transaction, and returns the IDs of the jobs it deleted.
+func (s *Store) CreateJobPurging(rec *Record, minions []string, rule AutoPurge) ([]string, error) {
+	return s.createJob(rec, minions, &rule)
+}
+
+func (s *Store) createJob(rec *Record, minions []string, rule *AutoPurge) ([]string, error) {
 	if rec.ID == "" {
 		id, err := NewID()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rec.ID = id
 	}
@@ -174,13 +196,16 @@ func (s *Store) CreateJob(rec *Record, minions []string) error {
 		if err := markOpen(tx, rec.ID, rec.State); err != nil {
 			return err
 		}
-		purged, err = autoPurge(tx, rec.CreatedAt)
+		if rule == nil {
+			return nil
+		}
+		purged, err = autoPurge(tx, rec.CreatedAt, *rule)
 		return err
 	})
-	if err == nil && len(purged) > 0 && s.OnPurge != nil {
-		s.OnPurge(purged)
+	if err != nil {
+		return nil, err
 	}
-	return err
+	return purged, nil
 }
 
 // Write stores results (minion name -> entry) into job id, keeping the
@@ -347,31 +372,23 @@ func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
 	return out, err
 }
 
-// Retention applied on its own: finished jobs older than DefaultRetention
-// are purged as new jobs are created, at most once per autoPurgeEvery and
-// at most autoPurgeMax jobs at a time, oldest first, so the store cannot
-// grow without bound and no single call pays for a large clean-up.
-const (
-	DefaultRetention = 30 * 24 * time.Hour
-	autoPurgeEvery   = time.Hour
-	autoPurgeMax     = 1000
-)
-
 var keyLastPurge = []byte("last_purge")
 
-func autoPurge(tx *bolt.Tx, now time.Time) ([]string, error) {
+// autoPurge applies rule as of now, unless it was applied less than
+// rule.Every before.
+func autoPurge(tx *bolt.Tx, now time.Time, rule AutoPurge) ([]string, error) {
 	meta := tx.Bucket(bucketMeta)
-	if last, err := time.Parse(time.RFC3339, string(meta.Get(keyLastPurge))); err == nil && now.Sub(last) < autoPurgeEvery {
+	if last, err := time.Parse(time.RFC3339, string(meta.Get(keyLastPurge))); err == nil && now.Sub(last) < rule.Every {
 		return nil, nil
 	}
 	if err := meta.Put(keyLastPurge, []byte(now.UTC().Format(time.RFC3339))); err != nil {
 		return nil, err
 	}
-	cutoff := now.Add(-DefaultRetention)
+	cutoff := now.Add(-rule.MaxAge)
 	jobs := tx.Bucket(bucketJobs)
 	var old [][]byte
 	c := jobs.Cursor()
-	for k, _ := c.First(); k != nil && len(old) < autoPurgeMax; k, _ = c.Next() {
+	for k, _ := c.First(); k != nil && len(old) < rule.Max; k, _ = c.Next() {
 		rec, err := header(jobs, k)
 		if err != nil {
 			return nil, err

@@ -63,9 +63,6 @@ type Store struct {
 	// store's lock: a write made meanwhile joins it (see update).
 	wmu     sync.Mutex
 	waiting *writeGroup
-	// OnPurge, if set, is told the IDs of jobs the automatic retention
-	// deleted, so that files kept beside the store can go too.
-	OnPurge func(ids []string)
 }
 
 // New returns a Store for the file at path. lockTimeout bounds each wait

@@ -1,7 +1,7 @@
 package overlord
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/status"
 )
 
 // DefaultAsyncTimeout is an async job's deadline when none is given.
-const DefaultAsyncTimeout = time.Hour
+const DefaultAsyncTimeout = job.DefaultAsyncTimeout
 
 // SubmitOption changes how Submit records an async job.
 type SubmitOption func(*jobs.Record)
@@ -59,7 +60,7 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration, opts ...SubmitOpti
 	for _, opt := range opts {
 		opt(rec)
 	}
-	if err := o.Store.CreateJob(rec, p.Names()); err != nil {
+	if err := o.Jobs.Create(rec, p.Names()); err != nil {
 		return jobs.Record{}, err
 	}
 	if _, err := o.StartDriver(*rec); err != nil {
@@ -68,14 +69,30 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration, opts ...SubmitOpti
 	return *rec, nil
 }
 
-func (o *Overlord) driverDir() string { return filepath.Join(o.Dir, "drivers") }
+// Drive runs job id's driver in this process (job.Driver.Drive): as the
+// identity that submitted the job, in the service on its pool and its
+// shared status polls. lock, if not nil, is the job's driver lock, already
+// held (handed over by StartDriver).
+func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
+	dr := &job.Driver{Keeper: o.Jobs, Logger: o.Logger, Timings: o.driverTimings, Connect: o.connectDriver}
+	return dr.Drive(ctx, id, lock)
+}
 
-// driverLock is the file a job's driver holds an exclusive lock on for
-// as long as it lives: the lock, not a pid, says whether it is alive.
-func (o *Overlord) driverLock(id string) string { return filepath.Join(o.driverDir(), id+".lock") }
-
-// DriverLog is where a job's driver logs.
-func (o *Overlord) DriverLog(id string) string { return filepath.Join(o.driverDir(), id+".log") }
+// connectDriver is how a driver reaches job rec's minions: a client as
+// the identity that submitted it; in the service, the pool's, with its
+// status hub.
+func (o *Overlord) connectDriver(rec jobs.Record, minions []jobs.Minion) (job.Link, error) {
+	as := o.as(rec.Identity)
+	client, err := as.Client(minions, rec.Forks, DefaultConnectTimeout)
+	if err != nil {
+		return job.Link{}, err
+	}
+	link := job.Link{Client: client, Close: client.Close}
+	if as.pool != nil && as.IdentityFile == as.pool.identity && as.pool.hub != nil {
+		link.Poller = as.pool.hub
+	}
+	return link, nil
+}
 
 // identityPath returns the absolute path of the identity bundle in use,
 // or "" for the state directory's own identity.
@@ -87,7 +104,7 @@ func (o *Overlord) identityPath() (string, error) {
 }
 
 // StartDriver starts a detached driver for job rec: the overlord binary
-// re-executed in a session of its own, logging to DriverLog(id), with the
+// re-executed in a session of its own, logging to Jobs.LogPath(id), with the
 // identity the job was submitted with (minions key their jobs by caller,
 // so another identity could not find them). It takes the job's driver
 // lock first and hands it to the driver, so there is never a moment when a
@@ -110,7 +127,7 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 		}
 		o.Logger.Warn("the service did not take the job; starting a driver process", "job", id, "err", err)
 	}
-	lock, ok, err := o.lockDriver(id)
+	lock, ok, err := o.Jobs.Lock(id)
 	if err != nil || !ok {
 		return false, err
 	}
@@ -128,7 +145,7 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 		args = append(args, "--identity", rec.Identity)
 	}
 	args = append(args, "job", "drive", "--lock-fd", "3", id)
-	log, err := os.OpenFile(o.DriverLog(id), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	log, err := os.OpenFile(o.Jobs.LogPath(id), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return false, err
 	}
@@ -145,20 +162,6 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 	return true, cmd.Process.Release()
 }
 
-// DriverAlive reports whether some process is driving job id.
-func (o *Overlord) DriverAlive(id string) bool {
-	f, err := os.Open(o.driverLock(id))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return errors.Is(err, syscall.EWOULDBLOCK)
-	}
-	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
-}
-
 // EnsureDriver looks after a job that is not FINISHED and that no process
 // holds, and reports whether it started a driver. An async job, or a
 // synchronous one carried on past its wait, gets a new driver. So does a
@@ -168,77 +171,12 @@ func (o *Overlord) DriverAlive(id string) bool {
 // synchronous job without that record is settled: the minions that had
 // not answered are FINISHED with kind lost.
 func (o *Overlord) EnsureDriver(rec jobs.Record) (bool, error) {
-	if rec.State == status.Finished || o.DriverAlive(rec.ID) {
+	if rec.State == status.Finished || o.Jobs.Alive(rec.ID) {
 		return false, nil
 	}
 	if !rec.Async && rec.Deadline == nil {
-		return false, o.settleOrphan(rec.ID)
+		return false, o.Jobs.SettleOrphan(rec.ID)
 	}
 	o.Logger.Info("job has no driver; starting one", "job", rec.ID)
 	return o.StartDriver(rec)
-}
-
-// settleOrphan finishes a synchronous job whose call ended before every
-// minion answered.
-func (o *Overlord) settleOrphan(id string) error {
-	lock, ok, err := o.lockDriver(id)
-	if err != nil || !ok {
-		return err
-	}
-	defer func() {
-		lock.Close()
-		o.removeDriverFiles(id)
-	}()
-	rec, entries, err := o.Store.Job(id)
-	if err != nil || rec.State == status.Finished {
-		return err
-	}
-	lost := map[string]status.Result{}
-	for n, e := range entries {
-		if e.State != status.Finished {
-			lost[n] = finished(status.KindLost, "the overlord call running this job ended before this minion's answer was recorded")
-		}
-	}
-	rc := newRecorder(o.Store, rec)
-	defer rc.close()
-	for n, r := range lost {
-		rc.add(n, r)
-	}
-	return rc.finish()
-}
-
-// lockDriver takes job id's driver lock, or returns ok=false if another
-// driver holds it. Closing the file releases the lock.
-func (o *Overlord) lockDriver(id string) (lock *os.File, ok bool, err error) {
-	if err := os.MkdirAll(o.driverDir(), 0o700); err != nil {
-		return nil, false, err
-	}
-	f, err := os.OpenFile(o.driverLock(id), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	return f, true, nil
-}
-
-// removeDriverFiles deletes a purged job's lock and log.
-func (o *Overlord) removeDriverFiles(id string) {
-	os.Remove(o.driverLock(id))
-	os.Remove(o.DriverLog(id))
-}
-
-// Purge deletes FINISHED jobs created before cutoff, except the keep
-// newest, with their driver files.
-func (o *Overlord) Purge(cutoff time.Time, keep int) ([]string, error) {
-	gone, err := o.Store.Purge(cutoff, keep)
-	for _, id := range gone {
-		o.removeDriverFiles(id)
-	}
-	return gone, err
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/status"
 )
@@ -16,7 +17,7 @@ import (
 // Rolling batches (--batch, --batch-wait, --max-fail): a job's minions
 // run a batch at a time, the next batch starting when every minion of the
 // previous one has finished. The plan is recorded with the job
-// (jobs.Batch, and each entry's batch number), and planBatch reads where
+// (jobs.Batch, and each entry's batch number), and job.PlanBatch reads where
 // the job stands from the record alone, so the synchronous run loop and
 // an async job's driver (a new one too, after the last was killed) take
 // the same decisions.
@@ -122,127 +123,8 @@ func (p *Prepared) batchPlan() (*jobs.Batch, error) {
 	return plan, nil
 }
 
-// batchStep is what a batched job may do next.
-type batchStep struct {
-	// Batch is the batch to start, or the one running; Batches how many
-	// there are.
-	Batch, Batches int
-	// Start holds the minions of Batch to start now, sorted: the whole
-	// batch when it starts, or those a driver that died mid-batch had not
-	// reached yet.
-	Start []string
-	// Skip holds the entries to end skipped: --max-fail was crossed
-	// before their batch started.
-	Skip map[string]status.Result
-	// Wait, if positive, is how long to wait before Batch starts
-	// (--batch-wait).
-	Wait time.Duration
-	// Done is how many batches have finished.
-	Done int
-	// Over: every entry is FINISHED, or will be once Skip is recorded.
-	Over bool
-}
-
-// begun reports whether an entry's minion was started, or tried and
-// queued (--queue), or ended without being started (by a cancel or the
-// deadline).
-func begun(r status.Result) bool {
-	return r.State == status.Finished || r.MinionJobID != "" || r.Queued()
-}
-
-// planBatch decides what a batched job does next, from its plan and its
-// entries alone. The batch running is the first with an entry not
-// FINISHED. If any of its minions was started, the rest of it may start
-// too. Otherwise it is a new batch: if more minions than --max-fail have
-// failed, it and every later batch are skipped; if the previous batch
-// finished less than --batch-wait ago, it waits; else it starts.
-func planBatch(plan jobs.Batch, entries map[string]status.Result, now time.Time) batchStep {
-	step := batchStep{Batches: plan.Count}
-	failed, current := 0, 0
-	for _, r := range entries {
-		k := max(r.Batch, 1)
-		step.Batches = max(step.Batches, k)
-		if r.Failed() && !r.Skipped() {
-			failed++
-		}
-		if r.State != status.Finished && (current == 0 || k < current) {
-			current = k
-		}
-	}
-	if current == 0 {
-		step.Done, step.Over = step.Batches, true
-		return step
-	}
-	step.Batch, step.Done = current, current-1
-	started := false
-	var waiting []string
-	for n, r := range entries {
-		if max(r.Batch, 1) != current {
-			continue
-		}
-		if begun(r) {
-			started = true
-		} else {
-			waiting = append(waiting, n)
-		}
-	}
-	slices.Sort(waiting)
-	if started {
-		step.Start = waiting
-		return step
-	}
-	if plan.MaxFail >= 0 && failed > plan.MaxFail {
-		limit := plan.MaxFailSpec
-		if limit == "" {
-			limit = strconv.Itoa(plan.MaxFail)
-		}
-		if strings.HasSuffix(limit, "%") {
-			limit += fmt.Sprintf(" of %d minions", len(entries))
-		}
-		step.Skip = map[string]status.Result{}
-		for n, r := range entries {
-			if r.State != status.Finished {
-				step.Skip[n] = status.Result{State: status.Finished, Batch: r.Batch,
-					Error: status.Errorf(status.KindSkipped, "not started: %d minion%s failed, more than --max-fail %s", failed, plural(failed), limit)}
-			}
-		}
-		step.Over = true
-		return step
-	}
-	if current > 1 && plan.WaitMS > 0 {
-		since := now // the previous batch ends now, as far as the record knows
-		if plan.Done >= current-1 && plan.DoneAt != nil {
-			since = *plan.DoneAt
-		}
-		if left := since.Add(time.Duration(plan.WaitMS) * time.Millisecond).Sub(now); left > 0 {
-			step.Wait = left
-			return step
-		}
-	}
-	step.Start = waiting
-	return step
-}
-
-// note records in plan the batches step found done, and when: the next
-// batch's --batch-wait counts from then. It reports whether plan changed.
-func (step batchStep) note(plan *jobs.Batch, now time.Time) bool {
-	if step.Done <= plan.Done {
-		return false
-	}
-	at := now.UTC()
-	plan.Done, plan.DoneAt = step.Done, &at
-	return true
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
 // runBatches runs a batched synchronous job: a batch at a time through
-// runBatch (which hands every result to got), as planBatch decides. It
+// runBatch (which hands every result to got), as job.PlanBatch decides. It
 // ends the entries it does not start through got too (skipped, or
 // cancelled when ctx ends first), so that every minion has one result.
 // entries holds every minion's entry, pending ones with their batch
@@ -254,19 +136,19 @@ func plural(n int) string {
 // returns their minions, for the driver to submit them. So it does if
 // the call stops waiting (stopAt, if not zero: a synchronous call's
 // --timeout) during the pause before a batch (--batch-wait).
-func (o *Overlord) runBatches(ctx context.Context, p *Prepared, rc *recorder, entries map[string]status.Result,
+func (o *Overlord) runBatches(ctx context.Context, p *Prepared, rc *job.Recorder, entries map[string]status.Result,
 	runBatch func([]jobs.Minion), got func(jobs.Minion, status.Result), stopAt time.Time) (later []string) {
 	byName := make(map[string]jobs.Minion, len(p.Minions))
 	for _, m := range p.Minions {
 		byName[m.Name] = m
 	}
-	plan := *rc.header().Batch
+	plan := *rc.Header().Batch
 	for {
 		now := time.Now()
-		step := planBatch(plan, entries, now)
-		if step.note(&plan, now) {
+		step := job.PlanBatch(plan, entries, now)
+		if step.Note(&plan, now) {
 			b := plan
-			if err := rc.flush(func(r *jobs.Record) error { r.Batch = &b; return nil }); err != nil {
+			if err := rc.Flush(func(r *jobs.Record) error { r.Batch = &b; return nil }); err != nil {
 				o.Logger.Debug("could not record the batch's end; will retry with the next results", "job", p.JobID, "err", err)
 			}
 		}
@@ -315,10 +197,10 @@ func (o *Overlord) runBatches(ctx context.Context, p *Prepared, rc *recorder, en
 				batch = append(batch, m)
 			}
 		}
-		if unsent := rc.header().Unsent; slices.ContainsFunc(unsent, func(n string) bool { return start[n] }) {
+		if unsent := rc.Header().Unsent; slices.ContainsFunc(unsent, func(n string) bool { return start[n] }) {
 			// Recorded before anything is sent: from now on a driver
 			// adopts these minions' calls, never submits them.
-			err := rc.flush(func(r *jobs.Record) error {
+			err := rc.Flush(func(r *jobs.Record) error {
 				r.Unsent = slices.DeleteFunc(slices.Clone(r.Unsent), func(n string) bool { return start[n] })
 				return nil
 			})

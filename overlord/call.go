@@ -12,6 +12,7 @@ import (
 
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/rpc"
@@ -27,10 +28,6 @@ const (
 	// overlord waits for an answer, so that a minion that enforces the
 	// timeout itself reports it with whatever output there was.
 	callGrace = 2 * time.Second
-	// How often results are written to overlord.db during a run: after
-	// flushEvery results or flushInterval, whichever comes first.
-	flushEvery    = 1024
-	flushInterval = 250 * time.Millisecond
 )
 
 var (
@@ -312,7 +309,7 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 	names := p.Names()
 	// While this call runs it holds the job's driver lock, so that if it
 	// dies, `job status` can tell and carry the job on (see EnsureDriver).
-	lock, _, err := o.lockDriver(rec.ID)
+	lock, _, err := o.Jobs.Lock(rec.ID)
 	if err != nil {
 		return status.Job{}, err
 	}
@@ -320,7 +317,7 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 	defer func() {
 		lock.Close()
 		if !handedOver {
-			o.removeDriverFiles(rec.ID)
+			o.Jobs.RemoveFiles(rec.ID)
 		}
 	}()
 	if batch != nil && h != nil {
@@ -335,13 +332,13 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 		}
 		slices.Sort(rec.Unsent)
 	}
-	if err := o.Store.CreateJob(rec, names); err != nil {
+	if err := o.Jobs.Create(rec, names); err != nil {
 		return status.Job{}, err
 	}
 
 	entries := make(map[string]status.Result, len(names))
-	rc := newRecorder(o.Store, *rec)
-	defer rc.close()
+	rc := job.NewRecorder(o.Store, *rec)
+	defer rc.Close()
 	open := 0
 	var batchOf map[string]int // nil when not batched
 	if batch != nil {
@@ -365,7 +362,7 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 		if onResult != nil && r.State == status.Finished {
 			onResult(m.Name, r)
 		}
-		rc.add(m.Name, r)
+		rc.Add(m.Name, r)
 	}
 	runAll := func(minions []jobs.Minion) {
 		if h != nil && o.service != nil && o.IdentityFile == "" {
@@ -398,46 +395,46 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 		handedOver = true
 		return o.handOver(rc, entries, h, lock)
 	}
-	storeErr := rc.finish()
-	job := rc.header().Status(entries)
+	storeErr := rc.Finish()
+	out := rc.Header().Status(entries)
 	if storeErr != nil {
 		// The results were not all recorded; report the job as run.
 		now := time.Now().UTC()
-		job.State, job.FinishedAt = status.Finished, &now
-		job.Summary = status.Summary{}
+		out.State, out.FinishedAt = status.Finished, &now
+		out.Summary = status.Summary{}
 		for _, r := range entries {
-			job.Summary.Add(r)
+			out.Summary.Add(r)
 		}
 		o.Logger.Warn("could not record results", "job", rec.ID, "err", storeErr)
-		return job, fmt.Errorf("%w: job %s: %v", ErrNotRecorded, rec.ID, storeErr)
+		return out, fmt.Errorf("%w: job %s: %v", ErrNotRecorded, rec.ID, storeErr)
 	}
-	return job, nil
+	return out, nil
 }
 
 // handOver records what a synchronous call that stopped waiting leaves
 // open and starts the driver that carries it on, handing it the job's
 // lock. The job returned is RUNNING.
-func (o *Overlord) handOver(rc *recorder, entries map[string]status.Result, h *handover, lock *os.File) (status.Job, error) {
+func (o *Overlord) handOver(rc *job.Recorder, entries map[string]status.Result, h *handover, lock *os.File) (status.Job, error) {
 	h.mu.Lock()
 	never := slices.Clone(h.never)
 	h.mu.Unlock()
-	storeErr := rc.flush(func(r *jobs.Record) error {
+	storeErr := rc.Flush(func(r *jobs.Record) error {
 		// With those of the batches not started, recorded already.
 		r.Unsent = slices.Compact(slices.Sorted(slices.Values(append(never, r.Unsent...))))
 		return nil
 	})
-	rc.close()
-	job := rc.header().Status(entries)
+	rc.Close()
+	out := rc.Header().Status(entries)
 	if storeErr != nil {
 		// The driver would not know which minions were never called, and
 		// adopts them all: those end lost, none runs twice.
-		o.Logger.Warn("could not record the job's open entries", "job", job.JobID, "err", storeErr)
+		o.Logger.Warn("could not record the job's open entries", "job", out.JobID, "err", storeErr)
 	}
 	lock.Close()
-	if _, err := o.StartDriver(rc.header()); err != nil {
-		return job, fmt.Errorf("job %s goes on on the minions, but its driver did not start (run 'overlord job status %s' to retry): %w", job.JobID, job.JobID, err)
+	if _, err := o.StartDriver(rc.Header()); err != nil {
+		return out, fmt.Errorf("job %s goes on on the minions, but its driver did not start (run 'overlord job status %s' to retry): %w", out.JobID, out.JobID, err)
 	}
-	return job, nil
+	return out, nil
 }
 
 // callResult turns the outcome of one Minion.Call into the minion's entry.

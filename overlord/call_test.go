@@ -344,7 +344,7 @@ func TestCallOutlivesItsWait(t *testing.T) {
 // started (DriverCommand, which does nothing) has let the job go.
 func driveHere(t *testing.T, o *overlord.Overlord, id string) {
 	t.Helper()
-	for deadline := time.Now().Add(time.Minute); o.DriverAlive(id); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); o.Jobs.Alive(id); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the job's driver lock is still held")
 		}

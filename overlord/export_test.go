@@ -3,9 +3,9 @@ package overlord
 import (
 	"log/slog"
 	"net"
-	"os"
-	"testing"
 	"time"
+
+	"github.com/overlordhq/overlord/job"
 )
 
 // OwnerOnly wraps ln as the service's socket is: only uid gets through.
@@ -13,22 +13,14 @@ func OwnerOnly(ln net.Listener, uid int) net.Listener {
 	return &ownerOnly{Listener: ln, uid: uid, logger: slog.New(slog.DiscardHandler)}
 }
 
-// SetDriverTimings shortens the driver's waits until the test ends: the
-// submit retries' first backoff, the first probe of a queued minion
+// SetDriverTimings shortens the waits of o's in-process drivers (Drive):
+// the submit retries' first backoff, the first probe of a queued minion
 // (each doubled up to four times as much) and how long a minion may stay
-// out of reach. The timings are package variables: a test that calls
-// this must not run in parallel.
-func SetDriverTimings(t testing.TB, submit, probe, unreachable time.Duration) {
-	t.Helper()
-	old := []time.Duration{submitBackoff, maxSubmitBackoff, queueProbeFirst, queueProbeMax, unreachableAfter}
-	submitBackoff, maxSubmitBackoff = submit, 4*submit
-	queueProbeFirst, queueProbeMax = probe, 4*probe
-	unreachableAfter = unreachable
-	t.Cleanup(func() {
-		submitBackoff, maxSubmitBackoff, queueProbeFirst, queueProbeMax, unreachableAfter = old[0], old[1], old[2], old[3], old[4]
-	})
+// out of reach.
+func SetDriverTimings(o *Overlord, submit, probe, unreachable time.Duration) {
+	o.driverTimings = job.Timings{
+		SubmitBackoff: submit, MaxSubmitBackoff: 4 * submit,
+		QueueProbeFirst: probe, QueueProbeMax: 4 * probe,
+		UnreachableAfter: unreachable,
+	}
 }
-
-// LockDriver takes job id's driver lock, as a driver does; closing the
-// file lets it go.
-func (o *Overlord) LockDriver(id string) (*os.File, bool, error) { return o.lockDriver(id) }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
@@ -79,7 +80,7 @@ func (f *Follower) Read(ctx context.Context, entries map[string]status.Result, e
 		var b strings.Builder
 		off := t.offset
 		for range maxFollowReads {
-			cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+			cctx, cancel := context.WithTimeout(ctx, job.RPCTimeout)
 			var reply rpc.StatusReply
 			params := rpc.StatusParams{JobIDs: []string{t.jobID}, FromOffset: off, MaxOutput: followChunk}
 			err := f.client.Call(cctx, name, "Minion.Status", params, &reply)

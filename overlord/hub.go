@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
@@ -36,17 +37,19 @@ type minionPoll struct {
 type statusWaiter struct {
 	jobID string
 	until time.Time // answer by then, changed or not
-	ch    chan pollResult
+	ch    chan job.PollResult
 }
+
+var _ job.Poller = (*statusHub)(nil)
 
 func newStatusHub(c *rpc.Client) *statusHub {
 	return &statusHub{client: c, polls: map[string]*minionPoll{}}
 }
 
-// status returns the state of a minion's job, waiting up to wait for it to
+// Status returns the state of a minion's job, waiting up to wait for it to
 // finish: the driver's status call, shared with every other driver's.
-func (h *statusHub) status(ctx context.Context, name, jobID string, wait time.Duration) pollResult {
-	w := &statusWaiter{jobID: jobID, until: time.Now().Add(wait), ch: make(chan pollResult, 1)}
+func (h *statusHub) Status(ctx context.Context, name, jobID string, wait time.Duration) job.PollResult {
+	w := &statusWaiter{jobID: jobID, until: time.Now().Add(wait), ch: make(chan job.PollResult, 1)}
 	h.mu.Lock()
 	mp := h.polls[name]
 	if mp == nil {
@@ -63,7 +66,7 @@ func (h *statusHub) status(ctx context.Context, name, jobID string, wait time.Du
 		h.mu.Lock()
 		mp.waiters = slices.DeleteFunc(mp.waiters, func(x *statusWaiter) bool { return x == w })
 		h.mu.Unlock()
-		return pollResult{err: rpc.Classify(ctx, ctx.Err())}
+		return job.PollResult{Err: rpc.Classify(ctx, ctx.Err())}
 	}
 }
 
@@ -87,11 +90,11 @@ func (h *statusHub) loop(name string, mp *minionPoll) {
 			}
 		}
 		h.mu.Unlock()
-		wait := min(max(time.Until(earliest), 0), pollWait)
+		wait := min(max(time.Until(earliest), 0), job.PollWait)
 		if len(ids) > maxWaitJobs {
 			wait = 0
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout+wait)
+		ctx, cancel := context.WithTimeout(context.Background(), job.RPCTimeout+wait)
 		var reply rpc.StatusReply
 		err := h.client.Call(ctx, name, "Minion.Status", rpc.StatusParams{JobIDs: ids, MaxOutput: -1, WaitMS: wait.Milliseconds()}, &reply)
 		var se *status.Error
@@ -110,18 +113,18 @@ func (h *statusHub) loop(name string, mp *minionPoll) {
 				return false // came during the call: the next round asks
 			}
 			if se != nil {
-				w.ch <- pollResult{err: se}
+				w.ch <- job.PollResult{Err: se}
 				return true
 			}
 			js, ok := got[w.jobID]
 			if !ok {
-				w.ch <- pollResult{err: status.Errorf(status.KindInternal, "Minion.Status did not answer for job %s", w.jobID)}
+				w.ch <- job.PollResult{Err: status.Errorf(status.KindInternal, "Minion.Status did not answer for job %s", w.jobID)}
 				return true
 			}
 			if js.State != status.Finished && now.Before(w.until) {
 				return false
 			}
-			w.ch <- pollResult{r: jobResult(js)}
+			w.ch <- job.PollResult{R: job.JobResult(js)}
 			return true
 		})
 		h.mu.Unlock()

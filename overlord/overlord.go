@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/overlordhq/overlord/certs"
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 )
 
@@ -46,7 +47,10 @@ type Overlord struct {
 	// instead of the state directory's own.
 	IdentityFile string
 	Store        *jobs.Store
-	Logger       *slog.Logger
+	// Jobs owns the jobs' lives: records, driver locks and logs,
+	// retention (over Store).
+	Jobs   *job.Keeper
+	Logger *slog.Logger
 	// DriverCommand starts async job drivers (argv before the flags);
 	// default: this executable.
 	DriverCommand []string
@@ -57,6 +61,9 @@ type Overlord struct {
 	service *ServiceConn
 	pool    *pool
 	sched   *scheduler
+	// driverTimings are the in-process drivers' waits (zero: the
+	// defaults); only tests change them.
+	driverTimings job.Timings
 }
 
 // as returns o working as identity (a bundle's path; "" for the state
@@ -77,18 +84,14 @@ func New(dir, identityFile string, lockTimeout time.Duration, logger *slog.Logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	o := &Overlord{
+	store := jobs.New(filepath.Join(dir, DBFile), lockTimeout)
+	return &Overlord{
 		Dir:          dir,
 		IdentityFile: identityFile,
-		Store:        jobs.New(filepath.Join(dir, DBFile), lockTimeout),
+		Store:        store,
+		Jobs:         job.New(store, dir),
 		Logger:       logger,
 	}
-	o.Store.OnPurge = func(ids []string) {
-		for _, id := range ids {
-			o.removeDriverFiles(id)
-		}
-	}
-	return o
 }
 
 func (o *Overlord) identityStore() certs.Store {

@@ -78,7 +78,7 @@ func (m *flakyMinion) stop() {
 // job go; the channel gets Drive's error. The test's end stops it.
 func driveAsync(t *testing.T, o *overlord.Overlord, id string) <-chan error {
 	t.Helper()
-	for deadline := time.Now().Add(time.Minute); o.DriverAlive(id); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); o.Jobs.Alive(id); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the job's driver lock is still held")
 		}
@@ -148,10 +148,10 @@ func submitAsync(t *testing.T, o *overlord.Overlord, cmd string, timeout time.Du
 // open, queued, past the submit retries, and gets the job when it comes
 // back; without it, the entry ends unreachable after the retries.
 func TestQueueDeliversWhenTheMinionComesBack(t *testing.T) {
-	overlord.SetDriverTimings(t, 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond)
 	for _, queue := range []bool{true, false} {
 		t.Run(fmt.Sprintf("queue=%v", queue), func(t *testing.T) {
 			o := newOverlord(t)
+			overlord.SetDriverTimings(o, 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond)
 			web1 := addFlakyMinion(t, o, "web1")
 			var opts []overlord.SubmitOption
 			if queue {
@@ -196,8 +196,8 @@ func TestQueueDeliversWhenTheMinionComesBack(t *testing.T) {
 // A queued minion that never comes back ends unreachable at the job's
 // deadline, saying since when it was queued.
 func TestQueueEndsAtTheDeadline(t *testing.T) {
-	overlord.SetDriverTimings(t, 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond)
 	o := newOverlord(t)
+	overlord.SetDriverTimings(o, 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond)
 	addFlakyMinion(t, o, "web1")
 	rec := submitAsync(t, o, "echo done", 2*time.Second, overlord.Queue())
 	driven(t, driveAsync(t, o, rec.ID))
@@ -241,8 +241,8 @@ func startGated(t *testing.T, o *overlord.Overlord, web1 *flakyMinion, opts ...o
 // result when it comes back.
 func TestQueueWaitsForAMinionOutOfReach(t *testing.T) {
 	const unreachable = 100 * time.Millisecond
-	overlord.SetDriverTimings(t, 10*time.Millisecond, 50*time.Millisecond, unreachable)
 	o := newOverlord(t)
+	overlord.SetDriverTimings(o, 10*time.Millisecond, 50*time.Millisecond, unreachable)
 	web1 := addFlakyMinion(t, o, "web1")
 	web1.start()
 	rec, done, gate := startGated(t, o, web1, overlord.Queue())
@@ -277,8 +277,8 @@ func TestQueueWaitsForAMinionOutOfReach(t *testing.T) {
 // is FINISHED; not before, and only once. ReconcileDue does it for jobs
 // finished within its window.
 func TestReconcile(t *testing.T) {
-	overlord.SetDriverTimings(t, 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond)
 	o := newOverlord(t)
+	overlord.SetDriverTimings(o, 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond)
 	web1 := addFlakyMinion(t, o, "web1")
 	web1.start()
 	rec, done, gate := startGated(t, o, web1)
@@ -368,7 +368,7 @@ func TestReconcileSkipsADrivenJob(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	lock, ok, err := o.LockDriver(rec.ID)
+	lock, ok, err := o.Jobs.Lock(rec.ID)
 	if err != nil || !ok {
 		t.Fatalf("lock: %v %v", ok, err)
 	}

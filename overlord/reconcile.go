@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/overlordhq/overlord/fanout"
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/status"
 )
@@ -50,7 +51,7 @@ func (o *Overlord) Reconcile(ctx context.Context, id string) (jobs.Record, int, 
 	if len(lateEntries(entries)) == 0 {
 		return rec, 0, nil
 	}
-	lock, ok, err := o.lockDriver(rec.ID)
+	lock, ok, err := o.Jobs.Lock(rec.ID)
 	if err != nil {
 		return rec, 0, err
 	}
@@ -76,9 +77,9 @@ func (o *Overlord) Reconcile(ctx context.Context, id string) (jobs.Record, int, 
 		jobIDs[n] = entries[n].MinionJobID
 	}
 	got := map[string]status.Result{}
-	fanout.Run(ctx, late, rec.Forks, func(ctx context.Context, name string) pollResult {
-		return minionStatus(ctx, client, name, jobIDs[name], 0)
-	}, func(name string, pr pollResult) {
+	fanout.Run(ctx, late, rec.Forks, func(ctx context.Context, name string) job.PollResult {
+		return job.MinionStatus(ctx, client, name, jobIDs[name], 0)
+	}, func(name string, pr job.PollResult) {
 		if r, ok := reconciled(entries[name], pr); ok {
 			got[name] = r
 		}
@@ -152,9 +153,9 @@ func lateEntries(entries map[string]status.Result) []string {
 // reconciled returns the entry that replaces old, from its minion's
 // answer pr, if the minion's job is FINISHED and not lost (a job the
 // minion lost track of says nothing the entry does not).
-func reconciled(old status.Result, pr pollResult) (status.Result, bool) {
-	r := pr.r
-	if pr.err != nil || r.State != status.Finished || (r.Error != nil && r.Error.Kind == status.KindLost) {
+func reconciled(old status.Result, pr job.PollResult) (status.Result, bool) {
+	r := pr.R
+	if pr.Err != nil || r.State != status.Finished || (r.Error != nil && r.Error.Kind == status.KindLost) {
 		return status.Result{}, false
 	}
 	r.Batch, r.Reconciled, r.ErrorBeforeReconcile = old.Batch, true, old.Error

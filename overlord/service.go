@@ -441,7 +441,7 @@ func (s *scheduler) driving(id string) bool {
 
 // start drives job id, unless another process holds its lock (false).
 func (s *scheduler) start(id string) (bool, error) {
-	lock, ok, err := s.o.lockDriver(id)
+	lock, ok, err := s.o.Jobs.Lock(id)
 	if err != nil || !ok {
 		return false, err
 	}

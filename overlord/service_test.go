@@ -144,7 +144,7 @@ func TestServiceAdoptsOpenJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(time.Minute); o.DriverAlive(rec.ID); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); o.Jobs.Alive(rec.ID); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the do-nothing driver still holds the job")
 		}
@@ -267,8 +267,8 @@ func submitted(t *testing.T, o *overlord.Overlord, id string, n int) {
 // its minion was out of reach gets the minion's result once the minion is
 // back and the job has ended there.
 func TestServiceReconciles(t *testing.T) {
-	overlord.SetDriverTimings(t, 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond)
 	o := newOverlord(t)
+	overlord.SetDriverTimings(o, 10*time.Millisecond, 50*time.Millisecond, 100*time.Millisecond)
 	web1 := addFlakyMinion(t, o, "web1")
 	web1.start()
 	rec, done, gate := startGated(t, o, web1)

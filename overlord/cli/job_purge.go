@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/job"
 )
 
 func (a *App) jobPurgeCmd() *cobra.Command {
@@ -19,7 +19,7 @@ func (a *App) jobPurgeCmd() *cobra.Command {
 		Short: "Delete finished jobs older than DUR",
 		Long: fmt.Sprintf(`Delete FINISHED jobs created more than DUR ago, except the N newest jobs.
 Running jobs are never purged. Without this, finished jobs older than %s
-are purged as new jobs are created.`, jobs.DefaultRetention),
+are purged as new jobs are created.`, job.DefaultRetention),
 		Example: "  overlord job purge --older-than 168h\n  overlord job purge --older-than 0s --keep 100",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -29,7 +29,7 @@ are purged as new jobs are created.`, jobs.DefaultRetention),
 			if olderThan < 0 || keep < 0 {
 				return usageError("--older-than and --keep must not be negative")
 			}
-			gone, err := a.overlordVia(cmd).Purge(time.Now().Add(-olderThan), keep)
+			gone, err := a.overlordVia(cmd).Jobs.Purge(time.Now().Add(-olderThan), keep)
 			if err != nil {
 				return err
 			}

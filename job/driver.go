@@ -1,4 +1,4 @@
-package overlord
+package job
 
 import (
 	"context"
@@ -18,16 +18,19 @@ import (
 	"github.com/overlordhq/overlord/status"
 )
 
+// DefaultAsyncTimeout is an async job's deadline when none is given.
+const DefaultAsyncTimeout = time.Hour
+
 // Driver timing.
 const (
 	submitAttempts = 5                // network failures before a minion is unreachable (or queued)
-	rpcTimeout     = 15 * time.Second // bound on one Submit, Status or Cancel
+	RPCTimeout     = 15 * time.Second // bound on one Submit, Status or Cancel
 	pollFirst      = 200 * time.Millisecond
 	pollMax        = 2 * time.Second
-	// pollWait is how long a minion may hold a status call until its job
+	// PollWait is how long a minion may hold a status call until its job
 	// changes state (a long poll); between rounds the driver backs off
 	// from pollFirst to pollMax only while minions fail to answer.
-	pollWait = 5 * time.Second
+	PollWait = 5 * time.Second
 	// cancelWait is how long after a cancel the driver waits for minions
 	// to confirm before it calls their entries cancelled.
 	cancelWait = 15 * time.Second
@@ -44,24 +47,84 @@ const (
 	busyBackoffMax = 5 * time.Second
 )
 
-// Driver timing that tests shorten: variables for that reason alone,
-// never changed by the product itself.
-var (
-	// submitBackoff is the first delay before a submit that failed on
-	// the network is tried again, doubled up to maxSubmitBackoff.
-	submitBackoff    = 500 * time.Millisecond
-	maxSubmitBackoff = 8 * time.Second
-	// unreachableAfter is how long a minion may stay out of reach while
+// Timings are the driver's waits that tests shorten; a zero field means
+// its default. The product never changes them.
+type Timings struct {
+	// SubmitBackoff is the first delay before a submit that failed on
+	// the network is tried again, doubled up to MaxSubmitBackoff.
+	SubmitBackoff    time.Duration
+	MaxSubmitBackoff time.Duration
+	// UnreachableAfter is how long a minion may stay out of reach while
 	// its job runs (a restart, a network blip) before its entry is
 	// FINISHED unreachable; never, for a --queue job, before the
 	// deadline.
-	unreachableAfter = 60 * time.Second
-	// A minion queued (--queue) is probed (a submit) queueProbeFirst
-	// after it was queued, then at delays doubled up to queueProbeMax,
+	UnreachableAfter time.Duration
+	// A minion queued (--queue) is probed (a submit) QueueProbeFirst
+	// after it was queued, then at delays doubled up to QueueProbeMax,
 	// with jitter.
-	queueProbeFirst = time.Second
-	queueProbeMax   = 30 * time.Second
-)
+	QueueProbeFirst time.Duration
+	QueueProbeMax   time.Duration
+}
+
+// defaultTimings returns the driver's waits.
+func defaultTimings() Timings {
+	return Timings{
+		SubmitBackoff: 500 * time.Millisecond, MaxSubmitBackoff: 8 * time.Second,
+		UnreachableAfter: 60 * time.Second,
+		QueueProbeFirst:  time.Second, QueueProbeMax: 30 * time.Second,
+	}
+}
+
+// orDefault fills t's zero fields from defaultTimings.
+func (t Timings) orDefault() Timings {
+	pick := func(v, d time.Duration) time.Duration {
+		if v > 0 {
+			return v
+		}
+		return d
+	}
+	d := defaultTimings()
+	return Timings{
+		SubmitBackoff: pick(t.SubmitBackoff, d.SubmitBackoff), MaxSubmitBackoff: pick(t.MaxSubmitBackoff, d.MaxSubmitBackoff),
+		UnreachableAfter: pick(t.UnreachableAfter, d.UnreachableAfter),
+		QueueProbeFirst:  pick(t.QueueProbeFirst, d.QueueProbeFirst), QueueProbeMax: pick(t.QueueProbeMax, d.QueueProbeMax),
+	}
+}
+
+// Caller calls a minion's JSON-RPC method; *rpc.Client is one.
+type Caller interface {
+	Call(ctx context.Context, minion, method string, params, reply any) error
+}
+
+// Poller asks a minion for one of its jobs' state, holding the call up
+// to wait for a change: in the service, the status polls its drivers
+// share.
+type Poller interface {
+	Status(ctx context.Context, name, jobID string, wait time.Duration) PollResult
+}
+
+var _ Caller = (*rpc.Client)(nil)
+
+// Link is how a driver reaches its job's minions.
+type Link struct {
+	Client Caller
+	// Poller, if not nil, asks for the minion jobs' states instead of
+	// Client's own Minion.Status calls.
+	Poller Poller
+	// Close, if not nil, is called when the driver is done.
+	Close func()
+}
+
+// Driver drives async jobs (Drive). The CLI's detached driver and the
+// service's scheduler each make one.
+type Driver struct {
+	Keeper *Keeper
+	Logger *slog.Logger
+	// Connect returns the way to job rec's minions (the registry's
+	// minions), as the identity that submitted it.
+	Connect func(rec jobs.Record, minions []jobs.Minion) (Link, error)
+	Timings Timings
+}
 
 // jitter returns a delay between d/2 and d, so that drivers waiting
 // alike do not try again in step.
@@ -71,14 +134,14 @@ func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 // busy store (jobs.ErrLocked), or ctx ends. A busy store is no reason for
 // a driver to give up its job: past the deadline too, the job's end must
 // be recorded, so it waits as long as the store stays busy.
-func (o *Overlord) whileBusy(ctx context.Context, id, what string, op func() error) error {
+func whileBusy(ctx context.Context, logger *slog.Logger, id, what string, op func() error) error {
 	backoff := busyBackoff
 	for tries := 1; ; tries++ {
 		err := op()
 		if err == nil || !errors.Is(err, jobs.ErrLocked) {
 			return err
 		}
-		o.Logger.Warn("overlord.db is busy; will try again", "job", id, "to", what, "tries", tries, "retry_in", backoff.Round(time.Millisecond))
+		logger.Warn("overlord.db is busy; will try again", "job", id, "to", what, "tries", tries, "retry_in", backoff.Round(time.Millisecond))
 		t := time.NewTimer(jitter(backoff))
 		select {
 		case <-ctx.Done():
@@ -92,10 +155,12 @@ func (o *Overlord) whileBusy(ctx context.Context, id, what string, op func() err
 
 // driver carries one async job from RUNNING to FINISHED.
 type driver struct {
-	o       *Overlord
-	client  *rpc.Client
-	hub     *statusHub // in the service: the status polls all its drivers share
-	rc      *recorder
+	k       *Keeper
+	logger  *slog.Logger
+	t       Timings
+	client  Caller
+	poller  Poller // in the service: the status polls all its drivers share
+	rc      *Recorder
 	entries map[string]status.Result
 	names   []string // every minion of the job, sorted
 	forks   int
@@ -112,23 +177,28 @@ type driver struct {
 // twice), PARTIAL once all have answered, then Minion.Status polls with
 // backoff until every entry is FINISHED, within the job's deadline. If
 // another driver holds the job, Drive returns at once. lock, if not nil,
-// is the job's driver lock, already held (handed over by StartDriver).
-func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
+// is the job's driver lock, already held (handed over by whoever started
+// the driver).
+func (dr *Driver) Drive(ctx context.Context, id string, lock *os.File) error {
+	k, logger := dr.Keeper, dr.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	if lock == nil {
 		var ok bool
 		var err error
-		if lock, ok, err = o.lockDriver(id); err != nil {
+		if lock, ok, err = k.Lock(id); err != nil {
 			return err
 		} else if !ok {
-			o.Logger.Info("another driver holds the job", "job", id)
+			logger.Info("another driver holds the job", "job", id)
 			return nil
 		}
 	}
 	defer lock.Close()
 	var rec jobs.Record
 	var entries map[string]status.Result
-	if err := o.whileBusy(ctx, id, "read the job", func() (err error) {
-		rec, entries, err = o.Store.Job(id)
+	if err := whileBusy(ctx, logger, id, "read the job", func() (err error) {
+		rec, entries, err = k.Store.Job(id)
 		return err
 	}); err != nil {
 		return err
@@ -137,30 +207,29 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 		return nil
 	}
 	var inv *jobs.Inventory
-	if err := o.whileBusy(ctx, id, "read the registry", func() (err error) {
-		inv, err = o.Store.Inventory()
+	if err := whileBusy(ctx, logger, id, "read the registry", func() (err error) {
+		inv, err = k.Store.Inventory()
 		return err
 	}); err != nil {
 		return err
 	}
-	as := o.as(rec.Identity)
-	client, err := as.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
+	link, err := dr.Connect(rec, inv.Minions)
 	if err != nil {
 		// Leave the job as it is: a driver started once the problem is
 		// fixed (job status starts one) carries it on.
 		return fmt.Errorf("job %s: the driver cannot reach minions: %w", id, err)
 	}
-	defer client.Close()
-	d := &driver{o: o, client: client, rc: newRecorder(o.Store, rec), entries: entries, forks: rec.Forks}
-	if as.pool != nil && as.IdentityFile == as.pool.identity {
-		d.hub = as.pool.hub
+	if link.Close != nil {
+		defer link.Close()
 	}
-	defer d.rc.close()
+	d := &driver{k: k, logger: logger, t: dr.Timings.orDefault(), client: link.Client, poller: link.Poller,
+		rc: NewRecorder(k.Store, rec), entries: entries, forks: rec.Forks}
+	defer d.rc.Close()
 	for n := range entries {
 		d.names = append(d.names, n)
 	}
 	sort.Strings(d.names)
-	o.Logger.Info("driving job", "job", id, "minions", len(entries))
+	logger.Info("driving job", "job", id, "minions", len(entries))
 	if rec.Batch != nil {
 		plan := *rec.Batch
 		d.batch = &plan
@@ -171,13 +240,13 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	if err != nil {
 		return err
 	}
-	if err := o.whileBusy(ctx, id, "record the job's end", d.rc.finish); err != nil {
+	if err := whileBusy(ctx, logger, id, "record the job's end", d.rc.Finish); err != nil {
 		if ctx.Err() != nil {
 			return d.stopping(ctx)
 		}
 		return err
 	}
-	o.Logger.Info("job finished", "job", id, "ok", d.rc.header().Summary.OK, "failed", d.rc.header().Summary.Failed)
+	logger.Info("job finished", "job", id, "ok", d.rc.Header().Summary.OK, "failed", d.rc.Header().Summary.Failed)
 	return nil
 }
 
@@ -186,7 +255,7 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 func (d *driver) driveAll(ctx context.Context) error {
 	d.submitAll(ctx, d.open(false))
 	return d.recordAndPoll(ctx, func() error {
-		return d.rc.flush(func(r *jobs.Record) error {
+		return d.rc.Flush(func(r *jobs.Record) error {
 			if r.State == status.Running {
 				r.State = status.Partial
 			}
@@ -203,7 +272,7 @@ func (d *driver) recordAndPoll(ctx context.Context, record func() error) error {
 	if ctx.Err() != nil {
 		return d.stopping(ctx)
 	}
-	if err := d.o.whileBusy(ctx, d.rc.header().ID, "record the submits", record); err != nil {
+	if err := whileBusy(ctx, d.logger, d.rc.Header().ID, "record the submits", record); err != nil {
 		if ctx.Err() != nil {
 			return d.stopping(ctx)
 		}
@@ -216,23 +285,23 @@ func (d *driver) recordAndPoll(ctx context.Context, record func() error) error {
 	return nil
 }
 
-// driveBatches drives a batched job a batch at a time, as planBatch
+// driveBatches drives a batched job a batch at a time, as PlanBatch
 // decides from the entries: submit a batch, poll it until every entry is
 // FINISHED, wait --batch-wait, and so on; once --max-fail is crossed, the
 // batches not started end skipped. A cancel or the deadline ends every
 // entry not submitted yet. The job stays RUNNING until its last batch is
 // submitted, then PARTIAL.
 func (d *driver) driveBatches(ctx context.Context) error {
-	id := d.rc.header().ID
+	id := d.rc.Header().ID
 	for {
 		now := time.Now()
-		step := planBatch(*d.batch, d.entries, now)
-		step.note(d.batch, now)
+		step := PlanBatch(*d.batch, d.entries, now)
+		step.Note(d.batch, now)
 		for n, r := range step.Skip {
 			d.set(n, r)
 		}
 		if step.Over {
-			d.o.Logger.Info("batches over", "job", id, "done", step.Done, "of", step.Batches, "skipped", len(step.Skip))
+			d.logger.Info("batches over", "job", id, "done", step.Done, "of", step.Batches, "skipped", len(step.Skip))
 			return nil
 		}
 		switch {
@@ -243,16 +312,16 @@ func (d *driver) driveBatches(ctx context.Context) error {
 			d.submitAll(ctx, d.open(false))
 		case step.Wait > 0:
 			if err := d.flushBatch(false); err != nil {
-				d.o.Logger.Warn("could not record the batch's end; will retry", "job", id, "err", err)
+				d.logger.Warn("could not record the batch's end; will retry", "job", id, "err", err)
 			}
-			d.o.Logger.Info("waiting before the next batch", "job", id, "batch", step.Batch, "of", step.Batches, "wait", step.Wait.Round(time.Millisecond))
+			d.logger.Info("waiting before the next batch", "job", id, "batch", step.Batch, "of", step.Batches, "wait", step.Wait.Round(time.Millisecond))
 			d.pause(ctx, step.Wait)
 			if ctx.Err() != nil {
 				return d.stopping(ctx)
 			}
 			continue
 		case len(step.Start) > 0:
-			d.o.Logger.Info("starting batch", "job", id, "batch", step.Batch, "of", step.Batches, "minions", len(step.Start))
+			d.logger.Info("starting batch", "job", id, "batch", step.Batch, "of", step.Batches, "minions", len(step.Start))
 			d.submitAll(ctx, step.Start)
 		}
 		last := len(d.open(false)) == 0
@@ -267,7 +336,7 @@ func (d *driver) driveBatches(ctx context.Context) error {
 // PARTIAL.
 func (d *driver) flushBatch(submitted bool) error {
 	plan := *d.batch
-	return d.rc.flush(func(r *jobs.Record) error {
+	return d.rc.Flush(func(r *jobs.Record) error {
 		r.Batch = &plan
 		if submitted && r.State == status.Running {
 			r.State = status.Partial
@@ -302,8 +371,8 @@ func (d *driver) pause(ctx context.Context, wait time.Duration) {
 // signal, a shutdown) and leaves the job open: the next driver carries it
 // on with the same minion jobs.
 func (d *driver) stopping(ctx context.Context) error {
-	err := d.rc.flush(nil)
-	d.o.Logger.Info("driver stopping; the job stays open for the next driver", "job", d.rc.header().ID)
+	err := d.rc.Flush(nil)
+	d.logger.Info("driver stopping; the job stays open for the next driver", "job", d.rc.Header().ID)
 	return errors.Join(ctx.Err(), err)
 }
 
@@ -321,7 +390,7 @@ func (d *driver) set(name string, r status.Result) {
 		r.Batch = old.Batch // an entry keeps its batch
 	}
 	d.entries[name] = r
-	d.rc.add(name, r)
+	d.rc.Add(name, r)
 }
 
 // open returns the minions whose entries are not FINISHED.
@@ -372,24 +441,25 @@ func (d *driver) queue(name string, first time.Time, why *status.Error) status.R
 func (d *driver) undelivered(name string) status.Result {
 	e := d.entries[name]
 	if !e.Queued() {
-		return finished(status.KindTimeout, "job deadline passed before the job reached this minion")
+		return Finished(status.KindTimeout, "job deadline passed before the job reached this minion")
 	}
 	last := ""
 	if e.LastError != nil {
 		last = ": " + e.LastError.Error()
 	}
-	return finished(status.KindUnreachable, "queued since %s and never came back before the job's deadline (%s)%s",
+	return Finished(status.KindUnreachable, "queued since %s and never came back before the job's deadline (%s)%s",
 		e.QueuedSince.Format(time.RFC3339), d.deadline().Format(time.RFC3339), last)
 }
 
 func (d *driver) deadline() time.Time {
-	if d.rc.header().Deadline == nil {
+	if d.rc.Header().Deadline == nil {
 		return time.Now().Add(DefaultAsyncTimeout)
 	}
-	return *d.rc.header().Deadline
+	return *d.rc.Header().Deadline
 }
 
-func finished(kind status.Kind, format string, args ...any) status.Result {
+// Finished is an entry the overlord ends itself, with an error of kind.
+func Finished(kind status.Kind, format string, args ...any) status.Result {
 	return status.Result{State: status.Finished, Error: status.Errorf(kind, format, args...)}
 }
 
@@ -401,8 +471,8 @@ func finished(kind status.Kind, format string, args ...any) status.Result {
 // poll probes it from then on. A minion queued before (by an earlier
 // driver) gets one try here before it is queued again.
 func (d *driver) submitAll(ctx context.Context, pending []string) {
-	rec := d.rc.header()
-	backoff := submitBackoff
+	rec := d.rc.Header()
+	backoff := d.t.SubmitBackoff
 	failed := map[string]int{}      // network failures, per minion; busy answers do not count
 	first := map[string]time.Time{} // when each minion's first try failed
 	for _, n := range pending {
@@ -422,7 +492,7 @@ func (d *driver) submitAll(ctx context.Context, pending []string) {
 				if d.adopts(rec, n) {
 					adopt = append(adopt, n)
 				} else {
-					d.set(n, finished(status.KindCancelled, "job cancelled before it reached this minion"))
+					d.set(n, Finished(status.KindCancelled, "job cancelled before it reached this minion"))
 				}
 			}
 			if pending = adopt; len(pending) == 0 {
@@ -454,7 +524,7 @@ func (d *driver) submitAll(ctx context.Context, pending []string) {
 				case rec.Queue:
 					d.set(name, d.queue(name, first[name], out.failed))
 				default:
-					r := finished(out.failed.Kind, "%s", out.failed.Message)
+					r := Finished(out.failed.Kind, "%s", out.failed.Message)
 					r.DurationMS = out.took.Milliseconds()
 					d.set(name, r)
 				}
@@ -466,7 +536,7 @@ func (d *driver) submitAll(ctx context.Context, pending []string) {
 		if len(pending) == 0 {
 			return
 		}
-		d.o.Logger.Debug("submits failed; retrying", "minions", len(pending), "round", round, "backoff", backoff)
+		d.logger.Debug("submits failed; retrying", "minions", len(pending), "round", round, "backoff", backoff)
 		t := time.NewTimer(min(backoff, time.Until(d.deadline())))
 		select {
 		case <-ctx.Done():
@@ -474,7 +544,7 @@ func (d *driver) submitAll(ctx context.Context, pending []string) {
 			return
 		case <-t.C:
 		}
-		backoff = min(backoff*2, maxSubmitBackoff)
+		backoff = min(backoff*2, d.t.MaxSubmitBackoff)
 	}
 }
 
@@ -497,7 +567,7 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string) submi
 		return submitOutcome{} // stopping: no change
 	}
 	if d.cancelRequested() && !d.adopts(rec, name) {
-		return submitOutcome{r: finished(status.KindCancelled, "job cancelled before it reached this minion")}
+		return submitOutcome{r: Finished(status.KindCancelled, "job cancelled before it reached this minion")}
 	}
 	params := rpc.SubmitParams{
 		OriginJobID: rec.ID, Module: rec.Module, Method: rec.Method,
@@ -507,7 +577,7 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string) submi
 	if params.TimeoutMS <= 0 {
 		return submitOutcome{late: true}
 	}
-	cctx, cancel := context.WithTimeout(ctx, min(rpcTimeout, time.Until(d.deadline())))
+	cctx, cancel := context.WithTimeout(ctx, min(RPCTimeout, time.Until(d.deadline())))
 	defer cancel()
 	var reply rpc.SubmitReply
 	start := time.Now()
@@ -535,7 +605,7 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string) submi
 	if se.Kind == status.KindUnreachable || se.Kind == status.KindTimeout {
 		return submitOutcome{failed: se, took: time.Since(start)}
 	}
-	r := finished(se.Kind, "%s", se.Message)
+	r := Finished(se.Kind, "%s", se.Message)
 	r.DurationMS = time.Since(start).Milliseconds()
 	return submitOutcome{r: r}
 }
@@ -558,7 +628,7 @@ func (d *driver) cancelRequested() bool {
 	defer d.cancelMu.Unlock()
 	if !d.cancelled && time.Since(d.cancelAt) >= cancelCheckEvery {
 		d.cancelAt = time.Now()
-		if hdr, err := d.o.Store.Header(d.rc.header().ID); err == nil {
+		if hdr, err := d.k.Store.Header(d.rc.Header().ID); err == nil {
 			d.cancelled = hdr.CancelRequested
 		}
 	}
@@ -576,8 +646,8 @@ func (d *driver) cancelRequested() bool {
 func (d *driver) poll(ctx context.Context) {
 	interval := pollFirst
 	lastContact := map[string]time.Time{}
-	probe := probes{}
-	rec := d.rc.header()
+	probe := probes{first: d.t.QueueProbeFirst, max: d.t.QueueProbeMax, times: map[string]*probeTimes{}}
+	rec := d.rc.Header()
 	var cancelSentAt time.Time
 	lastLook := false
 	for {
@@ -589,7 +659,7 @@ func (d *driver) poll(ctx context.Context) {
 		case len(queued) == 0:
 		case d.cancelRequested():
 			for _, n := range queued {
-				d.set(n, finished(status.KindCancelled, "job cancelled before it reached this minion"))
+				d.set(n, Finished(status.KindCancelled, "job cancelled before it reached this minion"))
 			}
 			continue
 		case !time.Now().Before(d.deadline()):
@@ -600,7 +670,7 @@ func (d *driver) poll(ctx context.Context) {
 		}
 		now := time.Now()
 		due := probe.due(queued, now)
-		wait := pollWait
+		wait := PollWait
 		if len(open)+len(due) > d.forks {
 			wait = 0
 		}
@@ -640,7 +710,7 @@ func (d *driver) poll(ctx context.Context) {
 				return
 			}
 			pr := a.poll
-			if pr.err != nil {
+			if pr.Err != nil {
 				failures++
 				since, ok := lastContact[name]
 				if !ok {
@@ -648,21 +718,21 @@ func (d *driver) poll(ctx context.Context) {
 					lastContact[name] = now
 				}
 				// A --queue job waits for the minion until the deadline.
-				if !rec.Queue && now.Sub(since) >= unreachableAfter {
-					d.set(name, d.ended(name, finished(pr.err.Kind, "out of reach for %s: %s", unreachableAfter, pr.err.Message)))
+				if !rec.Queue && now.Sub(since) >= d.t.UnreachableAfter {
+					d.set(name, d.ended(name, Finished(pr.Err.Kind, "out of reach for %s: %s", d.t.UnreachableAfter, pr.Err.Message)))
 				}
 				return
 			}
 			lastContact[name] = now
-			d.set(name, pr.r)
+			d.set(name, pr.R)
 		})
 		if !cancelSentAt.IsZero() && time.Since(cancelSentAt) > cancelWait {
 			for _, n := range d.open(true) {
-				d.set(n, d.ended(n, finished(status.KindCancelled, "job cancelled; the minion did not confirm")))
+				d.set(n, d.ended(n, Finished(status.KindCancelled, "job cancelled; the minion did not confirm")))
 			}
 		}
-		if err := d.rc.flush(nil); err != nil {
-			d.o.Logger.Warn("could not record results; will retry", "job", d.rc.header().ID, "err", err)
+		if err := d.rc.Flush(nil); err != nil {
+			d.logger.Warn("could not record results; will retry", "job", d.rc.Header().ID, "err", err)
 		}
 		if lastLook {
 			continue
@@ -688,7 +758,7 @@ func (d *driver) poll(ctx context.Context) {
 // roundAnswer is one minion's answer in a round of poll: to a status
 // poll, or to a queued minion's probe.
 type roundAnswer struct {
-	poll  pollResult
+	poll  PollResult
 	probe *submitOutcome
 }
 
@@ -707,7 +777,7 @@ func (d *driver) probed(name string, out submitOutcome, p probes, now time.Time)
 		return false
 	default:
 		if out.r.State != "" {
-			d.o.Logger.Info("queued minion is back", "job", d.rc.header().ID, "minion", name, "queued_since", d.entries[name].QueuedSince)
+			d.logger.Info("queued minion is back", "job", d.rc.Header().ID, "minion", name, "queued_since", d.entries[name].QueuedSince)
 		}
 		d.set(name, out.r)
 	}
@@ -715,9 +785,12 @@ func (d *driver) probed(name string, out submitOutcome, p probes, now time.Time)
 }
 
 // probes schedules the probes of queued minions: a minion's first is due
-// queueProbeFirst after poll first sees it queued, the next ones at
-// delays doubled up to queueProbeMax, each with jitter.
-type probes map[string]*probeTimes
+// first after poll first sees it queued, the next ones at delays doubled
+// up to max, each with jitter.
+type probes struct {
+	first, max time.Duration
+	times      map[string]*probeTimes
+}
 
 type probeTimes struct {
 	next    time.Time
@@ -729,9 +802,9 @@ type probeTimes struct {
 func (p probes) due(queued []string, now time.Time) []string {
 	var out []string
 	for _, n := range queued {
-		t, ok := p[n]
+		t, ok := p.times[n]
 		if !ok {
-			p[n] = &probeTimes{next: now.Add(jitter(queueProbeFirst)), backoff: queueProbeFirst}
+			p.times[n] = &probeTimes{next: now.Add(jitter(p.first)), backoff: p.first}
 			continue
 		}
 		if !now.Before(t.next) {
@@ -744,12 +817,12 @@ func (p probes) due(queued []string, now time.Time) []string {
 // again schedules name's next probe after one that found it still out
 // of reach.
 func (p probes) again(name string, now time.Time) {
-	t, ok := p[name]
+	t, ok := p.times[name]
 	if !ok {
-		t = &probeTimes{backoff: queueProbeFirst / 2}
-		p[name] = t
+		t = &probeTimes{backoff: p.first / 2}
+		p.times[name] = t
 	}
-	t.backoff = min(t.backoff*2, queueProbeMax)
+	t.backoff = min(t.backoff*2, p.max)
 	t.next = now.Add(jitter(t.backoff))
 }
 
@@ -758,31 +831,33 @@ func (p probes) again(name string, now time.Time) {
 func (p probes) next(queued []string) time.Time {
 	var first time.Time
 	for _, n := range queued {
-		if t, ok := p[n]; ok && (first.IsZero() || t.next.Before(first)) {
+		if t, ok := p.times[n]; ok && (first.IsZero() || t.next.Before(first)) {
 			first = t.next
 		}
 	}
 	return first
 }
 
-type pollResult struct {
-	r   status.Result
-	err *status.Error
+// PollResult is a minion's answer about one of its jobs: the job's
+// entry (the result once it is FINISHED), or why there is none.
+type PollResult struct {
+	R   status.Result
+	Err *status.Error
 }
 
 // status asks a minion for one job's state, holding the call up to wait
 // for a change (0: answer at once).
-func (d *driver) status(ctx context.Context, name, jobID string, wait time.Duration) pollResult {
-	if d.hub != nil {
-		return d.hub.status(ctx, name, jobID, wait)
+func (d *driver) status(ctx context.Context, name, jobID string, wait time.Duration) PollResult {
+	if d.poller != nil {
+		return d.poller.Status(ctx, name, jobID, wait)
 	}
-	return minionStatus(ctx, d.client, name, jobID, wait)
+	return MinionStatus(ctx, d.client, name, jobID, wait)
 }
 
-// minionStatus asks minion name for its job jobID's state with
+// MinionStatus asks minion name for its job jobID's state with
 // Minion.Status, as an entry: the result once the job is FINISHED.
-func minionStatus(ctx context.Context, client *rpc.Client, name, jobID string, wait time.Duration) pollResult {
-	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+func MinionStatus(ctx context.Context, client Caller, name, jobID string, wait time.Duration) PollResult {
+	cctx, cancel := context.WithTimeout(ctx, RPCTimeout)
 	defer cancel()
 	var reply rpc.StatusReply
 	params := rpc.StatusParams{JobIDs: []string{jobID}, MaxOutput: -1, WaitMS: wait.Milliseconds()}
@@ -791,13 +866,13 @@ func minionStatus(ctx context.Context, client *rpc.Client, name, jobID string, w
 		err = status.Errorf(status.KindInternal, "Minion.Status answered %d jobs for 1", len(reply.Jobs))
 	}
 	if err != nil {
-		return pollResult{err: rpc.Classify(cctx, err)}
+		return PollResult{Err: rpc.Classify(cctx, err)}
 	}
-	return pollResult{r: jobResult(reply.Jobs[0])}
+	return PollResult{R: JobResult(reply.Jobs[0])}
 }
 
-// jobResult is the entry a minion job's status makes.
-func jobResult(js rpc.JobStatus) status.Result {
+// JobResult is the entry a minion job's status makes.
+func JobResult(js rpc.JobStatus) status.Result {
 	r := status.Result{State: js.State, MinionJobID: js.JobID}
 	if js.State == status.Finished {
 		r.OK, r.Result, r.Error, r.DurationMS = js.OK, js.Result, js.Error, js.DurationMS
@@ -807,14 +882,14 @@ func jobResult(js rpc.JobStatus) status.Result {
 
 // cancelAll asks every open minion job to stop.
 func (d *driver) cancelAll(ctx context.Context, open []string) {
-	cancelMinionJobs(ctx, d.client, d.forks, d.entries, open, status.KindCancelled, d.o.Logger)
+	CancelMinionJobs(ctx, d.client, d.forks, d.entries, open, status.KindCancelled, d.logger)
 }
 
-// cancelMinionJobs sends Minion.Cancel for the named entries' minion jobs.
+// CancelMinionJobs sends Minion.Cancel for the named entries' minion jobs.
 // kind is why: cancelled, or timeout for a job past its deadline.
-func cancelMinionJobs(ctx context.Context, client *rpc.Client, forks int, entries map[string]status.Result, names []string, kind status.Kind, logger *slog.Logger) {
+func CancelMinionJobs(ctx context.Context, client Caller, forks int, entries map[string]status.Result, names []string, kind status.Kind, logger *slog.Logger) {
 	fanout.Run(ctx, names, forks, func(ctx context.Context, name string) error {
-		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		cctx, cancel := context.WithTimeout(ctx, RPCTimeout)
 		defer cancel()
 		var reply rpc.CancelReply
 		return client.Call(cctx, name, "Minion.Cancel", rpc.CancelParams{JobID: entries[name].MinionJobID, Reason: kind}, &reply)
@@ -825,68 +900,12 @@ func cancelMinionJobs(ctx context.Context, client *rpc.Client, forks int, entrie
 	})
 }
 
-// Cancel asks for job id to be cancelled: the request is recorded for its
-// driver (which stops anything not yet submitted and confirms each
-// minion's end), and the minion jobs already running are sent
-// Minion.Cancel at once. It returns the job's header.
-func (o *Overlord) Cancel(ctx context.Context, id string) (jobs.Record, error) {
-	hdr, err := o.Store.Header(id) // id may be a prefix
-	if err != nil {
-		return hdr, err
-	}
-	rec, err := o.Store.Update(hdr.ID, func(r *jobs.Record) error {
-		if !r.Async && (r.Deadline == nil || r.State == status.Finished) {
-			return fmt.Errorf("job %s was synchronous and has finished; there is nothing to cancel", r.ID)
-		}
-		if r.State != status.Finished {
-			r.CancelRequested = true
-		}
-		return nil
-	})
-	if err != nil || rec.State == status.Finished {
-		return rec, err
-	}
-	_, entries, err := o.Store.Job(rec.ID)
-	if err != nil {
-		return rec, err
-	}
-	var open []string
-	for n, e := range entries {
-		if e.State != status.Finished && e.MinionJobID != "" {
-			open = append(open, n)
-		}
-	}
-	if len(open) > 0 {
-		client, err := o.jobClient(rec)
-		if err != nil {
-			return rec, err
-		}
-		defer client.Close()
-		cancelMinionJobs(ctx, client, rec.Forks, entries, open, status.KindCancelled, o.Logger)
-	}
-	_, err = o.EnsureDriver(rec)
-	return rec, err
-}
-
-// jobClient returns a client to the registered minions as the identity
-// that submitted job rec: minions show each caller only its own jobs.
-// The caller closes it.
-func (o *Overlord) jobClient(rec jobs.Record) (*rpc.Client, error) {
-	inv, err := o.Store.Inventory()
-	if err != nil {
-		return nil, err
-	}
-	as := *o
-	as.IdentityFile = rec.Identity
-	return as.Client(inv.Minions, rec.Forks, DefaultConnectTimeout)
-}
-
 // expire ends a job past its deadline: open minion jobs are cancelled and
 // their entries FINISHED with kind timeout.
 func (d *driver) expire(ctx context.Context, open []string) {
-	cancelMinionJobs(ctx, d.client, d.forks, d.entries, open, status.KindTimeout, d.o.Logger)
+	CancelMinionJobs(ctx, d.client, d.forks, d.entries, open, status.KindTimeout, d.logger)
 	for _, n := range open {
-		d.set(n, d.ended(n, finished(status.KindTimeout, "job deadline passed (%s) before this minion finished", d.deadline().Format(time.RFC3339))))
+		d.set(n, d.ended(n, Finished(status.KindTimeout, "job deadline passed (%s) before this minion finished", d.deadline().Format(time.RFC3339))))
 	}
 }
 

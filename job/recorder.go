@@ -1,4 +1,4 @@
-package overlord
+package job
 
 import (
 	"encoding/json"
@@ -9,14 +9,21 @@ import (
 	"github.com/overlordhq/overlord/status"
 )
 
-// recorder batches a job's per-minion results into overlord.db: a write
+// How often a Recorder writes results to overlord.db: after flushEvery
+// results or flushInterval, whichever comes first.
+const (
+	flushEvery    = 1024
+	flushInterval = 250 * time.Millisecond
+)
+
+// Recorder batches a job's per-minion results into overlord.db: a write
 // after flushEvery results or flushInterval, whichever comes first (a
 // timer writes what arrived even when nothing else does, so `job status`
 // shows the results so far), and one final write. A failed write keeps
 // its batch for the next one. Every result of a call is recorded through
-// a recorder, so it is where facts.all results are cached (cacheFacts).
+// a Recorder, so it is where facts.all results are cached (cacheFacts).
 // Its methods are safe for concurrent use.
-type recorder struct {
+type Recorder struct {
 	mu    sync.Mutex
 	stop  chan struct{}
 	done  chan struct{}
@@ -27,15 +34,17 @@ type recorder struct {
 	err   error // the last write's error, nil once a write succeeds
 }
 
-func newRecorder(store *jobs.Store, rec jobs.Record) *recorder {
-	r := &recorder{store: store, rec: rec, batch: map[string]status.Result{}, last: time.Now(),
+// NewRecorder starts recording job rec's results into store; Finish or
+// Close stops its timer.
+func NewRecorder(store *jobs.Store, rec jobs.Record) *Recorder {
+	r := &Recorder{store: store, rec: rec, batch: map[string]status.Result{}, last: time.Now(),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go r.tick()
 	return r
 }
 
-// tick writes a waiting batch every flushInterval until finish or close.
-func (r *recorder) tick() {
+// tick writes a waiting batch every flushInterval until Finish or Close.
+func (r *Recorder) tick() {
 	defer close(r.done)
 	t := time.NewTicker(flushInterval)
 	defer t.Stop()
@@ -53,8 +62,8 @@ func (r *recorder) tick() {
 	}
 }
 
-// close stops the timer; it is called by finish, and harmless twice.
-func (r *recorder) close() {
+// Close stops the timer; it is called by Finish, and harmless twice.
+func (r *Recorder) Close() {
 	select {
 	case <-r.stop:
 	default:
@@ -63,8 +72,8 @@ func (r *recorder) close() {
 	<-r.done
 }
 
-// add queues a result and writes the batch if it is due.
-func (r *recorder) add(name string, res status.Result) {
+// Add queues a result and writes the batch if it is due.
+func (r *Recorder) Add(name string, res status.Result) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.batch[name] = res
@@ -73,21 +82,21 @@ func (r *recorder) add(name string, res status.Result) {
 	}
 }
 
-// header returns the job's header as last written.
-func (r *recorder) header() jobs.Record {
+// Header returns the job's header as last written.
+func (r *Recorder) Header() jobs.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.rec
 }
 
-// flush writes the batch (and mutate's change to the header, if any).
-func (r *recorder) flush(mutate func(*jobs.Record) error) error {
+// Flush writes the batch (and mutate's change to the header, if any).
+func (r *Recorder) Flush(mutate func(*jobs.Record) error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.flushLocked(mutate)
 }
 
-func (r *recorder) flushLocked(mutate func(*jobs.Record) error) error {
+func (r *Recorder) flushLocked(mutate func(*jobs.Record) error) error {
 	if len(r.batch) == 0 && mutate == nil {
 		return r.err
 	}
@@ -108,10 +117,10 @@ func (r *recorder) flushLocked(mutate func(*jobs.Record) error) error {
 	return nil
 }
 
-// finish stops the timer, writes the batch and sets the job FINISHED.
-func (r *recorder) finish() error {
-	r.close()
-	return r.flush(func(rec *jobs.Record) error {
+// Finish stops the timer, writes the batch and sets the job FINISHED.
+func (r *Recorder) Finish() error {
+	r.Close()
+	return r.Flush(func(rec *jobs.Record) error {
 		now := time.Now().UTC()
 		rec.State, rec.FinishedAt = status.Finished, &now
 		return nil

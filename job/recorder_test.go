@@ -1,4 +1,4 @@
-package overlord
+package job_test
 
 import (
 	"encoding/json"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/jobs/jobstest"
 	"github.com/overlordhq/overlord/status"
@@ -34,11 +35,11 @@ func TestRecorderCachesFacts(t *testing.T) {
 		if err := s.CreateJob(&rec, names); err != nil {
 			t.Fatal(err)
 		}
-		rc := newRecorder(s, rec)
+		rc := job.NewRecorder(s, rec)
 		for n, r := range results {
-			rc.add(n, r)
+			rc.Add(n, r)
 		}
-		if err := rc.finish(); err != nil {
+		if err := rc.Finish(); err != nil {
 			t.Fatal(err)
 		}
 	}
