@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/serve.sh N [RUNS]: `overlord call '*' test.ping` to N real minion
 # processes on loopback through the overlord service (`overlord serve`, its
-# warm HTTP/2 connections) and with --direct (a handshake per minion), side
+# warm keep-alive connections) and with --direct (a handshake per minion), side
 # by side in one hyperfine run, and the ratio.
 #
 # It builds the binaries (or takes them from $BIN), makes a CA and N minions

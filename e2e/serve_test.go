@@ -109,10 +109,11 @@ func TestServeSameAsDirect(t *testing.T) {
 }
 
 // TestServeAsyncJobs: 200 async jobs with the service up start no driver
-// process, and all settle.
+// process, and all settle. (One minion: each job is a runner process
+// there, and 200 are enough to show it.)
 func TestServeAsyncJobs(t *testing.T) {
 	t.Parallel()
-	f := startFleet(t, "web1", "web2")
+	f := startFleet(t, "web1")
 	p, _ := startServe(t, f)
 	waitService(t, f, p)
 	const n = 200
@@ -162,7 +163,7 @@ func TestServeAsyncJobs(t *testing.T) {
 	}
 	for i, id := range ids {
 		j, code, _ := jobStatus(t, f, id)
-		if code != 0 || j.Summary.OK != 2 || j.Minions["web1"].stdout() != fmt.Sprintf("job%d\n", i) {
+		if code != 0 || j.Summary.OK != 1 || j.Minions["web1"].stdout() != fmt.Sprintf("job%d\n", i) {
 			t.Errorf("job %d (%s): exit %d\n%s", i, id, code, j)
 		}
 	}

@@ -169,7 +169,8 @@ func (o *Overlord) clientAs(id *certs.Bundle, minions []jobs.Minion, forks int, 
 		MaxIdleConns:   forks,
 	}
 	if o.service != nil && o.IdentityFile == "" {
-		cfg.Service = o.service.Socket
+		cfg.Service = o.service.dial
+		cfg.View = func(name string) (string, string, bool) { m, ok := byName[name]; return m.Addr, m.Fingerprint, ok }
 	}
 	if crl != nil {
 		cfg.AfterCall = newCRLPusher(crl, o.Logger).afterCall
@@ -368,8 +369,21 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 		if h != nil && o.service != nil && o.IdentityFile == "" {
 			// A call through the service: the service fans it out on
 			// its warm connections and streams the results back.
-			o.service.fanOut(ctx, rec.ID, minions, spec.Forks, h, got)
-			return
+			if o.service.fanOut(ctx, rec.ID, minions, spec.Forks, h, got) {
+				return
+			}
+			// Turned down, or gone: the call goes on without the
+			// service, as it would have had none answered.
+			o.service = nil
+			direct, err := o.clientAs(id, p.Minions, spec.Forks, spec.ConnectTimeout)
+			if err != nil {
+				for _, m := range minions {
+					got(m, status.Result{State: status.Finished, Error: status.Errorf(status.KindInternal, "%v", err)})
+				}
+				return
+			}
+			client.Close()
+			client = direct
 		}
 		fanout.Run(ctx, minions, spec.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
 			return step(ctx, client, m)

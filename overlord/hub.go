@@ -12,18 +12,15 @@ import (
 )
 
 // maxWaitJobs is how many jobs one long poll of a minion may carry
-// (minion.MaxWaitJobs); with more waiting, a round asks without waiting,
-// for at most maxStatusJobs (minion.MaxStatusJobs).
-const (
-	maxWaitJobs   = 100
-	maxStatusJobs = 1000
-)
+// (minion.MaxWaitJobs); with more waiting, a round makes several at once.
+const maxWaitJobs = 100
 
 // statusHub is the service's scheduler of status polls: however many jobs
 // its drivers follow on a minion, it keeps at most one Minion.Status call
 // to that minion in flight, a long poll carrying every job waited on, and
 // hands each driver its job's state when the job finishes or the driver's
-// wait ends. 200 jobs on 10 minions are 10 long polls, not 2,000.
+// wait ends. 200 jobs on 10 minions are 20 long polls (100 jobs per poll at
+// most), not 2,000.
 type statusHub struct {
 	client *rpc.Client
 	mu     sync.Mutex
@@ -70,7 +67,9 @@ func (h *statusHub) Status(ctx context.Context, name, jobID string, wait time.Du
 	}
 }
 
-// loop polls one minion while jobs are waited on there.
+// loop polls one minion while jobs are waited on there: a round is one
+// long poll per maxWaitJobs jobs, made at once, until the earliest wait
+// ends or a job finishes.
 func (h *statusHub) loop(name string, mp *minionPoll) {
 	for {
 		h.mu.Lock()
@@ -82,7 +81,7 @@ func (h *statusHub) loop(name string, mp *minionPoll) {
 		var ids []string
 		earliest := mp.waiters[0].until
 		for _, w := range mp.waiters {
-			if !slices.Contains(ids, w.jobID) && len(ids) < maxStatusJobs {
+			if !slices.Contains(ids, w.jobID) {
 				ids = append(ids, w.jobID)
 			}
 			if w.until.Before(earliest) {
@@ -91,42 +90,72 @@ func (h *statusHub) loop(name string, mp *minionPoll) {
 		}
 		h.mu.Unlock()
 		wait := min(max(time.Until(earliest), 0), job.PollWait)
-		if len(ids) > maxWaitJobs {
-			wait = 0
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), job.RPCTimeout+wait)
-		var reply rpc.StatusReply
-		err := h.client.Call(ctx, name, "Minion.Status", rpc.StatusParams{JobIDs: ids, MaxOutput: -1, WaitMS: wait.Milliseconds()}, &reply)
-		var se *status.Error
-		if err != nil {
-			se = rpc.Classify(ctx, err)
-		}
-		cancel()
-		got := make(map[string]rpc.JobStatus, len(reply.Jobs))
-		for _, js := range reply.Jobs {
-			got[js.JobID] = js
-		}
+		got, failed := h.round(name, ids, wait)
 		now := time.Now()
+		var alone []*statusWaiter // their answer did not carry their result: asked alone
 		h.mu.Lock()
 		mp.waiters = slices.DeleteFunc(mp.waiters, func(w *statusWaiter) bool {
 			if !slices.Contains(ids, w.jobID) {
-				return false // came during the call: the next round asks
+				return false // came during the round: the next one asks
 			}
-			if se != nil {
+			if se := failed[w.jobID]; se != nil {
 				w.ch <- job.PollResult{Err: se}
 				return true
 			}
 			js, ok := got[w.jobID]
-			if !ok {
+			switch {
+			case !ok:
 				w.ch <- job.PollResult{Err: status.Errorf(status.KindInternal, "Minion.Status did not answer for job %s", w.jobID)}
-				return true
-			}
-			if js.State != status.Finished && now.Before(w.until) {
+			case js.State != status.Finished && now.Before(w.until):
 				return false
+			case js.State == status.Finished && js.Truncated:
+				// The reply's size limit left this result out: a
+				// driver asking for its job alone gets it whole.
+				alone = append(alone, w)
+			default:
+				w.ch <- job.PollResult{R: job.JobResult(js)}
 			}
-			w.ch <- job.PollResult{R: job.JobResult(js)}
 			return true
 		})
 		h.mu.Unlock()
+		for _, w := range alone {
+			ctx, cancel := context.WithTimeout(context.Background(), job.RPCTimeout)
+			w.ch <- job.MinionStatus(ctx, h.client, name, w.jobID, 0)
+			cancel()
+		}
 	}
+}
+
+// round asks a minion for the state of jobs ids, in long polls of at most
+// maxWaitJobs jobs made at once, each held up to wait; it returns each
+// job's status, or why it could not be had.
+func (h *statusHub) round(name string, ids []string, wait time.Duration) (map[string]rpc.JobStatus, map[string]*status.Error) {
+	got := make(map[string]rpc.JobStatus, len(ids))
+	failed := map[string]*status.Error{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for chunk := range slices.Chunk(ids, maxWaitJobs) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), job.RPCTimeout+wait)
+			defer cancel()
+			var reply rpc.StatusReply
+			err := h.client.Call(ctx, name, "Minion.Status", rpc.StatusParams{JobIDs: chunk, MaxOutput: -1, WaitMS: wait.Milliseconds()}, &reply)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				se := rpc.Classify(ctx, err)
+				for _, id := range chunk {
+					failed[id] = se
+				}
+				return
+			}
+			for _, js := range reply.Jobs {
+				got[js.JobID] = js
+			}
+		}()
+	}
+	wg.Wait()
+	return got, failed
 }

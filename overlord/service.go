@@ -13,7 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,8 +39,11 @@ const (
 	serviceLockFile = "serve.lock"
 )
 
-// The local protocol's other paths (rpc.ServicePath forwards calls).
+// The local protocol's other paths (rpc.ServicePath forwards calls), and
+// its version: a CLI and a service that differ (an upgrade with the old
+// service still running) do not talk; the CLI works directly.
 const (
+	serviceProtocol  = 1
 	servicePingPath  = "/local/ping"
 	serviceDrivePath = "/local/drive/"
 )
@@ -115,12 +120,14 @@ func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service
 	if err := checkSocketPath(SocketPath(o.Dir)); err != nil {
 		return nil, err
 	}
-	st, err := os.Stat(o.Dir)
+	owner, err := dirOwner(o.Dir)
 	if err != nil {
 		return nil, err
 	}
-	owner := int(st.Sys().(*syscall.Stat_t).Uid)
-	lock, err := os.OpenFile(filepath.Join(o.Dir, serviceLockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if euid := os.Geteuid(); euid != owner {
+		return nil, fmt.Errorf("%s belongs to uid %d: run overlord serve as that user, not as uid %d", o.Dir, owner, euid)
+	}
+	lock, err := os.OpenFile(filepath.Join(o.Dir, serviceLockFile), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -263,14 +270,15 @@ func (s *Service) ping(w http.ResponseWriter, _ *http.Request) {
 	s.sched.mu.Lock()
 	driving := len(s.sched.running)
 	s.sched.mu.Unlock()
-	writeJSONReply(w, http.StatusOK, servicePing{PID: os.Getpid(), Version: buildinfo.Version(), Socket: s.sock,
-		Goroutines: runtime.NumGoroutine(), Driving: driving})
+	writeJSONReply(w, http.StatusOK, servicePing{PID: os.Getpid(), Version: buildinfo.Version(), Protocol: serviceProtocol,
+		Socket: s.sock, Goroutines: runtime.NumGoroutine(), Driving: driving})
 }
 
 // servicePing is the answer to a ping: who answers, and how busy it is.
 type servicePing struct {
 	PID        int    `json:"pid"`
 	Version    string `json:"version"`
+	Protocol   int    `json:"protocol"`
 	Socket     string `json:"socket"`
 	Goroutines int    `json:"goroutines"`
 	Driving    int    `json:"driving"` // async jobs it drives now
@@ -286,6 +294,10 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if d, err := time.ParseDuration(r.Header.Get(rpc.ConnectTimeoutHeader)); err == nil && d > 0 {
 		ctx = rpc.WithConnectTimeout(ctx, d)
+	}
+	if addr, fp := r.Header.Get(rpc.AddrHeader), r.Header.Get(rpc.FingerprintHeader); addr != "" && fp != "" {
+		// The caller read the registry moments ago.
+		s.pool.learn([]jobs.Minion{{Name: name, Addr: addr, Fingerprint: fp}}, false)
 	}
 	if _, ok := s.pool.lookup(name); !ok {
 		serviceError(w, status.Errorf(status.KindUnreachable, "minion %s has no registered address", name))
@@ -354,11 +366,19 @@ func (s *Service) drive(w http.ResponseWriter, r *http.Request) {
 }
 
 // ownerOnly accepts connections from the state directory's owner only.
+// Refused ones are answered by at most maxRefusing goroutines at once
+// (more are closed at once), and logged at most once a second.
 type ownerOnly struct {
 	net.Listener
-	uid    int
-	logger *slog.Logger
+	uid      int
+	logger   *slog.Logger
+	refusing atomic.Int32
+	mu       sync.Mutex
+	loggedAt time.Time
+	unlogged int
 }
+
+const maxRefusing = 16
 
 func (l *ownerOnly) Accept() (net.Conn, error) {
 	for {
@@ -370,9 +390,30 @@ func (l *ownerOnly) Accept() (net.Conn, error) {
 		if err == nil && uid == l.uid {
 			return c, nil
 		}
-		l.logger.Warn("refused a connection to the local socket: not the state directory's owner", "uid", uid, "owner", l.uid, "err", err)
-		go refuse(c, l.uid)
+		l.logRefusal(uid, err)
+		if l.refusing.Add(1) > maxRefusing {
+			l.refusing.Add(-1)
+			c.Close()
+			continue
+		}
+		go func() {
+			defer l.refusing.Add(-1)
+			refuse(c, l.uid)
+		}()
 	}
+}
+
+// logRefusal logs a refused connection, at most once a second, with how
+// many were not logged since.
+func (l *ownerOnly) logRefusal(uid int, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if time.Since(l.loggedAt) < time.Second {
+		l.unlogged++
+		return
+	}
+	l.logger.Warn("refused a connection to the local socket: not the state directory's owner", "uid", uid, "owner", l.uid, "err", err, "more_refused", l.unlogged)
+	l.loggedAt, l.unlogged = time.Now(), 0
 }
 
 // refuse answers a refused connection's first request head (read for at
@@ -489,6 +530,8 @@ type ServiceConn struct {
 	Socket string
 	PID    int
 	http   *http.Client
+	dial   func(ctx context.Context) (net.Conn, error) // connects, checking who serves
+	logger *slog.Logger
 }
 
 // UseService makes o's calls and drivers go through the service on o's
@@ -506,11 +549,26 @@ func (o *Overlord) UseService(ctx context.Context) (string, bool) {
 	if _, err := os.Stat(sock); err != nil {
 		return fmt.Sprintf("direct: no service (no socket at %s)", sock), false
 	}
+	owner, err := dirOwner(o.Dir)
+	if err != nil {
+		return "direct: " + err.Error(), false
+	}
+	// Only a service run by the state directory's owner is used: a
+	// socket someone else serves is not the overlord's.
 	dialer := &net.Dialer{Timeout: 2 * time.Second}
+	dial := func(ctx context.Context) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, "unix", sock)
+		if err != nil {
+			return nil, err
+		}
+		if uid, err := peerUID(c); err != nil || uid != owner {
+			c.Close()
+			return nil, fmt.Errorf("%s is served by uid %d, not by the state directory's owner (uid %d) (%v)", sock, uid, owner, err)
+		}
+		return c, nil
+	}
 	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", sock)
-		},
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 	}}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -518,8 +576,21 @@ func (o *Overlord) UseService(ctx context.Context) (string, bool) {
 	if err := serviceDo(pctx, hc, http.MethodGet, servicePingPath, http.StatusOK, &ping); err != nil {
 		return fmt.Sprintf("direct: the service at %s does not answer: %v", sock, err), false
 	}
-	o.service = &ServiceConn{Socket: sock, PID: ping.PID, http: hc}
+	if ping.Protocol != serviceProtocol {
+		return fmt.Sprintf("direct: the service at %s (pid %d, version %s) speaks protocol %d, this overlord %d: restart it with this version (systemctl restart overlord)",
+			sock, ping.PID, ping.Version, ping.Protocol, serviceProtocol), false
+	}
+	o.service = &ServiceConn{Socket: sock, PID: ping.PID, http: hc, dial: dial, logger: o.Logger}
 	return fmt.Sprintf("via the service at %s (pid %d)", sock, ping.PID), true
+}
+
+// dirOwner returns the user ID that owns directory dir.
+func dirOwner(dir string) (int, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return -1, err
+	}
+	return int(st.Sys().(*syscall.Stat_t).Uid), nil
 }
 
 // drive asks the service to drive job id; false if another process does.
@@ -542,7 +613,7 @@ type serviceStatusError struct {
 }
 
 func (e *serviceStatusError) Error() string {
-	return fmt.Sprintf("the service answered HTTP %d: %s", e.code, e.msg)
+	return fmt.Sprintf("the service answered HTTP %d: %s", e.code, strings.TrimSpace(e.msg))
 }
 
 // serviceDo makes one request of the local protocol and decodes the

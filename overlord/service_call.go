@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -67,60 +68,59 @@ type fanOutLine struct {
 // the minions the call never reached are known (h.never). If the service
 // goes away mid-call, the minions it did not report on are RUNNING: the
 // job's driver adopts what they kept, and those never called end lost.
-func (c *ServiceConn) fanOut(ctx context.Context, jobID string, minions []jobs.Minion, forks int, h *handover, got func(jobs.Minion, status.Result)) {
+// It returns false, having called nobody, if the service turns the call
+// down: the caller makes it another way.
+func (c *ServiceConn) fanOut(ctx context.Context, jobID string, minions []jobs.Minion, forks int, h *handover, got func(jobs.Minion, status.Result)) bool {
 	byName := make(map[string]jobs.Minion, len(minions))
 	req := fanOutRequest{JobID: jobID, Params: h.params, Forks: forks, WaitUntil: h.waitUntil, ConnectTimeoutMS: h.connect.Milliseconds()}
 	for _, m := range minions {
 		byName[m.Name] = m
 		req.Minions = append(req.Minions, fanOutMinion{Name: m.Name, Addr: m.Addr, Fingerprint: m.Fingerprint})
 	}
-	reported := make(map[string]bool, len(minions))
-	defer func() {
-		for _, m := range minions {
-			if !reported[m.Name] {
-				got(m, status.Result{State: status.Running})
-			}
-		}
-	}()
 	body, err := json.Marshal(req)
 	if err != nil {
-		return
+		return false
 	}
 	hreq, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodPost, "http://overlord"+serviceCallPath, bytes.NewReader(body))
 	if err != nil {
-		return
+		return false
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	stop := context.AfterFunc(ctx, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = serviceDo(sctx, c.http, http.MethodPost, serviceStopPath+jobID, http.StatusNoContent, nil)
-	})
+	ended := make(chan struct{})
+	defer close(ended)
+	stop := context.AfterFunc(ctx, func() { c.stop(jobID, ended) })
 	defer stop()
 	resp, err := c.http.Do(hreq)
 	if err != nil {
-		return
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			c.logger.Warn("the service is gone; calling the minions directly", "err", err)
+			return false // nothing was sent
+		}
+		// The request may have reached the service: its minions are
+		// the driver's to adopt.
+		c.unreported(minions, nil, got)
+		return true
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		for _, m := range minions {
-			reported[m.Name] = true
-			got(m, status.Result{State: status.Finished, Error: status.Errorf(status.KindInternal, "the overlord service refused the call: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))})
-		}
-		return
+		c.logger.Warn("the service turned the call down; calling the minions directly", "status", resp.StatusCode, "msg", string(bytes.TrimSpace(msg)))
+		return false
 	}
+	reported := make(map[string]bool, len(minions))
+	defer c.unreported(minions, reported, got)
 	dec := json.NewDecoder(bufio.NewReader(resp.Body))
 	for {
 		var l fanOutLine
 		if err := dec.Decode(&l); err != nil {
-			return
+			return true
 		}
 		if l.End {
 			h.mu.Lock()
 			h.never = append(h.never, l.Unsent...)
 			h.mu.Unlock()
-			return
+			return true
 		}
 		m, ok := byName[l.Minion]
 		if !ok || reported[l.Minion] || l.Result == nil {
@@ -128,6 +128,36 @@ func (c *ServiceConn) fanOut(ctx context.Context, jobID string, minions []jobs.M
 		}
 		reported[l.Minion] = true
 		got(m, *l.Result)
+	}
+}
+
+// unreported makes the minions the service did not report on RUNNING: it
+// went away, and they may hold the call.
+func (c *ServiceConn) unreported(minions []jobs.Minion, reported map[string]bool, got func(jobs.Minion, status.Result)) {
+	for _, m := range minions {
+		if !reported[m.Name] {
+			got(m, status.Result{State: status.Running})
+		}
+	}
+}
+
+// stop asks the service to stop fanning out job id's call (Ctrl-C), again
+// while it does not know the call yet (the stop can overtake the call),
+// until the call's answer has ended.
+func (c *ServiceConn) stop(id string, ended <-chan struct{}) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := serviceDo(ctx, c.http, http.MethodPost, serviceStopPath+id, http.StatusNoContent, nil)
+		cancel()
+		var se *serviceStatusError
+		if !errors.As(err, &se) || se.code != http.StatusNotFound {
+			return
+		}
+		select {
+		case <-ended:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

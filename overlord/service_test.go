@@ -366,3 +366,87 @@ func TestServiceSocketPathTooLong(t *testing.T) {
 		t.Fatalf("UseService: %q %v", how, ok)
 	}
 }
+
+// fakeService serves the local protocol's ping on o's socket, with the
+// given protocol version, and HTTP 404 for everything else: an older or
+// newer service.
+func fakeService(t *testing.T, o *overlord.Overlord, protocol int) {
+	t.Helper()
+	ln, err := net.Listen("unix", overlord.SocketPath(o.Dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /local/ping", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `{"pid": 1, "version": "v0", "protocol": %d}`, protocol)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// A service that speaks another version of the local protocol (an
+// upgrade with the old service still running) is not used: commands work
+// directly, and -v says why.
+func TestServiceOtherProtocol(t *testing.T) {
+	o := newOverlord(t)
+	fakeService(t, o, 0)
+	c := overlord.New(o.Dir, "", 0, nil)
+	if how, ok := c.UseService(context.Background()); ok || !strings.Contains(how, "speaks protocol 0") || !strings.Contains(how, "restart it") {
+		t.Fatalf("UseService: %q %v", how, ok)
+	}
+}
+
+// A service that turns a call down (it answers the ping, not the call)
+// costs the call nothing: it is made directly.
+func TestServiceCallTurnedDown(t *testing.T) {
+	o := newOverlord(t)
+	startMinion(t, o, "web1")
+	fakeService(t, o, 1)
+	c := viaService(t, o)
+	p, err := c.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := c.Call(context.Background(), p, nil)
+	if err != nil || job.State != status.Finished || job.Summary.OK != 1 {
+		t.Fatalf("call: %+v %v", job, err)
+	}
+}
+
+// Through the service, --connect-timeout bounds the connect and the TLS
+// handshake together, as it does directly: a minion that accepts but never
+// finishes its handshake is unreachable within the call's wait.
+func TestServiceConnectTimeout(t *testing.T) {
+	o := newOverlord(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // silent until the test ends
+		}
+	}()
+	if _, err := o.AddMinion("mute", ln.Addr().String(), filepath.Join(t.TempDir(), "mute.pem"), certs.ECDSA); err != nil {
+		t.Fatal(err)
+	}
+	openService(t, o)
+	c := viaService(t, o)
+	p, err := c.Prepare(overlord.CallSpec{Target: "mute", Module: "test", Method: "ping", ConnectTimeout: 200 * time.Millisecond, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := c.Call(context.Background(), p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := job.Minions["mute"]; job.State != status.Finished || r.Error == nil || r.Error.Kind != status.KindUnreachable {
+		t.Fatalf("job %s, entry %+v %+v: want FINISHED unreachable", job.State, r, r.Error)
+	}
+}

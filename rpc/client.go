@@ -37,11 +37,14 @@ type ClientConfig struct {
 	// answer, with the minion's name, the method and the answer's
 	// header, before Call returns. It may call the minion again with c.
 	AfterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
-	// Service, if set, is the path of the overlord service's local
-	// socket (`overlord serve`): every call goes through the service,
-	// which holds the connections to the minions, and TLS and Resolve
-	// are not used. See ServicePath.
-	Service string
+	// Service, if set, connects to the overlord service's local socket
+	// (`overlord serve`): every call goes through the service, which
+	// holds the connections to the minions, and TLS and Resolve are not
+	// used. See ServicePath. View, if set, gives the caller's view of a
+	// minion (address and certificate fingerprint), sent with each call
+	// so that the service reaches the minion the caller means.
+	Service func(ctx context.Context) (net.Conn, error)
+	View    func(name string) (addr, fingerprint string, ok bool)
 	// IdleTimeout closes a connection unused for this long (90 s if 0).
 	IdleTimeout time.Duration
 	// MaxPerMinion, if positive, bounds the calls in flight to one minion
@@ -66,8 +69,11 @@ const (
 	// caller classifies it as it would have classified its own.
 	ServiceErrorHeader = "Overlord-Error-Kind"
 	// ConnectTimeoutHeader passes the caller's connect timeout (a Go
-	// duration) to the service.
+	// duration) to the service; AddrHeader and FingerprintHeader its
+	// view of the minion (ClientConfig.View).
 	ConnectTimeoutHeader = "Overlord-Connect-Timeout"
+	AddrHeader           = "Overlord-Minion-Addr"
+	FingerprintHeader    = "Overlord-Minion-Fingerprint"
 )
 
 // Client calls minions by name. One Client (one HTTP transport, with
@@ -77,7 +83,8 @@ type Client struct {
 	afterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
 	// maxResponse is MaxResponseBytes, but for tests.
 	maxResponse int64
-	service     bool          // calls go through the service's socket
+	service     bool // calls go through the service's socket
+	view        func(name string) (addr, fingerprint string, ok bool)
 	connect     time.Duration // the connect timeout, passed to the service
 	shared      bool          // Close leaves the connections open (Shared)
 	perMinion   int           // MaxPerMinion
@@ -96,15 +103,15 @@ func NewClient(cfg ClientConfig) *Client {
 		cfg.IdleTimeout = 90 * time.Second
 	}
 	c := &Client{afterCall: cfg.AfterCall, maxResponse: MaxResponseBytes, connect: cfg.ConnectTimeout,
-		perMinion: cfg.MaxPerMinion, slots: new(sync.Map)}
+		perMinion: cfg.MaxPerMinion, slots: new(sync.Map), view: cfg.View}
 	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	if cfg.Service != "" {
+	if cfg.Service != nil {
 		// Every call is to the service, one host: keep as many
 		// connections as calls may run at once.
 		c.service = true
 		c.http = &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return dialer.DialContext(ctx, "unix", cfg.Service)
+				return cfg.Service(ctx)
 			},
 			MaxIdleConns:        max(cfg.MaxIdleConns, 2),
 			MaxIdleConnsPerHost: max(cfg.MaxIdleConns, 2),
@@ -138,7 +145,34 @@ func NewClient(cfg ClientConfig) *Client {
 		IdleConnTimeout:     cfg.IdleTimeout,
 	}
 	if cfg.MaxPerMinion > 0 {
+		// The service's pool: each call may bring its own connect
+		// timeout (WithConnectTimeout), for the TCP connect and the TLS
+		// handshake together, as a CLI's own connect would take.
 		tr.MaxIdleConnsPerHost = maxIdlePerMinion
+		dial := tr.DialContext
+		tr.DialContext = nil
+		tr.DialTLSContext = func(ctx context.Context, network, hostport string) (net.Conn, error) {
+			d := cfg.ConnectTimeout
+			if v, ok := ctx.Value(connectTimeoutKey{}).(time.Duration); ok && v > 0 {
+				d = v
+			}
+			ctx, cancel := context.WithTimeout(ctx, d)
+			defer cancel()
+			raw, err := dial(context.WithValue(ctx, connectTimeoutKey{}, time.Duration(0)), network, hostport)
+			if err != nil {
+				return nil, err
+			}
+			name, _, _ := net.SplitHostPort(hostport)
+			tcfg := cfg.TLS.Clone()
+			tcfg.ServerName = name
+			conn := tls.Client(raw, tcfg)
+			if err := conn.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			return conn, nil
+		}
+		dialer.Timeout = 0 // the context bounds it
 	}
 	c.http = &http.Client{Transport: tr}
 	return c
@@ -148,7 +182,7 @@ func NewClient(cfg ClientConfig) *Client {
 // connections, and whose Close leaves them open: the service's pool
 // handed to code that closes its client when done.
 func (c *Client) Shared() *Client {
-	return &Client{http: c.http, afterCall: c.afterCall, maxResponse: c.maxResponse, service: c.service,
+	return &Client{http: c.http, afterCall: c.afterCall, maxResponse: c.maxResponse, service: c.service, view: c.view,
 		connect: c.connect, shared: true, perMinion: c.perMinion, slots: c.slots}
 }
 
@@ -295,6 +329,12 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 	req.Header.Set("Content-Type", "application/json")
 	if c.service {
 		req.Header.Set(ConnectTimeoutHeader, c.connect.String())
+		if c.view != nil {
+			if addr, fp, ok := c.view(minion); ok {
+				req.Header.Set(AddrHeader, addr)
+				req.Header.Set(FingerprintHeader, fp)
+			}
+		}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -30,11 +30,12 @@ optional: every command works without it; when it runs, they go through it.
 The service listens on a local socket, <state-dir>/overlord.sock (mode
 0600; connections from any user but the state directory's owner are
 refused). call, script, cp, fetch and job status, list, cancel and purge
-find it there and send their calls through it: it keeps one mutually
-authenticated HTTP/2 connection per minion it has called, reused by every
-call and job, so a call skips the TLS handshakes. Output, JSON, exit codes
-and job records are the same either way; --direct on those commands skips
-the service, and -v says which way a command went.
+find it there and send their calls through it: it keeps its mutually
+authenticated connections to each minion it has called open (keep-alive),
+reused by every call and job, so a call skips the TLS handshakes. Output,
+JSON, exit codes and job records are the same either way; --direct on
+those commands skips the service, and -v says which way a command went.
+Run it as the state directory's owner.
 
 It also drives every async job: 'call --async' records the job and hands
 it to the service instead of starting a driver process. On start, and
