@@ -10,6 +10,10 @@ import (
 	"time"
 )
 
+// These two tests wait out a minion's minute of absence (~80 s each): this
+// file sorts first, so that they take their places among the parallel
+// tests first and overlap the rest of the package instead of ending it.
+
 // TestAsyncQueueMinionDownLong: with --queue, a minion that is down when
 // the job is submitted, and stays down for longer than the minute a
 // minion may be out of reach, keeps its entry open, queued; started
