@@ -19,7 +19,10 @@ import (
 // service (-v says so).
 func waitService(t *testing.T, f *fleet, p *proc) {
 	t.Helper()
-	for deadline := time.Now().Add(readyTimeout); ; time.Sleep(20 * time.Millisecond) {
+	// The socket first (a stat), then the CLI's own check: a process
+	// started every few milliseconds would cost the other tests.
+	waitFile(t, filepath.Join(f.stateDir, "overlord.sock"))
+	for deadline := time.Now().Add(readyTimeout); ; time.Sleep(100 * time.Millisecond) {
 		cmd, _, stderr := overlordCmd(f, "job", "list", "--limit", "1", "-v")
 		if exitCode(t, cmd) == 0 && strings.Contains(stderr.String(), "via the service at") {
 			return
