@@ -28,28 +28,6 @@ settle=${SETTLE:-300}
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/overlord-storm.XXXXXX")
 pids=()
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	if ((${#pids[@]})); then
-		kill "${pids[@]}" 2>/dev/null || true
-		wait "${pids[@]}" 2>/dev/null || true
-	fi
-	# Drivers still alive hold their lock files: stop them by pid, found
-	# through their command line naming this state directory.
-	for p in $(pgrep -f -- "--state-dir $dir/overlord .*job drive" 2>/dev/null || true); do
-		kill "$p" 2>/dev/null || true
-	done
-	if [[ ${KEEP:-} == 1 ]]; then
-		echo "kept $dir" >&2
-	else
-		rm -rf "$dir"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 . "$root/bench/lib.sh"
 ms() { echo $(($(date +%s%N) / 1000000)); }

@@ -24,23 +24,6 @@ runs=${2:-${RUNS:-5}}
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/overlord-fleet.XXXXXX")
 pids=()
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	if ((${#pids[@]})); then
-		kill "${pids[@]}" 2>/dev/null || true
-		wait "${pids[@]}" 2>/dev/null || true
-	fi
-	if [[ ${KEEP:-} == 1 ]]; then
-		echo "kept $dir" >&2
-	else
-		rm -rf "$dir"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 . "$root/bench/lib.sh"
 

@@ -1,8 +1,33 @@
 # bench/lib.sh: the fleet set-up the bench scripts share. Sourced, not run.
 # The script sets root (the repository), dir (its temporary directory) and
-# pids (an array its cleanup kills) before sourcing it.
+# pids (an array of the processes it starts) before sourcing it; from then
+# on, exiting stops them and removes dir (cleanup).
 
 log() { printf '%s\n' "$*" >&2; }
+
+# cleanup, on exit: stops the processes in pids and any job driver of the
+# state directory (detached: they hold their jobs' locks), then removes
+# dir, unless KEEP=1.
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if ((${#pids[@]})); then
+		kill "${pids[@]}" 2>/dev/null || true
+		wait "${pids[@]}" 2>/dev/null || true
+	fi
+	for p in $(pgrep -f -- "--state-dir $dir/overlord .*job drive" 2>/dev/null || true); do
+		kill "$p" 2>/dev/null || true
+	done
+	if [[ ${KEEP:-} == 1 ]]; then
+		echo "kept $dir" >&2
+	else
+		rm -rf "$dir"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # find_binaries sets bin to $BIN, or builds the binaries into $dir/bin,
 # and points OVERLORD_STATE_DIR into $dir.

@@ -29,23 +29,6 @@ command -v hyperfine >/dev/null && command -v jq >/dev/null || { echo "$0 needs 
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/overlord-serve.XXXXXX")
 pids=()
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	if ((${#pids[@]})); then
-		kill "${pids[@]}" 2>/dev/null || true
-		wait "${pids[@]}" 2>/dev/null || true
-	fi
-	if [[ ${KEEP:-} == 1 ]]; then
-		echo "kept $dir" >&2
-	else
-		rm -rf "$dir"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 . "$root/bench/lib.sh"
 

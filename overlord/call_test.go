@@ -356,6 +356,21 @@ func driveHere(t *testing.T, o *overlord.Overlord, id string) {
 	}
 }
 
+// interruptWhen returns a context cancelled (Ctrl-C) once file exists, or
+// after a minute.
+func interruptWhen(file string) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Stat(file); err == nil {
+				break
+			}
+		}
+		cancel()
+	}()
+	return ctx
+}
+
 // Ctrl-C while a call runs: the calls already sent go on, and the driver
 // adopts them without running them again.
 func TestCallInterrupted(t *testing.T) {
@@ -368,17 +383,7 @@ func TestCallInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		// Ctrl-C once the command runs.
-		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if _, err := os.Stat(runs); err == nil {
-				break
-			}
-		}
-		cancel()
-	}()
-	job, err := o.Call(ctx, p, nil)
+	job, err := o.Call(interruptWhen(runs), p, nil) // Ctrl-C once the command runs
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -310,17 +310,8 @@ func TestServiceCallInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		// Ctrl-C once web1 runs the command; web2 waits for a fork.
-		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if _, err := os.Stat(runs); err == nil {
-				break
-			}
-		}
-		cancel()
-	}()
-	job, err := c.Call(ctx, p, nil)
+	// Ctrl-C once web1 runs the command; web2 waits for a fork.
+	job, err := c.Call(interruptWhen(runs), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
