@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -46,6 +47,9 @@ type CallSpec struct {
 	Module string
 	Method string
 	Words  []string // the method's arguments as typed on the command line
+	// Args, if set, are the method's arguments by name, as JSON gave
+	// them (overlord transmit), in place of Words.
+	Args map[string]any
 	// Stdin, if set, is read for the method's stdin parameter when the
 	// words do not give it (standard input piped into the overlord).
 	Stdin io.Reader
@@ -112,6 +116,12 @@ func (o *Overlord) prepare(spec CallSpec) (*Prepared, error) {
 	named, positional, err := modules.ParseCommandLine(spec.Module+"."+spec.Method, meth, spec.Words)
 	if err != nil {
 		return nil, err
+	}
+	if spec.Args != nil {
+		if len(spec.Words) > 0 {
+			return nil, fmt.Errorf("arguments given both as words and by name")
+		}
+		named = maps.Clone(spec.Args)
 	}
 	if named, err = withStdin(spec.Stdin, meth, named, positional); err != nil {
 		return nil, err

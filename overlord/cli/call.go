@@ -119,13 +119,16 @@ running when the wait ended (the job goes on).`,
 
 // callRun is a call as its command's flags and arguments say.
 type callRun struct {
-	format  string
-	spec    overlord.CallSpec // with Target, Module, Method and Words
-	async   bool
-	queue   bool
-	raw     bool
-	noStdin bool
-	disp    display
+	format string
+	spec   overlord.CallSpec // with Target, Module, Method and Words
+	async  bool
+	queue  bool
+	// timeoutSet: a --timeout was given (with --async, the job's
+	// deadline; 1h if not).
+	timeoutSet bool
+	raw        bool
+	noStdin    bool
+	disp       display
 }
 
 // flags adds the flags call and script share to cmd, into r.
@@ -178,7 +181,7 @@ func (a *App) call(cmd *cobra.Command, r callRun) error {
 	}
 	if r.async {
 		timeout := overlord.DefaultAsyncTimeout
-		if cmd.Flags().Changed("timeout") {
+		if r.timeoutSet || cmd.Flags().Changed("timeout") {
 			timeout = spec.Timeout
 		}
 		var opts []overlord.SubmitOption
