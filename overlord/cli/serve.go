@@ -20,6 +20,7 @@ func (a *App) serveCmd() *cobra.Command {
 	var (
 		listen, name, logLevel string
 		grace, window          time.Duration
+		noEnrol                bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--listen ADDR]",
@@ -61,6 +62,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 0; a second signal exits at once. See docs/serve.md.`,
 		Example: `  overlord serve
   overlord serve --listen 10.0.0.1:51235 --log-level debug
+  overlord serve --no-enrol            # the local socket only, nothing on the network
   systemctl enable --now overlord      # the unit 'make install' installs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -69,24 +71,36 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				return usageError("--log-level: %v", err)
 			}
 			logger := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
+			if noEnrol && cmd.Flags().Changed("listen") {
+				return usageError("--no-enrol serves no enrolment endpoint: --listen has nothing to listen for")
+			}
 			o := overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
-			ep, err := o.NewEndpoint(overlord.EndpointConfig{Listen: listen, Name: name})
-			if err != nil {
-				return err
+			var ep *overlord.Endpoint // nil with --no-enrol
+			if !noEnrol {
+				var err error
+				if ep, err = o.NewEndpoint(overlord.EndpointConfig{Listen: listen, Name: name}); err != nil {
+					return err
+				}
 			}
 			ctx := cmd.Context()
 			svc, err := o.OpenService(ctx, overlord.ServiceConfig{ReconcileWindow: window})
 			if err != nil {
 				return err
 			}
-			if err := ep.Open(ctx); err != nil {
-				_ = svc.Close(ctx)
-				return err
+			var epDone <-chan struct{}
+			if ep == nil {
+				fmt.Fprintf(a.Stderr, "overlord service at %s; no enrolment endpoint (--no-enrol)\n", svc.Socket())
+			} else {
+				if err := ep.Open(ctx); err != nil {
+					_ = svc.Close(ctx)
+					return err
+				}
+				epDone = ep.Done()
+				fmt.Fprintf(a.Stderr, "overlord service at %s; enrolment endpoint at %s; CA fingerprint %s\n", svc.Socket(), ep.Addr(), ep.CAFingerprint())
 			}
-			fmt.Fprintf(a.Stderr, "overlord service at %s; enrolment endpoint at %s; CA fingerprint %s\n", svc.Socket(), ep.Addr(), ep.CAFingerprint())
 			select {
 			case <-ctx.Done():
-			case <-ep.Done():
+			case <-epDone:
 			case <-svc.Done():
 			}
 			// A second signal cuts the grace period short.
@@ -103,10 +117,15 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				}
 			}()
 			logger.Info("overlord serve shutting down: the service and the enrolment endpoint", "grace", grace)
-			return errors.Join(ep.Close(sctx), svc.Close(sctx))
+			var epErr error
+			if ep != nil {
+				epErr = ep.Close(sctx)
+			}
+			return errors.Join(epErr, svc.Close(sctx))
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", fmt.Sprintf(":%d", enrolment.DefaultPort), "address to listen on")
+	cmd.Flags().StringVar(&listen, "listen", fmt.Sprintf(":%d", enrolment.DefaultPort), "the enrolment endpoint's address")
+	cmd.Flags().BoolVar(&noEnrol, "no-enrol", false, "serve no enrolment endpoint: only the local socket (no network listener; no CA key needed)")
 	cmd.Flags().StringVar(&name, "name", "", "name in the endpoint's certificate (default: the host name)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Second, "how long requests in flight may finish on shutdown")
