@@ -80,10 +80,29 @@ func findProcs(substrs ...string) []procInfo {
 // runs in its spool directory, a synchronous one in the minion's state
 // directory; so do whatever they started, even once their runner is
 // gone).
+//
+// The directory must be named whole: script "async" works in .../script-async,
+// which is not .../script-async_cancel_prefix, whose processes it must not
+// kill (it did, under load: a minion of the other script SIGKILLed).
 func ownedProcs(dir string) []procInfo {
 	return procs(func(p procInfo) bool {
-		return strings.Contains(p.cmdline, dir) || p.cwd == dir || strings.HasPrefix(p.cwd, dir+string(filepath.Separator))
+		return namesPath(p.cmdline, dir) || p.cwd == dir || strings.HasPrefix(p.cwd, dir+string(filepath.Separator))
 	})
+}
+
+// namesPath reports whether cmdline names dir, or a path under it: dir
+// followed by a separator, a space, or the end.
+func namesPath(cmdline, dir string) bool {
+	for rest := cmdline; ; {
+		i := strings.Index(rest, dir)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(dir):]
+		if rest == "" || rest[0] == filepath.Separator || rest[0] == ' ' {
+			return true
+		}
+	}
 }
 
 // drivers returns the processes driving an async job of the overlord
@@ -175,5 +194,23 @@ func waitLines(t *testing.T, file string, n int) []string {
 			t.Fatalf("%s has %d lines after %s, want %d:\n%s", file, len(lines), readyTimeout, n, data)
 		}
 		time.Sleep(pollEvery)
+	}
+}
+
+// namesPath takes a directory whole, never as the prefix of another's name.
+func TestNamesPath(t *testing.T) {
+	for _, c := range []struct {
+		cmdline, dir string
+		want         bool
+	}{
+		{"minion --state-dir /w/script-async/web1 serve", "/w/script-async", true},
+		{"minion --state-dir /w/script-async_cancel_prefix/web1 serve", "/w/script-async", false},
+		{"sh -c sleep 1 /w/script-async", "/w/script-async", true},
+		{"x /w/script-asyncx /w/script-async/y", "/w/script-async", true},
+		{"x /w/script-asyncx", "/w/script-async", false},
+	} {
+		if got := namesPath(c.cmdline, c.dir); got != c.want {
+			t.Errorf("namesPath(%q, %q) = %v, want %v", c.cmdline, c.dir, got, c.want)
+		}
 	}
 }
