@@ -3,13 +3,11 @@ package jobs_test
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/overlordhq/overlord/jobs"
@@ -211,26 +209,7 @@ func TestRevoke(t *testing.T) {
 // TestEnrolOldStore: a store made before the enrolment buckets existed
 // reads as empty and gains them at the first write.
 func TestEnrolOldStore(t *testing.T) {
-	s := jobs.New(filepath.Join(t.TempDir(), "overlord.db"), jobstest.LockTimeout)
-	if err := s.Init(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := bolt.Open(s.Path(), 0o600, &bolt.Options{Timeout: jobstest.LockTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{"tokens", "requests", "certs", "crl"} {
-			if err := tx.DeleteBucket([]byte(b)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := jobstest.PreEnrolment(t)
 	if ts, err := s.Tokens(); err != nil || len(ts) != 0 {
 		t.Errorf("Tokens() = %v, %v", ts, err)
 	}

@@ -3,12 +3,9 @@ package overlord
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/jobs/jobstest"
@@ -249,26 +246,7 @@ func TestEnrolAfterRevoke(t *testing.T) {
 // TestEnrolOldStore: a store made before the enrolment buckets existed
 // takes a request, gaining them.
 func TestEnrolOldStore(t *testing.T) {
-	s := jobs.New(filepath.Join(t.TempDir(), "overlord.db"), jobstest.LockTimeout)
-	if err := s.Init(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := bolt.Open(s.Path(), 0o600, &bolt.Options{Timeout: jobstest.LockTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{"tokens", "requests", "certs", "crl"} {
-			if err := tx.DeleteBucket([]byte(b)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := jobstest.PreEnrolment(t)
 	if r, err := enrolRequest(s, enrolInput{Request: jobstest.Request("web1", "k1"), Now: t0}); err != nil || r.State != jobs.StatePending {
 		t.Errorf("enrolRequest = %+v, %v", r, err)
 	}

@@ -527,8 +527,6 @@ func (s *scheduler) stop(ctx context.Context) {
 // ServiceConn is this process's link to a running service, when it goes
 // through one (UseService).
 type ServiceConn struct {
-	Socket string
-	PID    int
 	http   *http.Client
 	dial   func(ctx context.Context) (net.Conn, error) // connects, checking who serves
 	logger *slog.Logger
@@ -580,7 +578,7 @@ func (o *Overlord) UseService(ctx context.Context) (string, bool) {
 		return fmt.Sprintf("direct: the service at %s (pid %d, version %s) speaks protocol %d, this overlord %d: restart it with this version (systemctl restart overlord)",
 			sock, ping.PID, ping.Version, ping.Protocol, serviceProtocol), false
 	}
-	o.service = &ServiceConn{Socket: sock, PID: ping.PID, http: hc, dial: dial, logger: o.Logger}
+	o.service = &ServiceConn{http: hc, dial: dial, logger: o.Logger}
 	return fmt.Sprintf("via the service at %s (pid %d)", sock, ping.PID), true
 }
 

@@ -73,3 +73,31 @@ func Hold(t testing.TB, path string) (release func()) {
 	t.Cleanup(release)
 	return release
 }
+
+// PreEnrolment returns a new store as a version before online enrolment
+// made it: without the buckets of tokens, requests, certificates and the
+// revocation list.
+func PreEnrolment(t testing.TB) *jobs.Store {
+	t.Helper()
+	s := jobs.New(filepath.Join(t.TempDir(), "overlord.db"), LockTimeout)
+	if err := s.Init(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(s.Path(), 0o600, &bolt.Options{Timeout: LockTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{"tokens", "requests", "certs", "crl"} {
+			if err := tx.DeleteBucket([]byte(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
