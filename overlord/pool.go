@@ -83,6 +83,7 @@ func (o *Overlord) newPool() (*pool, error) {
 		IdleTimeout:  PoolIdleTimeout,
 		MaxPerMinion: PoolPerMinion,
 		AfterCall: func(ctx context.Context, c *rpc.Client, minion, method string, h http.Header) {
+			p.o.metrics.Seen(minion, nil) // it answered
 			if pu := p.pusher.Load(); pu != nil {
 				pu.afterCall(ctx, c, minion, method, h)
 			}
