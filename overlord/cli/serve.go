@@ -45,7 +45,8 @@ every 10 s, it adopts every open job whose driver is gone (a job submitted
 while it was down whose driver died, or one it drove before it was
 killed): nothing runs twice. Every minute it asks minions for the late
 results of entries that ended unreachable or timeout in jobs finished
-within --reconcile-window (see 'overlord job reconcile').
+within --reconcile-window (see 'overlord job reconcile'). Its Prometheus
+metrics are at GET /metrics on the socket (docs/metrics.md).
 
 And it serves the enrolment endpoint over HTTPS (TLS 1.3): minions send certificate
 signing requests to it with 'minion enroll'. A request with a valid join
@@ -69,6 +70,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 		Example: `  overlord serve
   overlord serve --listen 10.0.0.1:51235 --log-level debug
   overlord serve --no-enrol            # the local socket only, nothing on the network
+  curl --unix-socket ~/.local/state/overlord/overlord.sock http://x/metrics   # its metrics
   systemctl enable --now overlord      # the unit 'make install' installs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
