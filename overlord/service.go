@@ -83,6 +83,11 @@ type ServiceConfig struct {
 	// (DefaultReconcileWindow if 0).
 	ReconcileInterval time.Duration
 	ReconcileWindow   time.Duration
+	// InventoryEvery, if positive, is how often an inventory snapshot of
+	// every minion is taken (inventory.go), keeping the newest
+	// InventoryKeep versions (DefaultInventoryKeep if 0).
+	InventoryEvery time.Duration
+	InventoryKeep  int
 }
 
 // Service is the overlord's long-lived service (`overlord serve`): a local
@@ -179,6 +184,10 @@ func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service
 	s.scans.Add(2)
 	go s.scanLoop(dctx)
 	go s.reconcileLoop(dctx)
+	if cfg.InventoryEvery > 0 {
+		s.scans.Add(1)
+		go s.inventoryLoop(dctx)
+	}
 	return s, nil
 }
 
