@@ -28,13 +28,15 @@ const (
 	// the version AsOf.
 	InventoryUnreachable = "unreachable"
 	// InventoryKept: the minion was outside the snapshot's target; its
-	// entry is kept from the version AsOf.
+	// data is kept from the version AsOf, and its Error, if any, says why
+	// it did not answer when it was last asked.
 	InventoryKept = "kept"
 )
 
 // InventoryVersion is one version of the inventory, as listed: when it
-// was taken, of which target, and how many of its minions answered and
-// changed since the version before it.
+// was taken, of which target, how many minions it holds, how many of
+// those asked did not answer (Unreachable), and how many changed since the
+// version before it (see InventoryDiffSummary.Changed).
 type InventoryVersion struct {
 	Version     int       `json:"version"`
 	At          time.Time `json:"at"`
@@ -57,8 +59,10 @@ type Inventory struct {
 // InventoryMinion is one minion in a version of the inventory.
 type InventoryMinion struct {
 	// State is InventoryOK, InventoryUnreachable or InventoryKept.
-	State string        `json:"state"`
-	Error *status.Error `json:"error,omitempty"` // why it did not answer
+	State string `json:"state"`
+	// Error is why it did not answer (for a kept minion: when it was last
+	// asked).
+	Error *status.Error `json:"error,omitempty"`
 	// AsOf is the version the data below was recorded in, when not this
 	// one (an unreachable or kept minion's), and AsOfAt when: a minion's
 	// data is never dropped because it did not answer.
@@ -68,6 +72,11 @@ type InventoryMinion struct {
 	MinionVersion string                     `json:"minion_version,omitempty"`
 	Facts         map[string]any             `json:"facts,omitempty"`
 	Modules       map[string]InventoryModule `json:"modules,omitempty"`
+}
+
+// unreachable reports whether m did not answer when it was last asked.
+func (m InventoryMinion) unreachable() bool {
+	return m.State == InventoryUnreachable || (m.State == InventoryKept && m.Error != nil)
 }
 
 // hasData reports whether m holds what a minion said (facts, modules).
@@ -277,9 +286,7 @@ func nextInventory(old *Inventory, registered []jobs.Minion, answers map[string]
 			inv.Minions[r.Name] = e
 		case hadPrev:
 			e := prev
-			if e.State == InventoryOK {
-				e.State = InventoryKept
-			}
+			e.State = InventoryKept // its Error, if any, is from when it was last asked
 			if e.hasData() {
 				e.AsOf, e.AsOfAt = dataOf(prev, *old)
 			}

@@ -49,7 +49,8 @@ type InventoryMinionDiff struct {
 	Change string `json:"change"`
 	// State is the minion's state in New (in Old for a removed one);
 	// OldState is its state in Old when it answered in one and was
-	// unreachable in the other.
+	// unreachable in the other (a kept minion counts as it was when last
+	// asked).
 	State    string `json:"state"`
 	OldState string `json:"old_state,omitempty"`
 	// Error, AsOf and AsOfAt are New's: why it did not answer, and the
@@ -134,7 +135,7 @@ func diffInventories(a, b Inventory) InventoryDiff {
 // diffMinion compares a minion's entries in two versions.
 func diffMinion(a, b InventoryMinion) InventoryMinionDiff {
 	d := InventoryMinionDiff{Change: InventoryUnchanged, State: b.State, Error: b.Error, AsOf: b.AsOf, AsOfAt: b.AsOfAt}
-	if (a.State == InventoryUnreachable) != (b.State == InventoryUnreachable) {
+	if a.unreachable() != b.unreachable() {
 		d.OldState = a.State
 		d.Change = InventoryChanged
 	}

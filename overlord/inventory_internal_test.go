@@ -213,7 +213,7 @@ func TestNextInventory(t *testing.T) {
 		"a":   okMinion("1.1", facts, builtins()),
 		"b":   {State: InventoryUnreachable, Error: unreachable, AsOf: 1, AsOfAt: &at0, MinionVersion: "1.0", Facts: facts, Modules: builtins()},
 		"c":   {State: InventoryKept, AsOf: 1, AsOfAt: &at0, MinionVersion: "1.0", Facts: facts, Modules: builtins()},
-		"d":   {State: InventoryUnreachable, Error: unreachable},
+		"d":   {State: InventoryKept, Error: unreachable},
 		"new": {State: InventoryUnreachable, Error: unreachable},
 	}
 	if got, w := asJSON(t, v2.Minions), asJSON(t, want); got != w {

@@ -144,7 +144,7 @@ func TestInventorySnapshots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v4.Target != b || v4.Changed != 0 || inv.Minions[a].State != overlord.InventoryUnreachable || inv.Minions[a].AsOf != 2 || inv.Minions[b].State != overlord.InventoryOK {
+	if ma := inv.Minions[a]; v4.Target != b || v4.Changed != 0 || v4.Unreachable != 0 || ma.State != overlord.InventoryKept || ma.Error == nil || ma.AsOf != 2 || inv.Minions[b].State != overlord.InventoryOK {
 		t.Errorf("version 4 of %s alone: %+v, minions %+v", b, v4, inv.Minions)
 	}
 	vs, err := o.InventoryVersions()
