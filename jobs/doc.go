@@ -13,6 +13,7 @@
 // # Layout
 //
 //	meta      schema_version -> "1"
+//	          inventory_keep -> how many inventory versions to keep (the last number given)
 //	minions   name -> JSON Minion
 //	seen      name -> when it last answered (RFC 3339)
 //	groups    name -> JSON []string (member names)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -21,6 +22,7 @@ import (
 var (
 	bucketInventory     = []byte("inventory")      // version -> JSON InventoryHead
 	bucketInventoryData = []byte("inventory_data") // version -> the snapshot, gzip
+	keyInventoryKeep    = []byte("inventory_keep") // in meta: how many versions to keep
 )
 
 // MaxInventoryData bounds a snapshot's size once uncompressed; a stored
@@ -60,16 +62,30 @@ type InventoryRecord struct {
 type InventoryNext func(prev *InventoryRecord) (InventoryHead, []byte, error)
 
 // AddInventory records a new version made by next and deletes the oldest
-// versions beyond the newest keep (at least 1), in one transaction, so
-// that a version is always made from the one just before it. A damaged
-// version is passed over as the previous one (the one before it is
-// given), so that one damaged record never stops new versions.
-func (s *Store) AddInventory(keep int, next InventoryNext) (InventoryHead, error) {
-	if keep < 1 {
-		return InventoryHead{}, fmt.Errorf("inventory: keep at least 1 version, not %d", keep)
+// versions beyond the newest keep, in one transaction, so that a version
+// is always made from the one just before it. keep is remembered: 0
+// keeps the number the last AddInventory given one kept, or defaultKeep
+// if none was ever given (so a snapshot taken by hand does not undo the
+// service's retention). A damaged version is passed over as the previous
+// one (the one before it is given), so that one damaged record never
+// stops new versions.
+func (s *Store) AddInventory(keep, defaultKeep int, next InventoryNext) (InventoryHead, error) {
+	if keep < 0 || defaultKeep < 1 {
+		return InventoryHead{}, fmt.Errorf("inventory: keep at least 1 version, not %d", min(keep, defaultKeep))
 	}
 	var head InventoryHead
 	err := s.update(func(tx *bolt.Tx) error {
+		keep := keep
+		meta := tx.Bucket(bucketMeta)
+		if keep > 0 {
+			if err := meta.Put(keyInventoryKeep, []byte(strconv.Itoa(keep))); err != nil {
+				return err
+			}
+		} else if n, err := strconv.Atoi(string(meta.Get(keyInventoryKeep))); err == nil && n > 0 {
+			keep = n
+		} else {
+			keep = defaultKeep
+		}
 		heads, err := tx.CreateBucketIfNotExists(bucketInventory)
 		if err != nil {
 			return err
@@ -134,6 +150,17 @@ func trimInventory(heads, data *bolt.Bucket, keep int) error {
 		}
 	}
 	return nil
+}
+
+// InventoryKeep returns how many versions AddInventory keeps when not
+// told: the last number given, or 0 if none was.
+func (s *Store) InventoryKeep() (int, error) {
+	var n int
+	err := s.view(func(tx *bolt.Tx) error {
+		n, _ = strconv.Atoi(string(tx.Bucket(bucketMeta).Get(keyInventoryKeep)))
+		return nil
+	})
+	return max(n, 0), err
 }
 
 // InventoryHeads returns the head of every version, newest first. A head

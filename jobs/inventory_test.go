@@ -19,7 +19,7 @@ import (
 func addVersion(t *testing.T, s *jobs.Store, keep int, body string) (jobs.InventoryHead, *jobs.InventoryRecord) {
 	t.Helper()
 	var given *jobs.InventoryRecord
-	h, err := s.AddInventory(keep, func(prev *jobs.InventoryRecord) (jobs.InventoryHead, []byte, error) {
+	h, err := s.AddInventory(keep, 100, func(prev *jobs.InventoryRecord) (jobs.InventoryHead, []byte, error) {
 		given = prev
 		return jobs.InventoryHead{At: time.Now().UTC(), Target: "*", Minions: 1}, []byte(body), nil
 	})
@@ -86,11 +86,13 @@ func TestInventoryVersions(t *testing.T) {
 func TestInventoryRefusesAndChangesNothing(t *testing.T) {
 	s := jobstest.New(t)
 	addVersion(t, s, 10, "{}")
-	if _, err := s.AddInventory(0, nil); err == nil || !strings.Contains(err.Error(), "at least 1") {
-		t.Errorf("keep 0: %v, want a refusal", err)
+	for _, k := range [][2]int{{-1, 100}, {0, 0}} {
+		if _, err := s.AddInventory(k[0], k[1], nil); err == nil || !strings.Contains(err.Error(), "at least 1") {
+			t.Errorf("keep %d, default %d: %v, want a refusal", k[0], k[1], err)
+		}
 	}
 	boom := errors.New("boom")
-	if _, err := s.AddInventory(10, func(*jobs.InventoryRecord) (jobs.InventoryHead, []byte, error) {
+	if _, err := s.AddInventory(10, 100, func(*jobs.InventoryRecord) (jobs.InventoryHead, []byte, error) {
 		return jobs.InventoryHead{}, nil, boom
 	}); !errors.Is(err, boom) {
 		t.Errorf("next failing: %v, want its error", err)
@@ -169,5 +171,35 @@ func TestInventoryOldStore(t *testing.T) {
 	}
 	if h, _ := addVersion(t, s, 10, "{}"); h.Version != 1 {
 		t.Errorf("first version in an old store: %d", h.Version)
+	}
+}
+
+// keep is remembered: a version added without one keeps what the last
+// one given said, or the default if none was ever given.
+func TestInventoryKeepRemembered(t *testing.T) {
+	s := jobstest.New(t)
+	count := func() int {
+		hs, err := s.InventoryHeads()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(hs)
+	}
+	for range 4 {
+		addVersion(t, s, 0, "{}") // the default, 100
+	}
+	if n, err := s.InventoryKeep(); err != nil || n != 0 || count() != 4 {
+		t.Fatalf("nothing given: keep %d, %v, %d versions; want 0 and 4", n, err, count())
+	}
+	addVersion(t, s, 3, "{}")
+	addVersion(t, s, 0, "{}")
+	addVersion(t, s, 0, "{}")
+	if n, _ := s.InventoryKeep(); n != 3 || count() != 3 {
+		t.Errorf("after keep 3: keep %d, %d versions; want 3 and 3", n, count())
+	}
+	addVersion(t, s, 5, "{}")
+	addVersion(t, s, 0, "{}")
+	if n, _ := s.InventoryKeep(); n != 5 || count() != 5 {
+		t.Errorf("after keep 5: keep %d, %d versions; want 5 and 5", n, count())
 	}
 }

@@ -106,7 +106,10 @@ type inventoryBody struct {
 
 // SnapshotOptions are a snapshot's knobs; zero values are the defaults.
 type SnapshotOptions struct {
-	Keep    int           // versions kept (DefaultInventoryKeep)
+	// Keep is how many versions to keep, from now on: overlord.db
+	// remembers it. 0 keeps the number last given, or
+	// DefaultInventoryKeep if none was.
+	Keep    int
 	Forks   int           // minions asked at once (fanout.DefaultForks)
 	Timeout time.Duration // each minion's answers (DefaultCallTimeout)
 }
@@ -120,7 +123,7 @@ type answer struct {
 // InventorySnapshot asks every minion target matches ("*" if empty) for
 // its facts (facts.all) and its modules (Minion.Describe) and records what
 // they said as a new version of the inventory, keeping the newest
-// opts.Keep versions. A minion that does not answer is recorded
+// opts.Keep versions (see SnapshotOptions). A minion that does not answer is recorded
 // unreachable, with its data kept from the version before; registered
 // minions outside the target keep their entries; minions no longer
 // registered are left out. No job is recorded; the facts refresh the
@@ -131,10 +134,7 @@ func (o *Overlord) InventorySnapshot(ctx context.Context, target string, opts Sn
 	if target == "" {
 		target = "*"
 	}
-	if opts.Keep == 0 {
-		opts.Keep = DefaultInventoryKeep
-	}
-	if opts.Keep < 1 {
+	if opts.Keep < 0 {
 		return InventoryVersion{}, fmt.Errorf("keep at least 1 inventory version, not %d", opts.Keep)
 	}
 	if opts.Forks <= 0 {
@@ -170,7 +170,7 @@ func (o *Overlord) InventorySnapshot(ctx context.Context, target string, opts Sn
 		return InventoryVersion{}, err
 	}
 	at := time.Now().UTC()
-	head, err := o.Store.AddInventory(opts.Keep, func(prev *jobs.InventoryRecord) (jobs.InventoryHead, []byte, error) {
+	head, err := o.Store.AddInventory(opts.Keep, DefaultInventoryKeep, func(prev *jobs.InventoryRecord) (jobs.InventoryHead, []byte, error) {
 		var old *Inventory
 		if prev != nil {
 			inv, err := decodeInventory(*prev)

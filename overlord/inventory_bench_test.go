@@ -84,7 +84,7 @@ func BenchmarkInventoryVersion(b *testing.B) {
 	var raw int // the last version's JSON, uncompressed
 	add := func() jobs.InventoryHead {
 		at := time.Now().UTC()
-		h, err := store.AddInventory(keep, func(prev *jobs.InventoryRecord) (jobs.InventoryHead, []byte, error) {
+		h, err := store.AddInventory(keep, keep, func(prev *jobs.InventoryRecord) (jobs.InventoryHead, []byte, error) {
 			var old *Inventory
 			if prev != nil {
 				inv, err := decodeInventory(*prev)
@@ -165,7 +165,7 @@ func BenchmarkInventoryDiff(b *testing.B) {
 		if i == 1 {
 			answers["web0007"].entry.Facts["kernel"] = "6.1.0-22-amd64"
 		}
-		if _, err := o.Store.AddInventory(100, func(prev *jobs.InventoryRecord) (jobs.InventoryHead, []byte, error) {
+		if _, err := o.Store.AddInventory(100, 100, func(prev *jobs.InventoryRecord) (jobs.InventoryHead, []byte, error) {
 			inv := nextInventory(nil, registered, answers, "*", time.Now().UTC())
 			body, err := json.Marshal(inventoryBody{Format: inventoryFormat, Minions: inv.Minions})
 			return jobs.InventoryHead{At: time.Now().UTC(), Minions: n}, body, err

@@ -85,7 +85,8 @@ type ServiceConfig struct {
 	ReconcileWindow   time.Duration
 	// InventoryEvery, if positive, is how often an inventory snapshot of
 	// every minion is taken (inventory.go), keeping the newest
-	// InventoryKeep versions (DefaultInventoryKeep if 0).
+	// InventoryKeep versions (SnapshotOptions.Keep: if 0, the number
+	// overlord.db remembers).
 	InventoryEvery time.Duration
 	InventoryKeep  int
 }

@@ -28,7 +28,9 @@ and record the answers as a new version of the inventory in overlord.db.
 A minion that does not answer is recorded unreachable, with the data it
 gave last kept and marked with the version it is from; registered minions
 outside TARGET keep their entries as they were; minions no longer
-registered are left out. Only the newest --keep versions are kept.
+registered are left out. Only the newest --keep versions are kept:
+overlord.db remembers the last --keep given (here or by 'overlord serve
+--inventory-keep'), 100 until one is.
 Records no job; the facts refresh those --where reads.
 
 Exits 1 if a minion of the version is unreachable, 3 if TARGET matches
@@ -41,7 +43,7 @@ no minion.`,
 			if opts.Forks < 1 || opts.Timeout <= 0 {
 				return usageError("--forks must be at least 1 and --timeout positive")
 			}
-			if opts.Keep < 1 {
+			if opts.Keep < 0 || (opts.Keep == 0 && cmd.Flags().Changed("keep")) {
 				return usageError("--keep must be at least 1")
 			}
 			target := "*"
@@ -70,7 +72,7 @@ no minion.`,
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&opts.Keep, "keep", overlord.DefaultInventoryKeep, "keep the newest `N` versions, deleting older ones")
+	cmd.Flags().IntVar(&opts.Keep, "keep", 0, fmt.Sprintf("keep the newest `N` versions from now on, deleting older ones; overlord.db remembers N (default: the last N given, else %d)", overlord.DefaultInventoryKeep))
 	cmd.Flags().IntVar(&opts.Forks, "forks", fanout.DefaultForks, "at most this many minions asked at once")
 	cmd.Flags().DurationVar(&opts.Timeout, "timeout", overlord.DefaultCallTimeout, "time limit of each minion's answers")
 	outputFlag(cmd, &format, formatText, formatJSON, formatYAML)

@@ -78,10 +78,12 @@ func TestInventoryCommands(t *testing.T) {
 		{[]string{"inventory", "diff", "0"}, 2, "numbered from 1"},
 		{[]string{"inventory", "diff", "1", "2", "3"}, 2, "accepts at most 2 arg"},
 		{[]string{"inventory", "snapshot", "--keep", "0"}, 2, "--keep"},
+		{[]string{"inventory", "snapshot", "--keep", "-1"}, 2, "--keep"},
 		{[]string{"inventory", "snapshot", "nosuch"}, 3, "matched no minion"},
 		{[]string{"inventory", "list", "-o", "ndjson"}, 2, "unknown output format"},
 		{[]string{"inventory", "bogus"}, 2, "unknown command"},
 		{[]string{"serve", "--inventory-keep", "0"}, 2, "--inventory-keep"},
+		{[]string{"serve", "--inventory-keep", "-1"}, 2, "--inventory-keep"},
 		{[]string{"serve", "--inventory-every", "-1s"}, 2, "--inventory-every"},
 	} {
 		r := h.run(tt.args...)

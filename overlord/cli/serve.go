@@ -77,7 +77,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				return usageError("--log-level: %v", err)
 			}
 			logger := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
-			if invEvery < 0 || invKeep < 1 {
+			if invEvery < 0 || invKeep < 0 || (invKeep == 0 && cmd.Flags().Changed("inventory-keep")) {
 				return usageError("--inventory-every must not be negative and --inventory-keep must be at least 1")
 			}
 			if noEnrol && cmd.Flags().Changed("listen") {
@@ -140,6 +140,6 @@ jobs stay open for the next service, or the next 'job status'), then exits
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Second, "how long requests in flight may finish on shutdown")
 	cmd.Flags().DurationVar(&window, "reconcile-window", overlord.DefaultReconcileWindow, "reconcile late results of jobs finished this recently, every minute")
 	cmd.Flags().DurationVar(&invEvery, "inventory-every", 0, "take an inventory snapshot of every minion this often (0: never)")
-	cmd.Flags().IntVar(&invKeep, "inventory-keep", overlord.DefaultInventoryKeep, "keep the newest `N` inventory versions")
+	cmd.Flags().IntVar(&invKeep, "inventory-keep", 0, fmt.Sprintf("keep the newest `N` inventory versions; overlord.db remembers N (default: the last N given, else %d)", overlord.DefaultInventoryKeep))
 	return cmd
 }
