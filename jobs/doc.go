@@ -13,6 +13,7 @@
 // # Layout
 //
 //	meta      schema_version -> "1"
+//	          inventory_keep -> how many inventory versions to keep (the last number given)
 //	minions   name -> JSON Minion
 //	seen      name -> when it last answered (RFC 3339)
 //	groups    name -> JSON []string (member names)
@@ -25,13 +26,15 @@
 //	crl       "number" -> the current revocation list's number
 //	          "der"    -> that list, signed by the CA
 //	modcache  minion name -> JSON Described (its plugins, as 'overlord modules' last heard)
+//	inventory       version (8 bytes, big-endian) -> JSON InventoryHead
+//	inventory_data  version -> the version's snapshot (JSON, gzip; its shape is package overlord's)
 //
 // Job IDs are UUIDv7 strings, which sort by creation time, so listing the
 // newest jobs is a reverse cursor walk. Each minion's result is a key of
 // its own, so writing one costs the same for a job of 3 minions or 30,000;
 // the Record keeps a running Summary so listing never reads the entries.
 //
-// The tokens, requests, certs, crl and modcache buckets came after schema version
+// The tokens, requests, certs, crl, modcache and inventory buckets came after schema version
 // 1 and did not change it: a store without them reads as if they were
 // empty, and the first write that needs one creates it.
 //

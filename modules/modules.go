@@ -76,6 +76,27 @@ type ModuleInfo struct {
 	Plugin bool `json:"plugin,omitempty"`
 	// Error says why a module is broken (a plugin that failed to load).
 	Error string `json:"error,omitempty"`
+	// Version is the version a module declares of itself (a plugin's
+	// description may); built-in modules leave it out, theirs is the
+	// minion's.
+	Version string `json:"version,omitempty"`
+	// SHA256 is the hex SHA-256 of the file a module was loaded from (a
+	// plugin's), as it was when the module described itself.
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// Versioned is implemented by modules that declare a version of their
+// own (a plugin whose description gives one).
+type Versioned interface {
+	Module
+	Version() string
+}
+
+// FromFile is implemented by modules loaded from a file (plugins):
+// SHA256 is the hex SHA-256 of its content, "" if it could not be read.
+type FromFile interface {
+	Module
+	SHA256() string
 }
 
 // Plugin is implemented by modules that are plugins.
@@ -103,6 +124,12 @@ func Info(m Module) ModuleInfo {
 	}
 	if b, ok := m.(Broken); ok {
 		info.Error = b.Err().Error()
+	}
+	if v, ok := m.(Versioned); ok {
+		info.Version = v.Version()
+	}
+	if f, ok := m.(FromFile); ok {
+		info.SHA256 = f.SHA256()
 	}
 	for _, meth := range m.Methods() {
 		params := meth.Params

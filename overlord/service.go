@@ -89,6 +89,12 @@ type ServiceConfig struct {
 	// (DefaultReconcileWindow if 0).
 	ReconcileInterval time.Duration
 	ReconcileWindow   time.Duration
+	// InventoryEvery, if positive, is how often an inventory snapshot of
+	// every minion is taken (inventory.go), keeping the newest
+	// InventoryKeep versions (SnapshotOptions.Keep: if 0, the number
+	// overlord.db remembers).
+	InventoryEvery time.Duration
+	InventoryKeep  int
 }
 
 // Service is the overlord's long-lived service (`overlord serve`): a local
@@ -187,6 +193,10 @@ func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service
 	s.scans.Add(2)
 	go s.scanLoop(dctx)
 	go s.reconcileLoop(dctx)
+	if cfg.InventoryEvery > 0 {
+		s.scans.Add(1)
+		go s.inventoryLoop(dctx)
+	}
 	return s, nil
 }
 

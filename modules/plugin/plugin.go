@@ -34,9 +34,12 @@ package plugin
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -55,6 +58,7 @@ import (
 const (
 	DescribeTimeout = 5 * time.Second
 	MaxDescription  = 1 << 20
+	MaxVersion      = 64
 	MaxMethods      = 256
 	MaxParams       = 64
 	// MaxResult caps what a plugin may print as its result.
@@ -210,23 +214,43 @@ func (d *Dir) get(name string, t *target) modules.Module {
 
 func (d *Dir) load(name string, t *target) modules.Module {
 	path := t.path
+	sum := t.sha256()
 	if !modules.ValidName(name) {
-		return &broken{name: name, err: fmt.Errorf("%q is not a module name (lower-case letters, digits and _, starting with a letter)", name)}
+		return &broken{name: name, sum: sum, err: fmt.Errorf("%q is not a module name (lower-case letters, digits and _, starting with a letter)", name)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), DescribeTimeout)
 	defer cancel()
 	res, err := command.Exec(ctx, t.spec("describe"))
 	if err != nil {
-		return &broken{name: name, err: fmt.Errorf("%s describe: %v%s", path, err, stderrNote(res.Stderr))}
+		return &broken{name: name, sum: sum, err: fmt.Errorf("%s describe: %v%s", path, err, stderrNote(res.Stderr))}
 	}
 	if res.Truncated {
-		return &broken{name: name, err: fmt.Errorf("%s describe: description over %d bytes", path, MaxDescription)}
+		return &broken{name: name, sum: sum, err: fmt.Errorf("%s describe: description over %d bytes", path, MaxDescription)}
 	}
 	desc, err := ParseDescription([]byte(res.Stdout))
 	if err != nil {
-		return &broken{name: name, err: fmt.Errorf("%s describe: %v", path, err)}
+		return &broken{name: name, sum: sum, err: fmt.Errorf("%s describe: %v", path, err)}
 	}
-	return newModule(d, name, t, desc)
+	m := newModule(d, name, t, desc)
+	m.sum = sum
+	return m
+}
+
+// sha256 returns the hex SHA-256 of the file t opened, read through its
+// descriptor (so it is the file that runs), or "" if it cannot be read
+// (a plugin its user may execute but not read). It is computed once per
+// change of the file, with its description.
+func (t *target) sha256() string {
+	r, err := openContent(t.f)
+	if err != nil {
+		return ""
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // PathEnv is the environment variable that gives a plugin its path in
@@ -257,7 +281,11 @@ func stderrNote(s string) string {
 
 // Description is what `NAME describe` prints.
 type Description struct {
-	Doc     string              `json:"doc"`
+	Doc string `json:"doc"`
+	// Version, optional, is the plugin's own version (at most
+	// MaxVersion printable characters), shown by 'overlord modules' and
+	// recorded by 'overlord inventory'.
+	Version string              `json:"version,omitempty"`
 	Methods []MethodDescription `json:"methods"`
 }
 
@@ -292,6 +320,9 @@ func ParseDescription(data []byte) (*Description, error) {
 	}
 	if len(d.Methods) == 0 {
 		return nil, errors.New("bad description: no methods")
+	}
+	if err := checkVersion(d.Version); err != nil {
+		return nil, err
 	}
 	if len(d.Methods) > MaxMethods {
 		return nil, fmt.Errorf("bad description: %d methods, at most %d", len(d.Methods), MaxMethods)
@@ -336,11 +367,27 @@ func ParseDescription(data []byte) (*Description, error) {
 	return &d, nil
 }
 
-// module is a plugin that described itself: the file of key did.
+// checkVersion refuses a version that is too long or holds anything but
+// printable ASCII other than spaces.
+func checkVersion(v string) error {
+	if len(v) > MaxVersion {
+		return fmt.Errorf("bad description: version is %d bytes, at most %d", len(v), MaxVersion)
+	}
+	for _, r := range v {
+		if r <= ' ' || r > '~' {
+			return fmt.Errorf("bad description: version %q: printable ASCII without spaces only", v)
+		}
+	}
+	return nil
+}
+
+// module is a plugin that described itself: the file of key did, and its
+// content had SHA-256 sum.
 type module struct {
 	dir        *Dir
 	name, path string
 	key        fileKey
+	sum        string
 	desc       *Description
 	methods    []*modules.Method
 }
@@ -360,6 +407,8 @@ func (m *module) Name() string               { return m.name }
 func (m *module) Doc() string                { return m.desc.Doc }
 func (m *module) Methods() []*modules.Method { return m.methods }
 func (m *module) IsPlugin() bool             { return true }
+func (m *module) Version() string            { return m.desc.Version }
+func (m *module) SHA256() string             { return m.sum }
 
 func (m *module) call(ctx context.Context, method string, a modules.Args) (any, error) {
 	in, err := json.Marshal(map[string]any(a))
@@ -399,9 +448,11 @@ func (m *module) call(ctx context.Context, method string, a modules.Args) (any, 
 	return out, nil
 }
 
-// broken is a plugin that could not be loaded.
+// broken is a plugin that could not be loaded; sum is its file's SHA-256
+// if it was opened.
 type broken struct {
 	name string
+	sum  string
 	err  error
 }
 
@@ -410,3 +461,4 @@ func (b *broken) Doc() string                { return "(broken plugin)" }
 func (b *broken) Methods() []*modules.Method { return nil }
 func (b *broken) Err() error                 { return b.err }
 func (b *broken) IsPlugin() bool             { return true }
+func (b *broken) SHA256() string             { return b.sum }

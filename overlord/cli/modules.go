@@ -170,7 +170,10 @@ func (a *App) printModules(groups []moduleGroup, detail bool) error {
 // docs wrapped at width columns.
 func writeModuleText(w io.Writer, m modules.ModuleInfo, detail bool, width int) {
 	tag := ""
-	if m.Plugin {
+	switch {
+	case m.Plugin && m.Version != "":
+		tag = " [plugin " + m.Version + "]"
+	case m.Plugin:
 		tag = " [plugin]"
 	}
 	if m.Error != "" {

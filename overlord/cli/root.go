@@ -180,7 +180,7 @@ results for people (text) and for scripts (json, ndjson, yaml).`,
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log debug detail to stderr")
 
 	root.AddCommand(a.caCmd(), a.minionCmd(), a.groupCmd(), a.callCmd(), a.scriptCmd(), a.cpCmd(), a.fetchCmd(), a.jobCmd(), a.modulesCmd(),
-		a.serveCmd(), a.tokenCmd(), a.certsCmd(), a.transmitCmd())
+		a.serveCmd(), a.tokenCmd(), a.certsCmd(), a.transmitCmd(), a.inventoryCmd())
 	a.addCompletions(root)
 	sayUsage(root)
 	return root

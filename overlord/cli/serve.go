@@ -22,6 +22,8 @@ func (a *App) serveCmd() *cobra.Command {
 		listen, name, logLevel string
 		grace, window          time.Duration
 		noEnrol                bool
+		invEvery               time.Duration
+		invKeep                int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--listen ADDR]",
@@ -31,8 +33,8 @@ optional: every command works without it; when it runs, they go through it.
 
 The service listens on a local socket, <state-dir>/overlord.sock (mode
 0600; connections from any user but the state directory's owner are
-refused). call, script, cp, fetch and job status, list, cancel and purge
-find it there and send their calls through it: it keeps its mutually
+refused). call, script, cp, fetch, inventory snapshot and job status,
+list, cancel and purge find it there and send their calls through it: it keeps its mutually
 authenticated connections to each minion it has called open (keep-alive),
 reused by every call and job, so a call skips the TLS handshakes. Output,
 JSON, exit codes and job records are the same either way; --direct on
@@ -45,8 +47,11 @@ every 10 s, it adopts every open job whose driver is gone (a job submitted
 while it was down whose driver died, or one it drove before it was
 killed): nothing runs twice. Every minute it asks minions for the late
 results of entries that ended unreachable or timeout in jobs finished
-within --reconcile-window (see 'overlord job reconcile'). Its Prometheus
-metrics are at GET /metrics on the socket (docs/metrics.md).
+within --reconcile-window (see 'overlord job reconcile'). With
+--inventory-every it takes an inventory snapshot of every minion that
+often, keeping the newest --inventory-keep versions (see 'overlord
+inventory'). Its Prometheus metrics are at GET /metrics on the socket
+(docs/metrics.md).
 
 And it serves the enrolment endpoint over HTTPS (TLS 1.3): minions send certificate
 signing requests to it with 'minion enroll'. A request with a valid join
@@ -71,6 +76,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
   overlord serve --listen 10.0.0.1:51235 --log-level debug
   overlord serve --no-enrol            # the local socket only, nothing on the network
   curl --unix-socket ~/.local/state/overlord/overlord.sock http://x/metrics   # its metrics
+  overlord serve --inventory-every 6h  # an inventory version every 6 hours
   systemctl enable --now overlord      # the unit 'make install' installs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -79,6 +85,9 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				return usageError("--log-level: %v", err)
 			}
 			logger := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
+			if invEvery < 0 || invKeep < 0 || (invKeep == 0 && cmd.Flags().Changed("inventory-keep")) {
+				return usageError("--inventory-every must not be negative and --inventory-keep must be at least 1")
+			}
 			if noEnrol && cmd.Flags().Changed("listen") {
 				return usageError("--no-enrol serves no enrolment endpoint: --listen has nothing to listen for")
 			}
@@ -96,7 +105,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				}
 			}
 			ctx := cmd.Context()
-			svc, err := o.OpenService(ctx, overlord.ServiceConfig{ReconcileWindow: window})
+			svc, err := o.OpenService(ctx, overlord.ServiceConfig{ReconcileWindow: window, InventoryEvery: invEvery, InventoryKeep: invKeep})
 			if err != nil {
 				return err
 			}
@@ -144,5 +153,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Second, "how long requests in flight may finish on shutdown")
 	cmd.Flags().DurationVar(&window, "reconcile-window", overlord.DefaultReconcileWindow, "reconcile late results of jobs finished this recently, every minute")
+	cmd.Flags().DurationVar(&invEvery, "inventory-every", 0, "take an inventory snapshot of every minion this often (0: never)")
+	cmd.Flags().IntVar(&invKeep, "inventory-keep", 0, fmt.Sprintf("keep the newest `N` inventory versions; overlord.db remembers N (default: the last N given, else %d)", overlord.DefaultInventoryKeep))
 	return cmd
 }
