@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -46,6 +47,10 @@ type Record struct {
 	// identity's name.
 	Identity string `json:"identity,omitempty"`
 	Caller   string `json:"caller,omitempty"`
+	// SubmittedBy names who asked for the job when that is not the
+	// identity that runs it: "api:NAME" for the HTTP API's client
+	// certificate NAME, "ui" for the dashboard.
+	SubmittedBy string `json:"submitted_by,omitempty"`
 	// Unsent lists the minions a synchronous call never sent to before
 	// it stopped waiting: its driver submits the job to them. Its other
 	// open entries ran as calls, which the driver adopts (Minion.Adopt),
@@ -113,8 +118,27 @@ func (r Record) Status(entries map[string]status.Result) status.Job {
 	return status.Job{
 		JobID: r.ID, State: r.State, Target: r.Target, Module: r.Module, Method: r.Method,
 		Args: r.Args, CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
-		Minions: entries, Summary: r.Summary,
+		SubmittedBy: r.SubmittedBy, Minions: entries, Summary: r.Summary,
 	}
+}
+
+// Line is a job in a list (`job list -o json`, GET /v1/jobs): its header
+// without the entries.
+type Line struct {
+	JobID       string         `json:"job_id"`
+	State       status.State   `json:"state"`
+	Target      string         `json:"target"`
+	Module      string         `json:"module"`
+	Method      string         `json:"method"`
+	CreatedAt   time.Time      `json:"created_at"`
+	FinishedAt  *time.Time     `json:"finished_at,omitempty"`
+	SubmittedBy string         `json:"submitted_by,omitempty"`
+	Summary     status.Summary `json:"summary"`
+}
+
+// Line returns r as a job list shows it.
+func (r Record) Line() Line {
+	return Line{r.ID, r.State, r.Target, r.Module, r.Method, r.CreatedAt, r.FinishedAt, r.SubmittedBy, r.Summary}
 }
 
 // CreateJob stores a new job with one RUNNING entry per minion. rec.ID,
@@ -303,7 +327,7 @@ func resolveID(jobs *bolt.Bucket, id string) ([]byte, error) {
 	}
 	found := append([]byte(nil), k...)
 	if next, _ := c.Next(); next != nil && bytes.HasPrefix(next, []byte(id)) {
-		return nil, fmt.Errorf("job ID prefix %s is ambiguous: it matches %s and %s at least", id, found, next)
+		return nil, fmt.Errorf("%w %s: it matches %s and %s at least", ErrAmbiguous, id, found, next)
 	}
 	return found, nil
 }
@@ -312,6 +336,13 @@ func resolveID(jobs *bolt.Bucket, id string) ([]byte, error) {
 type ListOptions struct {
 	State status.State // only jobs in this state; "" for all
 	Limit int          // at most this many; 0 for no limit
+	// Before, if set, keeps only the jobs listed after the job of that
+	// ID (older ones): the next page of a list that ended there.
+	Before string
+	// Target and Call, if set, keep only the jobs whose target contains
+	// Target and whose MODULE.METHOD is Call (or whose module is Call,
+	// without a dot).
+	Target, Call string
 	// FinishedSince, if not zero, keeps only the jobs FINISHED at that
 	// time or later.
 	FinishedSince time.Time
@@ -336,7 +367,16 @@ func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
 		if open := tx.Bucket(bucketOpen); open != nil && (opts.State == status.Running || opts.State == status.Partial) {
 			c = open.Cursor()
 		}
-		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+		k, _ := c.Last()
+		if opts.Before != "" {
+			if k, _ = c.Seek([]byte(opts.Before)); k == nil {
+				k, _ = c.Last()
+			}
+			if k != nil && string(k) >= opts.Before {
+				k, _ = c.Prev()
+			}
+		}
+		for ; k != nil; k, _ = c.Prev() {
 			jb := jobs.Bucket(k)
 			if jb == nil {
 				continue
@@ -362,6 +402,9 @@ func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
 			if err := getJSON(jb, keyJob, &rec); err != nil {
 				return err
 			}
+			if !opts.matches(rec) {
+				continue
+			}
 			out = append(out, rec)
 			if opts.Limit > 0 && len(out) >= opts.Limit {
 				break
@@ -370,6 +413,19 @@ func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
 		return nil
 	})
 	return out, err
+}
+
+// matches reports whether rec passes o's Target and Call filters.
+func (o ListOptions) matches(rec Record) bool {
+	if o.Target != "" && !strings.Contains(rec.Target, o.Target) {
+		return false
+	}
+	if mod, meth, dotted := strings.Cut(o.Call, "."); o.Call != "" {
+		if rec.Module != mod || (dotted && rec.Method != meth) {
+			return false
+		}
+	}
+	return true
 }
 
 var keyLastPurge = []byte("last_purge")

@@ -35,6 +35,9 @@ var (
 
 	// ErrNotFound is returned for a job, minion or group that does not exist.
 	ErrNotFound = errors.New("not found")
+	// ErrAmbiguous is returned for a job ID prefix that matches more
+	// than one job.
+	ErrAmbiguous = errors.New("ambiguous job ID prefix")
 
 	// ErrExists is returned when adding a minion or group that exists.
 	ErrExists = errors.New("already exists")

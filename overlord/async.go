@@ -56,6 +56,7 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration, opts ...SubmitOpti
 		Args: p.Args, Positional: p.Positional, Async: true,
 		TimeoutMS: timeout.Milliseconds(), Forks: forks, Deadline: &deadline,
 		Identity: identity, Caller: id.Cert.Subject.CommonName, Batch: batch,
+		SubmittedBy: p.SubmittedBy,
 	}
 	for _, opt := range opts {
 		opt(rec)

@@ -80,6 +80,9 @@ type Prepared struct {
 	Args       map[string]any
 	Positional []any
 	Notes      []Note // minions --where left out untested: their facts are not known
+	// SubmittedBy, if set, is recorded with the job: who asked for it
+	// (the HTTP API's caller).
+	SubmittedBy string
 }
 
 // Names returns the names of the minions to call.
@@ -307,6 +310,7 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 		ID: p.JobID, Target: spec.Target, Module: spec.Module, Method: spec.Method,
 		Args: p.Args, Positional: p.Positional,
 		TimeoutMS: spec.Timeout.Milliseconds(), Forks: spec.Forks, Batch: batch,
+		SubmittedBy: p.SubmittedBy,
 	}
 	if h != nil {
 		// What a driver needs to carry the job on, should it come to that

@@ -50,6 +50,7 @@ type pool struct {
 	crl      atomic.Pointer[certs.CRL]
 	pusher   atomic.Pointer[crlPusher] // hands the CRL to minions that hold an older one
 	hub      *statusHub                // the status polls of the service\'s drivers
+	reach    reachBook                 // whether each minion answered its last call
 	ca       *x509.Certificate
 
 	mu       sync.Mutex // serialises reloads
@@ -82,6 +83,7 @@ func (o *Overlord) newPool() (*pool, error) {
 		Resolve:      func(name string) (string, bool) { m, ok := p.minion(name); return m.Addr, ok },
 		IdleTimeout:  PoolIdleTimeout,
 		MaxPerMinion: PoolPerMinion,
+		Observe:      p.reach.observe,
 		AfterCall: func(ctx context.Context, c *rpc.Client, minion, method string, h http.Header) {
 			if pu := p.pusher.Load(); pu != nil {
 				pu.afterCall(ctx, c, minion, method, h)

@@ -50,6 +50,10 @@ type EndpointConfig struct {
 	Name string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// API, if set, is served under /v1/ and at /metrics (the HTTP API,
+	// package api): the listener asks clients for a certificate without
+	// requiring one, and API checks it.
+	API http.Handler
 }
 
 // Endpoint is the enrolment endpoint (`overlord serve`): HTTPS with a
@@ -103,10 +107,17 @@ func (e *Endpoint) tlsConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Minions enrolling have no certificate; API clients present one,
+	// which the API verifies (and answers 401 in JSON, not with a TLS
+	// alert, when it is not good).
+	clientAuth := tls.NoClientCert
+	if e.cfg.API != nil {
+		clientAuth = tls.RequestClientCert
+	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw, e.ca.Cert.Raw}, PrivateKey: key, Leaf: cert}},
-		ClientAuth:   tls.NoClientCert,
+		ClientAuth:   clientAuth,
 	}, nil
 }
 
@@ -123,6 +134,10 @@ func keyTypeOf(ca *certs.Authority) certs.KeyType {
 func (e *Endpoint) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+enrolment.Path, e.enrol)
+	if e.cfg.API != nil {
+		mux.Handle("/v1/", e.cfg.API)
+		mux.Handle("GET /metrics", e.cfg.API)
+	}
 	return mux
 }
 

@@ -37,6 +37,10 @@ type ClientConfig struct {
 	// answer, with the minion's name, the method and the answer's
 	// header, before Call returns. It may call the minion again with c.
 	AfterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
+	// Observe, if set, is told after every call whether the minion
+	// answered (err nil: an HTTP answer, whatever it said) or not (the
+	// call's error: unreachable, tls, timeout...).
+	Observe func(ctx context.Context, minion string, err error)
 	// Service, if set, connects to the overlord service's local socket
 	// (`overlord serve`): every call goes through the service, which
 	// holds the connections to the minions, and TLS and Resolve are not
@@ -81,6 +85,7 @@ const (
 type Client struct {
 	http      *http.Client
 	afterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
+	observe   func(ctx context.Context, minion string, err error)
 	// maxResponse is MaxResponseBytes, but for tests.
 	maxResponse int64
 	service     bool // calls go through the service's socket
@@ -102,7 +107,7 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 90 * time.Second
 	}
-	c := &Client{afterCall: cfg.AfterCall, maxResponse: MaxResponseBytes, connect: cfg.ConnectTimeout,
+	c := &Client{afterCall: cfg.AfterCall, observe: cfg.Observe, maxResponse: MaxResponseBytes, connect: cfg.ConnectTimeout,
 		perMinion: cfg.MaxPerMinion, slots: new(sync.Map), view: cfg.View}
 	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
 	if cfg.Service != nil {
@@ -182,7 +187,7 @@ func NewClient(cfg ClientConfig) *Client {
 // connections, and whose Close leaves them open: the service's pool
 // handed to code that closes its client when done.
 func (c *Client) Shared() *Client {
-	return &Client{http: c.http, afterCall: c.afterCall, maxResponse: c.maxResponse, service: c.service, view: c.view,
+	return &Client{http: c.http, afterCall: c.afterCall, observe: c.observe, maxResponse: c.maxResponse, service: c.service, view: c.view,
 		connect: c.connect, shared: true, perMinion: c.perMinion, slots: c.slots}
 }
 
@@ -285,6 +290,13 @@ func (e remoteErr) Unwrap() []error { return []error{e.se, ErrRemote} }
 // failure that carried a result is a *ResultError.
 func (c *Client) Call(ctx context.Context, minion, method string, params, reply any) error {
 	h, err := c.call(ctx, minion, method, params, reply)
+	if c.observe != nil {
+		if h != nil {
+			c.observe(ctx, minion, nil)
+		} else {
+			c.observe(ctx, minion, err)
+		}
+	}
 	if h != nil && c.afterCall != nil {
 		c.afterCall(ctx, c, minion, method, h)
 	}

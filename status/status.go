@@ -160,16 +160,19 @@ func (s *Summary) Add(r Result) {
 // Job is a job as printed by `overlord call -o json` and `overlord job
 // status -o json`.
 type Job struct {
-	JobID      string            `json:"job_id"`
-	State      State             `json:"state"`
-	Target     string            `json:"target"`
-	Module     string            `json:"module"`
-	Method     string            `json:"method"`
-	Args       map[string]any    `json:"args,omitempty"`
-	CreatedAt  time.Time         `json:"created_at"`
-	FinishedAt *time.Time        `json:"finished_at,omitempty"`
-	Minions    map[string]Result `json:"minions"`
-	Summary    Summary           `json:"summary"`
+	JobID      string         `json:"job_id"`
+	State      State          `json:"state"`
+	Target     string         `json:"target"`
+	Module     string         `json:"module"`
+	Method     string         `json:"method"`
+	Args       map[string]any `json:"args,omitempty"`
+	CreatedAt  time.Time      `json:"created_at"`
+	FinishedAt *time.Time     `json:"finished_at,omitempty"`
+	// SubmittedBy: who asked for the job through the HTTP API or the
+	// dashboard (jobs.Record.SubmittedBy).
+	SubmittedBy string            `json:"submitted_by,omitempty"`
+	Minions     map[string]Result `json:"minions"`
+	Summary     Summary           `json:"summary"`
 }
 
 // Exit codes of the overlord CLI (docs/cli.md).

@@ -69,23 +69,6 @@ type server struct {
 	base string
 }
 
-// streamsEnd returns a context for an event stream: done with the
-// request's, or when Close starts, so that an open stream does not hold
-// the shutdown for its whole grace period.
-func (u *UI) streamsEnd(r *http.Request) *http.Request {
-	ctx, cancel := context.WithCancel(r.Context())
-	stop := context.AfterFunc(r.Context(), cancel)
-	go func() {
-		defer stop()
-		select {
-		case <-u.closing:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return r.WithContext(ctx)
-}
-
 // Open listens and serves the dashboard in the background until Close.
 func (u *UI) Open(ctx context.Context, cfg ServeConfig) error {
 	u.mu.Lock()
@@ -193,7 +176,6 @@ func (u *UI) Close(ctx context.Context) error {
 	u.mu.Lock()
 	s := u.srv
 	u.mu.Unlock()
-	u.closeOnce.Do(func() { close(u.closing) })
 	if s == nil {
 		return nil
 	}

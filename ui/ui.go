@@ -59,11 +59,9 @@ type UI struct {
 	static   fs.FS
 	modules  []byte // the built-in modules' descriptions, as JSON
 
-	mu        sync.Mutex
-	srv       *server // set by Open
-	secure    bool    // set by Open over TLS
-	closing   chan struct{}
-	closeOnce sync.Once
+	mu     sync.Mutex
+	srv    *server // set by Open
+	secure bool    // set by Open over TLS
 }
 
 // New makes a UI with a new login token.
@@ -94,7 +92,6 @@ func New(cfg Config) *UI {
 		pages:    template.Must(template.ParseFS(assets, "assets/*.html")),
 		static:   static,
 		modules:  mods,
-		closing:  make(chan struct{}),
 	}
 }
 
@@ -237,9 +234,6 @@ func (u *UI) apiHandler() http.Handler {
 		if u.cfg.API == nil {
 			writeError(w, http.StatusServiceUnavailable, "internal", "this dashboard has no API behind it")
 			return
-		}
-		if strings.HasSuffix(r.URL.Path, "/events") {
-			r = u.streamsEnd(r)
 		}
 		u.cfg.API.ServeHTTP(w, asDashboard(r))
 	})

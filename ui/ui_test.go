@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/overlordhq/overlord/api"
 )
 
 // clock is a settable clock for the sessions' expiry.
@@ -36,6 +38,10 @@ type fakeAPI struct {
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
+	if c, ok := api.CallerFrom(r.Context()); !ok || c != Caller {
+		http.Error(w, "no dashboard caller", http.StatusInternalServerError)
+		return
+	}
 	f.mu.Lock()
 	f.got = append(f.got, r.Method+" "+r.URL.RequestURI())
 	f.body = append(f.body, string(b))

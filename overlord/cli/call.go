@@ -168,13 +168,7 @@ func (a *App) call(cmd *cobra.Command, r callRun) error {
 	o := a.overlordVia(cmd)
 	p, err := a.prepare(o, spec)
 	if err != nil {
-		var se *status.Error
-		if errors.As(err, &se) {
-			name := spec.Module + "." + spec.Method
-			msg := strings.TrimPrefix(se.Message, spec.Method+": ")
-			if !strings.HasPrefix(msg, name+" ") {
-				msg = name + ": " + msg
-			}
+		if msg, ok := overlord.PrepareMessage(spec, err); ok {
 			return usageError("%s", msg)
 		}
 		return err

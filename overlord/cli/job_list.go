@@ -11,18 +11,6 @@ import (
 	"github.com/overlordhq/overlord/status"
 )
 
-// jobLine is a job in `job list -o json`.
-type jobLine struct {
-	JobID      string         `json:"job_id"`
-	State      status.State   `json:"state"`
-	Target     string         `json:"target"`
-	Module     string         `json:"module"`
-	Method     string         `json:"method"`
-	CreatedAt  time.Time      `json:"created_at"`
-	FinishedAt *time.Time     `json:"finished_at,omitempty"`
-	Summary    status.Summary `json:"summary"`
-}
-
 func (a *App) jobListCmd() *cobra.Command {
 	var (
 		format, state string
@@ -50,9 +38,9 @@ func (a *App) jobListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			lines := make([]jobLine, len(recs))
+			lines := make([]jobs.Line, len(recs))
 			for i, r := range recs {
-				lines[i] = jobLine{r.ID, r.State, r.Target, r.Module, r.Method, r.CreatedAt, r.FinishedAt, r.Summary}
+				lines[i] = r.Line()
 			}
 			switch format {
 			case formatJSON:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/overlordhq/overlord/api"
 	"github.com/overlordhq/overlord/enrolment"
 	"github.com/overlordhq/overlord/overlord"
 )
@@ -52,6 +53,11 @@ signing requests to it with 'minion enroll'. A request with a valid join
 token ('overlord token create') is signed at once and the minion
 registered; one without waits for 'overlord certs sign' or 'certs reject'.
 
+The same HTTPS listener serves the HTTP API under /v1/ (jobs, minions,
+groups, a job's events as they happen; docs/api.md) to clients with a
+certificate of the overlord role from 'overlord ca client NAME'; every
+call is logged with its caller, and jobs record who submitted them.
+
 The endpoint's certificate is issued by the CA when it starts, with the
 endpoint role, and kept in memory only; minions verify it by the CA's
 fingerprint, which is logged at start. overlord.db is opened for each
@@ -88,9 +94,14 @@ jobs stay open for the next service, or the next 'job status'), then exits
 			}
 			o := overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
 			var ep *overlord.Endpoint // nil with --no-enrol
+			// The HTTP API, on the endpoint's listener; its calls go
+			// through the service's pool once OpenService has set it.
+			httpAPI := api.New(api.Config{Overlord: o, Logger: logger})
+			defer httpAPI.Close()
 			if !noEnrol {
 				var err error
-				if ep, err = o.NewEndpoint(overlord.EndpointConfig{Listen: listen, Name: name}); err != nil {
+				cfg := overlord.EndpointConfig{Listen: listen, Name: name, API: httpAPI.RequireCertificate(httpAPI.Handler())}
+				if ep, err = o.NewEndpoint(cfg); err != nil {
 					return err
 				}
 			}
@@ -108,9 +119,9 @@ jobs stay open for the next service, or the next 'job status'), then exits
 					return err
 				}
 				epDone = ep.Done()
-				fmt.Fprintf(a.Stderr, "overlord service at %s; enrolment endpoint at %s; CA fingerprint %s\n", svc.Socket(), ep.Addr(), ep.CAFingerprint())
+				fmt.Fprintf(a.Stderr, "overlord service at %s; enrolment endpoint and HTTP API at https://%s (API: /v1/, client certificates of the overlord role); CA fingerprint %s\n", svc.Socket(), ep.Addr(), ep.CAFingerprint())
 			}
-			dash, err := a.openUI(ctx, &uiF, o, svc, name, nil, nil, logger)
+			dash, err := a.openUI(ctx, &uiF, o, svc, name, httpAPI.Handler(), nil, logger)
 			if err != nil {
 				err = fmt.Errorf("dashboard: %w", err)
 				if ep != nil {
@@ -142,6 +153,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				}
 			}()
 			logger.Info("overlord serve shutting down: the service and the enrolment endpoint", "grace", grace)
+			httpAPI.Close() // event streams end; the requests in flight finish
 			var epErr, dashErr error
 			if dash != nil {
 				dashErr = dash.Close(sctx)

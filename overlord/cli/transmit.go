@@ -3,35 +3,12 @@ package cli
 import (
 	"encoding/json"
 	"errors"
-	"io"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/overlordhq/overlord/fanout"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
 )
-
-// transmitRequest is overlord transmit's request: call's flags as JSON.
-type transmitRequest struct {
-	Target         string         `json:"target"`
-	Module         string         `json:"module"`
-	Method         string         `json:"method"`
-	Args           map[string]any `json:"args"`
-	Async          bool           `json:"async"`
-	Timeout        string         `json:"timeout"`
-	ConnectTimeout string         `json:"connect_timeout"`
-	Forks          int            `json:"forks"`
-	Batch          string         `json:"batch"`
-	BatchWait      string         `json:"batch_wait"`
-	MaxFail        string         `json:"max_fail"`
-	Queue          bool           `json:"queue"`
-	Where          []string       `json:"where"`
-}
-
-// maxTransmitRequest bounds the request read from standard input.
-const maxTransmitRequest = 8 << 20
 
 func (a *App) transmitCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -96,58 +73,14 @@ func (a *App) transmitRun() (callRun, error) {
 	if a.Stdin == nil {
 		return r, usageError("no request: give one JSON object on standard input")
 	}
-	dec := json.NewDecoder(io.LimitReader(a.Stdin, maxTransmitRequest+1))
-	dec.DisallowUnknownFields()
-	var req transmitRequest
-	if err := dec.Decode(&req); err != nil {
-		return r, usageError("the request is not a JSON object of transmit's fields (see overlord transmit --help): %v", err)
+	req, err := overlord.DecodeCallRequest(a.Stdin)
+	if err == nil {
+		r.spec, err = req.Spec()
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return r, usageError("the request is one JSON object; there is more after it")
+	if err != nil {
+		return r, usageError("%s (see overlord transmit --help)", overlord.RequestMessage(err))
 	}
-	if req.Target == "" || req.Module == "" || req.Method == "" {
-		return r, usageError("the request needs target, module and method")
-	}
-	spec := overlord.CallSpec{Target: req.Target, Module: req.Module, Method: req.Method, Args: req.Args, Where: req.Where,
-		Forks: fanout.DefaultForks, Timeout: overlord.DefaultCallTimeout, ConnectTimeout: overlord.DefaultConnectTimeout}
-	if spec.Args == nil {
-		spec.Args = map[string]any{}
-	}
-	if req.Forks != 0 {
-		spec.Forks = req.Forks
-	}
-	durations := []struct {
-		name string
-		s    string
-		dst  *time.Duration
-	}{{"timeout", req.Timeout, &spec.Timeout}, {"connect_timeout", req.ConnectTimeout, &spec.ConnectTimeout}, {"batch_wait", req.BatchWait, &spec.Batch.Wait}}
-	for _, d := range durations {
-		if d.s == "" {
-			continue
-		}
-		v, err := time.ParseDuration(d.s)
-		if err != nil {
-			return r, usageError("%s: %v", d.name, err)
-		}
-		*d.dst = v
-	}
-	r.timeoutSet = req.Timeout != ""
-	if req.Batch != "" {
-		if err := (&countFlag{dst: &spec.Batch.Size, min: 1}).Set(req.Batch); err != nil {
-			return r, usageError("batch: %v", err)
-		}
-	}
-	if req.MaxFail != "" {
-		if err := (&maxFailFlag{dst: &spec.Batch.MaxFail}).Set(req.MaxFail); err != nil {
-			return r, usageError("max_fail: %v", err)
-		}
-	}
-	if err := spec.Batch.Check(); err != nil {
-		return r, usageError("%v", err)
-	}
-	r.spec, r.async, r.queue = spec, req.Async, req.Queue
-	if r.queue && !r.async {
-		return r, usageError("queue needs async: only an async job waits for minions to come back")
-	}
+	// The spec's timeout is the request's, or the default of its kind.
+	r.async, r.queue, r.timeoutSet = req.Async, req.Queue, true
 	return r, nil
 }

@@ -67,7 +67,13 @@ function showError(err) {
 function when(ts) {
   if (!ts) return el('span', {class: 'muted'}, '—');
   const d = new Date(ts);
-  return el('time', {datetime: ts, title: ts}, `${d.toLocaleString()} (${ago(d)})`);
+  return el('time', {datetime: ts, title: ts}, `${stamp(d)} (${ago(d)})`);
+}
+
+// stamp is a local time as 2026-11-21 14:20:21.
+function stamp(d) {
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
 function ago(d) {
@@ -183,7 +189,7 @@ function minionRow(m) {
   const f = m.facts || {};
   let state;
   if (m.reachable === true) state = badge('reachable', 'ok');
-  else if (m.reachable === false) state = badge('unreachable', 'bad', m.last_error ? `${m.last_error.kind}: ${m.last_error.message}` : undefined);
+  else if (m.reachable === false) state = badge('unreachable', 'bad', m.last_error ? `${m.last_error_kind || 'error'}: ${m.last_error}` : undefined);
   else state = badge('not called yet', 'none');
   return el('tr', {},
     el('td', {}, el('a', {href: `/minions/${encodeURIComponent(m.name)}`}, m.name)),
@@ -238,8 +244,9 @@ async function minionPage() {
   const m = await api(`/v1/minions/${encodeURIComponent(name)}`);
   const box = $('#minion');
   const rows = [['Address', m.addr], ['Fingerprint', m.fingerprint], ['Added', when(m.added_at)], ['Last seen', when(m.last_seen)],
-    ['Reachable', m.reachable === undefined ? 'not called yet' : (m.reachable ? 'yes' : 'no')]];
-  if (m.last_error) rows.push(['Last error', `${m.last_error.kind}: ${m.last_error.message}`]);
+    ['Reachable', m.reachable === undefined ? 'not called yet' : [m.reachable ? 'yes' : 'no', m.checked_at ? [' (', when(m.checked_at), ')'] : '']],
+    ['Groups', (m.groups || []).length ? m.groups.map((g) => `@${g}`).join(', ') : 'none']];
+  if (m.last_error) rows.push(['Last error', `${m.last_error_kind || 'error'}: ${m.last_error}`]);
   const kids = [el('dl', {class: 'summary'}, rows.map(([k, v]) => [el('dt', {}, k), el('dd', {class: k === 'Fingerprint' ? 'mono' : ''}, v)])),
     el('p', {}, el('a', {href: `/call?target=${encodeURIComponent(name)}`}, 'Call a method on it'), ' · ',
       el('a', {href: `/jobs?target=${encodeURIComponent(name)}`}, 'Jobs that named it'))];
@@ -286,7 +293,7 @@ async function jobsPage() {
 function jobRow(j) {
   const call = `${j.module}.${j.method}`;
   return el('tr', {},
-    el('td', {}, el('time', {datetime: j.created_at, title: j.created_at}, new Date(j.created_at).toLocaleString())),
+    el('td', {}, el('time', {datetime: j.created_at, title: j.created_at}, stamp(new Date(j.created_at)))),
     el('td', {}, el('a', {href: `/jobs/${j.job_id}`}, call)),
     el('td', {class: 'mono'}, j.target),
     el('td', {}, jobBadge(j)),
@@ -300,7 +307,8 @@ async function jobPage() {
   const id = location.pathname.split('/')[2];
   const live = $('#live'), cancel = $('#cancel'), results = $('#results');
   let doc = await api(`/v1/jobs/${encodeURIComponent(id)}`);
-  // Output as it grows, per minion, while its entry has no result.
+  // Output as it grows (the complete lines a running minion job
+  // printed), per minion, while its entry has no result.
   const output = new Map();
   const cards = new Map();
 
@@ -346,7 +354,7 @@ async function jobPage() {
     } else if (r !== undefined) {
       kids.push(el('pre', {class: 'result-json'}, JSON.stringify(r, null, 2)));
     } else if (out) {
-      kids.push(streams(out.stdout, out.stderr));
+      kids.push(el('div', {class: 'label'}, 'output so far'), el('pre', {class: 'live-output'}, out));
     } else if (e.state !== 'FINISHED') {
       kids.push(el('p', {class: 'muted'}, 'No output yet.'));
     }
@@ -410,10 +418,8 @@ async function jobPage() {
   });
   es.addEventListener('output', (ev) => {
     const d = data(ev);
-    if (!d || !d.minion || (d.stream !== 'stdout' && d.stream !== 'stderr')) return;
-    const o = output.get(d.minion) || {stdout: '', stderr: ''};
-    o[d.stream] += d.data || '';
-    output.set(d.minion, o);
+    if (!d || !d.minion) return;
+    output.set(d.minion, (output.get(d.minion) || '') + (d.data || ''));
     const e = doc.minions[d.minion];
     if (e && e.result === undefined) renderEntry(d.minion);
   });
@@ -458,9 +464,9 @@ async function callPage() {
       return;
     }
     doc.textContent = m.doc || '';
-    params.replaceChildren('Parameters: ', ...(m.params || []).map((p) =>
-      el('code', {title: p.doc}, `${p.name}${p.required ? '' : '?'}: ${p.type}${p.default !== undefined ? ` = ${JSON.stringify(p.default)}` : ''}`)),
-    (m.params || []).length ? '' : 'none.');
+    const ps = (m.params || []).map((p) =>
+      el('code', {title: p.doc}, `${p.name}${p.required ? '' : '?'}: ${p.type}${p.default !== undefined ? ` = ${JSON.stringify(p.default)}` : ''}`));
+    params.replaceChildren('Parameters (? optional; hover for what each is): ', ...(ps.length ? ps.flatMap((c, i) => (i ? [', ', c] : [c])) : ['none']), '.');
   }
 
   // request builds the transmit request the form describes.
@@ -501,7 +507,8 @@ async function callPage() {
       check.className = 'check-msg good';
       const n = (got.minions || []).length;
       check.textContent = `Ready: ${got.module}.${got.method} on ${n} minion${n === 1 ? '' : 's'}` +
-        (got.args && Object.keys(got.args).length ? ` with ${JSON.stringify(got.args)}` : '') + '.';
+        (got.args && Object.keys(got.args).length ? ` with ${JSON.stringify(got.args)}` : '') + '.' +
+        (got.notes && got.notes.length ? `\n${got.notes.join('\n')}` : '');
       if (got.minions) matches.textContent = `Matches ${n}: ${got.minions.join(', ')}`;
       return true;
     } catch (err) {
@@ -511,11 +518,20 @@ async function callPage() {
     }
   }
 
-  const later = debounce(() => { preview(); if (method.value.trim() && check.textContent) verify(); }, 300);
-  target.addEventListener('input', later);
-  method.addEventListener('input', () => { describe(); if (check.textContent) later(); });
-  args.addEventListener('input', debounce(() => { if (check.textContent) verify(); }, 400));
-  method.addEventListener('change', () => { describe(); verify(); });
+  // Once a check has been shown, every change checks again; until
+  // then, the message would be stale.
+  const stale = () => {
+    if (!check.textContent) return false;
+    check.className = 'check-msg';
+    check.textContent = 'Checking…';
+    return true;
+  };
+  const recheck = debounce(verify, 400);
+  const later = debounce(preview, 300);
+  target.addEventListener('input', () => { later(); if (stale()) recheck(); });
+  method.addEventListener('input', () => { describe(); if (stale()) recheck(); });
+  args.addEventListener('input', () => { if (stale()) recheck(); });
+  method.addEventListener('change', () => { describe(); if (method.value.trim()) { stale(); recheck(); } });
 
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -571,21 +587,20 @@ function parseArgs(text, m) {
 
 function typed(v, type) {
   const types = type ? type.split('|') : [];
-  const json = () => { try { return {ok: true, v: JSON.parse(v)}; } catch (_) { return {ok: false}; } };
-  if (types.length === 1 && (types[0] === 'string' || types[0] === 'duration' && !/^\d+(\.\d+)?$/.test(v))) return v;
-  if (types.includes('bool')) {
-    if (/^(true|yes|on|1)$/i.test(v)) return true;
-    if (/^(false|no|off|0)$/i.test(v)) return false;
+  const has = (t) => types.includes(t);
+  let j;
+  try { j = {v: JSON.parse(v)}; } catch (_) { j = null; }
+  if (types.length === 0 || has('any')) return j && typeof j.v !== 'string' ? j.v : v;
+  if (has('bool')) {
+    if (/^(true|yes|on)$/i.test(v)) return true;
+    if (/^(false|no|off)$/i.test(v)) return false;
   }
-  if ((types.includes('int') || types.includes('float') || types.includes('number') || types.includes('duration')) && /^-?\d+(\.\d+)?$/.test(v)) return Number(v);
-  if (types.includes('list') && !v.trim().startsWith('[')) return v.split(',').map((s) => s.trim()).filter(Boolean);
-  const j = json();
-  if (j.ok && (typeof j.v !== 'string')) {
-    if (types.length === 0 || types.includes('any')) return j.v;
-    if (Array.isArray(j.v) && types.includes('list')) return j.v;
-    if (j.v && typeof j.v === 'object' && !Array.isArray(j.v) && types.includes('object')) return j.v;
-  }
-  return v;
+  if ((has('int') || has('float') || has('duration')) && /^-?\d+(\.\d+)?$/.test(v)) return Number(v);
+  if (j && Array.isArray(j.v) && has('list')) return j.v;
+  if (j && j.v && typeof j.v === 'object' && !Array.isArray(j.v) && has('object')) return j.v;
+  if (has('string') || has('duration')) return v;
+  if (has('list')) return v.split(',').map((s) => s.trim()).filter(Boolean);
+  return j ? j.v : v;
 }
 
 // ---- start ----
