@@ -39,8 +39,9 @@ type ServeConfig struct {
 	// TLS, if set, serves HTTPS with it; nil serves plain HTTP, which
 	// only a loopback address may.
 	TLS *tls.Config
-	// Name is the host in URL when Addr's host is all addresses (":8080",
-	// "0.0.0.0:8080"); default: the host name.
+	// Name, if set, is the host in URL: the name the TLS certificate
+	// carries. Default: Addr's host, or the host name when that is all
+	// addresses (":8080", "0.0.0.0:8080").
 	Name string
 }
 
@@ -124,12 +125,11 @@ func baseURL(cfg ServeConfig, addr net.Addr) string {
 	if h, _, err := net.SplitHostPort(cfg.Addr); err == nil && h != "" {
 		host = h
 	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+	switch ip := net.ParseIP(host); {
+	case cfg.Name != "":
 		host = cfg.Name
-		if host == "" {
-			host, _ = os.Hostname()
-		}
-		if host == "" {
+	case host == "" || ip != nil && ip.IsUnspecified():
+		if host, _ = os.Hostname(); host == "" {
 			host = "localhost"
 		}
 	}

@@ -2,12 +2,15 @@ package ui
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -378,5 +381,29 @@ func TestOpen(t *testing.T) {
 	case <-u.Done():
 	default:
 		t.Error("Done not closed after Close")
+	}
+}
+
+func TestBaseURL(t *testing.T) {
+	host, _ := os.Hostname()
+	for _, tc := range []struct {
+		cfg  ServeConfig
+		addr string
+		want string
+	}{
+		{ServeConfig{Addr: "127.0.0.1:0"}, "127.0.0.1:4242", "http://127.0.0.1:4242"},
+		{ServeConfig{Addr: "[::1]:8080"}, "[::1]:8080", "http://[::1]:8080"},
+		{ServeConfig{Addr: "localhost:8080"}, "127.0.0.1:8080", "http://localhost:8080"},
+		{ServeConfig{Addr: ":8443", TLS: &tls.Config{}}, "[::]:8443", "https://" + net.JoinHostPort(host, "8443")},
+		{ServeConfig{Addr: "0.0.0.0:8443", TLS: &tls.Config{}, Name: "ovl.example"}, "0.0.0.0:8443", "https://ovl.example:8443"},
+		{ServeConfig{Addr: "10.0.0.5:8443", TLS: &tls.Config{}, Name: "ovl.example"}, "10.0.0.5:8443", "https://ovl.example:8443"},
+	} {
+		addr, err := net.ResolveTCPAddr("tcp", tc.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := baseURL(tc.cfg, addr); got != tc.want {
+			t.Errorf("baseURL(%+v, %s) = %q, want %q", tc.cfg, tc.addr, got, tc.want)
+		}
 	}
 }
