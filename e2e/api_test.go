@@ -354,6 +354,40 @@ func TestAPI(t *testing.T) {
 		}
 	}
 
+	// overlord transmit, the API's request on standard input: the same
+	// document and exit codes as call -o json, through the service or not.
+	transmit := func(req string, args ...string) (int, string, string) {
+		cmd, stdout, stderr := overlordCmd(f, append([]string{"transmit"}, args...)...)
+		cmd.Stdin = strings.NewReader(req)
+		return exitCode(t, cmd), stdout.String(), stderr.String()
+	}
+	for _, how := range [][]string{{"-v"}, {"--direct", "-v"}} {
+		code, stdout, stderr := transmit(`{"target": "@web", "module": "command", "method": "run", "args": {"cmd": "echo hi-$(hostname >/dev/null; echo x)"}}`, how...)
+		var tj apiJob
+		if err := json.Unmarshal([]byte(stdout), &tj); err != nil || code != 0 || tj.Summary.OK != 2 || !strings.Contains(string(tj.Minions["web2"].Result), "hi-x") {
+			t.Errorf("transmit %v: exit %d, %v\n%s\n%s", how, code, err, stdout, stderr)
+		}
+		if via := strings.Contains(stderr, "via the service"); via == slices.Contains(how, "--direct") {
+			t.Errorf("transmit %v: %s", how, stderr)
+		}
+	}
+	if code, stdout, _ := transmit(`{"target": "web1", "module": "test", "method": "ping", "async": true}`); code != 0 || !strings.Contains(stdout, `"job_id"`) {
+		t.Errorf("transmit async: exit %d\n%s", code, stdout)
+	}
+	for req, wantCode := range map[string]int{
+		`{"target": "web1", "module": "test"`:                            2,
+		`{"target": "web1", "module": "test", "method": "ping", "x": 1}`: 2,
+		`{"target": "db*", "module": "test", "method": "ping"}`:          3,
+	} {
+		code, stdout, _ := transmit(req)
+		var e struct {
+			Error struct{ Kind, Message string }
+		}
+		if code != wantCode || json.Unmarshal([]byte(stdout), &e) != nil || e.Error.Kind != "bad_args" || e.Error.Message == "" {
+			t.Errorf("transmit %s: exit %d (want %d)\n%s", req, code, wantCode, stdout)
+		}
+	}
+
 	// A revoked identity is refused at once.
 	if out, err := f.overlord("ca", "revoke", "api-bot", "--role", "overlord"); err != nil {
 		t.Fatalf("%v\n%s", err, out)

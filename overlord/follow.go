@@ -26,6 +26,9 @@ type Follower struct {
 	forks   int
 	offsets map[string]int64
 	partial map[string]string // a last line not yet ended, per minion
+	// drained: minions whose entry was FINISHED when a Read got to the
+	// end of their output; they have no more to read.
+	drained map[string]bool
 }
 
 // Follower returns a Follower for job rec's minions, with the identity
@@ -44,7 +47,7 @@ func (o *Overlord) Follower(rec jobs.Record) (*Follower, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Follower{client: client, forks: forks, offsets: map[string]int64{}, partial: map[string]string{}}, nil
+	return &Follower{client: client, forks: forks, offsets: map[string]int64{}, partial: map[string]string{}, drained: map[string]bool{}}, nil
 }
 
 // Close releases the follower's connections.
@@ -57,7 +60,7 @@ func (f *Follower) Close() { f.client.Close() }
 func (f *Follower) Read(ctx context.Context, entries map[string]status.Result, emit func(minion, lines string)) {
 	var names []string
 	for n, e := range entries {
-		if e.MinionJobID != "" {
+		if e.MinionJobID != "" && !f.drained[n] {
 			names = append(names, n)
 		}
 	}
@@ -73,6 +76,7 @@ func (f *Follower) Read(ctx context.Context, entries map[string]status.Result, e
 	type got struct {
 		out  string
 		next int64
+		end  bool // the minion said there is no more output now
 	}
 	read := map[string]got{}
 	fanout.Run(ctx, names, f.forks, func(ctx context.Context, name string) got {
@@ -91,14 +95,17 @@ func (f *Follower) Read(ctx context.Context, entries map[string]status.Result, e
 			b.WriteString(reply.Jobs[0].Output)
 			off = reply.Jobs[0].NextOffset
 			if len(reply.Jobs[0].Output) < followChunk {
-				break
+				return got{b.String(), off, true}
 			}
 		}
-		return got{b.String(), off}
+		return got{b.String(), off, false}
 	}, func(name string, g got) {
 		if g.out != "" {
 			read[name] = g
 			f.offsets[name] = g.next
+		}
+		if g.end && entries[name].State == status.Finished {
+			f.drained[name] = true
 		}
 	})
 	for _, n := range names {
