@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/overlordhq/overlord/internal/buildinfo"
 	"github.com/overlordhq/overlord/modules/builtin"
 )
 
@@ -89,7 +90,7 @@ func New(cfg Config) *UI {
 		token:    rand.Text(),
 		sessions: newSessions(cfg.SessionTTL, maxSessions),
 		limit:    newLimiter(loginBurst, loginEvery, maxLimited),
-		pages:    template.Must(template.ParseFS(assets, "assets/*.html")),
+		pages:    template.Must(template.New("").Funcs(template.FuncMap{"asset": assetURL}).ParseFS(assets, "assets/*.html")),
 		static:   static,
 		modules:  mods,
 	}
@@ -185,9 +186,15 @@ func (u *UI) render(w http.ResponseWriter, code int, name string, data any) {
 	_, _ = w.Write(buf.Bytes())
 }
 
+// assetURL returns an asset's URL with the binary's version in it, so
+// that a browser does not keep an old one after an upgrade.
+func assetURL(name string) string {
+	return "/static/" + name + "?v=" + url.QueryEscape(buildinfo.Version())
+}
+
 // asset serves an embedded file; assets may be cached for a while (the
 // binary changes them only on upgrade, and the pages name them with the
-// binary's version).
+// binary's version: assetURL).
 func (u *UI) asset(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Path
 	data, err := fs.ReadFile(u.static, name)

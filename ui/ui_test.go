@@ -191,7 +191,7 @@ func TestLogin(t *testing.T) {
 	}
 	for _, path := range []string{"/", "/jobs", "/jobs/x", "/call", "/minions/web1"} {
 		resp, body := do(t, c, "GET", e.srv.URL+path, "", "")
-		if resp.StatusCode != 200 || !strings.Contains(body, `src="/static/app.js"`) {
+		if resp.StatusCode != 200 || !strings.Contains(body, `src="/static/app.js?v=`) {
 			t.Errorf("GET %s with a session: %s", path, resp.Status)
 		}
 	}
