@@ -78,7 +78,8 @@ type Config struct {
 	// and its async jobs to the service's scheduler.
 	Overlord *overlord.Overlord
 	Logger   *slog.Logger
-	// Metrics, if set, is served at GET /metrics.
+	// Metrics, if set, is served at GET /metrics; else the service's
+	// (Overlord.MetricsHandler), once it runs.
 	Metrics http.Handler
 	// EventPoll is how often an event stream looks at the job (default
 	// 250 ms).
@@ -142,11 +143,15 @@ func New(cfg Config) *API {
 		writeError(w, http.StatusNotFound, KindNotFound, "no such route: %s %s (GET /v1/openapi.json lists them)", r.Method, r.URL.Path)
 	})
 	a.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		if a.metrics == nil {
+		h := a.metrics
+		if h == nil && a.o != nil {
+			h = a.o.MetricsHandler()
+		}
+		if h == nil {
 			writeError(w, http.StatusNotFound, KindNotFound, "this service has no metrics")
 			return
 		}
-		a.metrics.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 	return a
 }

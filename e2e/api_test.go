@@ -388,6 +388,13 @@ func TestAPI(t *testing.T) {
 		}
 	}
 
+	// The service's metrics, for certificate holders: the API's calls are
+	// counted with the rest.
+	code, scrape := c.do("GET", "/metrics", nil)
+	if code != http.StatusOK || !bytes.Contains(scrape, []byte(`overlord_results_total{kind="ok",method="run",module="command"}`)) {
+		t.Errorf("GET /metrics: %d\n%s", code, logTail(scrape, 30))
+	}
+
 	// A revoked identity is refused at once.
 	if out, err := f.overlord("ca", "revoke", "api-bot", "--role", "overlord"); err != nil {
 		t.Fatalf("%v\n%s", err, out)

@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -305,6 +307,17 @@ func TestUI(t *testing.T) {
 	p.do("a phone's screen", chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/jobs/"+id))
 	p.until("the job on a phone", `document.querySelectorAll('#results pre.stdout').length === 2`)
 	p.shot("job-phone.png")
+
+	// /metrics on the dashboard's address needs no session.
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(metrics), "overlord_results_total{") {
+		t.Errorf("GET %s/metrics without a session: %s\n%.500s", base, resp.Status, metrics)
+	}
 
 	// The jobs record the dashboard as who submitted them.
 	for _, jid := range []string{id, id2} {

@@ -124,6 +124,11 @@ type Driver struct {
 	// minions), as the identity that submitted it.
 	Connect func(rec jobs.Record, minions []jobs.Minion) (Link, error)
 	Timings Timings
+	// Observe, if not nil, returns what to tell of the entries a driver
+	// of a job of module.method sets (the overlord service's metrics): each
+	// change of an open entry, and each entry's end, once. It may return
+	// nil.
+	Observe func(module, method string) func(minion string, r status.Result)
 }
 
 // jitter returns a delay between d/2 and d, so that drivers waiting
@@ -161,6 +166,7 @@ type driver struct {
 	client  Caller
 	poller  Poller // in the service: the status polls all its drivers share
 	rc      *Recorder
+	observe func(minion string, r status.Result) // Driver.Observe's, or nil
 	entries map[string]status.Result
 	names   []string // every minion of the job, sorted
 	forks   int
@@ -225,6 +231,9 @@ func (dr *Driver) Drive(ctx context.Context, id string, lock *os.File) error {
 	d := &driver{k: k, logger: logger, t: dr.Timings.orDefault(), client: link.Client, poller: link.Poller,
 		rc: NewRecorder(k.Store, rec), entries: entries, forks: rec.Forks}
 	defer d.rc.Close()
+	if dr.Observe != nil {
+		d.observe = dr.Observe(rec.Module, rec.Method)
+	}
 	for n := range entries {
 		d.names = append(d.names, n)
 	}
@@ -391,6 +400,9 @@ func (d *driver) set(name string, r status.Result) {
 	}
 	d.entries[name] = r
 	d.rc.Add(name, r)
+	if d.observe != nil && old.State != status.Finished {
+		d.observe(name, r)
+	}
 }
 
 // open returns the minions whose entries are not FINISHED.

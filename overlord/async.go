@@ -76,6 +76,11 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration, opts ...SubmitOpti
 // held (handed over by StartDriver).
 func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 	dr := &job.Driver{Keeper: o.Jobs, Logger: o.Logger, Timings: o.driverTimings, Connect: o.connectDriver}
+	if o.metrics != nil {
+		dr.Observe = func(module, method string) func(string, status.Result) {
+			return o.metrics.Method(module, method).Entry
+		}
+	}
 	return dr.Drive(ctx, id, lock)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/overlordhq/overlord/fanout"
 	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/metrics"
 	"github.com/overlordhq/overlord/modules"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
@@ -251,6 +252,21 @@ func callStep(h *handover) func(context.Context, *rpc.Client, jobs.Minion) statu
 	}
 }
 
+// instrumented returns step reporting each minion's result and how long
+// its step took to mm, the service's metrics of the call's method; with
+// none (mm nil: not in the service), step itself.
+func instrumented(mm *metrics.Method, step func(context.Context, *rpc.Client, jobs.Minion) status.Result) func(context.Context, *rpc.Client, jobs.Minion) status.Result {
+	if mm == nil {
+		return step
+	}
+	return func(ctx context.Context, c *rpc.Client, m jobs.Minion) status.Result {
+		start := time.Now()
+		r := step(ctx, c, m)
+		mm.MinionCall(m.Name, r, time.Since(start))
+		return r
+	}
+}
+
 // handover is what a synchronous call that stops waiting hands to the
 // driver that carries it on.
 type handover struct {
@@ -349,6 +365,13 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 	}
 	if err := o.Jobs.Create(rec, names); err != nil {
 		return status.Job{}, err
+	}
+	// In the service (an API's call), its metrics count the call; a CLI
+	// process has none, and a call it sends through the service is
+	// counted there (Service.call).
+	if mm := o.metrics.Method(spec.Module, spec.Method); mm != nil {
+		step = instrumented(mm, step)
+		defer func(start time.Time) { mm.CallDone(time.Since(start)) }(time.Now())
 	}
 
 	entries := make(map[string]status.Result, len(names))

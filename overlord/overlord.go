@@ -18,6 +18,7 @@ import (
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/metrics"
 )
 
 // Files in the overlord's state directory.
@@ -61,6 +62,9 @@ type Overlord struct {
 	service *ServiceConn
 	pool    *pool
 	sched   *scheduler
+	// metrics are the service's (OpenService); nil elsewhere, and every
+	// report to them is then a no-op.
+	metrics *metrics.Metrics
 	// driverTimings are the in-process drivers' waits (zero: the
 	// defaults); only tests change them.
 	driverTimings job.Timings

@@ -146,11 +146,11 @@ func (e *Endpoint) enrol(w http.ResponseWriter, r *http.Request) {
 	case e.sem <- struct{}{}:
 		defer func() { <-e.sem }()
 	default:
-		writeEnrolError(w, enrolment.Errorf(enrolment.KindBusy, "the endpoint is busy; try again"))
+		e.refuse(w, enrolment.Errorf(enrolment.KindBusy, "the endpoint is busy; try again"))
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		writeEnrolError(w, enrolment.Errorf(enrolment.KindBadRequest, "Content-Type must be application/json"))
+		e.refuse(w, enrolment.Errorf(enrolment.KindBadRequest, "Content-Type must be application/json"))
 		return
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, enrolment.MaxRequestBytes))
@@ -161,11 +161,11 @@ func (e *Endpoint) enrol(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &tooBig) {
 			err = fmt.Errorf("request body over %d bytes", tooBig.Limit)
 		}
-		writeEnrolError(w, enrolment.Errorf(enrolment.KindBadRequest, "unreadable request: %v", err))
+		e.refuse(w, enrolment.Errorf(enrolment.KindBadRequest, "unreadable request: %v", err))
 		return
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		writeEnrolError(w, enrolment.Errorf(enrolment.KindBadRequest, "unreadable request: more after the JSON object"))
+		e.refuse(w, enrolment.Errorf(enrolment.KindBadRequest, "unreadable request: more after the JSON object"))
 		return
 	}
 	reply, err := e.o.Enrol(e.ca, req, r.RemoteAddr, e.cfg.Now())
@@ -175,10 +175,11 @@ func (e *Endpoint) enrol(w http.ResponseWriter, r *http.Request) {
 			ee = enrolment.Errorf(enrolment.KindInternal, "%v", err)
 		}
 		e.logger.Info("enrolment refused", "name", req.Name, "from", r.RemoteAddr, "kind", ee.Kind, "err", ee.Message)
-		writeEnrolError(w, ee)
+		e.refuse(w, ee)
 		return
 	}
 	e.logger.Info("enrolment", "name", reply.Name, "addr", req.Addr, "from", r.RemoteAddr, "state", reply.State, "token", req.Token != "")
+	e.o.metrics.Enrolment(reply.State)
 	code := http.StatusOK
 	if reply.State == enrolment.StatePending {
 		code = http.StatusAccepted
@@ -186,8 +187,11 @@ func (e *Endpoint) enrol(w http.ResponseWriter, r *http.Request) {
 	writeJSONReply(w, code, reply)
 }
 
-func writeEnrolError(w http.ResponseWriter, e *enrolment.Error) {
-	writeJSONReply(w, enrolment.HTTPStatus(e.Kind), enrolment.ErrorReply{Error: e})
+// refuse answers an enrolment request with its refusal, and counts it
+// by kind in the service's metrics.
+func (e *Endpoint) refuse(w http.ResponseWriter, ee *enrolment.Error) {
+	e.o.metrics.Enrolment(ee.Kind)
+	writeJSONReply(w, enrolment.HTTPStatus(ee.Kind), enrolment.ErrorReply{Error: ee})
 }
 
 func writeJSONReply(w http.ResponseWriter, code int, v any) {

@@ -24,6 +24,8 @@ import (
 	"github.com/overlordhq/overlord/internal/buildinfo"
 	"github.com/overlordhq/overlord/internal/gate"
 	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/metrics"
+	"github.com/overlordhq/overlord/modules/builtin"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
 )
@@ -46,6 +48,10 @@ const (
 	serviceProtocol  = 1
 	servicePingPath  = "/local/ping"
 	serviceDrivePath = "/local/drive/"
+	// MetricsPath serves the service's Prometheus metrics
+	// (docs/metrics.md), on the socket as on any listener that mounts
+	// Service.Metrics.
+	MetricsPath = "/metrics"
 )
 
 // DefaultScanInterval is how often the service looks for open jobs that no
@@ -163,10 +169,12 @@ func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service
 	dctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	s.sched = &scheduler{o: o, ctx: dctx, logger: s.logger, running: map[string]bool{}}
+	o.metrics = s.newMetrics()
 	o.pool, o.sched = s.pool, s.sched
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+servicePingPath, s.ping)
 	mux.HandleFunc("GET "+serviceUIPath, s.ui)
+	mux.Handle("GET "+MetricsPath, o.metrics.Handler())
 	mux.HandleFunc("POST "+rpc.ServicePath+"{name}", s.forward)
 	mux.HandleFunc("POST "+serviceDrivePath+"{id}", s.drive)
 	mux.HandleFunc("POST "+serviceCallPath, s.call)
@@ -182,6 +190,39 @@ func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service
 	go s.scanLoop(dctx)
 	go s.reconcileLoop(dctx)
 	return s, nil
+}
+
+// newMetrics makes the service's metrics, reading the pool, the
+// scheduler and overlord.db when scraped.
+func (s *Service) newMetrics() *metrics.Metrics {
+	builtins := builtin.Registry()
+	return metrics.New(metrics.Config{
+		Version: buildinfo.Version(),
+		Census:  s.o.Store.Census,
+		Conns:   s.pool.client.Conns,
+		Driving: s.sched.count,
+		Known: func(module, method string) bool {
+			if _, err := builtins.Lookup(module, method); err == nil {
+				return true
+			}
+			ok, err := s.o.Store.DescribesMethod(module, method)
+			return err == nil && ok
+		},
+		Logger: s.logger,
+	})
+}
+
+// Metrics returns the handler of the service's Prometheus metrics (GET
+// MetricsPath), for any listener that serves them.
+func (s *Service) Metrics() http.Handler { return s.o.metrics.Handler() }
+
+// MetricsHandler returns the handler of the service's metrics, or nil
+// outside the service (before OpenService).
+func (o *Overlord) MetricsHandler() http.Handler {
+	if o.metrics == nil {
+		return nil
+	}
+	return o.metrics.Handler()
 }
 
 // Socket returns the path of the service's socket.
@@ -269,9 +310,7 @@ func (s *Service) adoptOpen() {
 }
 
 func (s *Service) ping(w http.ResponseWriter, _ *http.Request) {
-	s.sched.mu.Lock()
-	driving := len(s.sched.running)
-	s.sched.mu.Unlock()
+	driving := s.sched.count()
 	writeJSONReply(w, http.StatusOK, servicePing{PID: os.Getpid(), Version: buildinfo.Version(), Protocol: serviceProtocol,
 		Socket: s.sock, Goroutines: runtime.NumGoroutine(), Driving: driving})
 }
@@ -305,6 +344,7 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request) {
 		serviceError(w, status.Errorf(status.KindUnreachable, "minion %s has no registered address", name))
 		return
 	}
+	m := s.o.metrics
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, rpc.MaxRequestBytes))
 	if err != nil {
 		serviceError(w, status.Errorf(status.KindBadArgs, "request: %v", err))
@@ -317,9 +357,12 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request) {
 		resp, err = s.pool.client.Forward(ctx, name, bytes.NewReader(body))
 	}
 	if err != nil {
-		serviceError(w, rpc.Classify(ctx, err))
+		se := rpc.Classify(ctx, err)
+		m.Seen(name, se)
+		serviceError(w, se)
 		return
 	}
+	m.Seen(name, nil)
 	defer resp.Body.Close()
 	for k, v := range resp.Header {
 		w.Header()[k] = v
@@ -473,6 +516,13 @@ type scheduler struct {
 	mu      sync.Mutex
 	running map[string]bool // the jobs driven now
 	closed  bool
+}
+
+// count returns how many jobs the scheduler drives now.
+func (s *scheduler) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.running)
 }
 
 // driving reports whether the scheduler drives job id now.

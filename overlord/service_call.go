@@ -185,7 +185,9 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 		ctx = rpc.WithConnectTimeout(ctx, time.Duration(req.ConnectTimeoutMS)*time.Millisecond)
 	}
 	h := &handover{waitUntil: req.WaitUntil, params: req.Params}
-	step := callStep(h)
+	mm := s.o.metrics.Method(req.Params.Module, req.Params.Method)
+	started := time.Now()
+	step := instrumented(mm, callStep(h))
 	client := s.pool.client.Shared()
 	// The caller read the registry moments ago: a minion added again
 	// since the pool last read it is called at its new address, pinned
@@ -209,6 +211,7 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 	unsent := h.never
 	h.mu.Unlock()
 	_ = enc.Encode(fanOutLine{End: true, Unsent: unsent})
+	mm.CallDone(time.Since(started))
 }
 
 // stopCall stops a call the service fans out: the Ctrl-C of its CLI.

@@ -94,6 +94,7 @@ type Client struct {
 	shared      bool          // Close leaves the connections open (Shared)
 	perMinion   int           // MaxPerMinion
 	slots       *sync.Map     // minion name -> chan struct{}, with perMinion
+	conns       *connCounter  // the open connections, with perMinion
 }
 
 // DefaultConnectTimeout is used when ClientConfig.ConnectTimeout is zero.
@@ -154,6 +155,7 @@ func NewClient(cfg ClientConfig) *Client {
 		// timeout (WithConnectTimeout), for the TCP connect and the TLS
 		// handshake together, as a CLI's own connect would take.
 		tr.MaxIdleConnsPerHost = maxIdlePerMinion
+		c.conns = &connCounter{open: map[string]int{}}
 		dial := tr.DialContext
 		tr.DialContext = nil
 		tr.DialTLSContext = func(ctx context.Context, network, hostport string) (net.Conn, error) {
@@ -175,7 +177,7 @@ func NewClient(cfg ClientConfig) *Client {
 				raw.Close()
 				return nil, err
 			}
-			return conn, nil
+			return c.conns.opened(name, conn), nil
 		}
 		dialer.Timeout = 0 // the context bounds it
 	}
@@ -188,7 +190,7 @@ func NewClient(cfg ClientConfig) *Client {
 // handed to code that closes its client when done.
 func (c *Client) Shared() *Client {
 	return &Client{http: c.http, afterCall: c.afterCall, observe: c.observe, maxResponse: c.maxResponse, service: c.service, view: c.view,
-		connect: c.connect, shared: true, perMinion: c.perMinion, slots: c.slots}
+		connect: c.connect, shared: true, perMinion: c.perMinion, slots: c.slots, conns: c.conns}
 }
 
 // Close closes idle connections, unless the Client is Shared.

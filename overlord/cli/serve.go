@@ -46,7 +46,8 @@ every 10 s, it adopts every open job whose driver is gone (a job submitted
 while it was down whose driver died, or one it drove before it was
 killed): nothing runs twice. Every minute it asks minions for the late
 results of entries that ended unreachable or timeout in jobs finished
-within --reconcile-window (see 'overlord job reconcile').
+within --reconcile-window (see 'overlord job reconcile'). Its Prometheus
+metrics are at GET /metrics on the socket (docs/metrics.md).
 
 And it serves the enrolment endpoint over HTTPS (TLS 1.3): minions send certificate
 signing requests to it with 'minion enroll'. A request with a valid join
@@ -78,6 +79,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
   overlord serve --no-enrol            # the local socket only, nothing on the network
   overlord serve --ui 127.0.0.1:8080   # and the web dashboard, on loopback
   overlord serve --ui :8443 --ui-tls   # the dashboard for other hosts, over HTTPS
+  curl --unix-socket ~/.local/state/overlord/overlord.sock http://x/metrics   # its metrics
   systemctl enable --now overlord      # the unit 'make install' installs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -121,7 +123,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				epDone = ep.Done()
 				fmt.Fprintf(a.Stderr, "overlord service at %s; enrolment endpoint and HTTP API at https://%s (API: /v1/, client certificates of the overlord role); CA fingerprint %s\n", svc.Socket(), ep.Addr(), ep.CAFingerprint())
 			}
-			dash, err := a.openUI(ctx, &uiF, o, svc, name, httpAPI.Handler(), nil, logger)
+			dash, err := a.openUI(ctx, &uiF, o, svc, name, httpAPI.Handler(), svc.Metrics(), logger)
 			if err != nil {
 				err = fmt.Errorf("dashboard: %w", err)
 				if ep != nil {
