@@ -8,8 +8,9 @@
 // The service (overlord.OpenService) makes one Metrics with New and
 // reports to it where its work happens: each synchronous call it fans
 // out (Method, then CallDone), each minion's call in it (MinionCall),
-// each entry its drivers set (Entry), every answer a minion gives its
-// pool (Seen), each enrolment request (Enrolment). What is in overlord.db
+// each entry its drivers set (Entry), each enrolment request
+// (Enrolment). Reachability is the service's own book (Config.Reach),
+// which the API shows per minion too. What is in overlord.db
 // (jobs by state, queued entries, the registered minions) is read when
 // scraped, at most every CensusTTL, so a storm of scrapes reads the
 // store once.
@@ -89,7 +90,11 @@ type Config struct {
 	// (a built-in, or a plugin a cached description names). It is asked
 	// once per new name (again after knownRecheck for an unknown one), not
 	// per result.
-	Known  func(module, method string) bool
+	Known func(module, method string) bool
+	// Reach counts the registered minions by what the service last saw
+	// of each (overlord's reachability book, the one owner of it): an
+	// answer, a failure to reach it, or nothing yet.
+	Reach  func(registered []string) (reachable, unreachable, unknown int)
 	Logger *slog.Logger
 }
 
@@ -114,9 +119,6 @@ type Metrics struct {
 	other     *Method                 // module="other", method="other": made when first needed
 	otherOnce sync.Once
 
-	reachMu sync.RWMutex
-	reach   map[string]bool // minion name -> reachable, by the latest outcome seen
-
 	censusMu sync.Mutex
 	census   jobs.Census
 	censusAt time.Time
@@ -136,7 +138,7 @@ func New(cfg Config) *Metrics {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Metrics{cfg: cfg, logger: logger.With("component", "metrics"), reg: prometheus.NewRegistry(),
-		methods: map[methodKey]*Method{}, unknown: map[methodKey]time.Time{}, reach: map[string]bool{}}
+		methods: map[methodKey]*Method{}, unknown: map[methodKey]time.Time{}}
 	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "calls_total",
 		Help: "Synchronous calls the service fanned out, by module and method, counted as they end.",
@@ -318,8 +320,7 @@ func (mm *Method) CallDone(took time.Duration) {
 
 // MinionCall reports one minion's part of a synchronous call: its result
 // and latency if it FINISHED (a minion that keeps the call past the wait
-// reports its result later, through its job's driver: Entry), and what
-// it says of the minion's reachability.
+// reports its result later, through its job's driver: Entry).
 func (mm *Method) MinionCall(minion string, r status.Result, took time.Duration) {
 	if mm == nil {
 		return
@@ -328,12 +329,10 @@ func (mm *Method) MinionCall(minion string, r status.Result, took time.Duration)
 		mm.latency.Observe(took.Seconds())
 		mm.result(r)
 	}
-	mm.m.seenResult(minion, r)
 }
 
 // Entry reports an entry an async job's driver set: its result if it
-// FINISHED, and what it says of the minion's reachability. The driver
-// reports each entry's end once.
+// FINISHED. The driver reports each entry's end once.
 func (mm *Method) Entry(minion string, r status.Result) {
 	if mm == nil {
 		return
@@ -341,7 +340,6 @@ func (mm *Method) Entry(minion string, r status.Result) {
 	if r.State == status.Finished {
 		mm.result(r)
 	}
-	mm.m.seenResult(minion, r)
 }
 
 // result counts a FINISHED result by its kind.
@@ -400,50 +398,6 @@ func (m *Metrics) Enrolment(outcome string) {
 	m.enrolments.WithLabelValues(outcome).Inc()
 }
 
-// Seen reports the outcome of a call the service made to minion outside
-// a job (a call forwarded for cp, fetch, job cancel, --follow; any call
-// of its pool that got an answer): nil, an answer; an error of kind
-// unreachable or tls, not reachable. Other errors say nothing of it.
-func (m *Metrics) Seen(minion string, err *status.Error) {
-	if m == nil {
-		return
-	}
-	switch {
-	case err == nil:
-		m.setReach(minion, true)
-	case unreachable(err.Kind):
-		m.setReach(minion, false)
-	}
-}
-
-// seenResult notes what an entry says of its minion's reachability: an
-// answer (status.Result.Answered), or a failure to reach it (also the
-// last try of a queued entry).
-func (m *Metrics) seenResult(minion string, r status.Result) {
-	switch {
-	case r.Answered():
-		m.setReach(minion, true)
-	case r.Error != nil && unreachable(r.Error.Kind):
-		m.setReach(minion, false)
-	case r.Queued() && r.LastError != nil && unreachable(r.LastError.Kind):
-		m.setReach(minion, false)
-	}
-}
-
-func unreachable(k status.Kind) bool { return k == status.KindUnreachable || k == status.KindTLS }
-
-func (m *Metrics) setReach(minion string, ok bool) {
-	m.reachMu.RLock()
-	was, known := m.reach[minion]
-	m.reachMu.RUnlock()
-	if known && was == ok {
-		return
-	}
-	m.reachMu.Lock()
-	m.reach[minion] = ok
-	m.reachMu.Unlock()
-}
-
 // readCensus returns overlord.db's census, read again if the last read is
 // older than CensusTTL; concurrent scrapes wait for one read. A failed
 // read keeps the last one (false if there is none), and is not tried
@@ -465,41 +419,15 @@ func (m *Metrics) readCensus() (jobs.Census, bool) {
 		return m.census, m.censusOK
 	}
 	m.census, m.censusOK = c, true
-	m.forget(c.Minions)
 	return c, true
-}
-
-// forget drops the reachability of minions no longer registered.
-func (m *Metrics) forget(registered []string) {
-	names := make(map[string]bool, len(registered))
-	for _, n := range registered {
-		names[n] = true
-	}
-	m.reachMu.Lock()
-	defer m.reachMu.Unlock()
-	for n := range m.reach {
-		if !names[n] {
-			delete(m.reach, n)
-		}
-	}
 }
 
 // reachability counts the registered minions by their latest outcome.
 func (m *Metrics) reachability(registered []string) (reachable, unreachable, unknown int) {
-	m.reachMu.RLock()
-	defer m.reachMu.RUnlock()
-	for _, n := range registered {
-		ok, seen := m.reach[n]
-		switch {
-		case !seen:
-			unknown++
-		case ok:
-			reachable++
-		default:
-			unreachable++
-		}
+	if m.cfg.Reach == nil {
+		return 0, 0, len(registered)
 	}
-	return reachable, unreachable, unknown
+	return m.cfg.Reach(registered)
 }
 
 // censusCollector gives the gauges read from overlord.db at a scrape.

@@ -154,25 +154,17 @@ func value(t *testing.T, m *metrics.Metrics, name string, labels ...string) floa
 	return v
 }
 
-// TestReachability: the minions gauge counts the registered minions by
-// the latest outcome seen of each: an answer, a failure to reach it, or
-// nothing yet; minions no longer registered are forgotten.
+// TestReachability: the minions gauge counts the registered minions as
+// the service's book (Config.Reach) counts them, and every minion as
+// unknown without one.
 func TestReachability(t *testing.T) {
 	reads := 0
 	c := jobs.Census{Jobs: map[status.State]int{}, Minions: []string{"a", "b", "c", "d", "e", "f"}}
-	cfg := metrics.Config{Census: census(c, nil, &reads), CensusTTL: time.Nanosecond}
+	var asked []string
+	cfg := metrics.Config{Census: census(c, nil, &reads), CensusTTL: time.Nanosecond,
+		Reach: func(registered []string) (int, int, int) { asked = registered; return 3, 2, 1 }}
 	m := newMetrics(t, cfg)
-	ping := m.Method("test", "ping")
-	ping.MinionCall("a", ok(), 0)
-	ping.MinionCall("b", failed(status.KindModuleError), 0) // the minion answered
-	ping.MinionCall("c", failed(status.KindTLS), 0)
-	ping.MinionCall("d", failed(status.KindUnreachable), 0)
-	ping.MinionCall("d", failed(status.KindTimeout), 0) // says nothing of reachability
-	since := time.Now()
-	ping.Entry("e", status.Result{State: status.Running, QueuedSince: &since, LastError: status.Errorf(status.KindUnreachable, "refused")})
-	m.Seen("gone", nil) // not registered
-	m.Seen("c", nil)    // answered since: reachable
-	check := func(reachable, unreachable, unknown float64) {
+	check := func(m *metrics.Metrics, reachable, unreachable, unknown float64) {
 		t.Helper()
 		for state, want := range map[string]float64{"reachable": reachable, "unreachable": unreachable, "unknown": unknown} {
 			if n := value(t, m, "overlord_minions", "reachability", state); n != want {
@@ -180,12 +172,11 @@ func TestReachability(t *testing.T) {
 			}
 		}
 	}
-	check(3, 2, 1)
-	var nilMetrics *metrics.Metrics
-	nilMetrics.Seen("f", nil) // no metrics: nothing
-	m.Seen("d", status.Errorf(status.KindCancelled, "ctrl-c"))
-	m.Seen("a", status.Errorf(status.KindUnreachable, "down now"))
-	check(2, 3, 1)
+	check(m, 3, 2, 1)
+	if len(asked) != 6 {
+		t.Errorf("the book was asked about %v, want the 6 registered minions", asked)
+	}
+	check(newMetrics(t, metrics.Config{Census: census(c, nil, &reads), CensusTTL: time.Nanosecond}), 0, 0, 6)
 }
 
 // TestCensusCached: overlord.db is read at most once per CensusTTL
@@ -255,7 +246,6 @@ func TestNil(t *testing.T) {
 	mm.MinionCall("web1", ok(), time.Second)
 	mm.Entry("web1", ok())
 	mm.CallDone(time.Second)
-	m.Seen("web1", nil)
 	m.Enrolment("signed")
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))

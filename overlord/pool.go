@@ -85,7 +85,6 @@ func (o *Overlord) newPool() (*pool, error) {
 		MaxPerMinion: PoolPerMinion,
 		Observe:      p.reach.observe,
 		AfterCall: func(ctx context.Context, c *rpc.Client, minion, method string, h http.Header) {
-			p.o.metrics.Seen(minion, nil) // it answered
 			if pu := p.pusher.Load(); pu != nil {
 				pu.afterCall(ctx, c, minion, method, h)
 			}

@@ -24,19 +24,27 @@ type reachBook struct {
 	m  map[string]Reach
 }
 
-// observe notes the outcome of a call to minion: an answer (err nil), or
-// a failure to get one. A call its caller gave up on says nothing.
-func (b *reachBook) observe(ctx context.Context, minion string, err error) {
-	r := Reach{Reachable: err == nil, CheckedAt: time.Now().UTC()}
-	if err != nil {
-		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+// observe notes the outcome of a call of the pool to minion (its
+// rpc.ClientConfig.Observe): an answer (err nil), or a failure to get
+// one.
+func (b *reachBook) observe(_ context.Context, minion string, err error) {
+	var se *status.Error
+	if err != nil && !errors.As(err, &se) {
+		se = status.Errorf(status.KindInternal, "%v", err)
+	}
+	b.note(minion, se)
+}
+
+// note notes what a call to minion found: an answer (se nil), or an
+// error. Only kinds unreachable and tls say the minion is out of reach;
+// others (a timeout, a call its caller gave up on) say nothing.
+func (b *reachBook) note(minion string, se *status.Error) {
+	r := Reach{Reachable: se == nil, CheckedAt: time.Now().UTC()}
+	if se != nil {
+		if se.Kind != status.KindUnreachable && se.Kind != status.KindTLS {
 			return
 		}
-		var se *status.Error
-		if errors.As(err, &se) {
-			r.Kind = se.Kind
-		}
-		r.LastError = err.Error()
+		r.Kind, r.LastError = se.Kind, se.Message
 	}
 	b.mu.Lock()
 	if b.m == nil {
@@ -44,6 +52,26 @@ func (b *reachBook) observe(ctx context.Context, minion string, err error) {
 	}
 	b.m[minion] = r
 	b.mu.Unlock()
+}
+
+// counts counts the registered minions by what the book says of each:
+// reachable, unreachable, or not seen since the service started (the
+// metrics' overlord_minions gauge).
+func (b *reachBook) counts(registered []string) (reachable, unreachable, unknown int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, n := range registered {
+		r, ok := b.m[n]
+		switch {
+		case !ok:
+			unknown++
+		case r.Reachable:
+			reachable++
+		default:
+			unreachable++
+		}
+	}
+	return reachable, unreachable, unknown
 }
 
 // snapshot returns a copy of every minion's Reach.

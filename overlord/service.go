@@ -201,6 +201,7 @@ func (s *Service) newMetrics() *metrics.Metrics {
 		Census:  s.o.Store.Census,
 		Conns:   s.pool.client.Conns,
 		Driving: s.sched.count,
+		Reach:   s.pool.reach.counts,
 		Known: func(module, method string) bool {
 			if _, err := builtins.Lookup(module, method); err == nil {
 				return true
@@ -344,7 +345,6 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request) {
 		serviceError(w, status.Errorf(status.KindUnreachable, "minion %s has no registered address", name))
 		return
 	}
-	m := s.o.metrics
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, rpc.MaxRequestBytes))
 	if err != nil {
 		serviceError(w, status.Errorf(status.KindBadArgs, "request: %v", err))
@@ -358,11 +358,11 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		se := rpc.Classify(ctx, err)
-		m.Seen(name, se)
+		s.pool.reach.note(name, se)
 		serviceError(w, se)
 		return
 	}
-	m.Seen(name, nil)
+	s.pool.reach.note(name, nil)
 	defer resp.Body.Close()
 	for k, v := range resp.Header {
 		w.Header()[k] = v
