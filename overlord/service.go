@@ -112,7 +112,8 @@ type Service struct {
 	sched  *scheduler
 	stop   context.CancelFunc
 	scans  sync.WaitGroup
-	calls  runningCalls // the synchronous calls fanned out now
+	calls  runningCalls           // the synchronous calls fanned out now
+	uiURL  atomic.Pointer[string] // the dashboard's login URL (SetUI)
 }
 
 // OpenService starts the service on o's state directory: it takes the
@@ -178,6 +179,7 @@ func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service
 	o.pool, o.sched = s.pool, s.sched
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+servicePingPath, s.ping)
+	mux.HandleFunc("GET "+serviceUIPath, s.ui)
 	mux.Handle("GET "+MetricsPath, o.metrics.Handler())
 	mux.HandleFunc("POST "+rpc.ServicePath+"{name}", s.forward)
 	mux.HandleFunc("POST "+serviceDrivePath+"{id}", s.drive)

@@ -129,6 +129,10 @@ func hintFor(err error) string {
 		var ae *argsError
 		errors.As(err, &ae)
 		return ae.cmd.CommandPath() + " --help"
+	case errors.Is(err, overlord.ErrNoService):
+		return "overlord serve --ui 127.0.0.1:8080 (or systemctl start overlord, with --ui in its unit)"
+	case errors.Is(err, overlord.ErrNoUI):
+		return "restart the service with --ui ADDR (systemctl edit overlord)"
 	case errors.Is(err, jobs.ErrLocked):
 		return "run the command again; raise --lock-timeout if the store stays busy"
 	}
@@ -180,7 +184,7 @@ results for people (text) and for scripts (json, ndjson, yaml).`,
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log debug detail to stderr")
 
 	root.AddCommand(a.caCmd(), a.minionCmd(), a.groupCmd(), a.callCmd(), a.scriptCmd(), a.cpCmd(), a.fetchCmd(), a.jobCmd(), a.modulesCmd(),
-		a.serveCmd(), a.tokenCmd(), a.certsCmd(), a.transmitCmd(), a.inventoryCmd())
+		a.serveCmd(), a.tokenCmd(), a.certsCmd(), a.transmitCmd(), a.inventoryCmd(), a.uiCmd())
 	a.addCompletions(root)
 	sayUsage(root)
 	return root

@@ -24,6 +24,7 @@ func (a *App) serveCmd() *cobra.Command {
 		noEnrol                bool
 		invEvery               time.Duration
 		invKeep                int
+		uiF                    uiFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--listen ADDR]",
@@ -68,6 +69,12 @@ endpoint role, and kept in memory only; minions verify it by the CA's
 fingerprint, which is logged at start. overlord.db is opened for each
 request and closed again, so other overlord commands run alongside.
 
+With --ui ADDR it also serves the web dashboard there (docs/ui.md): plain
+HTTP on a loopback address only; any other address needs --ui-tls (a
+certificate the CA issues for --name) or --ui-cert and --ui-key. It prints
+the login URL, which carries a token made at start; 'overlord ui url'
+prints it again. GET /metrics on that address needs no login.
+
 On SIGTERM or SIGINT it stops accepting, lets requests in flight finish
 for --grace, tells its drivers to stop (each records what it knows; the
 jobs stay open for the next service, or the next 'job status'), then exits
@@ -75,6 +82,8 @@ jobs stay open for the next service, or the next 'job status'), then exits
 		Example: `  overlord serve
   overlord serve --listen 10.0.0.1:51235 --log-level debug
   overlord serve --no-enrol            # the local socket only, nothing on the network
+  overlord serve --ui 127.0.0.1:8080   # and the web dashboard, on loopback
+  overlord serve --ui :8443 --ui-tls   # the dashboard for other hosts, over HTTPS
   curl --unix-socket ~/.local/state/overlord/overlord.sock http://x/metrics   # its metrics
   overlord serve --inventory-every 6h  # an inventory version every 6 hours
   systemctl enable --now overlord      # the unit 'make install' installs`,
@@ -90,6 +99,9 @@ jobs stay open for the next service, or the next 'job status'), then exits
 			}
 			if noEnrol && cmd.Flags().Changed("listen") {
 				return usageError("--no-enrol serves no enrolment endpoint: --listen has nothing to listen for")
+			}
+			if err := uiF.check(); err != nil {
+				return err
 			}
 			o := overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
 			var ep *overlord.Endpoint // nil with --no-enrol
@@ -120,10 +132,23 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				epDone = ep.Done()
 				fmt.Fprintf(a.Stderr, "overlord service at %s; enrolment endpoint and HTTP API at https://%s (API: /v1/, client certificates of the overlord role); CA fingerprint %s\n", svc.Socket(), ep.Addr(), ep.CAFingerprint())
 			}
+			dash, err := a.openUI(ctx, &uiF, o, svc, name, httpAPI.Handler(), svc.Metrics(), logger)
+			if err != nil {
+				err = fmt.Errorf("dashboard: %w", err)
+				if ep != nil {
+					err = errors.Join(err, ep.Close(ctx))
+				}
+				return errors.Join(err, svc.Close(ctx))
+			}
+			var dashDone <-chan struct{} // nil without --ui
+			if dash != nil {
+				dashDone = dash.Done()
+			}
 			select {
 			case <-ctx.Done():
 			case <-epDone:
 			case <-svc.Done():
+			case <-dashDone:
 			}
 			// A second signal cuts the grace period short.
 			sig := make(chan os.Signal, 1)
@@ -140,11 +165,14 @@ jobs stay open for the next service, or the next 'job status'), then exits
 			}()
 			logger.Info("overlord serve shutting down: the service and the enrolment endpoint", "grace", grace)
 			httpAPI.Close() // event streams end; the requests in flight finish
-			var epErr error
+			var epErr, dashErr error
+			if dash != nil {
+				dashErr = dash.Close(sctx)
+			}
 			if ep != nil {
 				epErr = ep.Close(sctx)
 			}
-			return errors.Join(epErr, svc.Close(sctx))
+			return errors.Join(dashErr, epErr, svc.Close(sctx))
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", fmt.Sprintf(":%d", enrolment.DefaultPort), "the enrolment endpoint's address")
@@ -152,6 +180,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 	cmd.Flags().StringVar(&name, "name", "", "name in the endpoint's certificate (default: the host name)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Second, "how long requests in flight may finish on shutdown")
+	uiF.add(cmd)
 	cmd.Flags().DurationVar(&window, "reconcile-window", overlord.DefaultReconcileWindow, "reconcile late results of jobs finished this recently, every minute")
 	cmd.Flags().DurationVar(&invEvery, "inventory-every", 0, "take an inventory snapshot of every minion this often (0: never)")
 	cmd.Flags().IntVar(&invKeep, "inventory-keep", 0, fmt.Sprintf("keep the newest `N` inventory versions; overlord.db remembers N (default: the last N given, else %d)", overlord.DefaultInventoryKeep))
