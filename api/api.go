@@ -121,6 +121,10 @@ var routes = []route{
 	{"GET", "/v1/minions", (*API).listMinions},
 	{"GET", "/v1/minions/{name}", (*API).getMinion},
 	{"GET", "/v1/groups", (*API).groups},
+	{"GET", "/v1/inventory", (*API).inventory},
+	{"POST", "/v1/inventory", (*API).snapshot},
+	{"GET", "/v1/inventory/versions", (*API).inventoryVersions},
+	{"GET", "/v1/inventory/diff", (*API).inventoryDiff},
 	{"GET", "/v1/openapi.json", (*API).openapi},
 }
 

@@ -334,6 +334,41 @@ func TestAPI(t *testing.T) {
 	body = c.want(http.StatusOK, "GET", "/v1/jobs/"+job.JobID[:12], nil, nil)
 	doc.check(t, "GET", "/v1/jobs/{id}", 200, body)
 
+	// The inventory: none yet, then two snapshots and what changed.
+	c.wantError(http.StatusNotFound, "not_found", "GET", "/v1/inventory", nil)
+	var ver struct {
+		Version int `json:"version"`
+		Minions int `json:"minions"`
+	}
+	body = c.want(http.StatusCreated, "POST", "/v1/inventory", nil, &ver)
+	doc.check(t, "POST", "/v1/inventory", 201, body)
+	if ver.Version != 1 || ver.Minions != 2 {
+		t.Errorf("POST /v1/inventory: %s", body)
+	}
+	c.want(http.StatusCreated, "POST", "/v1/inventory", map[string]any{"target": "web1"}, &ver)
+	c.wantError(http.StatusUnprocessableEntity, "no_match", "POST", "/v1/inventory", map[string]any{"target": "db*"})
+	c.wantError(http.StatusBadRequest, "bad_args", "POST", "/v1/inventory", map[string]any{"targets": "*"})
+	body = c.want(http.StatusOK, "GET", "/v1/inventory", nil, nil)
+	doc.check(t, "GET", "/v1/inventory", 200, body)
+	body = c.want(http.StatusOK, "GET", "/v1/inventory/versions", nil, nil)
+	doc.check(t, "GET", "/v1/inventory/versions", 200, body)
+	var diff struct{ Old, New int }
+	body = c.want(http.StatusOK, "GET", "/v1/inventory/diff", nil, &diff)
+	doc.check(t, "GET", "/v1/inventory/diff", 200, body)
+	if diff.Old != 1 || diff.New != 2 {
+		t.Errorf("GET /v1/inventory/diff: %s", body)
+	}
+	var first struct {
+		Version int            `json:"version"`
+		Minions map[string]any `json:"minions"`
+	}
+	c.want(http.StatusOK, "GET", "/v1/inventory?at=1", nil, &first)
+	if first.Version != 1 || len(first.Minions) != 2 {
+		t.Errorf("GET /v1/inventory?at=1: version %d, %d minions", first.Version, len(first.Minions))
+	}
+	c.wantError(http.StatusBadRequest, "bad_args", "GET", "/v1/inventory?at=soon", nil)
+	c.wantError(http.StatusNotFound, "not_found", "GET", "/v1/inventory?at=9", nil)
+
 	// Every route the document names is served (none answers "no such
 	// route").
 	for path, ops := range doc.Paths {
@@ -346,6 +381,9 @@ func TestAPI(t *testing.T) {
 			var b any
 			if m == "POST" {
 				b = `{"target": "web1", "module": "test", "method": "ping"}`
+				if path == "/v1/inventory" {
+					b = `{"target": "web1"}`
+				}
 			}
 			code, resp := c.do(m, concrete, b)
 			if code >= 300 {

@@ -292,6 +292,32 @@ func TestUI(t *testing.T) {
 	if out, err := f.overlord("group", "add", "web", "web1", "web2"); err != nil {
 		t.Fatalf("group add: %v\n%s", err, out)
 	}
+	// Two inventory versions, a plugin added on web2 between them: the
+	// fleet page shows the latest and what changed, web2's page its
+	// modules and its change.
+	if out, err := f.overlord("inventory", "snapshot"); err != nil {
+		t.Fatalf("inventory snapshot: %v\n%s", err, out)
+	}
+	mods := filepath.Join(mustMinion(t, f, "web2").dir, "modules.d")
+	if err := os.MkdirAll(mods, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mods, "hello"), []byte(inventoryPlugin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := f.overlord("inventory", "snapshot"); err != nil {
+		t.Fatalf("inventory snapshot: %v\n%s", err, out)
+	}
+	p.do("the fleet", chromedp.Navigate(base+"/"))
+	p.until("the inventory", `!document.querySelector('#inventory').hidden && document.querySelector('#inventory-body').innerText.includes('Version 2')`)
+	p.do("what changed", chromedp.Click(`#inventory-diff`))
+	p.until("web2's new plugin", `document.querySelector('#inventory-body').innerText.includes('web2: module hello added (0.3)')`)
+	p.shot("inventory.png")
+	p.do("web2's page", chromedp.Navigate(base+"/minions/web2"))
+	p.until("web2's modules and change", `(() => {
+		const t = document.querySelector('#minion').innerText;
+		return t.includes('hello (plugin 0.3): greet') && t.includes('module hello added (0.3)');
+	})()`)
 	p.do("the fleet", chromedp.Navigate(base+"/"))
 	p.until("the minions, reachable", `(() => {
 		const rows = [...document.querySelectorAll('#minions tbody tr')].map((r) => r.innerText);

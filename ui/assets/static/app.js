@@ -202,10 +202,9 @@ function minionRow(m) {
     el('td', {class: 'opt'}, bytes(f.memory_bytes)));
 }
 
-// inventory shows the latest inventory snapshot, where the API has one
-// (GET /v1/inventory; 404 before any snapshot or without the inventory).
-// HOOK: the inventory's routes are another piece of work; this shows
-// what they return and stays hidden while they answer 404.
+// inventory shows the latest inventory snapshot (GET /v1/inventory;
+// the section stays hidden while there is none: 404) and, on demand,
+// what changed since the one before it (GET /v1/inventory/diff).
 async function inventory() {
   let snap;
   try {
@@ -213,27 +212,56 @@ async function inventory() {
   } catch (_) {
     return;
   }
-  if (!snap) return;
   const body = $('#inventory-body');
-  const ver = snap.version ?? snap.id ?? '';
-  const at = snap.taken_at || snap.created_at || snap.at;
-  const nMinions = snap.minions ? Object.keys(snap.minions).length : 0;
-  body.replaceChildren(el('p', {}, `Snapshot ${ver}`, at ? [' taken ', when(at)] : '', ` of ${nMinions} minions. `,
-    el('a', {href: '#', id: 'inventory-diff', onclick: (ev) => { ev.preventDefault(); inventoryDiff(); }}, 'What changed since the one before')));
+  const names = Object.keys(snap.minions || {});
+  const down = names.filter((n) => snap.minions[n].state === 'unreachable').length;
+  body.replaceChildren(el('p', {}, `Version ${snap.version}, taken `, when(snap.at), ` of ${names.length} minions`,
+    down ? ` (${down} unreachable)` : '', '. ',
+    el('button', {type: 'button', id: 'inventory-diff', onclick: (ev) => { ev.target.disabled = true; inventoryDiff(body); }}, 'What changed since the version before')));
   $('#inventory').hidden = false;
 }
 
-async function inventoryDiff() {
-  const body = $('#inventory-body');
+async function inventoryDiff(box, only) {
   let diff;
   try {
     diff = await api('/v1/inventory/diff');
   } catch (err) {
-    body.append(el('p', {class: 'error'}, err.message));
+    box.append(el('p', {class: 'error'}, err.message));
     return;
   }
-  body.append(el('pre', {class: 'mono'}, JSON.stringify(diff, null, 2)));
+  const names = Object.keys(diff.minions || {}).filter((n) => !only || n === only).sort();
+  const items = names.map((n) => el('li', {}, only ? '' : [el('a', {href: `/minions/${encodeURIComponent(n)}`}, n), ': '], changeText(diff.minions[n])));
+  box.append(el('p', {}, `From version ${diff.old} (`, when(diff.old_at), `) to ${diff.new} (`, when(diff.new_at), '):'),
+    items.length ? el('ul', {class: 'changes'}, items) : el('p', {class: 'muted'}, 'Nothing changed.'));
 }
+
+// changeText says in a line what changed of one minion between two
+// inventory versions.
+function changeText(d) {
+  const parts = [];
+  if (d.change === 'added' || d.change === 'removed') parts.push(d.change);
+  if (d.old_state && d.old_state !== d.state) parts.push(`${d.old_state} → ${d.state}`);
+  else if (d.state === 'unreachable') parts.push(`unreachable${d.error ? ` (${d.error.kind}: ${d.error.message})` : ''}, data of version ${d.as_of || '?'}`);
+  if (d.minion_version) parts.push(`minion ${d.minion_version.old} → ${d.minion_version.new}`);
+  const f = d.facts || {}, m = d.modules || {};
+  for (const [k, v] of Object.entries(f.changed || {})) parts.push(`${k}: ${show(v.old)} → ${show(v.new)}`);
+  for (const k of Object.keys(f.added || {})) parts.push(`fact ${k} added`);
+  for (const k of Object.keys(f.removed || {})) parts.push(`fact ${k} removed`);
+  for (const [k, v] of Object.entries(m.added || {})) parts.push(`module ${k} added${v.version ? ` (${v.version})` : ''}${v.sha256 ? ` sha256 ${v.sha256.slice(0, 12)}` : ''}`);
+  for (const k of Object.keys(m.removed || {})) parts.push(`module ${k} removed`);
+  for (const [k, v] of Object.entries(m.changed || {})) {
+    const what = [];
+    if (v.version) what.push(`version ${show(v.version.old)} → ${show(v.version.new)}`);
+    if (v.sha256) what.push('new file');
+    if ((v.methods_added || []).length) what.push(`+${v.methods_added.join(', +')}`);
+    if ((v.methods_removed || []).length) what.push(`-${v.methods_removed.join(', -')}`);
+    if (v.error) what.push(v.error.new ? `broken: ${v.error.new}` : 'fixed');
+    parts.push(`module ${k}: ${what.join(', ') || 'changed'}`);
+  }
+  return parts.join('; ') || 'unchanged';
+}
+
+function show(v) { return v === undefined || v === null || v === '' ? '(none)' : typeof v === 'string' ? v : JSON.stringify(v); }
 
 // ---- one minion ----
 
@@ -256,12 +284,24 @@ async function minionPage() {
   kids.push(keys.length ? el('div', {class: 'table-wrap'}, el('table', {class: 'list'}, el('tbody', {}, keys.map((k) =>
     el('tr', {}, el('th', {scope: 'row'}, k), el('td', {class: 'wrap mono'}, typeof facts[k] === 'string' ? facts[k] : JSON.stringify(facts[k])))))))
     : el('p', {class: 'muted'}, `None cached: overlord minion facts ${name}`));
-  if (Array.isArray(m.modules) && m.modules.length) {
-    kids.push(el('h2', {}, 'Modules'));
-    kids.push(el('ul', {}, m.modules.map((mod) => el('li', {}, el('strong', {}, mod.name), mod.plugin ? ' (plugin)' : '', ': ',
-      (mod.methods || []).map((x) => x.name).join(', '), mod.error ? el('span', {class: 'bad-text'}, ` — ${mod.error}`) : ''))));
-  }
   box.replaceChildren(...kids);
+  // Its modules and its latest changes, from the inventory, if any.
+  let snap;
+  try {
+    snap = await api('/v1/inventory');
+  } catch (_) {
+    return;
+  }
+  const inv = (snap.minions || {})[name];
+  if (!inv) return;
+  const mods = Object.keys(inv.modules || {}).sort();
+  box.append(el('h2', {}, 'Modules'), el('p', {class: 'muted'}, `Inventory version ${snap.version}, `, when(snap.at)),
+    el('ul', {}, mods.map((k) => {
+      const mod = inv.modules[k];
+      return el('li', {}, el('strong', {}, k), mod.plugin ? ` (plugin${mod.version ? ` ${mod.version}` : ''})` : '', ': ',
+        (mod.methods || []).join(', '), mod.error ? el('span', {class: 'bad-text'}, ` — ${mod.error}`) : '');
+    })), el('h2', {}, 'Changes'));
+  await inventoryDiff(box, name);
 }
 
 // ---- jobs ----
