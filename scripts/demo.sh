@@ -88,10 +88,12 @@ overlord job list
 # The service: commands go through it while it runs (-v says so), calls
 # skip the TLS handshakes, and it drives async jobs itself.
 sport=$(free_port)
-step overlord serve --listen "127.0.0.1:$sport" "&"
-overlord serve --listen "127.0.0.1:$sport" --log-level warn 2>"$dir/serve.log" &
+uport=$(free_port)
+step overlord serve --listen "127.0.0.1:$sport" --name demo-overlord --ui "127.0.0.1:$uport" "&"
+overlord serve --listen "127.0.0.1:$sport" --name demo-overlord --ui "127.0.0.1:$uport" --log-level warn 2>"$dir/serve.log" &
 pids+=($!)
 wait_port "$sport"
+wait_port "$uport"
 step overlord call "'*'" test.ping -v
 overlord call '*' test.ping -v 2>&1 | grep -v DEBUG
 step overlord call "'*'" command.run "'sleep 1; echo driven by the service'" --async
@@ -99,6 +101,21 @@ id=$(overlord call '*' command.run 'sleep 1; echo driven by the service' --async
 echo "$id"
 step overlord job status "$id" --wait -b
 overlord job status "$id" --wait -b
+
+# The same calls as JSON: on standard input, and over the HTTP API with an
+# identity of the overlord role (here the state directory's own).
+step "echo '{\"target\": \"web1\", \"module\": \"test\", \"method\": \"ping\"}' | overlord transmit"
+echo '{"target": "web1", "module": "test", "method": "ping"}' | overlord transmit
+if command -v curl >/dev/null; then
+	state=$OVERLORD_STATE_DIR
+	step curl --cert "$state/overlord.crt" --key "$state/overlord.key" --cacert "$state/ca.crt" \
+		--resolve "demo-overlord:$sport:127.0.0.1" "https://demo-overlord:$sport/v1/jobs?limit=2"
+	curl -sS --cert "$state/overlord.crt" --key "$state/overlord.key" --cacert "$state/ca.crt" \
+		--resolve "demo-overlord:$sport:127.0.0.1" "https://demo-overlord:$sport/v1/jobs?limit=2"
+fi
+# The dashboard: open this link in a browser while the service runs.
+step overlord ui url
+overlord ui url
 
 echo
 echo "demo done: stopping ${#pids[@]} processes (the minions and the service), removing $dir"
