@@ -134,11 +134,27 @@ func New(cfg Config) *API {
 		a.poll = 250 * time.Millisecond
 	}
 	a.mux = http.NewServeMux()
+	// paths matches a route's path whatever the method, for the 405 of
+	// a route called with another method than its own.
+	paths := http.NewServeMux()
+	allow := map[string][]string{}
 	for _, rt := range routes {
 		h := rt.handler
 		a.mux.HandleFunc(rt.method+" "+rt.path, func(w http.ResponseWriter, r *http.Request) { h(a, w, r) })
+		if allow[rt.path] == nil {
+			paths.HandleFunc(rt.path, func(http.ResponseWriter, *http.Request) {})
+		}
+		allow[rt.path] = append(allow[rt.path], rt.method)
+	}
+	for _, methods := range allow {
+		slices.Sort(methods)
 	}
 	a.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := paths.Handler(r); allow[pattern] != nil {
+			w.Header().Set("Allow", strings.Join(allow[pattern], ", "))
+			writeError(w, http.StatusMethodNotAllowed, status.KindBadArgs, "%s %s: the route takes %s", r.Method, r.URL.Path, strings.Join(allow[pattern], " or "))
+			return
+		}
 		writeError(w, http.StatusNotFound, KindNotFound, "no such route: %s %s (GET /v1/openapi.json lists them)", r.Method, r.URL.Path)
 	})
 	a.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -180,8 +196,11 @@ func (a *API) RequireCertificate(next http.Handler) http.Handler {
 		c, code, err := a.certCaller(r)
 		if err != nil {
 			kind := KindUnauthenticated
-			if code == http.StatusForbidden {
+			switch code {
+			case http.StatusForbidden:
 				kind = status.KindDenied
+			case http.StatusInternalServerError:
+				kind = status.KindInternal
 			}
 			a.logger.Info("api refused", "method", r.Method, "path", r.URL.Path, "from", r.RemoteAddr, "status", code, "err", err)
 			writeError(w, code, kind, "%v", err)
@@ -291,12 +310,12 @@ func (a *API) prepare(w http.ResponseWriter, r *http.Request) (*overlord.Prepare
 		spec, err = req.Spec()
 	}
 	if err != nil {
-		code := http.StatusBadRequest
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			code = http.StatusRequestEntityTooLarge
+			writeError(w, http.StatusRequestEntityTooLarge, status.KindBadArgs, "the request is over %d MiB", tooBig.Limit>>20)
+		} else {
+			writeError(w, http.StatusBadRequest, status.KindBadArgs, "%s", overlord.RequestMessage(err))
 		}
-		writeError(w, code, status.KindBadArgs, "%s", overlord.RequestMessage(err))
 		return nil, req
 	}
 	p, err := a.o.Prepare(spec)
