@@ -37,6 +37,7 @@ const (
 	KindNotFound        status.Kind = "not_found"       // no such job, minion or route (HTTP 404)
 	KindNoMatch         status.Kind = "no_match"        // the target matched no minion (HTTP 422; the CLI's exit 3)
 	KindConflict        status.Kind = "conflict"        // the job cannot do that now (HTTP 409)
+	KindBusy            status.Kind = "busy"            // as many event streams are open as the service keeps (HTTP 503)
 )
 
 // List limits of GET /v1/jobs.
@@ -83,6 +84,9 @@ type Config struct {
 	// EventPoll is how often an event stream looks at the job (default
 	// 250 ms).
 	EventPoll time.Duration
+	// MaxEventStreams bounds the event streams open at once (default
+	// DefaultMaxEventStreams).
+	MaxEventStreams int
 }
 
 // API serves the routes. New, then Handler.
@@ -94,11 +98,25 @@ type API struct {
 	mux     *http.ServeMux
 	done    chan struct{} // closed by Close: event streams end
 	closing sync.Once
+	slots   chan struct{} // one per event stream open
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	watchers map[string]*watcher // by job ID: the jobs with streams open
+	closed   bool
 }
 
 // Close ends the event streams open now and those opened later, so that
-// the server's shutdown need not wait for them.
-func (a *API) Close() { a.closing.Do(func() { close(a.done) }) }
+// the server's shutdown need not wait for them (a write to a client that
+// does not read is cut short), and waits for their jobs' watchers to
+// stop. Calling it twice is harmless.
+func (a *API) Close() {
+	a.closing.Do(func() { close(a.done) })
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.wg.Wait()
+}
 
 //go:embed openapi.json
 var openAPI []byte
@@ -125,7 +143,11 @@ var routes = []route{
 
 // New returns the API over cfg.Overlord.
 func New(cfg Config) *API {
-	a := &API{o: cfg.Overlord, logger: cfg.Logger, metrics: cfg.Metrics, poll: cfg.EventPoll, done: make(chan struct{})}
+	if cfg.MaxEventStreams <= 0 {
+		cfg.MaxEventStreams = DefaultMaxEventStreams
+	}
+	a := &API{o: cfg.Overlord, logger: cfg.Logger, metrics: cfg.Metrics, poll: cfg.EventPoll, done: make(chan struct{}),
+		slots: make(chan struct{}, cfg.MaxEventStreams), watchers: map[string]*watcher{}}
 	if a.logger == nil {
 		a.logger = slog.New(slog.DiscardHandler)
 	}
