@@ -37,6 +37,7 @@ const (
 	KindNotFound        status.Kind = "not_found"       // no such job, minion or route (HTTP 404)
 	KindNoMatch         status.Kind = "no_match"        // the target matched no minion (HTTP 422; the CLI's exit 3)
 	KindConflict        status.Kind = "conflict"        // the job cannot do that now (HTTP 409)
+	KindBusy            status.Kind = "busy"            // as many event streams are open as the service keeps (HTTP 503)
 )
 
 // List limits of GET /v1/jobs.
@@ -84,6 +85,9 @@ type Config struct {
 	// EventPoll is how often an event stream looks at the job (default
 	// 250 ms).
 	EventPoll time.Duration
+	// MaxEventStreams bounds the event streams open at once (default
+	// DefaultMaxEventStreams).
+	MaxEventStreams int
 }
 
 // API serves the routes. New, then Handler.
@@ -95,11 +99,25 @@ type API struct {
 	mux     *http.ServeMux
 	done    chan struct{} // closed by Close: event streams end
 	closing sync.Once
+	slots   chan struct{} // one per event stream open
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	watchers map[string]*watcher // by job ID: the jobs with streams open
+	closed   bool
 }
 
 // Close ends the event streams open now and those opened later, so that
-// the server's shutdown need not wait for them.
-func (a *API) Close() { a.closing.Do(func() { close(a.done) }) }
+// the server's shutdown need not wait for them (a write to a client that
+// does not read is cut short), and waits for their jobs' watchers to
+// stop. Calling it twice is harmless.
+func (a *API) Close() {
+	a.closing.Do(func() { close(a.done) })
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.wg.Wait()
+}
 
 //go:embed openapi.json
 var openAPI []byte
@@ -130,7 +148,11 @@ var routes = []route{
 
 // New returns the API over cfg.Overlord.
 func New(cfg Config) *API {
-	a := &API{o: cfg.Overlord, logger: cfg.Logger, metrics: cfg.Metrics, poll: cfg.EventPoll, done: make(chan struct{})}
+	if cfg.MaxEventStreams <= 0 {
+		cfg.MaxEventStreams = DefaultMaxEventStreams
+	}
+	a := &API{o: cfg.Overlord, logger: cfg.Logger, metrics: cfg.Metrics, poll: cfg.EventPoll, done: make(chan struct{}),
+		slots: make(chan struct{}, cfg.MaxEventStreams), watchers: map[string]*watcher{}}
 	if a.logger == nil {
 		a.logger = slog.New(slog.DiscardHandler)
 	}
@@ -139,11 +161,27 @@ func New(cfg Config) *API {
 		a.poll = 250 * time.Millisecond
 	}
 	a.mux = http.NewServeMux()
+	// paths matches a route's path whatever the method, for the 405 of
+	// a route called with another method than its own.
+	paths := http.NewServeMux()
+	allow := map[string][]string{}
 	for _, rt := range routes {
 		h := rt.handler
 		a.mux.HandleFunc(rt.method+" "+rt.path, func(w http.ResponseWriter, r *http.Request) { h(a, w, r) })
+		if allow[rt.path] == nil {
+			paths.HandleFunc(rt.path, func(http.ResponseWriter, *http.Request) {})
+		}
+		allow[rt.path] = append(allow[rt.path], rt.method)
+	}
+	for _, methods := range allow {
+		slices.Sort(methods)
 	}
 	a.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := paths.Handler(r); allow[pattern] != nil {
+			w.Header().Set("Allow", strings.Join(allow[pattern], ", "))
+			writeError(w, http.StatusMethodNotAllowed, status.KindBadArgs, "%s %s: the route takes %s", r.Method, r.URL.Path, strings.Join(allow[pattern], " or "))
+			return
+		}
 		writeError(w, http.StatusNotFound, KindNotFound, "no such route: %s %s (GET /v1/openapi.json lists them)", r.Method, r.URL.Path)
 	})
 	a.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -189,8 +227,11 @@ func (a *API) RequireCertificate(next http.Handler) http.Handler {
 		c, code, err := a.certCaller(r)
 		if err != nil {
 			kind := KindUnauthenticated
-			if code == http.StatusForbidden {
+			switch code {
+			case http.StatusForbidden:
 				kind = status.KindDenied
+			case http.StatusInternalServerError:
+				kind = status.KindInternal
 			}
 			a.logger.Info("api refused", "method", r.Method, "path", r.URL.Path, "from", r.RemoteAddr, "status", code, "err", err)
 			writeError(w, code, kind, "%v", err)
@@ -300,12 +341,12 @@ func (a *API) prepare(w http.ResponseWriter, r *http.Request) (*overlord.Prepare
 		spec, err = req.Spec()
 	}
 	if err != nil {
-		code := http.StatusBadRequest
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			code = http.StatusRequestEntityTooLarge
+			writeError(w, http.StatusRequestEntityTooLarge, status.KindBadArgs, "the request is over %d MiB", tooBig.Limit>>20)
+		} else {
+			writeError(w, http.StatusBadRequest, status.KindBadArgs, "%s", overlord.RequestMessage(err))
 		}
-		writeError(w, code, status.KindBadArgs, "%s", overlord.RequestMessage(err))
 		return nil, req
 	}
 	p, err := a.o.Prepare(spec)
