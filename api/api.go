@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/overlord"
@@ -442,6 +444,12 @@ func (a *API) check(w http.ResponseWriter, r *http.Request) {
 func (a *API) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	opts := jobs.ListOptions{Limit: DefaultListLimit, Before: q.Get("before"), Target: q.Get("target"), Call: q.Get("call")}
+	if opts.Before != "" {
+		if _, err := uuid.Parse(opts.Before); err != nil {
+			writeError(w, http.StatusBadRequest, status.KindBadArgs, "before: want a job ID (the last job_id of the page before), got %q", opts.Before)
+			return
+		}
+	}
 	if s := q.Get("state"); s != "" {
 		st, err := status.ParseState(s)
 		if err != nil {

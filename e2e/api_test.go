@@ -308,6 +308,7 @@ func TestAPI(t *testing.T) {
 	}
 	c.wantError(http.StatusBadRequest, "bad_args", "GET", "/v1/jobs?state=DONE", nil)
 	c.wantError(http.StatusBadRequest, "bad_args", "GET", "/v1/jobs?limit=0", nil)
+	c.wantError(http.StatusBadRequest, "bad_args", "GET", "/v1/jobs?before=zzz", nil)
 
 	var minions []struct {
 		Name      string   `json:"name"`

@@ -159,6 +159,14 @@ func (a *App) call(cmd *cobra.Command, r callRun) error {
 	if spec.Timeout <= 0 {
 		return usageError("--timeout must be positive, got %s", spec.Timeout)
 	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--timeout", spec.Timeout}, {"--connect-timeout", spec.ConnectTimeout}, {"--batch-wait", spec.Batch.Wait}} {
+		if d.v > overlord.MaxWait {
+			return usageError("%s %s is more than %s, the longest a minion keeps a job", d.flag, d.v, overlord.MaxWait)
+		}
+	}
 	if err := checkRaw(r.raw, r.format); err != nil {
 		return err
 	}

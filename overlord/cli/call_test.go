@@ -338,3 +338,21 @@ func TestScript(t *testing.T) {
 		}
 	}
 }
+
+// TestCallWaitTooLong: a --timeout, --connect-timeout or --batch-wait past
+// the longest a minion keeps a job is a usage error before anything is
+// recorded (2562047h overflowed the deadlines computed from it).
+func TestCallWaitTooLong(t *testing.T) {
+	h := newHarness(t)
+	h.must("ca", "init", "--name", "op")
+	h.addMinion("web1")
+	for _, flags := range [][]string{{"--timeout", "2562047h"}, {"--connect-timeout", "169h"}, {"--batch", "1", "--batch-wait", "200h"}, {"--async", "--timeout", "8760h"}} {
+		r := h.run(append([]string{"call", "web1", "test.ping"}, flags...)...)
+		if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "the longest a minion keeps a job") {
+			t.Errorf("%v: exit %d, %v", flags, r.code, r.err)
+		}
+	}
+	if r := h.run("job", "list", "-o", "json"); strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("jobs were recorded: %s", r.stdout)
+	}
+}
