@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// These two tests wait out a minion's minute of absence (~80 s each): this
-// file sorts first, so that they take their places among the parallel
-// tests first and overlap the rest of the package instead of ending it.
+// These two tests wait out a minion's minute of absence (~80 s each):
+// their fleets (startIdleFleet) take no place among the tests running
+// processes, so they start as soon as the parallel tests do and their
+// wait overlaps the rest of the package instead of ending it.
 
 // TestAsyncQueueMinionDownLong: with --queue, a minion that is down when
 // the job is submitted, and stays down for longer than the minute a
@@ -20,7 +21,7 @@ import (
 // then, it gets the job, and the job ends ok.
 func TestAsyncQueueMinionDownLong(t *testing.T) {
 	t.Parallel()
-	f := startFleet(t)
+	f := startIdleFleet(t)
 	web1, err := f.add("web1") // registered, not started
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +61,7 @@ func TestAsyncQueueMinionDownLong(t *testing.T) {
 // and 'job reconcile' replaces the entry with the minion's own result.
 func TestAsyncReconcileAfterPartition(t *testing.T) {
 	t.Parallel()
-	f := startFleet(t, "web1")
+	f := startIdleFleet(t, "web1")
 	web1 := mustMinion(t, f, "web1")
 	g := newGate(t, "go")
 	// Open a moment into the partition, so that the job surely ends

@@ -538,7 +538,9 @@ func TestAsyncCancelEarly(t *testing.T) {
 func TestAsyncConcurrentCalls(t *testing.T) {
 	t.Parallel()
 	const n = 20
-	f := startFleet(t, "web1", "web2")
+	// Race-built: CLIs, drivers, runners and minions' job stores, all at
+	// once.
+	f := startRaceFleet(t, "web1", "web2")
 	before := len(jobList(t, f))
 
 	type res struct {

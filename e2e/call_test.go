@@ -73,7 +73,8 @@ func TestNDJSONStreams(t *testing.T) {
 func TestForks(t *testing.T) {
 	t.Parallel()
 	names := []string{"web1", "web2", "web3", "web4", "web5", "web6"}
-	f := startFleet(t, names...)
+	// Race-built: the CLI's fan-out, and minions answering calls at once.
+	f := startRaceFleet(t, names...)
 	run := func(forks int) (took time.Duration, overlap int) {
 		t.Helper()
 		offsets := map[string]int64{}

@@ -65,8 +65,9 @@ func TestScriptCleanup(t *testing.T) {
 // is left to clean them up).
 func TestDetachedCleanup(t *testing.T) {
 	t.Parallel()
+	takePlace(t)
 	dir := t.TempDir()
-	f := newFleet(dir, filepath.Join(dir, "overlord"), append(binEnv(), "HOME="+dir))
+	f := newFleet(dir, filepath.Join(dir, "overlord"), binDir, "HOME="+dir)
 	var notes []string
 	f.logf = func(format string, args ...any) { notes = append(notes, fmt.Sprintf(format, args...)) }
 	closed := false

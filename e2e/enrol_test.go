@@ -25,7 +25,7 @@ func startServe(t *testing.T, f *fleet) (*proc, string) {
 		t.Fatal(err)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	p, err := startProc(f.dir, filepath.Join(f.dir, "serve.log"), f.env, filepath.Join(binDir, "overlord"),
+	p, err := startProc(f.dir, filepath.Join(f.dir, "serve.log"), f.env, f.path("overlord"),
 		"--state-dir", f.stateDir, "serve", "--listen", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +85,8 @@ func TestEnrolServeSignals(t *testing.T) {
 // token is used up.
 func TestEnrolTokenUsesRace(t *testing.T) {
 	t.Parallel()
-	f := startFleet(t)
+	// Race-built: the service's enrolment endpoint, many minions at once.
+	f := startRaceFleet(t)
 	_, addr := startServe(t, f)
 	out, err := f.overlord("token", "create", "--uses", "2", "-o", "json")
 	if err != nil {
@@ -104,7 +105,7 @@ func TestEnrolTokenUsesRace(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			name := fmt.Sprintf("r%d", i)
-			cmd := exec.Command(filepath.Join(binDir, "minion"), "--state-dir", filepath.Join(f.dir, name), "enroll",
+			cmd := exec.Command(f.path("minion"), "--state-dir", filepath.Join(f.dir, name), "enroll",
 				"--server", addr, "--name", name, "--addr", fmt.Sprintf("127.0.0.1:%d", 40000+i), "--token", tok.Token)
 			cmd.Env, cmd.Dir = f.env, f.dir
 			b, err := cmd.CombinedOutput()

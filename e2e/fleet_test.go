@@ -20,16 +20,44 @@ import (
 )
 
 // startFleet makes a fleet in a temporary directory with the named minions
-// started; they are stopped when the test ends, and one that does not exit
-// 0 on SIGTERM, or crashed, fails the test. The async jobs' drivers and
-// runners still running then are killed (see fleet.close).
+// started, of the binaries built without the race detector; they are
+// stopped when the test ends, and one that does not exit 0 on SIGTERM, or
+// crashed, fails the test. The async jobs' drivers and runners still
+// running then are killed (see fleet.close).
 func startFleet(t *testing.T, names ...string) *fleet {
 	t.Helper()
-	if binDir == "" {
+	takePlace(t)
+	return startFleetOf(t, binDir, names...)
+}
+
+// startIdleFleet is startFleet for a test that spends most of its time
+// waiting for time to pass (a minion's minute of absence): it takes no
+// place among the tests running processes (see places), so that it
+// starts with the first and its wait overlaps the others' work.
+func startIdleFleet(t *testing.T, names ...string) *fleet {
+	t.Helper()
+	return startFleetOf(t, binDir, names...)
+}
+
+// startRaceFleet is startFleet with the binaries built with the race
+// detector (when the tests run with -race): for the tests that exercise
+// the product's concurrency, where a data race in a minion, a CLI, a
+// driver, a runner or the service fails the test. They are several times
+// slower to start and to run, so the other tests use startFleet; see
+// docs/testing.md.
+func startRaceFleet(t *testing.T, names ...string) *fleet {
+	t.Helper()
+	takePlace(t)
+	return startFleetOf(t, raceBinDir, names...)
+}
+
+func startFleetOf(t *testing.T, bin string, names ...string) *fleet {
+	t.Helper()
+	if bin == "" {
 		t.Fatal("binaries not built: run through TestMain")
 	}
 	dir := t.TempDir()
-	f := newFleet(dir, filepath.Join(dir, "overlord"), append(binEnv(), "HOME="+dir))
+	f := newFleet(dir, filepath.Join(dir, "overlord"), bin, "HOME="+dir)
 	f.logf = t.Logf
 	t.Cleanup(func() {
 		for _, err := range f.close() {
@@ -73,7 +101,7 @@ func mustMinion(t *testing.T, f *fleet, name string) *minionProc {
 // overlordCmd returns an overlord command on f's state directory, not
 // started, with its stdout and stderr captured.
 func overlordCmd(f *fleet, args ...string) (cmd *exec.Cmd, stdout, stderr *bytes.Buffer) {
-	cmd = exec.Command(filepath.Join(binDir, "overlord"), append([]string{"--state-dir", f.stateDir}, args...)...)
+	cmd = exec.Command(f.path("overlord"), append([]string{"--state-dir", f.stateDir}, args...)...)
 	cmd.Env, cmd.Dir = f.env, f.dir
 	stdout, stderr = new(bytes.Buffer), new(bytes.Buffer)
 	cmd.Stdout, cmd.Stderr = stdout, stderr

@@ -42,12 +42,14 @@ const (
 func TestConnectionFlood(t *testing.T) {
 	raiseFileLimit(t, floodIdle+floodHalf+500)
 	hello := clientHello(t)
-	f := startFleet(t, "web1")
+	// Race-built: the minion's and the service's accept loops and TLS
+	// handshakes, thousands of connections at once.
+	f := startRaceFleet(t, "web1")
 	m := mustMinion(t, f, "web1")
 
 	t.Run("minion", func(t *testing.T) {
 		ping := func(ctx context.Context, i int) error {
-			cmd := exec.CommandContext(ctx, filepath.Join(binDir, "overlord"), "--state-dir", f.stateDir, "call", "web1", "test.ping")
+			cmd := exec.CommandContext(ctx, f.path("overlord"), "--state-dir", f.stateDir, "call", "web1", "test.ping")
 			cmd.Env, cmd.Dir = f.env, f.dir
 			out, err := cmd.CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "web1: true") {
@@ -90,7 +92,7 @@ func TestConnectionFlood(t *testing.T) {
 		stopRSS := sampleRSS(p.Pid(), &maxRSS)
 		ok, took := legit(t, fl, func(ctx context.Context, i int) error {
 			name := fmt.Sprintf("e%d", i)
-			cmd := exec.CommandContext(ctx, filepath.Join(binDir, "minion"), "--state-dir", filepath.Join(f.dir, name), "enroll",
+			cmd := exec.CommandContext(ctx, f.path("minion"), "--state-dir", filepath.Join(f.dir, name), "enroll",
 				"--server", addr, "--name", name, "--addr", fmt.Sprintf("127.0.0.1:%d", 41000+i), "--token", tok.Token)
 			cmd.Env, cmd.Dir = f.env, f.dir
 			out, err := cmd.CombinedOutput()
@@ -116,7 +118,8 @@ func TestConnectionFlood(t *testing.T) {
 }
 
 // floodMax bounds how long a flood lasts, whatever happens; binaries
-// built with the race detector accept several times slower.
+// built with the race detector (TestConnectionFlood's fleet is, when the
+// tests run with -race) accept several times slower.
 func floodMax() time.Duration {
 	if raceEnabled {
 		return time.Minute

@@ -21,6 +21,8 @@ import (
 // every command and the shell completions land where they belong, and
 // that the installed overlord runs from the PATH with its man page.
 func TestMakeInstall(t *testing.T) {
+	t.Parallel()
+	takePlace(t)
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Fatalf("make install is tested with make: %v", err)
 	}
@@ -33,7 +35,7 @@ func TestMakeInstall(t *testing.T) {
 		copyFile(t, filepath.Join(binDir, b), filepath.Join(bin, b), 0o755)
 	}
 	cmd := exec.Command("make", "-C", "..", "install", "DESTDIR="+dest, "PREFIX=/usr", "BIN="+bin)
-	cmd.Env = append(os.Environ(), binEnv()...)
+	cmd.Env = append(os.Environ(), binEnv(binDir)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make install: %v\n%s", err, out)
 	}
@@ -156,6 +158,6 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 func exec2(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), binEnv()...)
+	cmd.Env = append(os.Environ(), binEnv(binDir)...)
 	return cmd
 }

@@ -148,7 +148,7 @@ func TestServeRefusesWritableStateDir(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "minion"), "--state-dir", m.dir, "serve", "--listen", m.addr)
+	cmd := exec.CommandContext(ctx, f.path("minion"), "--state-dir", m.dir, "serve", "--listen", m.addr)
 	cmd.Env, cmd.Dir = f.env, f.dir
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {

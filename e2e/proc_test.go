@@ -245,9 +245,13 @@ func waitConn(addr string, timeout time.Duration) error {
 type fleet struct {
 	dir      string
 	stateDir string
-	env      []string
-	minions  map[string]*minionProc
-	names    []string // in the order added
+	// bin is where its binaries are: binDir, or raceBinDir for a fleet
+	// that looks for data races (race says which).
+	bin     string
+	race    bool
+	env     []string
+	minions map[string]*minionProc
+	names   []string // in the order added
 	// logf, if set, notes what close had to clean up.
 	logf func(format string, args ...any)
 }
@@ -261,13 +265,22 @@ type minionProc struct {
 	stopped bool
 }
 
-func newFleet(dir, stateDir string, env []string) *fleet {
-	return &fleet{dir: dir, stateDir: stateDir, env: env, minions: map[string]*minionProc{}}
+// newFleet returns a fleet of the binaries in bin (binDir or raceBinDir),
+// which they get with env (after binEnv's).
+func newFleet(dir, stateDir, bin string, env ...string) *fleet {
+	return &fleet{
+		dir: dir, stateDir: stateDir, bin: bin, race: raceEnabled && bin == raceBinDir,
+		env: append(binEnv(bin), env...), minions: map[string]*minionProc{},
+	}
 }
 
-// run runs a binary from binDir and returns its output.
+// path returns the path of the fleet's binary named bin (overlord or
+// minion).
+func (f *fleet) path(bin string) string { return filepath.Join(f.bin, bin) }
+
+// run runs a binary of the fleet and returns its output.
 func (f *fleet) run(bin string, args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(binDir, bin), args...)
+	cmd := exec.Command(f.path(bin), args...)
 	cmd.Env = f.env
 	cmd.Dir = f.dir
 	out, err := cmd.CombinedOutput()
@@ -325,7 +338,7 @@ func (f *fleet) start(m *minionProc) error {
 	if m.p != nil && !m.p.exited() {
 		return fmt.Errorf("minion %s is already running (pid %d)", m.name, m.p.Pid())
 	}
-	p, err := startProc(m.dir, m.logPath, f.env, filepath.Join(binDir, "minion"),
+	p, err := startProc(m.dir, m.logPath, f.env, f.path("minion"),
 		"--state-dir", m.dir, "serve", "--listen", m.addr, "--log-level", "debug", "--grace", "3s")
 	if err != nil {
 		return err

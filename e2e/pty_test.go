@@ -240,7 +240,8 @@ func TestPTYNoProgress(t *testing.T) {
 // and in JSON, and leaves no progress line behind.
 func TestPTYInterrupt(t *testing.T) {
 	t.Parallel()
-	f := startFleet(t, "web1", "web2", "web3")
+	// Race-built: the CLI's interrupt during a fan-out.
+	f := startRaceFleet(t, "web1", "web2", "web3")
 	cmd := "case $PWD in */web3) exec sleep 30;; esac; echo fast-$(basename $PWD)"
 	for _, format := range []string{"text", "json"} {
 		t.Run(format, func(t *testing.T) {

@@ -95,6 +95,7 @@ import (
 //	filemode FILE MODE
 //		check that FILE's permission bits are MODE (octal, like 0640)
 func TestScripts(t *testing.T) {
+	t.Parallel()
 	testscript.Run(t, scriptParams(t, "testdata"))
 }
 
@@ -140,11 +141,16 @@ type scriptState struct {
 }
 
 func setupScript(env *testscript.Env) error {
-	for _, kv := range binEnv() {
+	for _, kv := range binEnv(binDir) {
 		k, v, _ := strings.Cut(kv, "=")
 		env.Setenv(k, v)
 	}
 	env.Setenv("OVERLORD_STATE_DIR", filepath.Join(env.WorkDir, "overlord"))
+	// A script holds one of the places of the tests running processes
+	// for its whole run (see places); deferred first, it is given back
+	// last, after the script's fleet is stopped.
+	places <- struct{}{}
+	env.Defer(func() { <-places })
 	st := &scriptState{errorf: func(format string, args ...any) { env.T().Log(fmt.Sprintf(format, args...)) }}
 	// testscript hands the *testing.T over wrapped; it still has Errorf.
 	if e, ok := env.T().(interface{ Errorf(string, ...any) }); ok {
@@ -166,8 +172,7 @@ func fleetOf(ts *testscript.TestScript) *fleet {
 		return st.fleet
 	}
 	work := ts.Getenv("WORK")
-	env := append(binEnv(), "HOME="+work, "TMPDIR="+ts.Getenv("TMPDIR"))
-	f := newFleet(work, ts.Getenv("OVERLORD_STATE_DIR"), env)
+	f := newFleet(work, ts.Getenv("OVERLORD_STATE_DIR"), binDir, "HOME="+work, "TMPDIR="+ts.Getenv("TMPDIR"))
 	f.logf = ts.Logf
 	st.fleet = f
 	ts.Defer(func() {

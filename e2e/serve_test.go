@@ -74,7 +74,8 @@ func callJSON(t *testing.T, f *fleet, args ...string) (string, int, string) {
 // -v says which way each went.
 func TestServeSameAsDirect(t *testing.T) {
 	t.Parallel()
-	f := startFleet(t, "web1", "web2", "web3")
+	// Race-built: the service's calls and its pool of connections.
+	f := startRaceFleet(t, "web1", "web2", "web3")
 	if err := f.stop(mustMinion(t, f, "web3")); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,8 @@ func TestServeAsyncJobs(t *testing.T) {
 // service carries every job on, and no job runs twice on a minion.
 func TestServeKilled(t *testing.T) {
 	t.Parallel()
-	f := startFleet(t, "web1", "web2")
+	// Race-built: the service driving async jobs, and adopting them.
+	f := startRaceFleet(t, "web1", "web2")
 	p, _ := startServe(t, f)
 	waitService(t, f, p)
 	marks := filepath.Join(f.dir, "marks")
@@ -238,12 +240,12 @@ func TestServeSocketOtherUser(t *testing.T) {
 	p, _ := startServe(t, f)
 	waitService(t, f, p)
 	sock := filepath.Join(f.stateDir, "overlord.sock")
-	for path, mode := range map[string]os.FileMode{filepath.Dir(f.dir): 0o755, f.dir: 0o755, f.stateDir: 0o755, sock: 0o666, binDir: 0o755} {
+	for path, mode := range map[string]os.FileMode{filepath.Dir(f.dir): 0o755, f.dir: 0o755, f.stateDir: 0o755, sock: 0o666, filepath.Dir(f.bin): 0o755, f.bin: 0o755} {
 		if err := os.Chmod(path, mode); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(filepath.Join(binDir, "overlord"), "--state-dir", f.stateDir, "job", "list", "-v")
+	cmd := exec.Command(f.path("overlord"), "--state-dir", f.stateDir, "job", "list", "-v")
 	cmd.Env = f.env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, _ := cmd.CombinedOutput()

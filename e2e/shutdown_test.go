@@ -47,7 +47,8 @@ func TestServeSignals(t *testing.T) {
 // call in flight finish (within --grace) before it exits 0.
 func TestServeDrains(t *testing.T) {
 	t.Parallel()
-	f := startFleet(t, "web1")
+	// Race-built: a minion's drain, a call in flight during SIGTERM.
+	f := startRaceFleet(t, "web1")
 	m := mustMinion(t, f, "web1")
 
 	// The minion runs the command in its state directory.

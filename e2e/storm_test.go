@@ -19,13 +19,13 @@ import (
 // may hold overlord.db, which is milliseconds, not the whole wait.
 const stormLockTimeout = "2s"
 
-// stormCalls is how many 'call --async' TestAsyncStorm starts at once:
-// enough that overlord.db stays busy for longer than the lock timeout on
-// a busy 2-core machine, few enough for make test (fewer with the race
-// detector, whose binaries are several times slower).
+// stormCalls is how many 'call --async' TestAsyncStorm starts at once on
+// fleet f: enough that overlord.db stays busy for longer than the lock
+// timeout on a busy 2-core machine, few enough for make test (fewer with
+// race-built binaries, which are several times slower).
 // bench/async-storm.sh runs the 200 calls to 10 minions.
-func stormCalls() int {
-	if raceEnabled {
+func stormCalls(f *fleet) int {
+	if f.race {
 		return 30
 	}
 	return 60
@@ -46,7 +46,7 @@ func TestAsyncStorm(t *testing.T) {
 		err            error
 		stdout, stderr string
 	}
-	stormCalls := stormCalls()
+	stormCalls := stormCalls(f)
 	results := make([]res, stormCalls)
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
