@@ -43,6 +43,11 @@ const (
 	RoleMinion   Role = "minion"   // server auth: a minion daemon
 	RoleOverlord Role = "overlord" // client auth: an operator, a CI job, a driver
 	RoleEndpoint Role = "endpoint" // server auth: the overlord's enrolment endpoint
+	// RoleGateway is a gateway (`overlord serve` on another machine): a
+	// server to the overlord, which sends it calls for the minions behind
+	// it, and a client to those minions, calling on behalf of the
+	// overlord identity that sent the call (rpc.OnBehalfOfHeader).
+	RoleGateway Role = "gateway"
 	roleCA       Role = "ca"
 )
 
@@ -168,6 +173,9 @@ func (a *Authority) sign(name string, role Role, pub crypto.PublicKey) (*x509.Ce
 		tmpl.DNSNames = []string{name}
 	case RoleOverlord:
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	case RoleGateway:
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		tmpl.DNSNames = []string{name}
 	default:
 		return nil, fmt.Errorf("unknown role %q", role)
 	}
@@ -196,7 +204,7 @@ func template(name string, role Role, validity time.Duration) *x509.Certificate 
 func RoleOf(c *x509.Certificate) Role {
 	for _, ou := range c.Subject.OrganizationalUnit {
 		switch Role(ou) {
-		case RoleMinion, RoleOverlord, RoleEndpoint, roleCA:
+		case RoleMinion, RoleOverlord, RoleEndpoint, RoleGateway, roleCA:
 			return Role(ou)
 		}
 	}

@@ -442,6 +442,12 @@ func (s *Store) AddMinionCert(m Minion, c Cert) error {
 		if b.Get([]byte(m.Name)) != nil {
 			return fmt.Errorf("minion %s: %w", m.Name, ErrExists)
 		}
+		if gw := tx.Bucket(bucketGateways); gw != nil && gw.Get([]byte(m.Name)) != nil {
+			return fmt.Errorf("%s is a gateway's name: %w", m.Name, ErrExists)
+		}
+		if err := checkVia(tx, m.Via); err != nil {
+			return err
+		}
 		if err := putCert(tx, c); err != nil {
 			return err
 		}

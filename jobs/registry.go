@@ -17,6 +17,9 @@ type Minion struct {
 	AddedAt     time.Time      `json:"added_at"`
 	LastSeen    *time.Time     `json:"last_seen,omitempty"`
 	Facts       map[string]any `json:"facts,omitempty"`
+	// Via names the gateways that reach the minion, the first preferred;
+	// empty: the overlord reaches it directly.
+	Via []string `json:"via,omitempty"`
 }
 
 // AddMinion registers m; ErrExists if the name is taken.
@@ -25,6 +28,12 @@ func (s *Store) AddMinion(m Minion) error {
 		b := tx.Bucket(bucketMinions)
 		if b.Get([]byte(m.Name)) != nil {
 			return fmt.Errorf("minion %s: %w", m.Name, ErrExists)
+		}
+		if gw := tx.Bucket(bucketGateways); gw != nil && gw.Get([]byte(m.Name)) != nil {
+			return fmt.Errorf("%s is a gateway's name: %w", m.Name, ErrExists)
+		}
+		if err := checkVia(tx, m.Via); err != nil {
+			return err
 		}
 		return putJSON(b, []byte(m.Name), m)
 	})
@@ -83,8 +92,9 @@ func (s *Store) Minions() ([]Minion, error) {
 // Inventory is the registry as one consistent snapshot: the minions and
 // the groups, read in one transaction.
 type Inventory struct {
-	Minions []Minion
-	Groups  map[string][]string
+	Minions  []Minion
+	Groups   map[string][]string
+	Gateways []Gateway
 }
 
 // Inventory reads the registry.
@@ -99,6 +109,10 @@ func (s *Store) Inventory() (*Inventory, error) {
 			inv.Minions = append(inv.Minions, m)
 			return nil
 		}); err != nil {
+			return err
+		}
+		var err error
+		if inv.Gateways, err = readGateways(tx); err != nil {
 			return err
 		}
 		g := tx.Bucket(bucketGroups)

@@ -104,7 +104,7 @@ func (s *Store) Init() error {
 				return fmt.Errorf("%s is a bbolt file of another program (it has no meta bucket); not using it", s.path)
 			}
 		}
-		for _, b := range [][]byte{bucketMeta, bucketMinions, bucketGroups, bucketJobs, bucketSeen, bucketOpen, bucketTokens, bucketRequests, bucketCerts, bucketCRL} {
+		for _, b := range [][]byte{bucketMeta, bucketMinions, bucketGroups, bucketJobs, bucketSeen, bucketOpen, bucketTokens, bucketRequests, bucketCerts, bucketCRL, bucketGateways} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -78,7 +78,18 @@ const (
 	ConnectTimeoutHeader = "Overlord-Connect-Timeout"
 	AddrHeader           = "Overlord-Minion-Addr"
 	FingerprintHeader    = "Overlord-Minion-Fingerprint"
+	// ViaHeader carries the caller's view of the gateways that reach a
+	// minion (jobs.Minion.Via), comma-separated, the first preferred.
+	ViaHeader = "Overlord-Minion-Via"
 )
+
+// OnBehalfOfHeader is set by a gateway (certs.RoleGateway) on each call
+// it makes to a minion: the standard base64 of the DER certificate of the
+// overlord identity that sent it the call. The minion accepts it only
+// from a gateway's certificate, checks it as it would check that
+// identity's own connection (of the CA, overlord role, not revoked), and
+// applies its ACL to that identity; the audit log records both.
+const OnBehalfOfHeader = "Overlord-On-Behalf-Of"
 
 // Client calls minions by name. One Client (one HTTP transport, with
 // keep-alive and TLS session reuse) serves a whole run.
