@@ -48,7 +48,7 @@ const (
 	// it, and a client to those minions, calling on behalf of the
 	// overlord identity that sent the call (rpc.OnBehalfOfHeader).
 	RoleGateway Role = "gateway"
-	roleCA       Role = "ca"
+	roleCA      Role = "ca"
 )
 
 // KeyType is the kind of key to generate.
