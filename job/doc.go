@@ -15,6 +15,13 @@
 // the same place, so the drivers directory never outlives overlord.db's
 // rows.
 //
+// The driver lock is behind Locker: a flock(2) file per job on one
+// machine (FileLocker, the default), or a key per job in etcd under the
+// process's lease when the store is on etcd and several overlord serve
+// replicas share it (EtcdLocker, Keeper.UseEtcd). An etcd lock can be
+// lost (Lock.Lost: the lease is gone, or may be); a driver whose lock is
+// lost stops at once, writing nothing more and calling no minion.
+//
 // A Recorder writes a job's per-minion results in batches.
 //
 // A Driver carries an async job (or a synchronous call carried on past
@@ -26,4 +33,7 @@
 //
 //	drivers/JOB.lock  flock(2)ed by the job's driver (or its synchronous call)
 //	drivers/JOB.log   the detached driver's stdout and stderr
+//
+// With etcd, the locks are keys under the store's prefix instead:
+// PREFIX drivers/job/JOB (see EtcdLocker).
 package job

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -185,7 +184,11 @@ type driver struct {
 // another driver holds the job, Drive returns at once. lock, if not nil,
 // is the job's driver lock, already held (handed over by whoever started
 // the driver).
-func (dr *Driver) Drive(ctx context.Context, id string, lock *os.File) error {
+//
+// If the lock is lost while the job is driven (Lock.Lost: an etcd lease
+// gone), Drive stops at once: it calls no minion and writes nothing more,
+// and returns ErrLockLost; the job is left to whoever holds its lock next.
+func (dr *Driver) Drive(ctx context.Context, id string, lock Lock) error {
 	k, logger := dr.Keeper, dr.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -201,6 +204,48 @@ func (dr *Driver) Drive(ctx context.Context, id string, lock *os.File) error {
 		}
 	}
 	defer lock.Close()
+	lost := lock.Lost()
+	if lost != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-lost:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		defer func() {
+			if isLost(lost) {
+				logger.Error("the job's lock was lost: its driver stopped at once, writing nothing more", "job", id)
+			}
+		}()
+	}
+	err := dr.drive(ctx, id, k, logger, lost)
+	if isLost(lost) {
+		return fmt.Errorf("job %s: %w", id, ErrLockLost)
+	}
+	return err
+}
+
+// ErrLockLost is returned by Drive when the job's lock was lost while it
+// was driven.
+var ErrLockLost = errors.New("the job's driver lock was lost (cut off from etcd); the driver stopped and left the job to the lock's next holder")
+
+func isLost(lost <-chan struct{}) bool {
+	if lost == nil {
+		return false
+	}
+	select {
+	case <-lost:
+		return true
+	default:
+		return false
+	}
+}
+
+func (dr *Driver) drive(ctx context.Context, id string, k *Keeper, logger *slog.Logger, lost <-chan struct{}) error {
 	var rec jobs.Record
 	var entries map[string]status.Result
 	if err := whileBusy(ctx, logger, id, "read the job", func() (err error) {
@@ -228,8 +273,17 @@ func (dr *Driver) Drive(ctx context.Context, id string, lock *os.File) error {
 	if link.Close != nil {
 		defer link.Close()
 	}
+	if lost != nil {
+		// No minion is called once the lock is lost, whatever the
+		// driver was about to do.
+		link.Client = fencedCaller{c: link.Client, lost: lost}
+		if link.Poller != nil {
+			link.Poller = fencedPoller{p: link.Poller, lost: lost}
+		}
+	}
 	d := &driver{k: k, logger: logger, t: dr.Timings.orDefault(), client: link.Client, poller: link.Poller,
 		rc: NewRecorder(k.Store, rec), entries: entries, forks: rec.Forks}
+	d.rc.lost = lost
 	defer d.rc.Close()
 	if dr.Observe != nil {
 		d.observe = dr.Observe(rec.Module, rec.Method)
@@ -930,4 +984,34 @@ func (d *driver) expire(ctx context.Context, open []string) {
 func (d *driver) ended(name string, r status.Result) status.Result {
 	r.MinionJobID = d.entries[name].MinionJobID
 	return r
+}
+
+// errFenced is what a minion call made after the job's lock was lost
+// returns instead of calling: the driver takes it as being told to stop.
+var errFenced = fmt.Errorf("%w: %w", context.Canceled, ErrLockLost)
+
+// fencedCaller calls minions only while the job's lock is held.
+type fencedCaller struct {
+	c    Caller
+	lost <-chan struct{}
+}
+
+func (f fencedCaller) Call(ctx context.Context, minion, method string, params, reply any) error {
+	if isLost(f.lost) {
+		return errFenced
+	}
+	return f.c.Call(ctx, minion, method, params, reply)
+}
+
+// fencedPoller polls minions only while the job's lock is held.
+type fencedPoller struct {
+	p    Poller
+	lost <-chan struct{}
+}
+
+func (f fencedPoller) Status(ctx context.Context, name, jobID string, wait time.Duration) PollResult {
+	if isLost(f.lost) {
+		return PollResult{Err: status.Errorf(status.KindCancelled, "not asked: %v", ErrLockLost)}
+	}
+	return f.p.Status(ctx, name, jobID, wait)
 }

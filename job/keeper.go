@@ -1,10 +1,8 @@
 package job
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/overlordhq/overlord/jobs"
@@ -33,12 +31,16 @@ type Keeper struct {
 	// Dir is the directory of the driver locks and logs
 	// (<state-dir>/drivers).
 	Dir string
+	// Locks are the jobs' driver locks: flock files in Dir if nil
+	// (FileLocker), or etcd's (UseEtcd).
+	Locks Locker
 }
 
 // New returns the Keeper of the jobs in store, with their files in the
 // state directory stateDir.
 func New(store *jobs.Store, stateDir string) *Keeper {
-	return &Keeper{Store: store, Dir: filepath.Join(stateDir, DriversDir)}
+	dir := filepath.Join(stateDir, DriversDir)
+	return &Keeper{Store: store, Dir: dir, Locks: FileLocker{Dir: dir}}
 }
 
 // lockPath is the file a job's driver holds an exclusive lock on for as
@@ -48,39 +50,29 @@ func (k *Keeper) lockPath(id string) string { return filepath.Join(k.Dir, id+".l
 // LogPath is where job id's detached driver logs.
 func (k *Keeper) LogPath(id string) string { return filepath.Join(k.Dir, id+".log") }
 
+func (k *Keeper) locks() Locker {
+	if k.Locks == nil {
+		return FileLocker{Dir: k.Dir}
+	}
+	return k.Locks
+}
+
 // Lock takes job id's driver lock, or returns ok=false if another driver
-// holds it. Closing the file releases the lock.
-func (k *Keeper) Lock(id string) (lock *os.File, ok bool, err error) {
-	if err := os.MkdirAll(k.Dir, 0o700); err != nil {
-		return nil, false, err
-	}
-	f, err := os.OpenFile(k.lockPath(id), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	return f, true, nil
+// holds it. Closing the lock lets it go.
+func (k *Keeper) Lock(id string) (lock Lock, ok bool, err error) {
+	return k.locks().TryLock(id)
 }
 
 // Alive reports whether some process (or, in the service, some
 // goroutine) holds job id's driver lock.
-func (k *Keeper) Alive(id string) bool {
-	f, err := os.Open(k.lockPath(id))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return errors.Is(err, syscall.EWOULDBLOCK)
-	}
-	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
+func (k *Keeper) Alive(id string) bool { return k.locks().Held(id) }
+
+// Shared reports whether the driver locks are shared between machines
+// (etcd): then jobs are driven only by overlord serve replicas, in their
+// own processes, never by a detached driver process.
+func (k *Keeper) Shared() bool {
+	_, ok := k.Locks.(*EtcdLocker)
+	return ok
 }
 
 // RemoveFiles deletes job id's lock and log: the job is purged, or a

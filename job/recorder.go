@@ -32,6 +32,9 @@ type Recorder struct {
 	batch map[string]status.Result
 	last  time.Time
 	err   error // the last write's error, nil once a write succeeds
+	// lost, if not nil, is the job's lock's Lost: once it is closed,
+	// nothing more is written (another may drive the job now).
+	lost <-chan struct{}
 }
 
 // NewRecorder starts recording job rec's results into store; Finish or
@@ -99,6 +102,9 @@ func (r *Recorder) Flush(mutate func(*jobs.Record) error) error {
 func (r *Recorder) flushLocked(mutate func(*jobs.Record) error) error {
 	if len(r.batch) == 0 && mutate == nil {
 		return r.err
+	}
+	if isLost(r.lost) {
+		return ErrLockLost
 	}
 	err := cacheFacts(r.store, r.rec, r.batch)
 	if err == nil {

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/fanout"
 	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
@@ -74,7 +75,7 @@ func (o *Overlord) Submit(p *Prepared, timeout time.Duration, opts ...SubmitOpti
 // identity that submitted the job, in the service on its pool and its
 // shared status polls. lock, if not nil, is the job's driver lock, already
 // held (handed over by StartDriver).
-func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
+func (o *Overlord) Drive(ctx context.Context, id string, lock job.Lock) error {
 	dr := &job.Driver{Keeper: o.Jobs, Logger: o.Logger, Timings: o.driverTimings, Connect: o.connectDriver}
 	if o.metrics != nil {
 		dr.Observe = func(module, method string) func(string, status.Result) {
@@ -89,6 +90,17 @@ func (o *Overlord) Drive(ctx context.Context, id string, lock *os.File) error {
 // status hub.
 func (o *Overlord) connectDriver(rec jobs.Record, minions []jobs.Minion) (job.Link, error) {
 	as := o.as(rec.Identity)
+	if o.Jobs.Shared() && rec.Caller != "" {
+		// Another replica may have submitted the job: minions key their
+		// jobs by caller, so another identity would submit it again.
+		id, err := as.Identity()
+		if err != nil {
+			return job.Link{}, err
+		}
+		if cn := id.Cert.Subject.CommonName; !certs.SameName(cn, rec.Caller) {
+			return job.Link{}, fmt.Errorf("the job was submitted as %s, and this replica's identity is %s: replicas must share one identity, or its minions would run the job again (docs/ha.md)", rec.Caller, cn)
+		}
+	}
 	client, err := as.Client(minions, rec.Forks, DefaultConnectTimeout)
 	if err != nil {
 		return job.Link{}, err
@@ -131,13 +143,24 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 			o.Logger.Debug("the service drives the job", "job", id, "driving", ok)
 			return ok, nil
 		}
-		o.Logger.Warn("the service did not take the job; starting a driver process", "job", id, "err", err)
+		if o.Jobs.Shared() {
+			o.Logger.Warn("the service did not take the job; leaving it to the overlord serve replicas", "job", id, "err", err)
+		} else {
+			o.Logger.Warn("the service did not take the job; starting a driver process", "job", id, "err", err)
+		}
 	}
-	lock, ok, err := o.Jobs.Lock(id)
+	if o.Jobs.Shared() {
+		// With the store on etcd, only overlord serve replicas drive
+		// jobs (under their leases): no detached driver process. The
+		// replicas watching the store take the job now.
+		return false, o.wakeReplicas(id)
+	}
+	held, ok, err := o.Jobs.Lock(id)
 	if err != nil || !ok {
 		return false, err
 	}
-	defer lock.Close() // the driver holds its own copy
+	defer held.Close() // the driver holds its own copy
+	lock := held.(*job.FileLock).File()
 	argv := o.DriverCommand
 	if len(argv) == 0 {
 		exe, err := os.Executable()
@@ -185,4 +208,18 @@ func (o *Overlord) EnsureDriver(rec jobs.Record) (bool, error) {
 	}
 	o.Logger.Info("job has no driver; starting one", "job", rec.ID)
 	return o.StartDriver(rec)
+}
+
+// wakeReplicas tells the overlord serve replicas on the store (etcd)
+// that job id waits for a driver.
+func (o *Overlord) wakeReplicas(id string) error {
+	l, ok := o.Jobs.Locks.(*job.EtcdLocker)
+	if !ok {
+		return nil
+	}
+	if err := l.Wake(id); err != nil {
+		return fmt.Errorf("the store is on etcd, where only overlord serve replicas drive jobs, and they could not be told: %w (a replica finds the job at its next scan)", err)
+	}
+	o.Logger.Info("the store is on etcd: job left for an overlord serve replica to drive (none runs here)", "job", id)
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -479,7 +478,7 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 // handOver records what a synchronous call that stopped waiting leaves
 // open and starts the driver that carries it on, handing it the job's
 // lock. The job returned is RUNNING.
-func (o *Overlord) handOver(rc *job.Recorder, entries map[string]status.Result, h *handover, lock *os.File) (status.Job, error) {
+func (o *Overlord) handOver(rc *job.Recorder, entries map[string]status.Result, h *handover, lock job.Lock) (status.Job, error) {
 	h.mu.Lock()
 	never := slices.Clone(h.never)
 	h.mu.Unlock()

@@ -23,6 +23,7 @@ import (
 
 	"github.com/overlordhq/overlord/internal/buildinfo"
 	"github.com/overlordhq/overlord/internal/gate"
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/metrics"
 	"github.com/overlordhq/overlord/modules/builtin"
@@ -195,6 +196,16 @@ func (o *Overlord) OpenService(ctx context.Context, cfg ServiceConfig) (*Service
 	s.scans.Add(2)
 	go s.scanLoop(dctx)
 	go s.reconcileLoop(dctx)
+	if l, ok := o.Jobs.Locks.(*job.EtcdLocker); ok {
+		// Replicas on one etcd: a job whose lock goes (its replica let
+		// it go, died or was cut off) is adopted within moments, not at
+		// the next scan.
+		s.scans.Add(1)
+		go func() {
+			defer s.scans.Done()
+			l.Watch(dctx, s.adoptFreed)
+		}()
+	}
 	if cfg.InventoryEvery > 0 {
 		s.scans.Add(1)
 		go s.inventoryLoop(dctx)
@@ -317,6 +328,30 @@ func (s *Service) adoptOpen() {
 		} else if started {
 			s.logger.Info("adopted a job whose driver was gone", "job", rec.ID)
 		}
+	}
+}
+
+// adoptFreed carries on job id, whose driver lock just went, if it is
+// open; "" means any job may have: look at them all.
+func (s *Service) adoptFreed(id string) {
+	if id == "" {
+		s.adoptOpen()
+		return
+	}
+	if s.sched.driving(id) {
+		return
+	}
+	rec, err := s.o.Store.Header(id)
+	if err != nil {
+		if !errors.Is(err, jobs.ErrNotFound) {
+			s.logger.Warn("could not read a job whose driver lock went", "job", id, "err", err)
+		}
+		return
+	}
+	if started, err := s.o.EnsureDriver(rec); err != nil {
+		s.logger.Warn("could not carry an open job on", "job", rec.ID, "err", err)
+	} else if started {
+		s.logger.Info("adopted a job whose driver lock went", "job", rec.ID)
 	}
 }
 

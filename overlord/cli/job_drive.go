@@ -5,6 +5,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/overlordhq/overlord/job"
 )
 
 // jobDriveCmd is the hidden command an async job's detached driver runs.
@@ -18,9 +20,9 @@ func (a *App) jobDriveCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o := a.overlord()
 			o.Logger = slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "driver")
-			var lock *os.File
+			var lock job.Lock
 			if lockFD > 0 {
-				lock = os.NewFile(uintptr(lockFD), "driver lock")
+				lock = job.NewFileLock(os.NewFile(uintptr(lockFD), "driver lock"))
 			}
 			return o.Drive(cmd.Context(), args[0], lock)
 		},
