@@ -283,7 +283,7 @@ func (dr *Driver) drive(ctx context.Context, id string, k *Keeper, logger *slog.
 	}
 	d := &driver{k: k, logger: logger, t: dr.Timings.orDefault(), client: link.Client, poller: link.Poller,
 		rc: NewRecorder(k.Store, rec), entries: entries, forks: rec.Forks}
-	d.rc.lost = lost
+	d.rc.StopOn(lost)
 	defer d.rc.Close()
 	if dr.Observe != nil {
 		d.observe = dr.Observe(rec.Module, rec.Method)

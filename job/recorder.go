@@ -65,6 +65,14 @@ func (r *Recorder) tick() {
 	}
 }
 
+// StopOn makes the Recorder write nothing once lost is closed (a lost
+// driver lock's Lost): its writes then fail with ErrLockLost.
+func (r *Recorder) StopOn(lost <-chan struct{}) {
+	r.mu.Lock()
+	r.lost = lost
+	r.mu.Unlock()
+}
+
 // Close stops the timer; it is called by Finish, and harmless twice.
 func (r *Recorder) Close() {
 	select {
