@@ -103,7 +103,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 			if err := uiF.check(); err != nil {
 				return err
 			}
-			o := overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
+			o := a.overlordWith(logger)
 			var ep *overlord.Endpoint // nil with --no-enrol
 			// The HTTP API, on the endpoint's listener; its calls go
 			// through the service's pool once OpenService has set it.

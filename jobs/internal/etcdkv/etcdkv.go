@@ -439,3 +439,14 @@ func (d *DB) Empty(ctx context.Context) (bool, error) {
 	}
 	return resp.Count == 0, nil
 }
+
+// DeleteAll deletes every key under the store's prefix.
+func (d *DB) DeleteAll(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	_, err := d.cli.Delete(ctx, d.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return d.describe(err)
+	}
+	return nil
+}
