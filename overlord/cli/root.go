@@ -44,8 +44,8 @@ type App struct {
 	storeAddr string
 	etcdOpts  jobs.Options
 	store     *jobs.Store
-	verbose      bool
-	direct       bool // --direct: never through the service
+	verbose   bool
+	direct    bool // --direct: never through the service
 	// args is the command line as Main got it (nil otherwise): the words
 	// after a stray flag, which pflag does not parse, for its hint.
 	args []string

@@ -12,8 +12,8 @@
 // looked up its creation revision), each bucket it walked (no key of the
 // range modified or created since, and the bucket's marker untouched: a
 // delete in a bucket rewrites its marker, so that a walk notices keys
-// gone). If they fail, the transaction runs again from the start, a
-// bounded number of times. Too many compares for one etcd transaction
+// gone). If they fail, the transaction runs again from the start (at
+// least MaxAttempts times, until the timeout). Too many compares for one etcd transaction
 // are folded into coarser ones (every level below a top-level bucket),
 // which may fail when nothing read changed, never the other way.
 //
@@ -37,8 +37,9 @@ import (
 	"github.com/overlordhq/overlord/jobs/internal/kv"
 )
 
-// MaxAttempts bounds how many times a write transaction runs when what it
-// read keeps changing under it.
+// MaxAttempts is how many times at least a write transaction runs when
+// what it read keeps changing under it; it stops trying at the first
+// conflict past both MaxAttempts tries and the DB's timeout.
 const MaxAttempts = 16
 
 // maxCompares bounds the compares of one commit before they are folded
@@ -87,6 +88,7 @@ func (d *DB) View(ctx context.Context, fn func(kv.Tx) error) error {
 // may run several times (see the package's doc), so it must only act on
 // the transaction. If fn returns an error nothing is written.
 func (d *DB) Update(ctx context.Context, fn func(kv.Tx) error) error {
+	deadline := time.Now().Add(d.timeout)
 	for attempt := 1; ; attempt++ {
 		t := d.newTx(ctx, true)
 		err := fn(t)
@@ -103,11 +105,12 @@ func (d *DB) Update(ctx context.Context, fn func(kv.Tx) error) error {
 		if err != nil || ok {
 			return err
 		}
-		if attempt >= MaxAttempts {
-			return fmt.Errorf("%w (%d tries); try again", ErrConflict, attempt)
+		if attempt >= MaxAttempts && time.Now().After(deadline) {
+			return fmt.Errorf("%w (%d tries in %s); try again", ErrConflict, attempt, d.timeout)
 		}
-		// Let the other writer finish before reading again.
-		pause := time.Duration(rand.Int64N(int64(attempt)*int64(2*time.Millisecond))) + time.Millisecond
+		// Let the other writers finish before reading again: a random
+		// pause, longer after each conflict (up to 50 ms).
+		pause := time.Duration(rand.Int64N(int64(min(attempt*attempt, 50)) * int64(time.Millisecond)))
 		select {
 		case <-time.After(pause):
 		case <-ctx.Done():
