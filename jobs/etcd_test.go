@@ -144,6 +144,31 @@ func TestEtcdDefaultLimits(t *testing.T) {
 	if list, _ := s.ListJobs(jobs.ListOptions{}); len(list) != 1 {
 		t.Errorf("%d jobs listed, want 1", len(list))
 	}
+
+	// Retention deletes more jobs than one transaction can: in several.
+	s = jobstest.NewEtcd(t, etcdAddr(c))
+	old := time.Now().Add(-48 * time.Hour)
+	for range 70 {
+		rec := &jobs.Record{Target: "*", Module: "test", Method: "ping", CreatedAt: old}
+		if err := s.CreateJob(rec, []string{"m0000"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write(rec.ID, map[string]status.Result{"m0000": okResult}, finish); err != nil {
+			t.Fatal(err)
+		}
+	}
+	purged, err := s.CreateJobPurging(&jobs.Record{Target: "*", Module: "test", Method: "ping"}, []string{"m0000"},
+		jobs.AutoPurge{MaxAge: time.Hour, Every: time.Hour, Max: 65})
+	if err != nil || len(purged) != 65 {
+		t.Errorf("CreateJobPurging: %d purged, %v; want 65", len(purged), err)
+	}
+	gone, err := s.Purge(time.Now().Add(-time.Hour), 0)
+	if err != nil || len(gone) != 5 {
+		t.Errorf("Purge: %d purged, %v; want the 5 left", len(gone), err)
+	}
+	if list, _ := s.ListJobs(jobs.ListOptions{}); len(list) != 1 {
+		t.Errorf("%d jobs listed after the purges, want 1", len(list))
+	}
 }
 
 // An etcd store that cannot be used says why: no cluster at the address

@@ -103,6 +103,9 @@ jobs stay open for the next service, or the next 'job status'), then exits
 			if err := uiF.check(); err != nil {
 				return err
 			}
+			if err := a.recordStore(); err != nil {
+				return err
+			}
 			o := a.overlordWith(logger)
 			var ep *overlord.Endpoint // nil with --no-enrol
 			// The HTTP API, on the endpoint's listener; its calls go
