@@ -170,6 +170,7 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 		argv = []string{exe}
 	}
 	args := append(append([]string(nil), argv[1:]...), "--state-dir", o.Dir, "--lock-timeout", o.Store.LockTimeout().String())
+	args = append(args, o.storeArgs()...)
 	if rec.Identity != "" {
 		args = append(args, "--identity", rec.Identity)
 	}

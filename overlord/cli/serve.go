@@ -14,6 +14,7 @@ import (
 
 	"github.com/overlordhq/overlord/api"
 	"github.com/overlordhq/overlord/enrolment"
+	"github.com/overlordhq/overlord/job"
 	"github.com/overlordhq/overlord/overlord"
 )
 
@@ -24,6 +25,7 @@ func (a *App) serveCmd() *cobra.Command {
 		noEnrol                bool
 		invEvery               time.Duration
 		invKeep                int
+		leaseTTL               time.Duration
 		uiF                    uiFlags
 	)
 	cmd := &cobra.Command{
@@ -80,6 +82,13 @@ gateway instead: it listens on --listen for calls from its overlord
 (mutual TLS; client certificates of the overlord role) and makes them to
 the minions behind it on its warm pool. See docs/gateways.md.
 
+With the store on etcd (--store etcd://..., docs/ha.md) several services,
+replicas on any machines with the same identity, share it: each open
+async job is driven by the one replica holding its lock, an etcd key
+under that replica's lease (--lease-ttl). When a replica dies its lease
+expires and the others adopt its jobs within seconds; one cut off from
+etcd stops driving its jobs at once rather than drive them twice.
+
 On SIGTERM or SIGINT it stops accepting, lets requests in flight finish
 for --grace, tells its drivers to stop (each records what it knows; the
 jobs stay open for the next service, or the next 'job status'), then exits
@@ -91,6 +100,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
   overlord serve --ui :8443 --ui-tls   # the dashboard for other hosts, over HTTPS
   curl --unix-socket ~/.local/state/overlord/overlord.sock http://x/metrics   # its metrics
   overlord serve --inventory-every 6h  # an inventory version every 6 hours
+  overlord serve --store etcd://10.0.0.5:2379,10.0.0.6:2379,10.0.0.7:2379   # one of several replicas
   systemctl enable --now overlord      # the unit 'make install' installs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -108,7 +118,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 			if err := uiF.check(); err != nil {
 				return err
 			}
-			o := overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
+			o := a.overlordWith(logger)
 			if o.IsGateway() {
 				for _, f := range []string{"no-enrol", "ui", "ui-tls", "ui-cert", "ui-key", "inventory-every", "inventory-keep", "name"} {
 					if cmd.Flags().Changed(f) {
@@ -116,6 +126,18 @@ jobs stay open for the next service, or the next 'job status'), then exits
 					}
 				}
 				return a.serveGateway(cmd.Context(), o, listen, grace, logger)
+			}
+			if err := a.recordStore(); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("lease-ttl") {
+				if leaseTTL < 2*time.Second || leaseTTL > time.Hour {
+					return usageError("--lease-ttl %s: give 2s to 1h", leaseTTL)
+				}
+				if !o.Store.IsEtcd() {
+					return usageError("--lease-ttl is for a store on etcd (--store etcd://HOST:2379): a bbolt store's job locks are files")
+				}
+				o.SetLeaseTTL(leaseTTL)
 			}
 			var ep *overlord.Endpoint // nil with --no-enrol
 			// The HTTP API, on the endpoint's listener; its calls go
@@ -196,6 +218,7 @@ jobs stay open for the next service, or the next 'job status'), then exits
 	uiF.add(cmd)
 	cmd.Flags().DurationVar(&window, "reconcile-window", overlord.DefaultReconcileWindow, "reconcile late results of jobs finished this recently, every minute")
 	cmd.Flags().DurationVar(&invEvery, "inventory-every", 0, "take an inventory snapshot of every minion this often (0: never)")
+	cmd.Flags().DurationVar(&leaseTTL, "lease-ttl", job.DefaultLeaseTTL, "on an etcd store: the TTL of the lease this replica holds its jobs' locks under (how soon others adopt them if it dies)")
 	cmd.Flags().IntVar(&invKeep, "inventory-keep", 0, fmt.Sprintf("keep the newest `N` inventory versions; overlord.db remembers N (default: the last N given, else %d)", overlord.DefaultInventoryKeep))
 	return cmd
 }
