@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -50,9 +51,9 @@ type EtcdOptions struct {
 // goes when the process lets it go, or when its lease expires (the
 // process died or was cut off from etcd).
 //
-// A lease is held only while etcd says so: the locker asks etcd for the
-// lease's time to live every TTL/4 and counts it from when it asked, so
-// its view of the lease ends before etcd's. When that view runs out (no
+// A lease is held only while etcd says so: the locker renews it every
+// TTL/4 and counts its TTL from when it sent the renewal etcd answered,
+// so its view of the lease ends before etcd's. When that view runs out (no
 // answer), or etcd says the lease is gone, every lock held under it is
 // lost (Lock.Lost) at once, the locker logs it and makes a new lease for
 // the locks it takes next.
@@ -152,15 +153,15 @@ func (l *EtcdLocker) revoke(id clientv3.LeaseID) {
 // out the locker gives the lease up: time for the drivers to stop.
 func leaseCheckMargin(ttl time.Duration) time.Duration { return min(ttl/8, 500*time.Millisecond) }
 
-// watchLease asks etcd how long the lease has to live every TTL/4 and
-// gives it up (lose) when etcd says it is gone, or before the lease
-// could have expired without an answer: valid is when it could expire,
-// counted from the last question etcd answered (etcd's answer is whole
-// seconds, rounded down).
+// watchLease renews the lease itself every TTL/4 (KeepAliveOnce, on top
+// of the session's own keepalives) and gives it up (lose) when etcd says
+// it is gone, or before it could have expired without an answer: valid
+// is when it could expire, counted from when the last renewal etcd
+// answered was sent (etcd renewed it after that).
 func (l *EtcdLocker) watchLease(es *etcdSession, valid time.Time) {
 	margin := leaseCheckMargin(es.ttl)
 	every := es.ttl / 4
-	t := time.NewTimer(0)
+	t := time.NewTimer(every)
 	defer t.Stop()
 	for {
 		select {
@@ -173,18 +174,18 @@ func (l *EtcdLocker) watchLease(es *etcdSession, valid time.Time) {
 		}
 		asked := time.Now()
 		ctx, cancel := context.WithDeadline(l.cli.Ctx(), valid.Add(-margin))
-		resp, err := l.cli.TimeToLive(ctx, es.s.Lease())
+		resp, err := l.cli.KeepAliveOnce(ctx, es.s.Lease())
 		cancel()
 		switch {
-		case err == nil && resp.TTL <= 0:
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
 			l.lose(es, "etcd says the lease expired")
 			return
-		case err == nil:
+		case err == nil && resp.TTL > 0:
 			valid = asked.Add(time.Duration(resp.TTL) * time.Second)
 		}
 		left := time.Until(valid.Add(-margin))
 		if left <= 0 {
-			l.lose(es, fmt.Sprintf("no answer from etcd within the lease's time to live (%v)", err))
+			l.lose(es, fmt.Sprintf("no renewal of the lease within its time to live (%v)", err))
 			return
 		}
 		t.Reset(min(every, left))
