@@ -222,11 +222,24 @@ func (dr *Driver) Drive(ctx context.Context, id string, lock Lock) error {
 			}
 		}()
 	}
-	err := dr.drive(ctx, id, k, logger, lost)
-	if isLost(lost) {
+	if lost == nil {
+		return dr.drive(ctx, id, k, logger, nil)
+	}
+	// Drive returns as soon as the lock is lost: what the driver's
+	// goroutine may still be doing (waiting on a store that does not
+	// answer) can neither call a minion nor write (fencedCaller,
+	// Recorder.StopOn).
+	done := make(chan error, 1)
+	go func() { done <- dr.drive(ctx, id, k, logger, lost) }()
+	select {
+	case err := <-done:
+		if isLost(lost) {
+			return fmt.Errorf("job %s: %w", id, ErrLockLost)
+		}
+		return err
+	case <-lost:
 		return fmt.Errorf("job %s: %w", id, ErrLockLost)
 	}
-	return err
 }
 
 // ErrLockLost is returned by Drive when the job's lock was lost while it
