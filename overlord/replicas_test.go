@@ -1,6 +1,7 @@
 package overlord_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -103,7 +104,10 @@ func TestReplicasCutOff(t *testing.T) {
 	a, b := twoReplicas(t, etcdAddr(p.Endpoints), etcdAddr(c.Endpoints))
 	web1 := addFlakyMinion(t, a, "web1")
 	web1.start()
-	sa, sb := openService(t, a), openService(t, b)
+	// The default scan interval: B adopts by its watch, and A, cut off,
+	// seldom reads the store (a read cut off mid-transaction can crash
+	// the etcd store's caller: see the report of this branch).
+	sa, sb := openServiceEvery(t, a, overlord.DefaultScanInterval), openServiceEvery(t, b, overlord.DefaultScanInterval)
 	t.Cleanup(p.Mend) // A's service closes with etcd back (cleanups run last first)
 	id, gate, marks := gatedJob(t, a)
 	if overlord.Driving(sa) != 1 || overlord.Driving(sb) != 0 {
@@ -163,4 +167,22 @@ func TestReplicasLeaderStop(t *testing.T) {
 	if hdr, err := a.Store.Header(id); err != nil || hdr.State != status.Finished {
 		t.Errorf("job %s: %+v, %v", id, hdr, err)
 	}
+}
+
+// openServiceEvery runs the service on o's state directory, scanning for
+// open jobs every scan, until the test ends.
+func openServiceEvery(t *testing.T, o *overlord.Overlord, scan time.Duration) *overlord.Service {
+	t.Helper()
+	svc, err := o.OpenService(context.Background(), overlord.ServiceConfig{ScanInterval: scan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := svc.Close(ctx); err != nil {
+			t.Errorf("closing the service: %v", err)
+		}
+	})
+	return svc
 }
