@@ -265,3 +265,45 @@ func TestOpenAddress(t *testing.T) {
 		t.Errorf("prefix %q", prefix)
 	}
 }
+
+// BenchmarkEtcdRecordJob is BenchmarkRecordJob's create+write on an etcd
+// store (one in-process member, on this machine's disk): a job of 1,000
+// minions, created and then written in one transaction each.
+func BenchmarkEtcdRecordJob(b *testing.B) {
+	c := etcdtest.Start(b, 1, etcdtest.FreePorts(b, 2))
+	s := jobstest.NewEtcd(b, etcdAddr(c))
+	names := benchMinionNames(1000)
+	for _, n := range names {
+		if err := s.AddMinion(jobs.Minion{Name: n}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	results := pingResults(names)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := pingRecord()
+		if err := s.CreateJob(rec, names); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Write(rec.ID, results, finish); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed())/float64(time.Microsecond)/float64(b.N)/1000, "us/minion")
+}
+
+// BenchmarkEtcdListJobs lists the newest 50 of 2,000 jobs on etcd.
+func BenchmarkEtcdListJobs(b *testing.B) {
+	c := etcdtest.Start(b, 1, etcdtest.FreePorts(b, 2))
+	s := jobstest.NewEtcd(b, etcdAddr(c))
+	for range 2000 {
+		if err := s.CreateJob(pingRecord(), []string{"web1", "web2", "web3"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if l, err := s.ListJobs(jobs.ListOptions{Limit: 50}); err != nil || len(l) != 50 {
+			b.Fatal(len(l), err)
+		}
+	}
+}
