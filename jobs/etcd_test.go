@@ -307,3 +307,30 @@ func BenchmarkEtcdListJobs(b *testing.B) {
 		}
 	}
 }
+
+// A store on a cluster of three members carries on when the leader
+// stops: writes and reads after the election succeed, nothing is lost.
+func TestEtcdLeaderStop(t *testing.T) {
+	c := etcdtest.Start(t, 3, etcdtest.FreePorts(t, 6))
+	s := jobstest.NewEtcd(t, etcdAddr(c))
+	addMinions(t, s, "web1", "web2")
+	rec := newJob(t, s, "web1", "web2")
+	l := c.Leader()
+	if l < 0 {
+		t.Fatal("no leader")
+	}
+	c.StopMember(l)
+	if _, err := s.Write(rec.ID, map[string]status.Result{"web1": okResult}, nil); err != nil {
+		t.Fatalf("Write after the leader stopped: %v", err)
+	}
+	if err := s.AddMinion(jobs.Minion{Name: "web3"}); err != nil {
+		t.Fatalf("AddMinion after the leader stopped: %v", err)
+	}
+	got, _, err := s.Job(rec.ID)
+	if err != nil || got.Summary.OK != 1 {
+		t.Errorf("job after the election: %+v, %v", got.Summary, err)
+	}
+	if names := minionNames(t, s); len(names) != 3 {
+		t.Errorf("minions: %v", names)
+	}
+}
