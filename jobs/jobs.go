@@ -263,7 +263,8 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 		var seen []string
 		for name, r := range results {
 			var old status.Result
-			if err := getJSON(eb, []byte(name), &old); err != nil {
+			key := []byte(name) // one copy for the read and the write
+			if err := getJSON(eb, key, &old); err != nil {
 				return fmt.Errorf("job %s has no minion %s: %w", id, name, err)
 			}
 			if r.Batch == 0 {
@@ -271,7 +272,7 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 			}
 			rec.Summary.Remove(old)
 			rec.Summary.Add(r)
-			if err := putJSON(eb, []byte(name), r); err != nil {
+			if err := putJSON(eb, key, r); err != nil {
 				return err
 			}
 			if r.Answered() {

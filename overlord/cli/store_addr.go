@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/overlordhq/overlord/internal/atomicfile"
 	"github.com/overlordhq/overlord/jobs"
@@ -34,10 +35,6 @@ func (a *App) openStore() error {
 	if a.store != nil {
 		return nil
 	}
-	a.storeFrom = "--store"
-	if a.storeAddr == "" {
-		a.storeAddr, a.storeFrom = a.Getenv("OVERLORD_STORE"), "OVERLORD_STORE"
-	}
 	for _, f := range []struct {
 		v   *string
 		env string
@@ -46,36 +43,48 @@ func (a *App) openStore() error {
 			*f.v = a.Getenv(f.env)
 		}
 	}
-	if a.storeAddr == "" {
-		a.storeFrom = ""
-		path := filepath.Join(a.stateDir, StoreFile)
-		data, err := os.ReadFile(path)
+	s, addr, from, opts, err := a.storeAt(a.stateDir, a.lockTimeout)
+	if err != nil {
+		return &ExitError{Code: status.ExitUsage, Err: err}
+	}
+	a.store, a.storeAddr, a.storeFrom, a.etcdOpts = s, addr, from, opts
+	return nil
+}
+
+// storeAt opens the store of state directory dir as openStore would,
+// with lock timeout timeout, and returns it with its address, where the
+// address came from and the etcd options.
+func (a *App) storeAt(dir string, timeout time.Duration) (s *jobs.Store, addr, from string, opts jobs.Options, err error) {
+	addr, from, opts = a.storeAddr, "--store", a.etcdOpts
+	if addr == "" {
+		addr, from = a.Getenv("OVERLORD_STORE"), "OVERLORD_STORE"
+	}
+	if addr == "" {
+		from = ""
+		path := filepath.Join(dir, StoreFile)
+		data, rerr := os.ReadFile(path)
 		switch {
-		case errors.Is(err, os.ErrNotExist):
-		case err != nil:
-			return &ExitError{Code: status.ExitUsage, Err: err}
+		case errors.Is(rerr, os.ErrNotExist):
+		case rerr != nil:
+			return nil, "", "", opts, rerr
 		default:
 			var c storeConfig
 			if err := json.Unmarshal(data, &c); err != nil || c.Store == "" {
-				return &ExitError{Code: status.ExitUsage, Err: fmt.Errorf("%s: not a store address record (%v); remove it to use overlord.db", path, err)}
+				return nil, "", "", opts, fmt.Errorf("%s: not a store address record (%v); remove it to use overlord.db", path, err)
 			}
-			a.storeAddr, a.storeFrom = c.Store, path
-			if a.etcdOpts == (jobs.Options{}) {
-				a.etcdOpts = jobs.Options{EtcdCert: c.EtcdCert, EtcdKey: c.EtcdKey, EtcdCA: c.EtcdCA}
+			addr, from = c.Store, path
+			if opts == (jobs.Options{}) {
+				opts = jobs.Options{EtcdCert: c.EtcdCert, EtcdKey: c.EtcdKey, EtcdCA: c.EtcdCA}
 			}
 		}
 	}
-	opts := a.etcdOpts
-	opts.LockTimeout = a.lockTimeout
-	s, err := jobs.Open(a.storeAddr, filepath.Join(a.stateDir, overlord.DBFile), opts)
-	if err != nil {
-		if a.storeFrom != "" {
-			err = fmt.Errorf("%w (from %s)", err, a.storeFrom)
-		}
-		return &ExitError{Code: status.ExitUsage, Err: err}
+	o := opts
+	o.LockTimeout = timeout
+	s, err = jobs.Open(addr, filepath.Join(dir, overlord.DBFile), o)
+	if err != nil && from != "" {
+		err = fmt.Errorf("%w (from %s)", err, from)
 	}
-	a.store = s
-	return nil
+	return s, addr, from, opts, err
 }
 
 // recordStore writes the store --store or OVERLORD_STORE gave to the
