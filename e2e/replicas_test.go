@@ -44,7 +44,9 @@ func replicaOf(t *testing.T, f *fleet, env ...string) *fleet {
 // the jobs run; replica B adopts them all when A's lease expires, and
 // every job settles, each command run once on each minion (marker lines).
 // 'job status' answers from either replica's state directory: B's
-// through its service, A's (no service now) from etcd.
+// through its service, A's (no service now) from etcd. A job submitted by
+// a CLI on a third state directory with no service (OVERLORD_STORE only)
+// is taken by B at once (the CLI wakes the replicas; no driver process).
 func TestReplicasKill9(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, 3, etcdtest.FreePorts(t, 6))
@@ -106,6 +108,16 @@ func TestReplicasKill9(t *testing.T) {
 			t.Errorf("job status %s on A's state directory: exit %d, %s\n%s", id, code, j.State, stderr)
 		}
 	}
+	// A CLI on a third machine, no service there (only the store's
+	// address): it starts no driver, and a replica takes the job at once.
+	c3 := replicaOf(t, a, "OVERLORD_STORE="+addr)
+	id3 := callAsync(t, c3, "*", "command.run", "echo from c3")
+	if j := waitFinished(t, c3, id3, 0); j.Minions["web1"].stdout() != "from c3\n" {
+		t.Errorf("the job of a CLI with no service: %+v", j.Minions["web1"])
+	}
+	if !strings.Contains(logText(t, pb), id3) {
+		t.Errorf("replica B did not drive job %s:\n%s", id3, pb.logTail(10))
+	}
 	data, err := os.ReadFile(marks)
 	if err != nil {
 		t.Fatal(err)
@@ -123,10 +135,10 @@ func TestReplicasKill9(t *testing.T) {
 			t.Errorf("%s ran %d times, want 2 (once per minion)", l, k)
 		}
 	}
-	if got := strings.Count(logText(t, pb), "adopted a job"); got != n {
-		t.Errorf("replica B adopted %d jobs, want %d:\n%s", got, n, pb.logTail(30))
+	if got := strings.Count(logText(t, pb), "adopted a job"); got != n+1 {
+		t.Errorf("replica B adopted %d jobs, want %d (A's and the third CLI's):\n%s", got, n+1, pb.logTail(30))
 	}
-	for _, dir := range []string{a.stateDir, b.stateDir} {
+	for _, dir := range []string{a.stateDir, b.stateDir, c3.stateDir} {
 		if d := findProcs(dir, "job", "drive"); len(d) > 0 {
 			t.Errorf("%d driver processes on %s: %v", len(d), dir, d)
 		}
