@@ -337,6 +337,28 @@ func (l *EtcdLocker) Held(id string) bool {
 	return resp.Count > 0
 }
 
+// HeldAll returns the jobs whose locks someone holds, in one request:
+// for a scan of every open job.
+func (l *EtcdLocker) HeldAll() (map[string]bool, error) {
+	ctx, cancel := l.ctx()
+	defer cancel()
+	jobKeys := l.keys + etcdJobKeys
+	resp, err := l.cli.Get(ctx, jobKeys, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	held := make(map[string]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		held[strings.TrimPrefix(string(kv.Key), jobKeys)] = true
+	}
+	l.mu.Lock()
+	for id := range l.held {
+		held[id] = true
+	}
+	l.mu.Unlock()
+	return held, nil
+}
+
 // Holder returns who holds job id's lock ("host pid N"), or "".
 func (l *EtcdLocker) Holder(id string) (string, error) {
 	ctx, cancel := l.ctx()

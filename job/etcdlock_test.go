@@ -91,6 +91,9 @@ func TestEtcdLock(t *testing.T) {
 	if !b.Held("j1") || !a.Held("j1") {
 		t.Error("not Held while a holds it")
 	}
+	if all, err := b.HeldAll(); err != nil || !all["j1"] || len(all) != 1 {
+		t.Errorf("HeldAll = %v, %v; want j1", all, err)
+	}
 	if who, err := b.Holder("j1"); err != nil || who == "" {
 		t.Errorf("Holder = %q, %v", who, err)
 	}

@@ -319,8 +319,16 @@ func (s *Service) adoptOpen() {
 		}
 		open = append(open, recs...)
 	}
+	var held map[string]bool // with etcd: the locks held, read at once
+	if l, ok := s.o.Jobs.Locks.(*job.EtcdLocker); ok && len(open) > 0 {
+		var err error
+		if held, err = l.HeldAll(); err != nil {
+			s.logger.Warn("could not read the job locks", "err", err)
+			return
+		}
+	}
 	for _, rec := range open {
-		if s.sched.driving(rec.ID) {
+		if s.sched.driving(rec.ID) || held[rec.ID] {
 			continue
 		}
 		if started, err := s.o.EnsureDriver(rec); err != nil {
