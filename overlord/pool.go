@@ -83,6 +83,7 @@ func (o *Overlord) newPool() (*pool, error) {
 		Resolve:      func(name string) (string, bool) { m, ok := p.minion(name); return m.Addr, ok },
 		IdleTimeout:  PoolIdleTimeout,
 		MaxPerMinion: PoolPerMinion,
+		MaxConns:     poolMaxConns(),
 		Observe:      p.reach.observe,
 		AfterCall: func(ctx context.Context, c *rpc.Client, minion, method string, h http.Header) {
 			if pu := p.pusher.Load(); pu != nil {
