@@ -398,6 +398,9 @@ func (d *driver) set(name string, r status.Result) {
 	if r.Batch == 0 {
 		r.Batch = old.Batch // an entry keeps its batch
 	}
+	if r.Via == "" {
+		r.Via = old.Via // and the gateway its job was sent through
+	}
 	d.entries[name] = r
 	d.rc.Add(name, r)
 	if d.observe != nil && old.State != status.Finished {
@@ -594,6 +597,7 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string) submi
 	var reply rpc.SubmitReply
 	start := time.Now()
 	var err error
+	cctx, via := rpc.TrackVia(cctx)
 	if d.adopts(rec, name) {
 		// A synchronous call's: the minion was sent the call, and keeps
 		// it as a job if it outlived the call's wait. Never submit it
@@ -603,7 +607,7 @@ func (d *driver) submit(ctx context.Context, rec jobs.Record, name string) submi
 		err = d.client.Call(cctx, name, "Minion.Submit", params, &reply)
 	}
 	if err == nil {
-		return submitOutcome{r: status.Result{State: status.Running, MinionJobID: reply.JobID}}
+		return submitOutcome{r: status.Result{State: status.Running, MinionJobID: reply.JobID, Via: via()}}
 	}
 	if ctx.Err() != nil {
 		return submitOutcome{} // stopping: the next driver submits again (idempotent)

@@ -182,9 +182,15 @@ func (o *Overlord) clientAs(id *certs.Bundle, minions []jobs.Minion, forks int, 
 		ConnectTimeout: connectTimeout,
 		MaxIdleConns:   forks,
 	}
+	cfg.View = func(name string) (string, string, bool) { m, ok := byName[name]; return m.Addr, m.Fingerprint, ok }
+	if route, err := o.router(minions); err != nil {
+		return nil, err
+	} else if route != nil {
+		cfg.Route = route
+		cfg.GatewayTLS = certs.RefuseRevoked(certs.GatewayClientConfig(tlsID, id.Pool()), func() *certs.CRL { return crl })
+	}
 	if o.service != nil && o.IdentityFile == "" {
 		cfg.Service = o.service.dial
-		cfg.View = func(name string) (string, string, bool) { m, ok := byName[name]; return m.Addr, m.Fingerprint, ok }
 	}
 	if crl != nil {
 		cfg.AfterCall = newCRLPusher(crl, o.Logger).afterCall
@@ -234,21 +240,25 @@ func callStep(h *handover) func(context.Context, *rpc.Client, jobs.Minion) statu
 		defer cancel()
 		start := time.Now()
 		var reply rpc.CallReply
+		cctx, via := rpc.TrackVia(cctx)
 		err := client.Call(cctx, m.Name, "Minion.Call", params, &reply)
 		if err == nil && reply.Detached {
-			return status.Result{State: status.Running, MinionJobID: reply.JobID}
+			return status.Result{State: status.Running, MinionJobID: reply.JobID, Via: via()}
 		}
 		if err != nil && !errors.Is(err, rpc.ErrRemote) &&
-			(ctx.Err() != nil || rpc.Classify(cctx, err).Kind == status.KindTimeout) {
+			(ctx.Err() != nil || errors.Is(err, rpc.ErrGatewayLost) || rpc.Classify(cctx, err).Kind == status.KindTimeout) {
 			// Ctrl-C cut the call short, or no answer came by the end of
 			// the wait and its grace (a minion too busy, or hung, to say
 			// "detached" in time): the minion may be running the call,
 			// and keeps it if so. The driver adopts it: its result is
 			// recorded, or the minion says it never got the call (lost);
 			// a minion that stays silent ends timeout there.
-			return status.Result{State: status.Running}
+			// A gateway lost after the call was sent to it: the same.
+			return status.Result{State: status.Running, Via: via()}
 		}
-		return callResult(cctx, reply, err, time.Since(start))
+		r := callResult(cctx, reply, err, time.Since(start))
+		r.Via = via()
+		return r
 	}
 }
 
@@ -422,9 +432,13 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 			client.Close()
 			client = direct
 		}
-		fanout.Run(ctx, minions, spec.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
-			return step(ctx, client, m)
-		}, got)
+		one := func(ctx context.Context, m jobs.Minion) status.Result { return step(ctx, client, m) }
+		if h != nil {
+			// Minions behind gateways get the call in bundles.
+			fanOutCall(ctx, client, rec.ID, h, minions, spec.Forks, one, got)
+			return
+		}
+		fanout.Run(ctx, minions, spec.Forks, one, got)
 	}
 	var later []string
 	if batch == nil {

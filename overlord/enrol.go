@@ -27,6 +27,7 @@ const (
 	SourceCAInit     = "ca init"
 	SourceCAClient   = "ca client"
 	SourceMinionAdd  = "minion add"
+	SourceGatewayAdd = "gateway add"
 	SourceEnrolToken = "enrol (token)"
 	SourceCertsSign  = "certs sign"
 	SourceCAFile     = "ca revoke --cert"

@@ -246,7 +246,7 @@ func CheckAddr(addr string) error {
 
 // AddMinion registers a minion at addr, issues its server certificate and
 // writes its bundle to bundleOut. Nothing is registered if any step fails.
-func (o *Overlord) AddMinion(name, addr, bundleOut string, kt certs.KeyType) (jobs.Minion, error) {
+func (o *Overlord) AddMinion(name, addr, bundleOut string, kt certs.KeyType, via ...string) (jobs.Minion, error) {
 	if err := certs.CheckName(name); err != nil {
 		return jobs.Minion{}, err
 	}
@@ -264,7 +264,7 @@ func (o *Overlord) AddMinion(name, addr, bundleOut string, kt certs.KeyType) (jo
 	if err != nil {
 		return jobs.Minion{}, err
 	}
-	m := jobs.Minion{Name: name, Addr: addr, Fingerprint: certs.Fingerprint(cert), AddedAt: time.Now().UTC()}
+	m := jobs.Minion{Name: name, Addr: addr, Fingerprint: certs.Fingerprint(cert), AddedAt: time.Now().UTC(), Via: via}
 	if err := o.Store.AddMinionCert(m, certRecord(cert, SourceMinionAdd, m.AddedAt)); err != nil {
 		return jobs.Minion{}, err
 	}

@@ -47,11 +47,15 @@ type pool struct {
 	identity string // the identity the pool calls as (Overlord.IdentityFile)
 	client   *rpc.Client
 	minions  atomic.Pointer[map[string]jobs.Minion]
+	gateways atomic.Pointer[map[string]jobs.Gateway] // the registry's, by name
 	crl      atomic.Pointer[certs.CRL]
 	pusher   atomic.Pointer[crlPusher] // hands the CRL to minions that hold an older one
 	hub      *statusHub                // the status polls of the service\'s drivers
 	reach    reachBook                 // whether each minion answered its last call
 	ca       *x509.Certificate
+	// static: a gateway's pool, which has no registry: it knows the
+	// minions its callers name (learn), and nothing else.
+	static bool
 
 	mu       sync.Mutex // serialises reloads
 	loadedAt time.Time
@@ -71,6 +75,8 @@ func (o *Overlord) newPool() (*pool, error) {
 	p := &pool{o: o, identity: o.IdentityFile, ca: id.CA}
 	empty := map[string]jobs.Minion{}
 	p.minions.Store(&empty)
+	noGateways := map[string]jobs.Gateway{}
+	p.gateways.Store(&noGateways)
 	if err := p.reload(); err != nil {
 		return nil, err
 	}
@@ -85,6 +91,9 @@ func (o *Overlord) newPool() (*pool, error) {
 		MaxPerMinion: PoolPerMinion,
 		MaxConns:     poolMaxConns(),
 		Observe:      p.reach.observe,
+		View:         func(name string) (string, string, bool) { m, ok := p.minion(name); return m.Addr, m.Fingerprint, ok },
+		Route:        p.route,
+		GatewayTLS:   certs.RefuseRevoked(certs.GatewayClientConfig(tlsID, id.Pool()), p.crl.Load),
 		AfterCall: func(ctx context.Context, c *rpc.Client, minion, method string, h http.Header) {
 			if pu := p.pusher.Load(); pu != nil {
 				pu.afterCall(ctx, c, minion, method, h)
@@ -93,6 +102,30 @@ func (o *Overlord) newPool() (*pool, error) {
 	})
 	p.hub = newStatusHub(p.client)
 	return p, nil
+}
+
+// route returns the gateways of a minion behind gateways, as the pool last
+// learnt them (a caller's view, else the registry).
+func (p *pool) route(name string) []rpc.Gateway {
+	m, ok := p.minion(name)
+	if !ok || len(m.Via) == 0 {
+		return nil
+	}
+	gws := *p.gateways.Load()
+	for _, n := range m.Via {
+		if _, ok := gws[n]; !ok {
+			// Added since the pool read the registry.
+			_ = p.refresh()
+			gws = *p.gateways.Load()
+			break
+		}
+	}
+	out := make([]rpc.Gateway, len(m.Via))
+	for i, n := range m.Via {
+		g := gws[n]
+		out[i] = rpc.Gateway{Name: n, Addr: g.Addr, Fingerprint: g.Fingerprint}
+	}
+	return out
 }
 
 // minion returns a registered minion as the pool last read it.
@@ -142,11 +175,19 @@ func (p *pool) reload() error {
 }
 
 func (p *pool) reloadLocked() error {
+	if p.static {
+		return nil
+	}
 	inv, err := p.o.Store.Inventory()
 	if err != nil {
 		return err
 	}
 	p.learn(inv.Minions, true)
+	gws := make(map[string]jobs.Gateway, len(inv.Gateways))
+	for _, g := range inv.Gateways {
+		gws[g.Name] = g
+	}
+	p.gateways.Store(&gws)
 	crl, err := p.o.CRL(p.ca)
 	if err != nil && !errors.Is(err, jobs.ErrNoStore) {
 		p.o.Logger.Warn("the revocation list in overlord.db is unusable; not checking it", "err", err)

@@ -349,7 +349,11 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	if addr, fp := r.Header.Get(rpc.AddrHeader), r.Header.Get(rpc.FingerprintHeader); addr != "" && fp != "" {
 		// The caller read the registry moments ago.
-		s.pool.learn([]jobs.Minion{{Name: name, Addr: addr, Fingerprint: fp}}, false)
+		var via []string
+		if v := r.Header.Get(rpc.ViaHeader); v != "" {
+			via = strings.Split(v, ",")
+		}
+		s.pool.learn([]jobs.Minion{{Name: name, Addr: addr, Fingerprint: fp, Via: via}}, false)
 	}
 	if _, ok := s.pool.lookup(name); !ok {
 		serviceError(w, status.Errorf(status.KindUnreachable, "minion %s has no registered address", name))
@@ -360,11 +364,11 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request) {
 		serviceError(w, status.Errorf(status.KindBadArgs, "request: %v", err))
 		return
 	}
-	resp, err := s.pool.client.Forward(ctx, name, bytes.NewReader(body))
+	resp, err := s.pool.client.Forward(ctx, name, body)
 	if err != nil && ctx.Err() == nil && s.pool.changed(name) {
 		// Added again with a new address or certificate since the pool
 		// last read the registry: nothing reached the old one's place.
-		resp, err = s.pool.client.Forward(ctx, name, bytes.NewReader(body))
+		resp, err = s.pool.client.Forward(ctx, name, body)
 	}
 	if err != nil {
 		se := rpc.Classify(ctx, err)

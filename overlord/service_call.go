@@ -10,12 +10,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
-	"github.com/overlordhq/overlord/fanout"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
@@ -38,6 +38,7 @@ const (
 // fanOutRequest is a synchronous call for the service to fan out.
 type fanOutRequest struct {
 	JobID            string         `json:"job_id"`
+	Bundle           int            `json:"bundle,omitempty"` // a gateway's bundle of the job (bundle.go)
 	Params           rpc.CallParams `json:"params"`
 	Minions          []fanOutMinion `json:"minions"`
 	Forks            int            `json:"forks"`
@@ -48,9 +49,10 @@ type fanOutRequest struct {
 // fanOutMinion is a minion to call, as the caller's registry has it
 // (read moments ago): the pool takes its address and pin from it.
 type fanOutMinion struct {
-	Name        string `json:"name"`
-	Addr        string `json:"addr"`
-	Fingerprint string `json:"fingerprint"`
+	Name        string   `json:"name"`
+	Addr        string   `json:"addr"`
+	Fingerprint string   `json:"fingerprint"`
+	Via         []string `json:"via,omitempty"` // its gateways, the first preferred
 }
 
 // fanOutLine is one line of the answer: a minion's entry, or the end with
@@ -75,7 +77,7 @@ func (c *ServiceConn) fanOut(ctx context.Context, jobID string, minions []jobs.M
 	req := fanOutRequest{JobID: jobID, Params: h.params, Forks: forks, WaitUntil: h.waitUntil, ConnectTimeoutMS: h.connect.Milliseconds()}
 	for _, m := range minions {
 		byName[m.Name] = m
-		req.Minions = append(req.Minions, fanOutMinion{Name: m.Name, Addr: m.Addr, Fingerprint: m.Fingerprint})
+		req.Minions = append(req.Minions, fanOutMinion{Name: m.Name, Addr: m.Addr, Fingerprint: m.Fingerprint, Via: m.Via})
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -176,11 +178,15 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	if !s.calls.add(req.JobID, cancel) {
+	key := req.JobID
+	if req.Bundle > 0 {
+		key = fmt.Sprintf("%s/%d", req.JobID, req.Bundle)
+	}
+	if !s.calls.add(key, cancel) {
 		http.Error(w, "a call of job "+req.JobID+" is already running", http.StatusConflict)
 		return
 	}
-	defer s.calls.remove(req.JobID)
+	defer s.calls.remove(key)
 	if req.ConnectTimeoutMS > 0 {
 		ctx = rpc.WithConnectTimeout(ctx, time.Duration(req.ConnectTimeoutMS)*time.Millisecond)
 	}
@@ -194,7 +200,7 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 	// by its new certificate.
 	minions := make([]jobs.Minion, len(req.Minions))
 	for i, m := range req.Minions {
-		minions[i] = jobs.Minion{Name: m.Name, Addr: m.Addr, Fingerprint: m.Fingerprint}
+		minions[i] = jobs.Minion{Name: m.Name, Addr: m.Addr, Fingerprint: m.Fingerprint, Via: m.Via}
 	}
 	s.pool.learn(minions, false)
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -202,7 +208,7 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 	defer out.stop()
 	go out.loop(fanOutFlush)
 	enc := json.NewEncoder(out)
-	fanout.Run(ctx, minions, req.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
+	fanOutCall(ctx, client, req.JobID, h, minions, req.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
 		return step(ctx, client, m)
 	}, func(m jobs.Minion, r status.Result) {
 		_ = enc.Encode(fanOutLine{Minion: m.Name, Result: &r})
@@ -248,14 +254,18 @@ func (c *runningCalls) remove(id string) {
 	delete(c.m, id)
 }
 
+// cancel stops the call of job id, and every bundle of it (a gateway's).
 func (c *runningCalls) cancel(id string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cancel, ok := c.m[id]
-	if ok {
-		cancel()
+	found := false
+	for k, cancel := range c.m {
+		if k == id || strings.HasPrefix(k, id+"/") {
+			cancel()
+			found = true
+		}
 	}
-	return ok
+	return found
 }
 
 // flushWriter writes to an HTTP answer and sends what it holds on at most

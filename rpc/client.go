@@ -63,6 +63,13 @@ type ClientConfig struct {
 	// closed after the answer, and a dial that would pass MaxConns first
 	// closes the idle connections, then waits for a place.
 	MaxConns int
+	// Route, if set, returns the gateways that reach a minion, the first
+	// preferred; none: the minion is called directly. GatewayTLS is the
+	// TLS configuration for gateways (certs.GatewayClientConfig): see
+	// gateway.go. With Service, the names are passed to the service
+	// (ViaHeader), which routes the call.
+	Route      func(name string) []Gateway
+	GatewayTLS *tls.Config
 }
 
 // maxIdlePerMinion is how many idle connections to one minion a client
@@ -113,6 +120,8 @@ type Client struct {
 	perMinion   int           // MaxPerMinion
 	slots       *sync.Map     // minion name -> chan struct{}, with perMinion
 	conns       *connCounter  // the open connections, with perMinion
+	gw          *gateways     // the way to gateways (Route), or nil
+	route       func(name string) []Gateway
 }
 
 // DefaultConnectTimeout is used when ClientConfig.ConnectTimeout is zero.
@@ -127,7 +136,10 @@ func NewClient(cfg ClientConfig) *Client {
 		cfg.IdleTimeout = 90 * time.Second
 	}
 	c := &Client{afterCall: cfg.AfterCall, observe: cfg.Observe, maxResponse: MaxResponseBytes, connect: cfg.ConnectTimeout,
-		perMinion: cfg.MaxPerMinion, slots: new(sync.Map), view: cfg.View}
+		perMinion: cfg.MaxPerMinion, slots: new(sync.Map), view: cfg.View, route: cfg.Route}
+	if cfg.Route != nil && cfg.Service == nil && cfg.GatewayTLS != nil {
+		c.gw = newGateways(cfg)
+	}
 	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
 	if cfg.Service != nil {
 		// Every call is to the service, one host: keep as many
@@ -213,13 +225,16 @@ func NewClient(cfg ClientConfig) *Client {
 // handed to code that closes its client when done.
 func (c *Client) Shared() *Client {
 	return &Client{http: c.http, afterCall: c.afterCall, observe: c.observe, maxResponse: c.maxResponse, service: c.service, view: c.view,
-		connect: c.connect, shared: true, perMinion: c.perMinion, slots: c.slots, conns: c.conns}
+		connect: c.connect, shared: true, perMinion: c.perMinion, slots: c.slots, conns: c.conns, gw: c.gw, route: c.route}
 }
 
 // Close closes idle connections, unless the Client is Shared.
 func (c *Client) Close() {
 	if !c.shared {
 		c.http.CloseIdleConnections()
+		if c.gw != nil {
+			c.gw.http.CloseIdleConnections()
+		}
 	}
 }
 
@@ -255,26 +270,72 @@ func (c *Client) acquire(ctx context.Context, minion string) (release func(), er
 // and returns the minion's answer as it comes, for the service to pass on
 // to its caller; the caller closes its Body. An error is a failure to get
 // an answer, to be classified (Classify).
-func (c *Client) Forward(ctx context.Context, minion string, body io.Reader) (*http.Response, error) {
+func (c *Client) Forward(ctx context.Context, minion string, body []byte) (*http.Response, error) {
 	release, err := c.acquire(ctx, minion)
 	if err != nil {
 		return nil, err
 	}
-	u := url.URL{Scheme: "https", Host: minion, Path: Path}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), body)
-	if err != nil {
-		release()
-		return nil, err
+	var resp *http.Response
+	if gws := c.gw.via(minion); len(gws) > 0 {
+		var gw string
+		resp, gw, err = c.gw.send(ctx, gws, minion, forwardMethod(body), body, c.gatewayHeader(ctx, minion))
+		if gw != "" {
+			noteVia(ctx, gw)
+		}
+		if err == nil {
+			if gerr := gatewayAnswer(resp, gw); gerr != nil {
+				resp.Body.Close()
+				err = gerr
+			}
+		}
+	} else {
+		u := url.URL{Scheme: "https", Host: minion, Path: Path}
+		var req *http.Request
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+		if err != nil {
+			release()
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Close = c.oneOff(minion)
+		setOnBehalfOf(ctx, req.Header)
+		resp, err = c.http.Do(req)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Close = c.oneOff(minion)
-	resp, err := c.http.Do(req)
 	if err != nil {
 		release()
 		return nil, err
 	}
 	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
 	return resp, nil
+}
+
+// forwardMethod returns the method a JSON-RPC request names, for the
+// gateway's rule on what may be sent again ("" if unreadable: treated as
+// any method but Minion.Call).
+func forwardMethod(body []byte) string {
+	var m struct {
+		Method string `json:"method"`
+	}
+	_ = json.Unmarshal(body, &m)
+	return m.Method
+}
+
+// gatewayHeader is what a request through a gateway carries besides its
+// body: the minion's address and pin, and the connect timeout.
+func (c *Client) gatewayHeader(ctx context.Context, minion string) http.Header {
+	h := http.Header{"Content-Type": {"application/json"}}
+	d := c.connect
+	if v, ok := ctx.Value(connectTimeoutKey{}).(time.Duration); ok && v > 0 {
+		d = v
+	}
+	h.Set(ConnectTimeoutHeader, d.String())
+	if c.view != nil {
+		if addr, fp, ok := c.view(minion); ok {
+			h.Set(AddrHeader, addr)
+			h.Set(FingerprintHeader, fp)
+		}
+	}
+	return h
 }
 
 // releasingBody gives a minion's place back when its answer is closed.
@@ -374,9 +435,37 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 				req.Header.Set(FingerprintHeader, fp)
 			}
 		}
+		if c.route != nil {
+			if gws := c.route(minion); len(gws) > 0 {
+				names := make([]string, len(gws))
+				for i, g := range gws {
+					names[i] = g.Name
+				}
+				req.Header.Set(ViaHeader, strings.Join(names, ","))
+			}
+		}
+	} else {
+		setOnBehalfOf(ctx, req.Header)
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
+	var resp *http.Response
+	if gws := c.gw.via(minion); !c.service && len(gws) > 0 {
+		var gw string
+		resp, gw, err = c.gw.send(reqCtx, gws, minion, method, body, c.gatewayHeader(ctx, minion))
+		if gw != "" {
+			noteVia(ctx, gw)
+		}
+		if err != nil {
+			var se *status.Error
+			if errors.As(err, &se) {
+				return nil, err
+			}
+			return nil, Classify(ctx, err)
+		}
+		if gerr := gatewayAnswer(resp, gw); gerr != nil {
+			resp.Body.Close()
+			return nil, gerr
+		}
+	} else if resp, err = c.http.Do(req); err != nil {
 		return nil, Classify(ctx, err)
 	}
 	defer resp.Body.Close()

@@ -83,6 +83,10 @@ type Result struct {
 	Result      json.RawMessage `json:"result,omitempty"`
 	Error       *Error          `json:"error,omitempty"`
 	DurationMS  int64           `json:"duration_ms,omitempty"`
+	// Via names the gateway that carried the call to the minion, for a
+	// minion behind gateways (jobs.Minion.Via); absent for a minion
+	// called directly.
+	Via string `json:"via,omitempty"`
 	// Batch is the entry's batch in a batched job (--batch), from 1, in
 	// target order; 0 (absent) when the job is not batched.
 	Batch int `json:"batch,omitempty"`

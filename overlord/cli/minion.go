@@ -7,6 +7,6 @@ func (a *App) minionCmd() *cobra.Command {
 		Use:   "minion",
 		Short: "Register, list and remove minions",
 	}
-	cmd.AddCommand(a.minionAddCmd(), a.minionListCmd(), a.minionRemoveCmd(), a.minionFactsCmd())
+	cmd.AddCommand(a.minionAddCmd(), a.minionListCmd(), a.minionRemoveCmd(), a.minionFactsCmd(), a.minionSetCmd())
 	return groupCommand(cmd)
 }

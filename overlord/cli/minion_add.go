@@ -8,7 +8,7 @@ import (
 )
 
 func (a *App) minionAddCmd() *cobra.Command {
-	var addr, bundleOut, keyType string
+	var addr, bundleOut, keyType, via string
 	cmd := &cobra.Command{
 		Use:   "add NAME --addr HOST:PORT [--bundle-out FILE]",
 		Short: "Register a minion and issue its certificate",
@@ -16,9 +16,14 @@ func (a *App) minionAddCmd() *cobra.Command {
 certificate, which names it. Its certificate, private key and the CA
 certificate are written as one PEM bundle (mode 0600) to --bundle-out,
 by default NAME.pem in the current directory. Install the bundle on the
-minion's host with 'minion init --bundle FILE'.`,
+minion's host with 'minion init --bundle FILE'.
+
+With --via GW[,GW2...] the minion is reached through those gateways
+('overlord gateway add'), the first preferred; HOST:PORT is then its
+address as the gateways see it.`,
 		Example: `  overlord minion add web1 --addr 10.0.0.11:51234
-  overlord minion add db1 --addr db1.example.org:51234 --bundle-out /tmp/db1.pem`,
+  overlord minion add db1 --addr db1.example.org:51234 --bundle-out /tmp/db1.pem
+  overlord minion add web9 --addr 10.1.0.19:51234 --via gw-eu,gw-eu2`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -32,7 +37,11 @@ minion's host with 'minion init --bundle FILE'.`,
 			if err != nil {
 				return err
 			}
-			m, err := a.overlord().AddMinion(name, addr, bundleOut, kt)
+			gws, err := parseVia(via)
+			if err != nil {
+				return err
+			}
+			m, err := a.overlord().AddMinion(name, addr, bundleOut, kt, gws...)
 			if err != nil {
 				return err
 			}
@@ -44,6 +53,7 @@ minion's host with 'minion init --bundle FILE'.`,
 	}
 	cmd.Flags().StringVar(&addr, "addr", "", "the minion's address, HOST:PORT (required)")
 	cmd.Flags().StringVar(&bundleOut, "bundle-out", "", "write the minion's bundle here (default NAME.pem)")
+	cmd.Flags().StringVar(&via, "via", "", "reach it through these gateways, comma-separated, the first preferred (see 'overlord gateway')")
 	keyTypeFlag(cmd, &keyType)
 	return cmd
 }

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -65,11 +67,25 @@ Exit status: 0, or 3 when TARGET matches no minion.`,
 				return writeYAML(a.Stdout, ms)
 			}
 			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tADDRESS\tADDED\tLAST SEEN")
+			// A VIA column only when some minion is behind gateways.
+			via := slices.ContainsFunc(ms, func(m jobs.Minion) bool { return len(m.Via) > 0 })
+			if via {
+				fmt.Fprintln(tw, "NAME\tADDRESS\tVIA\tADDED\tLAST SEEN")
+			} else {
+				fmt.Fprintln(tw, "NAME\tADDRESS\tADDED\tLAST SEEN")
+			}
 			for _, m := range ms {
 				seen := "never"
 				if m.LastSeen != nil {
 					seen = m.LastSeen.Local().Format(time.DateTime)
+				}
+				if via {
+					gws := "-"
+					if len(m.Via) > 0 {
+						gws = strings.Join(m.Via, ",")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Name, m.Addr, gws, m.AddedAt.Local().Format(time.DateTime), seen)
+					continue
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.Name, m.Addr, m.AddedAt.Local().Format(time.DateTime), seen)
 			}

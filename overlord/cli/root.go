@@ -183,7 +183,7 @@ results for people (text) and for scripts (json, ndjson, yaml).`,
 	pf.DurationVar(&a.lockTimeout, "lock-timeout", jobs.DefaultLockTimeout, "how long to wait for overlord.db's lock")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log debug detail to stderr")
 
-	root.AddCommand(a.caCmd(), a.minionCmd(), a.groupCmd(), a.callCmd(), a.scriptCmd(), a.cpCmd(), a.fetchCmd(), a.jobCmd(), a.modulesCmd(),
+	root.AddCommand(a.caCmd(), a.minionCmd(), a.gatewayCmd(), a.groupCmd(), a.callCmd(), a.scriptCmd(), a.cpCmd(), a.fetchCmd(), a.jobCmd(), a.modulesCmd(),
 		a.serveCmd(), a.tokenCmd(), a.certsCmd(), a.transmitCmd(), a.inventoryCmd(), a.uiCmd())
 	a.addCompletions(root)
 	sayUsage(root)

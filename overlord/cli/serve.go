@@ -75,6 +75,11 @@ certificate the CA issues for --name) or --ui-cert and --ui-key. It prints
 the login URL, which carries a token made at start; 'overlord ui url'
 prints it again. GET /metrics on that address needs no login.
 
+In a gateway's state directory ('overlord gateway init') it runs as the
+gateway instead: it listens on --listen for calls from its overlord
+(mutual TLS; client certificates of the overlord role) and makes them to
+the minions behind it on its warm pool. See docs/gateways.md.
+
 On SIGTERM or SIGINT it stops accepting, lets requests in flight finish
 for --grace, tells its drivers to stop (each records what it knows; the
 jobs stay open for the next service, or the next 'job status'), then exits
@@ -104,6 +109,14 @@ jobs stay open for the next service, or the next 'job status'), then exits
 				return err
 			}
 			o := overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
+			if o.IsGateway() {
+				for _, f := range []string{"no-enrol", "ui", "ui-tls", "ui-cert", "ui-key", "inventory-every", "inventory-keep", "name"} {
+					if cmd.Flags().Changed(f) {
+						return usageError("--%s: %s holds a gateway ('overlord gateway init'), which serves only calls from its overlord", f, o.Dir)
+					}
+				}
+				return a.serveGateway(cmd.Context(), o, listen, grace, logger)
+			}
 			var ep *overlord.Endpoint // nil with --no-enrol
 			// The HTTP API, on the endpoint's listener; its calls go
 			// through the service's pool once OpenService has set it.
@@ -185,4 +198,31 @@ jobs stay open for the next service, or the next 'job status'), then exits
 	cmd.Flags().DurationVar(&invEvery, "inventory-every", 0, "take an inventory snapshot of every minion this often (0: never)")
 	cmd.Flags().IntVar(&invKeep, "inventory-keep", 0, fmt.Sprintf("keep the newest `N` inventory versions; overlord.db remembers N (default: the last N given, else %d)", overlord.DefaultInventoryKeep))
 	return cmd
+}
+
+// serveGateway runs 'overlord serve' in a gateway's state directory.
+func (a *App) serveGateway(ctx context.Context, o *overlord.Overlord, listen string, grace time.Duration, logger *slog.Logger) error {
+	g, err := o.OpenGateway(ctx, overlord.GatewayConfig{Listen: listen})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.Stderr, "overlord gateway serving at https://%s (calls from the overlord: client certificates of the overlord role)\n", g.Addr())
+	select {
+	case <-ctx.Done():
+	case <-g.Done():
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	go func() {
+		select {
+		case <-sig:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	logger.Info("overlord gateway shutting down", "grace", grace)
+	return g.Close(sctx)
 }
