@@ -128,6 +128,7 @@ func (o *Overlord) OpenGateway(ctx context.Context, cfg GatewayConfig) (*Gateway
 		Resolve:      func(n string) (string, bool) { m, ok := p.minion(n); return m.Addr, ok },
 		IdleTimeout:  PoolIdleTimeout,
 		MaxPerMinion: PoolPerMinion,
+		MaxConns:     poolMaxConns(),
 		Observe:      p.reach.observe,
 	})
 	g := &GatewayServer{name: name, svc: &Service{o: o, pool: p, logger: logger}, logger: logger}
