@@ -24,7 +24,9 @@
 #   - the peak RSS (VmHWM) of the service, of the gateways (the largest)
 #     and of the emulators (the largest), and of one CLI call; the open
 #     file descriptors of the service and of the first gateway;
-#   - how many entries were not ok, if any, by error.
+#   - how many entries were not ok, if any, by error, in the cold call and
+#     in one more call after the timed ones (the timed calls count
+#     whatever their exit status: hyperfine -i).
 # With PROFILE=1 the service and the first gateway run bench/profiled (the
 # overlord command with Go's profiler on a loopback port, OVERLORD_PPROF):
 # a CPU profile of each is taken during one more warm call and the top of
@@ -218,8 +220,8 @@ measure() {
 	failures "$run/cold.json" "cold call"
 
 	s0=$(cpu "$spid") g0=$(cpu "${gpids[@]}") e0=$(cpu "${epids[@]}")
-	hyperfine --style basic -N --runs "$runs" --export-json "$run/hyperfine.json" \
-		-n "N=$n $layout" "$(printf '%q ' "${call[@]}")" >&2 || log "  a timed call failed (exit status not 0)"
+	hyperfine --style basic -N -i --runs "$runs" --export-json "$run/hyperfine.json" \
+		-n "N=$n $layout" "$(printf '%q ' "${call[@]}")" >&2 || true
 	s1=$(cpu "$spid") g1=$(cpu "${gpids[@]}") e1=$(cpu "${epids[@]}")
 	# One more call for the CLI's peak RSS and the entries' outcome.
 	/usr/bin/time -f '%M' -o "$run/cli.rss" "${call[@]}" >"$run/last.json" || true
