@@ -259,10 +259,11 @@ measure() {
 	((k)) && gcpu="$(((g1 - g0) / runs)) ms" && grss="$(hwm "${gpids[@]}") MiB"
 	rows+=("$(jq -r --arg n "$n" --arg layout "$layout" --arg emus "${#epids[@]}" --arg cold "$cold ms ($coldcpu ms CPU)" \
 		--arg scpu "$(((s1 - s0) / runs))" --arg gcpu "$gcpu" --arg ecpu "$(((e1 - e0) / runs))" \
-		--arg srss "$(hwm "$spid")" --arg grss "$grss" --arg erss "$(hwm "${epids[@]}")" --arg crss "$(($(cat "$run/cli.rss") / 1024))" \
+		--arg srss "$(hwm "$spid")" --arg grss "$grss" --arg erss "$(hwm "${epids[@]}")" --arg crss "$(($(tail -n 1 "$run/cli.rss") / 1024))" \
 		--arg fds "$fds$gfds" --arg bad "$bad" --arg load "$(cut -d' ' -f1 /proc/loadavg)" \
 		'.results[0] | "| \($n) | \($layout) | \($emus) | \($cold) | \(.median * 1000 | round) ms (\(.min * 1000 | round)-\(.max * 1000 | round)) | \(.user * 1000 | round) + \(.system * 1000 | round) ms | \($scpu) ms | \($gcpu) | \($ecpu) ms | \($srss) MiB | \($grss) | \($erss) MiB | \($crss) MiB | \($fds) | \($bad) | \($load) |"' \
 		"$run/hyperfine.json")")
+	printf '%s\n' "${rows[-1]}" >>"$dir/rows.md"
 	stopall
 	[[ ${KEEP:-} == 1 ]] || rm -rf "$run"
 }
