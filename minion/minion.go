@@ -201,6 +201,7 @@ type Server struct {
 	srv     *gate.Server
 	closed  sync.Once
 	rev     *revocation
+	ids     *identities // who is calling (caller.go)
 }
 
 // New checks the configuration and loads the identity; it does not listen.
@@ -245,6 +246,7 @@ func New(cfg Config) (*Server, error) {
 	if s.rev, err = loadRevocation(cfg.StateDir, cfg.Bundle.CA, cfg.Logger); err != nil {
 		return nil, err
 	}
+	s.ids = newIdentities(cfg.Bundle.CA, s.rev)
 	if s.cfg.Registry == nil {
 		s.cfg.Registry = registry(cfg.StateDir, builtin.Options{Info: s.info})
 	}
@@ -257,7 +259,8 @@ func (s *Server) Name() string { return s.name }
 // MaxConcurrentRequests bounds the requests a minion serves at once; past
 // it, requests are refused with HTTP 503 at once rather than queued.
 // MaxRequestsPerIdentity bounds those of one overlord identity, so that
-// one cannot take every slot.
+// one cannot take every slot; the calls a gateway makes for an identity
+// count as that identity's.
 const (
 	MaxConcurrentRequests  = 256
 	MaxRequestsPerIdentity = 64
@@ -280,7 +283,9 @@ func (s *Server) handler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return limitConcurrency(writeDeadlines(s.rev.handler(h), s.cfg.WriteTimeout), MaxConcurrentRequests), nil
+	// Who is calling is decided before anything else looks: the limits
+	// per identity count the identity a gateway calls for.
+	return writeDeadlines(s.rev.handler(s.identify(limitConcurrency(h, MaxConcurrentRequests))), s.cfg.WriteTimeout), nil
 }
 
 // MaxBodyBytesInFlight bounds the memory the request bodies being read

@@ -255,6 +255,7 @@ func (c *Client) Forward(ctx context.Context, minion string, body io.Reader) (*h
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	setOnBehalfOf(ctx, req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		release()
@@ -352,6 +353,7 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		return nil, status.Errorf(status.KindInternal, "%v", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	setOnBehalfOf(ctx, req)
 	if c.service {
 		req.Header.Set(ConnectTimeoutHeader, c.connect.String())
 		if c.view != nil {
