@@ -67,7 +67,7 @@ func TestIdentitiesCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ids.rev.update(der, "test"); err != nil {
+	if _, err := ids.rev.update(der, who{identity: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ids.resolve(fromPeer(gw.Cert, value)); status.KindOf(err) != status.KindDenied || !strings.Contains(err.Error(), "revoked") {
@@ -138,6 +138,43 @@ func FuzzOnBehalfOf(f *testing.F) {
 		}
 		if w != (who{identity: "op", via: "gw"}) {
 			t.Fatalf("%q accepted as %+v", value, w)
+		}
+	})
+}
+
+// BenchmarkResolve: what deciding who is calling costs a request: a
+// direct identity, a gateway naming an identity verified before, and
+// one naming a certificate not seen before (a signature check).
+func BenchmarkResolve(b *testing.B) {
+	ca := certstest.NewCA(b)
+	ids := newTestIdentities(b, ca)
+	gw, op := ca.Gateway("gw"), ca.Overlord("op")
+	b.Run("direct", func(b *testing.B) {
+		r := fromPeer(op.Cert)
+		for b.Loop() {
+			if _, err := ids.resolve(r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("gateway-cached", func(b *testing.B) {
+		r := fromPeer(gw.Cert, rpc.OnBehalfOf(op.Cert))
+		for b.Loop() {
+			if _, err := ids.resolve(r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("gateway-uncached", func(b *testing.B) {
+		r := fromPeer(gw.Cert, rpc.OnBehalfOf(op.Cert))
+		for b.Loop() {
+			ids.mu.Lock()
+			clear(ids.cache)
+			ids.lru.Init()
+			ids.mu.Unlock()
+			if _, err := ids.resolve(r); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }

@@ -29,7 +29,7 @@ type gatewayEnv struct {
 	dir        string // web1's state directory
 	addr       string
 	runs       *atomic.Int32 // counter.hit's runs
-	op, bot    *certs.Bundle // overlord identities: op may call counter.*, ci-bot test.* only
+	op, bot    *certs.Bundle // overlord identities: op may call counter.* and command.*, ci-bot test.* only
 	gwA, gwB   *certs.Bundle // gateways
 	opc        *rpc.Client   // op, directly
 	gwAc, gwBc *rpc.Client
@@ -38,7 +38,7 @@ type gatewayEnv struct {
 func newGatewayEnv(t *testing.T, cfg minion.Config) *gatewayEnv {
 	t.Helper()
 	e := &gatewayEnv{ca: certstest.NewCA(t), dir: t.TempDir(), runs: new(atomic.Int32)}
-	if err := os.WriteFile(filepath.Join(e.dir, minion.ACLFile), []byte("op: test.* counter.*\nci-bot: test.*\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(e.dir, minion.ACLFile), []byte("op: test.* counter.* command.*\nci-bot: test.*\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg.StateDir, cfg.Bundle = e.dir, e.ca.Minion("web1")
@@ -364,5 +364,55 @@ func TestGatewayAsyncJobFollowsTheIdentity(t *testing.T) {
 	}
 	if got := find(e.audit(t), minion.AuditEntry{RPC: "Minion.Submit", Call: "test.ping", Identity: "op", Via: "gw-a"}); got == nil || got.JobID != first.JobID {
 		t.Errorf("op's submit through gw-a in the audit log: %+v", got)
+	}
+}
+
+// A call that outlives its wait, made through one gateway, is the
+// identity's: adopted through another, and by no other identity.
+func TestGatewayHeldCallAdoptedThroughAnother(t *testing.T) {
+	e := newGatewayEnv(t, minion.Config{})
+	asOp := rpc.WithOnBehalfOf(context.Background(), e.op.Cert)
+	asBot := rpc.WithOnBehalfOf(context.Background(), e.bot.Cert)
+	gate := filepath.Join(t.TempDir(), "gate")
+	held, err := call(asOp, e.gwAc, "web1", rpc.CallParams{Module: "command", Method: "run", OriginJobID: "held-1",
+		Args:      map[string]any{"cmd": "while [ ! -e " + gate + " ]; do sleep 0.02; done; echo done"},
+		TimeoutMS: 100, JobTimeoutMS: 60_000})
+	if err != nil || !held.Detached || held.JobID == "" {
+		t.Fatalf("held call through gw-a: %+v, %v; want detached", held, err)
+	}
+	adopt := func(ctx context.Context, c *rpc.Client) (rpc.SubmitReply, error) {
+		var r rpc.SubmitReply
+		err := c.Call(ctx, "web1", "Minion.Adopt", rpc.AdoptParams{OriginJobID: "held-1"}, &r)
+		return r, err
+	}
+	if got, err := adopt(asBot, e.gwBc); err == nil {
+		t.Errorf("ci-bot adopted op's call through gw-b: %+v", got)
+	}
+	got, err := adopt(asOp, e.gwBc)
+	if err != nil || got.JobID != held.JobID {
+		t.Fatalf("op adopting through gw-b: %+v, %v; want job %s", got, err, held.JobID)
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var r rpc.StatusReply
+		if err := e.gwBc.Call(asOp, "web1", "Minion.Status", rpc.StatusParams{JobIDs: []string{held.JobID}}, &r); err != nil {
+			t.Fatal(err)
+		}
+		if st := r.Jobs[0]; st.State == status.Finished {
+			if !st.OK || !strings.Contains(string(st.Result), "done") {
+				t.Errorf("held job finished with %s, %v", st.Result, st.Error)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("held job %s did not finish", held.JobID)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := find(e.audit(t), minion.AuditEntry{RPC: "Minion.Call", Call: "command.run", Identity: "op", Via: "gw-a"}); got == nil || got.JobID != held.JobID {
+		t.Errorf("the held call in the audit log: %+v", got)
 	}
 }

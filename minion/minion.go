@@ -1,5 +1,6 @@
 // Package minion is the minion daemon: it serves JSON-RPC over HTTPS with
-// mutual TLS and runs module methods for overlord identities of its CA.
+// mutual TLS and runs module methods for overlord identities of its CA,
+// calling directly or through a gateway of its CA (caller.go).
 //
 // Its state directory holds its identity (minion.crt, minion.key, ca.crt,
 // installed by Init from a bundle).
