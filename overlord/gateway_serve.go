@@ -178,7 +178,7 @@ func (g *GatewayServer) onBehalf(h http.HandlerFunc) http.HandlerFunc {
 		}
 		caller := r.TLS.PeerCertificates[0]
 		g.logger.Debug("gateway request", "caller", caller.Subject.CommonName, "path", r.URL.Path, "remote", r.RemoteAddr)
-		h(w, r.WithContext(rpc.WithOnBehalfOf(r.Context(), caller.Raw)))
+		h(w, r.WithContext(rpc.WithOnBehalfOf(r.Context(), caller)))
 	}
 }
 

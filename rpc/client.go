@@ -285,7 +285,7 @@ func (c *Client) Forward(ctx context.Context, minion string, body []byte) (*http
 			return nil, err
 		}
 		req.Header.Set("Content-Type", "application/json")
-		setOnBehalfOf(ctx, req.Header)
+		setOnBehalfOf(ctx, req)
 		resp, err = c.http.Do(req)
 	}
 	if err != nil {
@@ -431,7 +431,7 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 			}
 		}
 	} else {
-		setOnBehalfOf(ctx, req.Header)
+		setOnBehalfOf(ctx, req)
 	}
 	var resp *http.Response
 	if gws := c.gw.via(minion); !c.service && len(gws) > 0 {
