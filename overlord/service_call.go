@@ -190,7 +190,7 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 	if req.ConnectTimeoutMS > 0 {
 		ctx = rpc.WithConnectTimeout(ctx, time.Duration(req.ConnectTimeoutMS)*time.Millisecond)
 	}
-	h := &handover{waitUntil: req.WaitUntil, params: req.Params}
+	h := &handover{waitUntil: req.WaitUntil, params: req.Params, connect: time.Duration(req.ConnectTimeoutMS) * time.Millisecond}
 	mm := s.o.metrics.Method(req.Params.Module, req.Params.Method)
 	started := time.Now()
 	step := instrumented(mm, callStep(h))
