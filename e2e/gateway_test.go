@@ -386,6 +386,21 @@ func TestGateways(t *testing.T) {
 		if e := doc.Minions["d1"]; !e.OK || e.Via != "" {
 			t.Errorf("d1 (direct): %+v, want ok", e)
 		}
+		// An async job whose gateway stays down past its deadline.
+		cmd, stdout, stderr := overlordCmd(f, "call", "c1", "test.ping", "--async", "--timeout", "4s", "--direct")
+		if code := exitCode(t, cmd); code != 0 {
+			t.Fatalf("--async: exit %d\n%s", code, stderr)
+		}
+		id := strings.TrimSpace(stdout.String())
+		cmd, stdout, stderr = overlordCmd(f, "job", "status", id, "--wait", "--timeout", "60s", "-o", "json")
+		code = exitCode(t, cmd)
+		var jd gatewayDoc
+		if err := json.Unmarshal(stdout.Bytes(), &jd); err != nil {
+			t.Fatalf("job status: exit %d, %v\n%s", code, err, stderr)
+		}
+		if e := jd.Minions["c1"]; code != 1 || jd.State != "FINISHED" || e.Error == nil || !strings.Contains(e.Error.Message, "gw1") {
+			t.Errorf("async job past its deadline with its gateway down: exit %d\n%s", code, stdout)
+		}
 	})
 }
 
