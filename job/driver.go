@@ -171,9 +171,9 @@ type driver struct {
 	// lastSubmitErr is why each minion's last submit failed on the
 	// network (submitAll), for the entry of one the deadline ends first.
 	lastSubmitErr map[string]*status.Error
-	names   []string // every minion of the job, sorted
-	forks   int
-	batch   *jobs.Batch // a batched job's plan, as driven so far; nil if not batched
+	names         []string // every minion of the job, sorted
+	forks         int
+	batch         *jobs.Batch // a batched job's plan, as driven so far; nil if not batched
 
 	cancelMu  sync.Mutex
 	cancelAt  time.Time // when the store was last asked
