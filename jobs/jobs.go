@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	bolt "go.etcd.io/bbolt"
+	"github.com/overlordhq/overlord/jobs/internal/kv"
 
 	"github.com/overlordhq/overlord/status"
 )
@@ -194,7 +194,7 @@ func (s *Store) createJob(rec *Record, minions []string, rule *AutoPurge) ([]str
 	}
 	pendingJSON := []byte(`{"state":"RUNNING","ok":false}`)
 	var purged []string
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		jb, err := tx.Bucket(bucketJobs).CreateBucket([]byte(rec.ID))
 		if err != nil {
 			return fmt.Errorf("create job %s: %w", rec.ID, err)
@@ -207,7 +207,7 @@ func (s *Store) createJob(rec *Record, minions []string, rule *AutoPurge) ([]str
 			return err
 		}
 		// Keys inserted in order fill bbolt pages best.
-		eb.FillPercent = 0.9
+		eb.SetFillPercent(0.9)
 		for _, m := range minions {
 			entry := pendingJSON
 			if batchOf != nil {
@@ -238,7 +238,7 @@ func (s *Store) createJob(rec *Record, minions []string, rule *AutoPurge) ([]str
 // seen. It returns the header as written.
 func (s *Store) Write(id string, results map[string]status.Result, mutate func(*Record) error) (Record, error) {
 	var rec Record
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		rec = Record{} // fn may run twice (see update)
 		jb := tx.Bucket(bucketJobs).Bucket([]byte(id))
 		if jb == nil {
@@ -288,7 +288,7 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 func (s *Store) Job(id string) (Record, map[string]status.Result, error) {
 	var rec Record
 	var entries map[string]status.Result
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		key, err := resolveID(jobs, id)
 		if err != nil {
@@ -313,7 +313,7 @@ func (s *Store) Job(id string) (Record, map[string]status.Result, error) {
 }
 
 // resolveID returns the key of the job whose ID is id or starts with it.
-func resolveID(jobs *bolt.Bucket, id string) ([]byte, error) {
+func resolveID(jobs kv.Bucket, id string) ([]byte, error) {
 	if id == "" {
 		return nil, fmt.Errorf("empty job ID: %w", ErrNotFound)
 	}
@@ -349,7 +349,7 @@ type ListOptions struct {
 }
 
 // markOpen keeps the index of jobs not FINISHED up to date.
-func markOpen(tx *bolt.Tx, id string, state status.State) error {
+func markOpen(tx kv.Tx, id string, state status.State) error {
 	open := tx.Bucket(bucketOpen)
 	if state == status.Finished {
 		return open.Delete([]byte(id))
@@ -361,7 +361,7 @@ func markOpen(tx *bolt.Tx, id string, state status.State) error {
 // PARTIAL jobs walks the index of open jobs, not the whole store.
 func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
 	var out []Record
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		c := jobs.Cursor()
 		if open := tx.Bucket(bucketOpen); open != nil && (opts.State == status.Running || opts.State == status.Partial) {
@@ -432,7 +432,7 @@ var keyLastPurge = []byte("last_purge")
 
 // autoPurge applies rule as of now, unless it was applied less than
 // rule.Every before.
-func autoPurge(tx *bolt.Tx, now time.Time, rule AutoPurge) ([]string, error) {
+func autoPurge(tx kv.Tx, now time.Time, rule AutoPurge) ([]string, error) {
 	meta := tx.Bucket(bucketMeta)
 	if last, err := time.Parse(time.RFC3339, string(meta.Get(keyLastPurge))); err == nil && now.Sub(last) < rule.Every {
 		return nil, nil
@@ -466,7 +466,7 @@ func autoPurge(tx *bolt.Tx, now time.Time, rule AutoPurge) ([]string, error) {
 	return ids, nil
 }
 
-func header(jobs *bolt.Bucket, key []byte) (Record, error) {
+func header(jobs kv.Bucket, key []byte) (Record, error) {
 	var rec Record
 	jb := jobs.Bucket(key)
 	if jb == nil {
@@ -479,7 +479,7 @@ func header(jobs *bolt.Bucket, key []byte) (Record, error) {
 // newest jobs, and returns the IDs it deleted.
 func (s *Store) Purge(cutoff time.Time, keep int) ([]string, error) {
 	var gone []string
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		gone = nil // fn may run twice (see update)
 		jobs := tx.Bucket(bucketJobs)
 		c := jobs.Cursor()
@@ -516,7 +516,7 @@ func (s *Store) Update(id string, mutate func(*Record) error) (Record, error) {
 // prefix.
 func (s *Store) Header(id string) (Record, error) {
 	var rec Record
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		key, err := resolveID(jobs, id)
 		if err != nil {
