@@ -129,6 +129,11 @@ func (b *bundler) post(ctx context.Context, gw rpc.Gateway, minions []jobs.Minio
 	if b.h.connect > 0 {
 		req.ConnectTimeoutMS = b.h.connect.Milliseconds()
 	}
+	// The gateway's clock may differ from this one's: it goes by how long
+	// is left of the wait.
+	if left := time.Until(b.h.waitUntil); left > 0 {
+		req.WaitMS = max(left.Milliseconds(), 1)
+	}
 	byName := make(map[string]jobs.Minion, len(minions))
 	for _, m := range minions {
 		byName[m.Name] = m

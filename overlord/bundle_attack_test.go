@@ -95,6 +95,9 @@ func okResult() *status.Result {
 func honest(t *testing.T) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		req := readBundle(t, r)
+		if left := time.Until(req.WaitUntil); req.WaitMS <= 0 || time.Duration(req.WaitMS)*time.Millisecond > left+time.Second {
+			t.Errorf("the bundle's wait_ms is %d, want the time left of its wait (%s)", req.WaitMS, left)
+		}
 		for _, m := range req.Minions {
 			writeLine(w, fanOutLine{Minion: m.Name, Result: okResult()})
 		}
