@@ -37,13 +37,17 @@ const (
 
 // fanOutRequest is a synchronous call for the service to fan out.
 type fanOutRequest struct {
-	JobID            string         `json:"job_id"`
-	Bundle           int            `json:"bundle,omitempty"` // a gateway's bundle of the job (bundle.go)
-	Params           rpc.CallParams `json:"params"`
-	Minions          []fanOutMinion `json:"minions"`
-	Forks            int            `json:"forks"`
-	WaitUntil        time.Time      `json:"wait_until"`
-	ConnectTimeoutMS int64          `json:"connect_timeout_ms"`
+	JobID     string         `json:"job_id"`
+	Bundle    int            `json:"bundle,omitempty"` // a gateway's bundle of the job (bundle.go)
+	Params    rpc.CallParams `json:"params"`
+	Minions   []fanOutMinion `json:"minions"`
+	Forks     int            `json:"forks"`
+	WaitUntil time.Time      `json:"wait_until"`
+	// WaitMS is how long the call may still wait when it was sent: a
+	// gateway goes by it (from its own clock) rather than by WaitUntil,
+	// which is the overlord's clock.
+	WaitMS           int64 `json:"wait_ms,omitempty"`
+	ConnectTimeoutMS int64 `json:"connect_timeout_ms"`
 }
 
 // fanOutMinion is a minion to call, as the caller's registry has it
@@ -176,11 +180,18 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("%q is not a job ID", req.JobID), http.StatusBadRequest)
 		return
 	}
+	if req.WaitMS < 0 || time.Duration(req.WaitMS)*time.Millisecond > MaxWait {
+		http.Error(w, fmt.Sprintf("wait_ms %d: not between 0 and %d (%s)", req.WaitMS, MaxWait.Milliseconds(), MaxWait), http.StatusBadRequest)
+		return
+	}
+	if req.WaitMS > 0 {
+		req.WaitUntil = time.Now().Add(time.Duration(req.WaitMS) * time.Millisecond)
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	key := req.JobID
+	key := callKey(r, req.JobID)
 	if req.Bundle > 0 {
-		key = fmt.Sprintf("%s/%d", req.JobID, req.Bundle)
+		key = fmt.Sprintf("%s/%d", key, req.Bundle)
 	}
 	if !s.calls.add(key, cancel) {
 		http.Error(w, "a call of job "+req.JobID+" is already running", http.StatusConflict)
@@ -222,14 +233,26 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 
 // stopCall stops a call the service fans out: the Ctrl-C of its CLI.
 func (s *Service) stopCall(w http.ResponseWriter, r *http.Request) {
-	if !s.calls.cancel(r.PathValue("id")) {
+	if !s.calls.cancel(callKey(r, r.PathValue("id"))) {
 		http.Error(w, "no such call", http.StatusNotFound)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// runningCalls are the calls the service fans out now, by job ID.
+// callKey is the key of job id's call among the running calls: on a
+// gateway, the job ID of the identity calling (its TLS client
+// certificate), so that no identity stops, or takes the place of,
+// another's call; the job ID alone on the local socket, whose only user
+// is the service's owner.
+func callKey(r *http.Request, id string) string {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		return r.TLS.PeerCertificates[0].Subject.CommonName + " " + id
+	}
+	return id
+}
+
+// runningCalls are the calls the service fans out now, by callKey.
 type runningCalls struct {
 	mu sync.Mutex
 	m  map[string]context.CancelFunc
