@@ -144,6 +144,31 @@ func TestEtcdDefaultLimits(t *testing.T) {
 	if list, _ := s.ListJobs(jobs.ListOptions{}); len(list) != 1 {
 		t.Errorf("%d jobs listed, want 1", len(list))
 	}
+
+	// Retention deletes more jobs than one transaction can: in several.
+	s = jobstest.NewEtcd(t, etcdAddr(c))
+	old := time.Now().Add(-48 * time.Hour)
+	for range 70 {
+		rec := &jobs.Record{Target: "*", Module: "test", Method: "ping", CreatedAt: old}
+		if err := s.CreateJob(rec, []string{"m0000"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write(rec.ID, map[string]status.Result{"m0000": okResult}, finish); err != nil {
+			t.Fatal(err)
+		}
+	}
+	purged, err := s.CreateJobPurging(&jobs.Record{Target: "*", Module: "test", Method: "ping"}, []string{"m0000"},
+		jobs.AutoPurge{MaxAge: time.Hour, Every: time.Hour, Max: 65})
+	if err != nil || len(purged) != 65 {
+		t.Errorf("CreateJobPurging: %d purged, %v; want 65", len(purged), err)
+	}
+	gone, err := s.Purge(time.Now().Add(-time.Hour), 0)
+	if err != nil || len(gone) != 5 {
+		t.Errorf("Purge: %d purged, %v; want the 5 left", len(gone), err)
+	}
+	if list, _ := s.ListJobs(jobs.ListOptions{}); len(list) != 1 {
+		t.Errorf("%d jobs listed after the purges, want 1", len(list))
+	}
 }
 
 // An etcd store that cannot be used says why: no cluster at the address
@@ -238,5 +263,74 @@ func TestOpenAddress(t *testing.T) {
 	_, prefix, _ := jobs.ParseEtcd("etcd://h:1/team/a/")
 	if prefix != "/team/a/" {
 		t.Errorf("prefix %q", prefix)
+	}
+}
+
+// BenchmarkEtcdRecordJob is BenchmarkRecordJob's create+write on an etcd
+// store (one in-process member, on this machine's disk): a job of 1,000
+// minions, created and then written in one transaction each.
+func BenchmarkEtcdRecordJob(b *testing.B) {
+	c := etcdtest.Start(b, 1, etcdtest.FreePorts(b, 2))
+	s := jobstest.NewEtcd(b, etcdAddr(c))
+	names := benchMinionNames(1000)
+	for _, n := range names {
+		if err := s.AddMinion(jobs.Minion{Name: n}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	results := pingResults(names)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := pingRecord()
+		if err := s.CreateJob(rec, names); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Write(rec.ID, results, finish); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed())/float64(time.Microsecond)/float64(b.N)/1000, "us/minion")
+}
+
+// BenchmarkEtcdListJobs lists the newest 50 of 2,000 jobs on etcd.
+func BenchmarkEtcdListJobs(b *testing.B) {
+	c := etcdtest.Start(b, 1, etcdtest.FreePorts(b, 2))
+	s := jobstest.NewEtcd(b, etcdAddr(c))
+	for range 2000 {
+		if err := s.CreateJob(pingRecord(), []string{"web1", "web2", "web3"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if l, err := s.ListJobs(jobs.ListOptions{Limit: 50}); err != nil || len(l) != 50 {
+			b.Fatal(len(l), err)
+		}
+	}
+}
+
+// A store on a cluster of three members carries on when the leader
+// stops: writes and reads after the election succeed, nothing is lost.
+func TestEtcdLeaderStop(t *testing.T) {
+	c := etcdtest.Start(t, 3, etcdtest.FreePorts(t, 6))
+	s := jobstest.NewEtcd(t, etcdAddr(c))
+	addMinions(t, s, "web1", "web2")
+	rec := newJob(t, s, "web1", "web2")
+	l := c.Leader()
+	if l < 0 {
+		t.Fatal("no leader")
+	}
+	c.StopMember(l)
+	if _, err := s.Write(rec.ID, map[string]status.Result{"web1": okResult}, nil); err != nil {
+		t.Fatalf("Write after the leader stopped: %v", err)
+	}
+	if err := s.AddMinion(jobs.Minion{Name: "web3"}); err != nil {
+		t.Fatalf("AddMinion after the leader stopped: %v", err)
+	}
+	got, _, err := s.Job(rec.ID)
+	if err != nil || got.Summary.OK != 1 {
+		t.Errorf("job after the election: %+v, %v", got.Summary, err)
+	}
+	if names := minionNames(t, s); len(names) != 3 {
+		t.Errorf("minions: %v", names)
 	}
 }

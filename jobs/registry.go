@@ -150,10 +150,11 @@ func touch(tx kv.Tx, names []string, at time.Time) error {
 	minions := tx.Bucket(bucketMinions)
 	stamp := []byte(at.UTC().Format(time.RFC3339Nano))
 	for _, n := range names {
-		if minions.Get([]byte(n)) == nil {
+		key := []byte(n)
+		if minions.Get(key) == nil {
 			continue // removed since
 		}
-		if err := seen.Put([]byte(n), stamp); err != nil {
+		if err := seen.Put(key, stamp); err != nil {
 			return err
 		}
 	}

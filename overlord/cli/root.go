@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +41,7 @@ type App struct {
 	// storeAddr is --store or OVERLORD_STORE ("": the state directory's
 	// overlord.db), store the store it names, opened once (openStore).
 	storeAddr string
+	storeFrom string // where storeAddr came from (store_addr.go)
 	etcdOpts  jobs.Options
 	store     *jobs.Store
 	verbose   bool
@@ -250,34 +250,6 @@ func (a *App) overlordWith(logger *slog.Logger) *overlord.Overlord {
 		return overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
 	}
 	return overlord.NewWithStore(a.stateDir, a.identityFile, a.store, logger)
-}
-
-// openStore opens the store --store or OVERLORD_STORE names (the state
-// directory's overlord.db if neither does): the one place a command
-// parses a store address.
-func (a *App) openStore() error {
-	if a.store != nil {
-		return nil
-	}
-	if a.storeAddr == "" {
-		a.storeAddr = a.Getenv("OVERLORD_STORE")
-	}
-	for _, f := range []struct {
-		v   *string
-		env string
-	}{{&a.etcdOpts.EtcdCert, "OVERLORD_ETCD_CERT"}, {&a.etcdOpts.EtcdKey, "OVERLORD_ETCD_KEY"}, {&a.etcdOpts.EtcdCA, "OVERLORD_ETCD_CA"}} {
-		if *f.v == "" {
-			*f.v = a.Getenv(f.env)
-		}
-	}
-	opts := a.etcdOpts
-	opts.LockTimeout = a.lockTimeout
-	s, err := jobs.Open(a.storeAddr, filepath.Join(a.stateDir, overlord.DBFile), opts)
-	if err != nil {
-		return &ExitError{Code: status.ExitUsage, Err: err}
-	}
-	a.store = s
-	return nil
 }
 
 // overlordVia returns the engine for a command that goes through the

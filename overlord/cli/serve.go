@@ -108,6 +108,9 @@ jobs stay open for the next service, or the next 'job status'), then exits
 			if err := uiF.check(); err != nil {
 				return err
 			}
+			if err := a.recordStore(); err != nil {
+				return err
+			}
 			o := a.overlordWith(logger)
 			if o.IsGateway() {
 				for _, f := range []string{"no-enrol", "ui", "ui-tls", "ui-cert", "ui-key", "inventory-every", "inventory-keep", "name"} {

@@ -34,7 +34,7 @@ func (b *bucket) Get(k []byte) []byte {
 	if len(b.path) == 0 || len(k) == 0 {
 		return nil
 	}
-	if v := b.tx.lookup(b.key(k), readMod); isValue(v) {
+	if v := b.tx.lookupIn(b.prefix, b.key(k), readMod); isValue(v) {
 		return v[1:]
 	}
 	return nil
@@ -80,7 +80,7 @@ func (b *bucket) Bucket(name []byte) kv.Bucket {
 	if len(name) == 0 || len(b.path)+1 >= MaxDepth {
 		return nil
 	}
-	if isBucket(b.tx.lookup(b.key(name), readCreate)) {
+	if isBucket(b.tx.lookupIn(b.prefix, b.key(name), readCreate)) {
 		return b.child(name)
 	}
 	return nil
@@ -93,7 +93,7 @@ func (b *bucket) CreateBucket(name []byte) (kv.Bucket, error) {
 	if len(b.path)+1 >= MaxDepth {
 		return nil, fmt.Errorf("etcd store: buckets nest at most %d deep", MaxDepth-1)
 	}
-	switch v := b.tx.lookup(b.key(name), readCreate); {
+	switch v := b.tx.lookupIn(b.prefix, b.key(name), readCreate); {
 	case b.tx.err != nil:
 		return nil, b.tx.err
 	case isBucket(v):
@@ -112,7 +112,7 @@ func (b *bucket) CreateBucketIfNotExists(name []byte) (kv.Bucket, error) {
 		return nil, kv.ErrKeyRequired
 	}
 	if len(b.path)+1 < MaxDepth {
-		switch v := b.tx.lookup(b.key(name), readCreate); {
+		switch v := b.tx.lookupIn(b.prefix, b.key(name), readCreate); {
 		case b.tx.err != nil:
 			return nil, b.tx.err
 		case isBucket(v):
@@ -127,7 +127,7 @@ func (b *bucket) DeleteBucket(name []byte) error {
 		return kv.ErrTxNotWritable
 	}
 	key := b.key(name)
-	switch v := b.tx.lookup(key, readCreate); {
+	switch v := b.tx.lookupIn(b.prefix, key, readCreate); {
 	case b.tx.err != nil:
 		return b.tx.err
 	case v == nil:

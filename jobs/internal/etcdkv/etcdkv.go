@@ -158,6 +158,10 @@ type tx struct {
 	bumps map[string]bool
 	reads map[string]readKind
 	scans []scan
+	// misses counts the keys of a bucket (by its prefix) read one by one;
+	// loaded are the buckets read whole (see lookupIn).
+	misses map[string]int
+	loaded map[string]bool
 }
 
 func (d *DB) newTx(ctx context.Context, writable bool) *tx {
@@ -209,7 +213,17 @@ func (t *tx) deleted(key string) bool {
 
 // lookup returns key's stored value (tagged; nil if none), as this
 // transaction sees it, and records the read.
-func (t *tx) lookup(key string, kind readKind) []byte {
+func (t *tx) lookup(key string, kind readKind) []byte { return t.lookupIn("", key, kind) }
+
+// prefetchAfter is how many keys of one bucket a transaction reads one by
+// one before it reads the whole bucket at once.
+const prefetchAfter = 8
+
+// lookupIn is lookup of a key of the bucket whose prefix is prefix ("":
+// unknown). After prefetchAfter keys of the bucket read one by one, it
+// reads the whole bucket in one request (a job's entries, the registry's
+// minions for a batch of results), at the transaction's revision.
+func (t *tx) lookupIn(prefix, key string, kind readKind) []byte {
 	if w, ok := t.writes[key]; ok {
 		return w.val
 	}
@@ -221,6 +235,32 @@ func (t *tx) lookup(key string, kind readKind) []byte {
 	}
 	if c, ok := t.cache[key]; ok {
 		return c.val
+	}
+	if prefix != "" {
+		if t.loaded[prefix] {
+			t.cache[key] = cached{}
+			return nil
+		}
+		if t.misses == nil {
+			t.misses, t.loaded = map[string]int{}, map[string]bool{}
+		}
+		if t.misses[prefix]++; t.misses[prefix] > prefetchAfter {
+			start, end := childRange(prefix)
+			resp, err := t.get(start, clientv3.WithRange(end))
+			if err != nil {
+				return nil
+			}
+			for _, kv := range resp.Kvs {
+				if _, ok := t.cache[string(kv.Key)]; !ok {
+					t.cache[string(kv.Key)] = cached{val: kv.Value, mod: kv.ModRevision, crev: kv.CreateRevision}
+				}
+			}
+			t.loaded[prefix] = true
+			if _, ok := t.cache[key]; !ok {
+				t.cache[key] = cached{}
+			}
+			return t.cache[key].val
+		}
 	}
 	resp, err := t.get(key)
 	if err != nil {
