@@ -6,10 +6,13 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,7 +81,7 @@ func identity(t *testing.T, f *miniontest.Fleet, name string) tls.Certificate {
 	return id
 }
 
-// gwClient is an HTTPS client to g as the identity id (what an overlord
+// gwClient is an HTTPS client to gw1 as the identity id (what an overlord
 // sends a gateway, without its pin of the gateway's certificate).
 func gwClient(t *testing.T, f *miniontest.Fleet, id tls.Certificate) *http.Client {
 	t.Helper()
@@ -86,7 +89,9 @@ func gwClient(t *testing.T, f *miniontest.Fleet, id tls.Certificate) *http.Clien
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &http.Transport{TLSClientConfig: certs.GatewayClientConfig(id, self.Pool())}
+	cfg := certs.GatewayClientConfig(id, self.Pool())
+	cfg.ServerName = "gw1" // the gateway of every test here
+	tr := &http.Transport{TLSClientConfig: cfg}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}
 }
@@ -139,7 +144,6 @@ func postBundle(t *testing.T, c *http.Client, g *gw, req map[string]any) (int, [
 		t.Fatal(err)
 	}
 	hreq.Host = g.name
-	c.Transport.(*http.Transport).TLSClientConfig.ServerName = g.name
 	resp, err := c.Do(hreq)
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +219,6 @@ func stopBundle(t *testing.T, c *http.Client, g *gw, job string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Transport.(*http.Transport).TLSClientConfig.ServerName = g.name
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +261,6 @@ func TestGatewayStopIsTheCallers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op.Transport.(*http.Transport).TLSClientConfig.ServerName = g.name
 	resp, err := op.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -302,5 +304,96 @@ func TestGatewayStopIsTheCallers(t *testing.T) {
 	}
 	if len(end.Unsent) > 1 || (len(end.Unsent) == 1 && end.Unsent[0] != f.Names[2]) {
 		t.Errorf("unsent %v, want at most %s", end.Unsent, f.Names[2])
+	}
+}
+
+// TestGatewayCall1200: a call to 1,200 minions behind one gateway (three
+// bundles) ends with exactly one result for each, all OK, via the
+// gateway, in the job record as in the results handed on.
+func TestGatewayCall1200(t *testing.T) {
+	if os.Getenv("OVERLORD_GATEWAY_SCALE") == "" {
+		t.Skip("1,200 in-process minions (40-60 s): set OVERLORD_GATEWAY_SCALE=1 to run it")
+	}
+	f := miniontest.Start(t, miniontest.Config{Minions: 1200})
+	startGW(t, f, "gw1")
+	for _, n := range f.Names {
+		if err := f.Overlord.Store.SetVia(n, []string{"gw1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := f.Overlord.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping", Timeout: 2 * time.Minute,
+		ConnectTimeout: 30 * time.Second}) // a loaded machine: exactness, not speed
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	job, err := f.Overlord.Call(context.Background(), p, func(name string, r status.Result) {
+		seen[name]++
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.State != status.Finished || len(job.Minions) != 1200 {
+		t.Fatalf("job %s with %d minions, want FINISHED with 1200", job.State, len(job.Minions))
+	}
+	bad := map[string]int{}
+	for _, n := range f.Names {
+		r := job.Minions[n]
+		if !r.OK || r.Via != "gw1" || seen[n] != 1 {
+			bad[fmt.Sprintf("%s %v via %s, handed on %d times", r.State, r.Error, r.Via, seen[n])]++
+		}
+	}
+	for what, n := range bad {
+		t.Errorf("%d minions: %s; want OK via gw1, once", n, what)
+	}
+}
+
+// TestGatewayForksPerJob: the bundles of one call share its --forks on a
+// gateway: two bundles of two minions each with --forks 1 make their
+// four one-second calls one after the other (at least 4 s in all), not
+// two at a time.
+func TestGatewayForksPerJob(t *testing.T) {
+	f := miniontest.Start(t, miniontest.Config{Minions: 4})
+	g := startGW(t, f, "gw1")
+	self, err := f.Overlord.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := self.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := gwClient(t, f, id)
+	job := uuid.NewString()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for b, idx := range [][]int{{0, 1}, {2, 3}} {
+		wg.Go(func() {
+			code, lines, msg := postBundle(t, c, g, map[string]any{
+				"job_id":  job,
+				"bundle":  b + 1,
+				"params":  map[string]any{"module": "test", "method": "sleep", "args": map[string]any{"seconds": 1}},
+				"minions": bundleOf(t, f, idx...),
+				"forks":   1,
+				"wait_ms": 60000, "wait_until": time.Now().Add(time.Minute),
+			})
+			if code != http.StatusOK {
+				t.Errorf("bundle %d: HTTP %d: %s", b+1, code, msg)
+				return
+			}
+			ok := 0
+			for _, l := range lines {
+				if l.Result != nil && l.Result.OK {
+					ok++
+				}
+			}
+			if ok != 2 {
+				t.Errorf("bundle %d: %d OK, want 2: %+v", b+1, ok, lines)
+			}
+		})
+	}
+	wg.Wait()
+	if d := time.Since(start); d < 4*time.Second-50*time.Millisecond {
+		t.Errorf("four one-second calls with --forks 1 took %s: more than one ran at once", d.Round(time.Millisecond))
 	}
 }
