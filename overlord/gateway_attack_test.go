@@ -397,3 +397,99 @@ func TestGatewayForksPerJob(t *testing.T) {
 		t.Errorf("four one-second calls with --forks 1 took %s: more than one ran at once", d.Round(time.Millisecond))
 	}
 }
+
+// TestGatewayRefusesOtherRoles: only overlord identities may use a
+// gateway: another gateway's certificate, a minion's, or one of another
+// CA are refused in the handshake.
+func TestGatewayRefusesOtherRoles(t *testing.T) {
+	f := miniontest.Start(t, miniontest.Config{Minions: 1})
+	g := startGW(t, f, "gw1")
+	ca, err := f.Overlord.Authority()
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(ca *certs.Authority, name string, role certs.Role) tls.Certificate {
+		cert, key, err := ca.Issue(name, role, certs.ECDSA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key}
+	}
+	other, err := certs.NewAuthority("other-ca", certs.ECDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, id := range map[string]tls.Certificate{
+		"gateway":      issue(ca, "gw2", certs.RoleGateway),
+		"minion":       issue(ca, "m9", certs.RoleMinion),
+		"another CA's": issue(other, "op", certs.RoleOverlord),
+	} {
+		c := gwClient(t, f, id)
+		req, err := http.NewRequest(http.MethodGet, "https://"+g.addr+overlord.GatewayPingPath, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("a %s certificate was let in: HTTP %d", what, resp.StatusCode)
+		}
+	}
+}
+
+// TestGatewayCloseStuckClient: a caller that stops reading a bundle's
+// answer (4 MB from each minion) holds up neither the gateway's
+// shutdown past its grace nor the gateway.
+func TestGatewayCloseStuckClient(t *testing.T) {
+	f := miniontest.Start(t, miniontest.Config{Minions: 4})
+	g := startGW(t, f, "gw1")
+	self, err := f.Overlord.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := self.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := gwClient(t, f, id)
+	body, err := json.Marshal(map[string]any{
+		"job_id": uuid.NewString(), "bundle": 1,
+		"params": map[string]any{"module": "command", "method": "run",
+			"args": map[string]any{"cmd": "head -c 4000000 /dev/zero | tr '\\0' a", "max_output": 4194304}},
+		"minions": bundleOf(t, f, 0, 1, 2, 3),
+		"forks":   4,
+		"wait_ms": 60000, "wait_until": time.Now().Add(time.Minute),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, "https://"+g.addr+"/v1/gateway/call", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Read a little, then nothing: the gateway's writes block.
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		closed <- g.srv.Close(ctx)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(time.Minute):
+		t.Fatal("the gateway did not close within a minute of its 2 s grace, its caller not reading")
+	}
+	select {
+	case <-g.srv.Done():
+	case <-time.After(time.Minute):
+		t.Fatal("the gateway's Done was not closed")
+	}
+}
