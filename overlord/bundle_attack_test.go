@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -359,5 +360,73 @@ func TestBundleCtrlC(t *testing.T) {
 				t.Errorf("unsent %v, want none: the gateway never said", h.never)
 			}
 		})
+	}
+}
+
+// TestBundleGatewayPinned: a gateway is known by its certificate: on the
+// first gateway's address, another gateway, or the same name with a
+// certificate other than the one registered (added again since, or an
+// impostor with a certificate of the CA), gets no bundle; the bundle
+// goes to the next gateway.
+func TestBundleGatewayPinned(t *testing.T) {
+	w := newGWWorld(t)
+	sent := func(t *testing.T) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			t.Errorf("the impostor got a bundle")
+			http.Error(w, "no", http.StatusInternalServerError)
+		}
+	}
+	other := w.gateway(t, "gw3", sent(t))
+	reissued := w.gateway(t, "gw1", sent(t)) // gw1, with a certificate not registered
+	gw2 := w.gateway(t, "gw2", honest(t))
+	registered := issueTLS(t, w.ca, "gw1", certs.RoleGateway)
+	for name, addr := range map[string]string{"another gateway": other.Addr, "another certificate": reissued.Addr} {
+		t.Run(name, func(t *testing.T) {
+			gw1 := rpc.Gateway{Name: "gw1", Addr: addr, Fingerprint: certs.Fingerprint(registered.Leaf)}
+			client := w.client(gw1, gw2)
+			defer client.Close()
+			got, _ := runBundles(t, context.Background(), client, []string{"m1"}, 5*time.Second)
+			if rs := got["m1"]; len(rs) != 1 || rs[0].Via != "gw2" || !rs[0].OK {
+				t.Errorf("m1: %+v, want one result, OK via gw2", rs)
+			}
+		})
+	}
+}
+
+// TestBundleSizes: 1,201 minions behind one gateway go in bundles of at
+// most MaxBundle (500, 500, 201), each minion in one, each answered once.
+func TestBundleSizes(t *testing.T) {
+	w := newGWWorld(t)
+	var mu sync.Mutex
+	var sizes []int
+	seen := map[string]int{}
+	gw1 := w.gateway(t, "gw1", func(rw http.ResponseWriter, r *http.Request) {
+		req := readBundle(t, r)
+		mu.Lock()
+		sizes = append(sizes, len(req.Minions))
+		for _, m := range req.Minions {
+			seen[m.Name]++
+		}
+		mu.Unlock()
+		for _, m := range req.Minions {
+			writeLine(rw, fanOutLine{Minion: m.Name, Result: okResult()})
+		}
+		writeLine(rw, fanOutLine{End: true})
+	})
+	client := w.client(gw1)
+	defer client.Close()
+	names := make([]string, 1201)
+	for i := range names {
+		names[i] = fmt.Sprintf("m%04d", i)
+	}
+	got, _ := runBundles(t, context.Background(), client, names, 30*time.Second)
+	slices.Sort(sizes)
+	if fmt.Sprint(sizes) != "[201 500 500]" {
+		t.Errorf("bundles of %v, want [201 500 500]", sizes)
+	}
+	for _, n := range names {
+		if seen[n] != 1 || len(got[n]) != 1 || !got[n][0].OK {
+			t.Fatalf("%s: in %d bundles, results %+v; want one of each", n, seen[n], got[n])
+		}
 	}
 }

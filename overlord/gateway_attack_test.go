@@ -6,10 +6,13 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,7 +81,7 @@ func identity(t *testing.T, f *miniontest.Fleet, name string) tls.Certificate {
 	return id
 }
 
-// gwClient is an HTTPS client to g as the identity id (what an overlord
+// gwClient is an HTTPS client to gw1 as the identity id (what an overlord
 // sends a gateway, without its pin of the gateway's certificate).
 func gwClient(t *testing.T, f *miniontest.Fleet, id tls.Certificate) *http.Client {
 	t.Helper()
@@ -86,7 +89,9 @@ func gwClient(t *testing.T, f *miniontest.Fleet, id tls.Certificate) *http.Clien
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &http.Transport{TLSClientConfig: certs.GatewayClientConfig(id, self.Pool())}
+	cfg := certs.GatewayClientConfig(id, self.Pool())
+	cfg.ServerName = "gw1" // the gateway of every test here
+	tr := &http.Transport{TLSClientConfig: cfg}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}
 }
@@ -139,7 +144,6 @@ func postBundle(t *testing.T, c *http.Client, g *gw, req map[string]any) (int, [
 		t.Fatal(err)
 	}
 	hreq.Host = g.name
-	c.Transport.(*http.Transport).TLSClientConfig.ServerName = g.name
 	resp, err := c.Do(hreq)
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +219,6 @@ func stopBundle(t *testing.T, c *http.Client, g *gw, job string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Transport.(*http.Transport).TLSClientConfig.ServerName = g.name
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +261,6 @@ func TestGatewayStopIsTheCallers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op.Transport.(*http.Transport).TLSClientConfig.ServerName = g.name
 	resp, err := op.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -302,5 +304,192 @@ func TestGatewayStopIsTheCallers(t *testing.T) {
 	}
 	if len(end.Unsent) > 1 || (len(end.Unsent) == 1 && end.Unsent[0] != f.Names[2]) {
 		t.Errorf("unsent %v, want at most %s", end.Unsent, f.Names[2])
+	}
+}
+
+// TestGatewayCall1200: a call to 1,200 minions behind one gateway (three
+// bundles) ends with exactly one result for each, all OK, via the
+// gateway, in the job record as in the results handed on.
+func TestGatewayCall1200(t *testing.T) {
+	if os.Getenv("OVERLORD_GATEWAY_SCALE") == "" {
+		t.Skip("1,200 in-process minions (40-60 s): set OVERLORD_GATEWAY_SCALE=1 to run it")
+	}
+	f := miniontest.Start(t, miniontest.Config{Minions: 1200})
+	startGW(t, f, "gw1")
+	for _, n := range f.Names {
+		if err := f.Overlord.Store.SetVia(n, []string{"gw1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := f.Overlord.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping", Timeout: 2 * time.Minute,
+		ConnectTimeout: 30 * time.Second}) // a loaded machine: exactness, not speed
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	job, err := f.Overlord.Call(context.Background(), p, func(name string, r status.Result) {
+		seen[name]++
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.State != status.Finished || len(job.Minions) != 1200 {
+		t.Fatalf("job %s with %d minions, want FINISHED with 1200", job.State, len(job.Minions))
+	}
+	bad := map[string]int{}
+	for _, n := range f.Names {
+		r := job.Minions[n]
+		if !r.OK || r.Via != "gw1" || seen[n] != 1 {
+			bad[fmt.Sprintf("%s %v via %s, handed on %d times", r.State, r.Error, r.Via, seen[n])]++
+		}
+	}
+	for what, n := range bad {
+		t.Errorf("%d minions: %s; want OK via gw1, once", n, what)
+	}
+}
+
+// TestGatewayForksPerJob: the bundles of one call share its --forks on a
+// gateway: two bundles of two minions each with --forks 1 make their
+// four one-second calls one after the other (at least 4 s in all), not
+// two at a time.
+func TestGatewayForksPerJob(t *testing.T) {
+	f := miniontest.Start(t, miniontest.Config{Minions: 4})
+	g := startGW(t, f, "gw1")
+	self, err := f.Overlord.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := self.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := gwClient(t, f, id)
+	job := uuid.NewString()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for b, idx := range [][]int{{0, 1}, {2, 3}} {
+		wg.Go(func() {
+			code, lines, msg := postBundle(t, c, g, map[string]any{
+				"job_id":  job,
+				"bundle":  b + 1,
+				"params":  map[string]any{"module": "test", "method": "sleep", "args": map[string]any{"seconds": 1}},
+				"minions": bundleOf(t, f, idx...),
+				"forks":   1,
+				"wait_ms": 60000, "wait_until": time.Now().Add(time.Minute),
+			})
+			if code != http.StatusOK {
+				t.Errorf("bundle %d: HTTP %d: %s", b+1, code, msg)
+				return
+			}
+			ok := 0
+			for _, l := range lines {
+				if l.Result != nil && l.Result.OK {
+					ok++
+				}
+			}
+			if ok != 2 {
+				t.Errorf("bundle %d: %d OK, want 2: %+v", b+1, ok, lines)
+			}
+		})
+	}
+	wg.Wait()
+	if d := time.Since(start); d < 4*time.Second-50*time.Millisecond {
+		t.Errorf("four one-second calls with --forks 1 took %s: more than one ran at once", d.Round(time.Millisecond))
+	}
+}
+
+// TestGatewayRefusesOtherRoles: only overlord identities may use a
+// gateway: another gateway's certificate, a minion's, or one of another
+// CA are refused in the handshake.
+func TestGatewayRefusesOtherRoles(t *testing.T) {
+	f := miniontest.Start(t, miniontest.Config{Minions: 1})
+	g := startGW(t, f, "gw1")
+	ca, err := f.Overlord.Authority()
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(ca *certs.Authority, name string, role certs.Role) tls.Certificate {
+		cert, key, err := ca.Issue(name, role, certs.ECDSA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key}
+	}
+	other, err := certs.NewAuthority("other-ca", certs.ECDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, id := range map[string]tls.Certificate{
+		"gateway":      issue(ca, "gw2", certs.RoleGateway),
+		"minion":       issue(ca, "m9", certs.RoleMinion),
+		"another CA's": issue(other, "op", certs.RoleOverlord),
+	} {
+		c := gwClient(t, f, id)
+		req, err := http.NewRequest(http.MethodGet, "https://"+g.addr+overlord.GatewayPingPath, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("a %s certificate was let in: HTTP %d", what, resp.StatusCode)
+		}
+	}
+}
+
+// TestGatewayCloseStuckClient: a caller that stops reading a bundle's
+// answer (4 MB from each minion) holds up neither the gateway's
+// shutdown past its grace nor the gateway.
+func TestGatewayCloseStuckClient(t *testing.T) {
+	f := miniontest.Start(t, miniontest.Config{Minions: 4})
+	g := startGW(t, f, "gw1")
+	self, err := f.Overlord.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := self.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := gwClient(t, f, id)
+	body, err := json.Marshal(map[string]any{
+		"job_id": uuid.NewString(), "bundle": 1,
+		"params": map[string]any{"module": "command", "method": "run",
+			"args": map[string]any{"cmd": "head -c 4000000 /dev/zero | tr '\\0' a", "max_output": 4194304}},
+		"minions": bundleOf(t, f, 0, 1, 2, 3),
+		"forks":   4,
+		"wait_ms": 60000, "wait_until": time.Now().Add(time.Minute),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, "https://"+g.addr+"/v1/gateway/call", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Read a little, then nothing: the gateway's writes block.
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		closed <- g.srv.Close(ctx)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(time.Minute):
+		t.Fatal("the gateway did not close within a minute of its 2 s grace, its caller not reading")
+	}
+	select {
+	case <-g.srv.Done():
+	case <-time.After(time.Minute):
+		t.Fatal("the gateway's Done was not closed")
 	}
 }

@@ -118,8 +118,6 @@ func (o *Overlord) OpenGateway(ctx context.Context, cfg GatewayConfig) (*Gateway
 	name := id.Cert.Subject.CommonName
 	logger := o.Logger.With("component", "gateway", "gateway", name)
 	p := &pool{o: o, static: true, ca: id.CA}
-	empty := map[string]jobs.Minion{}
-	p.minions.Store(&empty)
 	noGateways := map[string]jobs.Gateway{}
 	p.gateways.Store(&noGateways)
 	pinned := func(n string) (string, bool) { m, ok := p.minion(n); return m.Fingerprint, ok }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/overlordhq/overlord/fanout"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
@@ -189,15 +190,21 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	key := callKey(r, req.JobID)
+	job := callKey(r, req.JobID)
+	key := job
 	if req.Bundle > 0 {
-		key = fmt.Sprintf("%s/%d", key, req.Bundle)
+		key = fmt.Sprintf("%s/%d", job, req.Bundle)
 	}
 	if !s.calls.add(key, cancel) {
 		http.Error(w, "a call of job "+req.JobID+" is already running", http.StatusConflict)
 		return
 	}
 	defer s.calls.remove(key)
+	// A job's bundles share its --forks: a gateway sent three bundles of
+	// a call makes at most --forks calls at once for it, not three times
+	// as many.
+	forks := s.calls.forks(job, req.Forks)
+	defer s.calls.doneForks(job)
 	if req.ConnectTimeoutMS > 0 {
 		ctx = rpc.WithConnectTimeout(ctx, time.Duration(req.ConnectTimeoutMS)*time.Millisecond)
 	}
@@ -220,6 +227,12 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 	go out.loop(fanOutFlush)
 	enc := json.NewEncoder(out)
 	fanOutCall(ctx, client, req.JobID, h, minions, req.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
+		select {
+		case forks <- struct{}{}:
+			defer func() { <-forks }()
+		case <-ctx.Done():
+			return h.unsent(m.Name)
+		}
 		return step(ctx, client, m)
 	}, func(m jobs.Minion, r status.Result) {
 		_ = enc.Encode(fanOutLine{Minion: m.Name, Result: &r})
@@ -254,8 +267,46 @@ func callKey(r *http.Request, id string) string {
 
 // runningCalls are the calls the service fans out now, by callKey.
 type runningCalls struct {
-	mu sync.Mutex
-	m  map[string]context.CancelFunc
+	mu    sync.Mutex
+	m     map[string]context.CancelFunc
+	slots map[string]*jobForks // by callKey of the job, without the bundle
+}
+
+// jobForks bounds the calls in flight of one job's bundles.
+type jobForks struct {
+	sem  chan struct{}
+	refs int
+}
+
+// forks returns the places for calls in flight of job, n of them (or
+// fanout.DefaultForks) if its first bundle: the caller sends to it to
+// take one, and calls doneForks when the bundle ends.
+func (c *runningCalls) forks(job string, n int) chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.slots == nil {
+		c.slots = map[string]*jobForks{}
+	}
+	f, ok := c.slots[job]
+	if !ok {
+		if n <= 0 {
+			n = fanout.DefaultForks
+		}
+		f = &jobForks{sem: make(chan struct{}, n)}
+		c.slots[job] = f
+	}
+	f.refs++
+	return f.sem
+}
+
+func (c *runningCalls) doneForks(job string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.slots[job]; f != nil {
+		if f.refs--; f.refs <= 0 {
+			delete(c.slots, job)
+		}
+	}
 }
 
 func (c *runningCalls) add(id string, cancel context.CancelFunc) bool {
