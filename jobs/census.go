@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/overlordhq/overlord/jobs/internal/kv"
 
 	"github.com/overlordhq/overlord/status"
 )
@@ -28,7 +28,7 @@ var queuedKey = []byte(`"queued_since"`)
 // FINISHED is every job less the open ones, a walk of the keys.
 func (s *Store) Census() (Census, error) {
 	c := Census{Jobs: map[status.State]int{status.Running: 0, status.Partial: 0, status.Finished: 0}}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		all := 0
 		cur := jobs.Cursor()
@@ -88,7 +88,7 @@ func (s *Store) Census() (Census, error) {
 // plugins ('overlord modules') has module.method.
 func (s *Store) DescribesMethod(module, method string) (bool, error) {
 	found := false
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketModCache)
 		if b == nil {
 			return nil

@@ -1,6 +1,14 @@
 // Package jobs is the overlord's store, overlord.db: a bbolt file holding
 // the job records, the minion registry and the groups.
 //
+// The same store can live in an etcd cluster instead (Open with an
+// etcd://HOST:PORT address; docs/ha.md): the methods work on the storage
+// interface of jobs/internal/kv, which a bbolt transaction (kv.Bolt) and
+// the etcd adapter (jobs/internal/etcdkv) implement, with the layout
+// below. What follows about opening the file per operation and its lock
+// is bbolt's; on etcd a read is one revision's snapshot and a write an
+// optimistic transaction, run again if what it read changed.
+//
 // # Basics
 //
 // Every method of Store opens the file, does one operation in one

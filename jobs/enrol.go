@@ -6,7 +6,7 @@ import (
 	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/overlordhq/overlord/jobs/internal/kv"
 
 	"github.com/overlordhq/overlord/certs"
 )
@@ -112,7 +112,7 @@ type Signer func(r CertRequest) (Signed, error)
 
 // AddToken stores a join token.
 func (s *Store) AddToken(t Token) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketTokens)
 		if err != nil {
 			return err
@@ -127,7 +127,7 @@ func (s *Store) AddToken(t Token) error {
 // Tokens returns every stored join token, oldest first.
 func (s *Store) Tokens() ([]Token, error) {
 	var out []Token
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketTokens)
 		if b == nil {
 			return nil
@@ -147,7 +147,7 @@ func (s *Store) Tokens() ([]Token, error) {
 
 // DeleteToken removes a join token, so it can sign nothing more.
 func (s *Store) DeleteToken(id string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketTokens)
 		if b == nil || b.Get([]byte(id)) == nil {
 			return fmt.Errorf("token %s: %w", id, ErrNotFound)
@@ -160,18 +160,18 @@ func (s *Store) DeleteToken(id string) error {
 // enrolment policy (overlord's Enrol), which decides what to read and
 // write: typed reads and writes of certificate requests, join tokens and
 // the registry. In a ViewEnrolment transaction every write fails.
-type EnrolTx struct{ tx *bolt.Tx }
+type EnrolTx struct{ tx kv.Tx }
 
 // ViewEnrolment runs fn in a read transaction.
 func (s *Store) ViewEnrolment(fn func(EnrolTx) error) error {
-	return s.view(func(tx *bolt.Tx) error { return fn(EnrolTx{tx}) })
+	return s.view(func(tx kv.Tx) error { return fn(EnrolTx{tx}) })
 }
 
 // UpdateEnrolment runs fn in one write transaction: what fn checks and
 // what it writes are one step, and if fn returns an error nothing it
 // wrote is kept.
 func (s *Store) UpdateEnrolment(fn func(EnrolTx) error) error {
-	return s.update(func(tx *bolt.Tx) error { return fn(EnrolTx{tx}) })
+	return s.update(func(tx kv.Tx) error { return fn(EnrolTx{tx}) })
 }
 
 // Request returns the certificate request for name; ok is false if
@@ -244,7 +244,7 @@ func (e EnrolTx) Sign(req CertRequest, sign Signer, now time.Time) (CertRequest,
 
 // signRequest signs req, records the certificate, registers the minion
 // and stores the request as signed, in tx.
-func signRequest(tx *bolt.Tx, req CertRequest, sign Signer, now time.Time) (CertRequest, error) {
+func signRequest(tx kv.Tx, req CertRequest, sign Signer, now time.Time) (CertRequest, error) {
 	if sign == nil {
 		return CertRequest{}, errors.New("no signer")
 	}
@@ -275,7 +275,7 @@ func signRequest(tx *bolt.Tx, req CertRequest, sign Signer, now time.Time) (Cert
 // Requests returns every certificate request, by name.
 func (s *Store) Requests() ([]CertRequest, error) {
 	var out []CertRequest
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketRequests)
 		if b == nil {
 			return nil
@@ -296,7 +296,7 @@ func (s *Store) Requests() ([]CertRequest, error) {
 // the minion, and records the certificate, in one transaction.
 func (s *Store) SignRequest(name string, sign Signer, now time.Time) (CertRequest, error) {
 	var out CertRequest
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		req, err := pending(tx, name)
 		if err != nil {
 			return err
@@ -310,7 +310,7 @@ func (s *Store) SignRequest(name string, sign Signer, now time.Time) (CertReques
 // RejectRequest marks the pending request for name rejected.
 func (s *Store) RejectRequest(name string, now time.Time) (CertRequest, error) {
 	var out CertRequest
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		req, err := pending(tx, name)
 		if err != nil {
 			return err
@@ -323,7 +323,7 @@ func (s *Store) RejectRequest(name string, now time.Time) (CertRequest, error) {
 	return out, err
 }
 
-func pending(tx *bolt.Tx, name string) (CertRequest, error) {
+func pending(tx kv.Tx, name string) (CertRequest, error) {
 	var req CertRequest
 	b, err := tx.CreateBucketIfNotExists(bucketRequests)
 	if err != nil {
@@ -341,7 +341,7 @@ func pending(tx *bolt.Tx, name string) (CertRequest, error) {
 	return req, nil
 }
 
-func putCert(tx *bolt.Tx, c Cert) error {
+func putCert(tx kv.Tx, c Cert) error {
 	b, err := tx.CreateBucketIfNotExists(bucketCerts)
 	if err != nil {
 		return err
@@ -355,7 +355,7 @@ func putCert(tx *bolt.Tx, c Cert) error {
 // RecordCert records a certificate the CA issued; ErrExists if its serial
 // is recorded already.
 func (s *Store) RecordCert(c Cert) error {
-	return s.update(func(tx *bolt.Tx) error { return putCert(tx, c) })
+	return s.update(func(tx kv.Tx) error { return putCert(tx, c) })
 }
 
 // RecordIdentity records c, the certificate of a new overlord identity,
@@ -368,7 +368,7 @@ func (s *Store) RecordCert(c Cert) error {
 // The check and the record are one transaction: of two concurrent
 // requests for a name, one fails.
 func (s *Store) RecordIdentity(c Cert, also ...Cert) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketCerts)
 		if err != nil {
 			return err
@@ -418,7 +418,7 @@ func (s *Store) RecordIdentity(c Cert, also ...Cert) error {
 // whose private key was never handed to anyone (its bundle could not be
 // written). A certificate revoked, or unknown, is left alone.
 func (s *Store) ForgetCert(serial string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketCerts)
 		if b == nil || b.Get([]byte(serial)) == nil {
 			return nil
@@ -437,7 +437,7 @@ func (s *Store) ForgetCert(serial string) error {
 // AddMinionCert registers m and records its certificate c, in one
 // transaction; ErrExists if the name is taken.
 func (s *Store) AddMinionCert(m Minion, c Cert) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketMinions)
 		if b.Get([]byte(m.Name)) != nil {
 			return fmt.Errorf("minion %s: %w", m.Name, ErrExists)
@@ -458,7 +458,7 @@ func (s *Store) AddMinionCert(m Minion, c Cert) error {
 // Certs returns every recorded certificate, by name and then issue time.
 func (s *Store) Certs() ([]Cert, error) {
 	var out []Cert
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketCerts)
 		if b == nil {
 			return nil

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/overlordhq/overlord/jobs/internal/kv"
 )
 
 var bucketGateways = []byte("gateways")
@@ -26,7 +26,7 @@ type Gateway struct {
 // gateways; unless force, a minion it is the only gateway of is an error
 // (the minion would be called directly, which it may not be reachable by).
 func (s *Store) RemoveGateway(name string, force bool) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketGateways)
 		if b == nil || b.Get([]byte(name)) == nil {
 			return fmt.Errorf("gateway %s: %w", name, ErrNotFound)
@@ -77,7 +77,7 @@ var ErrInUse = fmt.Errorf("in use")
 // Gateways returns every registered gateway, sorted by name.
 func (s *Store) Gateways() ([]Gateway, error) {
 	var out []Gateway
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		var err error
 		out, err = readGateways(tx)
 		return err
@@ -85,7 +85,7 @@ func (s *Store) Gateways() ([]Gateway, error) {
 	return out, err
 }
 
-func readGateways(tx *bolt.Tx) ([]Gateway, error) {
+func readGateways(tx kv.Tx) ([]Gateway, error) {
 	b := tx.Bucket(bucketGateways)
 	if b == nil {
 		return nil, nil
@@ -105,7 +105,7 @@ func readGateways(tx *bolt.Tx) ([]Gateway, error) {
 
 // checkVia returns an error unless every name in via is a registered
 // gateway, named once.
-func checkVia(tx *bolt.Tx, via []string) error {
+func checkVia(tx kv.Tx, via []string) error {
 	b := tx.Bucket(bucketGateways)
 	for i, g := range via {
 		if slices.Contains(via[:i], g) {
@@ -121,7 +121,7 @@ func checkVia(tx *bolt.Tx, via []string) error {
 // SetVia sets the gateways that reach a registered minion (none: it is
 // reached directly).
 func (s *Store) SetVia(name string, via []string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		mb := tx.Bucket(bucketMinions)
 		var m Minion
 		if mb.Get([]byte(name)) == nil {
@@ -141,7 +141,7 @@ func (s *Store) SetVia(name string, via []string) error {
 // AddGatewayCert registers g and records its certificate c, in one
 // transaction.
 func (s *Store) AddGatewayCert(g Gateway, c Cert) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketGateways)
 		if err != nil {
 			return err

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/overlordhq/overlord/jobs/internal/kv"
 )
 
 // The inventory's versions (overlord inventory): one key per version in
@@ -74,7 +74,7 @@ func (s *Store) AddInventory(keep, defaultKeep int, next InventoryNext) (Invento
 		return InventoryHead{}, fmt.Errorf("inventory: keep at least 1 version, not %d", min(keep, defaultKeep))
 	}
 	var head InventoryHead
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		keep := keep
 		meta := tx.Bucket(bucketMeta)
 		if keep > 0 {
@@ -130,7 +130,7 @@ func (s *Store) AddInventory(keep, defaultKeep int, next InventoryNext) (Invento
 }
 
 // trimInventory deletes the oldest versions beyond the newest keep.
-func trimInventory(heads, data *bolt.Bucket, keep int) error {
+func trimInventory(heads, data kv.Bucket, keep int) error {
 	// Walk back past the newest keep; what is left is to go.
 	c := heads.Cursor()
 	k, _ := c.Last()
@@ -156,7 +156,7 @@ func trimInventory(heads, data *bolt.Bucket, keep int) error {
 // told: the last number given, or 0 if none was.
 func (s *Store) InventoryKeep() (int, error) {
 	var n int
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		n, _ = strconv.Atoi(string(tx.Bucket(bucketMeta).Get(keyInventoryKeep)))
 		return nil
 	})
@@ -167,7 +167,7 @@ func (s *Store) InventoryKeep() (int, error) {
 // that does not decode is an error saying which version is damaged.
 func (s *Store) InventoryHeads() ([]InventoryHead, error) {
 	var out []InventoryHead
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		heads := tx.Bucket(bucketInventory)
 		if heads == nil {
 			return nil
@@ -189,7 +189,7 @@ func (s *Store) InventoryHeads() ([]InventoryHead, error) {
 // (wrapped) if there is no such version, ErrDamaged if it cannot be read.
 func (s *Store) InventoryVersion(v int) (InventoryRecord, error) {
 	var rec InventoryRecord
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		heads := tx.Bucket(bucketInventory)
 		if heads == nil {
 			if v == 0 {
@@ -213,7 +213,7 @@ func (s *Store) InventoryVersion(v int) (InventoryRecord, error) {
 }
 
 // readInventory reads the version at key, which has a head.
-func readInventory(tx *bolt.Tx, key []byte) (InventoryRecord, error) {
+func readInventory(tx kv.Tx, key []byte) (InventoryRecord, error) {
 	h, err := decodeHead(key, tx.Bucket(bucketInventory).Get(key))
 	if err != nil {
 		return InventoryRecord{}, err

@@ -2,13 +2,14 @@ package jobs
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
-	bolt "go.etcd.io/bbolt"
+	"github.com/overlordhq/overlord/jobs/internal/kv"
 
 	"github.com/overlordhq/overlord/status"
 )
@@ -167,7 +168,7 @@ func (s *Store) CreateJobPurging(rec *Record, minions []string, rule AutoPurge) 
 	return s.createJob(rec, minions, &rule)
 }
 
-func (s *Store) createJob(rec *Record, minions []string, rule *AutoPurge) ([]string, error) {
+func (s *Store) createJob(rec *Record, minions []string, rule *AutoPurge) (ids []string, err error) {
 	if rec.ID == "" {
 		id, err := NewID()
 		if err != nil {
@@ -194,7 +195,18 @@ func (s *Store) createJob(rec *Record, minions []string, rule *AutoPurge) ([]str
 	}
 	pendingJSON := []byte(`{"state":"RUNNING","ok":false}`)
 	var purged []string
-	err := s.update(func(tx *bolt.Tx) error {
+	if s.etcd != nil && rule != nil {
+		// On etcd a transaction holds a bounded number of keys: the
+		// purge goes after the job, in transactions of its own.
+		r := *rule
+		defer func() {
+			if err == nil {
+				ids = s.purgeEtcd(rec.CreatedAt, r)
+			}
+		}()
+		rule = nil
+	}
+	err = s.update(func(tx kv.Tx) error {
 		jb, err := tx.Bucket(bucketJobs).CreateBucket([]byte(rec.ID))
 		if err != nil {
 			return fmt.Errorf("create job %s: %w", rec.ID, err)
@@ -207,7 +219,7 @@ func (s *Store) createJob(rec *Record, minions []string, rule *AutoPurge) ([]str
 			return err
 		}
 		// Keys inserted in order fill bbolt pages best.
-		eb.FillPercent = 0.9
+		eb.SetFillPercent(0.9)
 		for _, m := range minions {
 			entry := pendingJSON
 			if batchOf != nil {
@@ -238,7 +250,7 @@ func (s *Store) createJob(rec *Record, minions []string, rule *AutoPurge) ([]str
 // seen. It returns the header as written.
 func (s *Store) Write(id string, results map[string]status.Result, mutate func(*Record) error) (Record, error) {
 	var rec Record
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		rec = Record{} // fn may run twice (see update)
 		jb := tx.Bucket(bucketJobs).Bucket([]byte(id))
 		if jb == nil {
@@ -251,7 +263,8 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 		var seen []string
 		for name, r := range results {
 			var old status.Result
-			if err := getJSON(eb, []byte(name), &old); err != nil {
+			key := []byte(name) // one copy for the read and the write
+			if err := getJSON(eb, key, &old); err != nil {
 				return fmt.Errorf("job %s has no minion %s: %w", id, name, err)
 			}
 			if r.Batch == 0 {
@@ -259,7 +272,7 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 			}
 			rec.Summary.Remove(old)
 			rec.Summary.Add(r)
-			if err := putJSON(eb, []byte(name), r); err != nil {
+			if err := putJSON(eb, key, r); err != nil {
 				return err
 			}
 			if r.Answered() {
@@ -288,7 +301,7 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 func (s *Store) Job(id string) (Record, map[string]status.Result, error) {
 	var rec Record
 	var entries map[string]status.Result
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		key, err := resolveID(jobs, id)
 		if err != nil {
@@ -313,7 +326,7 @@ func (s *Store) Job(id string) (Record, map[string]status.Result, error) {
 }
 
 // resolveID returns the key of the job whose ID is id or starts with it.
-func resolveID(jobs *bolt.Bucket, id string) ([]byte, error) {
+func resolveID(jobs kv.Bucket, id string) ([]byte, error) {
 	if id == "" {
 		return nil, fmt.Errorf("empty job ID: %w", ErrNotFound)
 	}
@@ -349,7 +362,7 @@ type ListOptions struct {
 }
 
 // markOpen keeps the index of jobs not FINISHED up to date.
-func markOpen(tx *bolt.Tx, id string, state status.State) error {
+func markOpen(tx kv.Tx, id string, state status.State) error {
 	open := tx.Bucket(bucketOpen)
 	if state == status.Finished {
 		return open.Delete([]byte(id))
@@ -361,7 +374,7 @@ func markOpen(tx *bolt.Tx, id string, state status.State) error {
 // PARTIAL jobs walks the index of open jobs, not the whole store.
 func (s *Store) ListJobs(opts ListOptions) ([]Record, error) {
 	var out []Record
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		c := jobs.Cursor()
 		if open := tx.Bucket(bucketOpen); open != nil && (opts.State == status.Running || opts.State == status.Partial) {
@@ -432,7 +445,7 @@ var keyLastPurge = []byte("last_purge")
 
 // autoPurge applies rule as of now, unless it was applied less than
 // rule.Every before.
-func autoPurge(tx *bolt.Tx, now time.Time, rule AutoPurge) ([]string, error) {
+func autoPurge(tx kv.Tx, now time.Time, rule AutoPurge) ([]string, error) {
 	meta := tx.Bucket(bucketMeta)
 	if last, err := time.Parse(time.RFC3339, string(meta.Get(keyLastPurge))); err == nil && now.Sub(last) < rule.Every {
 		return nil, nil
@@ -440,11 +453,16 @@ func autoPurge(tx *bolt.Tx, now time.Time, rule AutoPurge) ([]string, error) {
 	if err := meta.Put(keyLastPurge, []byte(now.UTC().Format(time.RFC3339))); err != nil {
 		return nil, err
 	}
-	cutoff := now.Add(-rule.MaxAge)
+	return purgeOld(tx, now.Add(-rule.MaxAge), rule.Max)
+}
+
+// purgeOld deletes at most max FINISHED jobs created before cutoff,
+// oldest first, and returns their IDs.
+func purgeOld(tx kv.Tx, cutoff time.Time, max int) ([]string, error) {
 	jobs := tx.Bucket(bucketJobs)
 	var old [][]byte
 	c := jobs.Cursor()
-	for k, _ := c.First(); k != nil && len(old) < rule.Max; k, _ = c.Next() {
+	for k, _ := c.First(); k != nil && len(old) < max; k, _ = c.Next() {
 		rec, err := header(jobs, k)
 		if err != nil {
 			return nil, err
@@ -466,7 +484,7 @@ func autoPurge(tx *bolt.Tx, now time.Time, rule AutoPurge) ([]string, error) {
 	return ids, nil
 }
 
-func header(jobs *bolt.Bucket, key []byte) (Record, error) {
+func header(jobs kv.Bucket, key []byte) (Record, error) {
 	var rec Record
 	jb := jobs.Bucket(key)
 	if jb == nil {
@@ -475,11 +493,45 @@ func header(jobs *bolt.Bucket, key []byte) (Record, error) {
 	return rec, getJSON(jb, keyJob, &rec)
 }
 
+// etcdPurgeChunk is how many jobs a transaction deletes on etcd: each is
+// a few operations, and etcd allows 128 a transaction by default.
+const etcdPurgeChunk = 30
+
+// purgeEtcd applies rule as autoPurge does, in transactions of at most
+// etcdPurgeChunk jobs. A failure stops it quietly: the jobs left are
+// purged another time.
+func (s *Store) purgeEtcd(now time.Time, rule AutoPurge) []string {
+	var ids []string
+	chunk := rule
+	chunk.Max = min(rule.Max, etcdPurgeChunk)
+	err := s.update(func(tx kv.Tx) error {
+		var err error
+		ids, err = autoPurge(tx, now, chunk)
+		return err
+	})
+	for err == nil && len(ids) > 0 && len(ids)%etcdPurgeChunk == 0 && len(ids) < rule.Max {
+		var more []string
+		err = s.update(func(tx kv.Tx) error {
+			var err error
+			more, err = purgeOld(tx, now.Add(-rule.MaxAge), min(rule.Max-len(ids), etcdPurgeChunk))
+			return err
+		})
+		if len(more) == 0 {
+			break
+		}
+		ids = append(ids, more...)
+	}
+	return ids
+}
+
 // Purge deletes FINISHED jobs created before cutoff, except the keep
 // newest jobs, and returns the IDs it deleted.
 func (s *Store) Purge(cutoff time.Time, keep int) ([]string, error) {
+	if s.etcd != nil {
+		return s.purgeChunked(cutoff, keep)
+	}
 	var gone []string
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		gone = nil // fn may run twice (see update)
 		jobs := tx.Bucket(bucketJobs)
 		c := jobs.Cursor()
@@ -516,7 +568,7 @@ func (s *Store) Update(id string, mutate func(*Record) error) (Record, error) {
 // prefix.
 func (s *Store) Header(id string) (Record, error) {
 	var rec Record
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		key, err := resolveID(jobs, id)
 		if err != nil {
@@ -526,4 +578,65 @@ func (s *Store) Header(id string) (Record, error) {
 		return err
 	})
 	return rec, err
+}
+
+// purgeChunked is Purge in transactions of at most etcdPurgeChunk jobs
+// (etcd): the jobs are chosen in one read, and each is checked again
+// when it is deleted.
+func (s *Store) purgeChunked(cutoff time.Time, keep int) ([]string, error) {
+	var candidates []string
+	err := s.view(func(tx kv.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		c := jobs.Cursor()
+		seen := 0
+		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+			seen++
+			if seen <= keep {
+				continue
+			}
+			rec, err := header(jobs, k)
+			if err != nil {
+				return err
+			}
+			if rec.State == status.Finished && rec.CreatedAt.Before(cutoff) {
+				candidates = append(candidates, string(k))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var gone []string
+	for len(candidates) > 0 {
+		n := min(len(candidates), etcdPurgeChunk)
+		var done []string
+		err := s.update(func(tx kv.Tx) error {
+			done = nil
+			jobs := tx.Bucket(bucketJobs)
+			for _, id := range candidates[:n] {
+				rec, err := header(jobs, []byte(id))
+				if errors.Is(err, ErrNotFound) {
+					continue // deleted meanwhile
+				}
+				if err != nil {
+					return err
+				}
+				if rec.State != status.Finished {
+					continue
+				}
+				if err := jobs.DeleteBucket([]byte(id)); err != nil {
+					return err
+				}
+				done = append(done, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return gone, err
+		}
+		gone = append(gone, done...)
+		candidates = candidates[n:]
+	}
+	return gone, nil
 }

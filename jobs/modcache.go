@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/overlordhq/overlord/jobs/internal/kv"
 
 	"github.com/overlordhq/overlord/modules"
 )
@@ -37,7 +37,7 @@ func (s *Store) CacheModules(descs map[string]Described) error {
 	if len(descs) == 0 {
 		return nil
 	}
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketModCache)
 		if err != nil {
 			return err
@@ -65,7 +65,7 @@ func (s *Store) CacheModules(descs map[string]Described) error {
 // have one. An entry that does not decode is left out.
 func (s *Store) CachedModules(names []string) (map[string]Described, error) {
 	out := map[string]Described{}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketModCache)
 		if b == nil {
 			return nil

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/overlordhq/overlord/jobs/internal/kv"
 )
 
 // Minion is a registered minion.
@@ -24,7 +24,7 @@ type Minion struct {
 
 // AddMinion registers m; ErrExists if the name is taken.
 func (s *Store) AddMinion(m Minion) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketMinions)
 		if b.Get([]byte(m.Name)) != nil {
 			return fmt.Errorf("minion %s: %w", m.Name, ErrExists)
@@ -41,7 +41,7 @@ func (s *Store) AddMinion(m Minion) error {
 
 // RemoveMinion unregisters a minion and drops it from every group.
 func (s *Store) RemoveMinion(name string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		if tx.Bucket(bucketMinions).Get([]byte(name)) == nil {
 			return fmt.Errorf("minion %s: %w", name, ErrNotFound)
 		}
@@ -51,7 +51,7 @@ func (s *Store) RemoveMinion(name string) error {
 
 // removeMinion deletes a minion's registry entry, when it was last seen
 // and its group memberships, in tx.
-func removeMinion(tx *bolt.Tx, name string) error {
+func removeMinion(tx kv.Tx, name string) error {
 	if err := tx.Bucket(bucketMinions).Delete([]byte(name)); err != nil {
 		return err
 	}
@@ -76,7 +76,7 @@ func removeMinion(tx *bolt.Tx, name string) error {
 // Minions returns every registered minion, sorted by name.
 func (s *Store) Minions() ([]Minion, error) {
 	var out []Minion
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		return tx.Bucket(bucketMinions).ForEach(func(k, _ []byte) error {
 			m, err := readMinion(tx, k)
 			if err != nil {
@@ -100,7 +100,7 @@ type Inventory struct {
 // Inventory reads the registry.
 func (s *Store) Inventory() (*Inventory, error) {
 	inv := &Inventory{Groups: map[string][]string{}}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		if err := tx.Bucket(bucketMinions).ForEach(func(k, _ []byte) error {
 			m, err := readMinion(tx, k)
 			if err != nil {
@@ -134,7 +134,7 @@ func (s *Store) TouchMinions(names []string, at time.Time) error {
 	if len(names) == 0 {
 		return nil
 	}
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		return touch(tx, names, at)
 	})
 }
@@ -142,7 +142,7 @@ func (s *Store) TouchMinions(names []string, at time.Time) error {
 // touch records when minions last answered. The times live in a bucket
 // of their own, so that a batch of results costs one small Put per
 // minion rather than rewriting each minion's whole record.
-func touch(tx *bolt.Tx, names []string, at time.Time) error {
+func touch(tx kv.Tx, names []string, at time.Time) error {
 	seen, err := tx.CreateBucketIfNotExists(bucketSeen)
 	if err != nil {
 		return err
@@ -150,10 +150,11 @@ func touch(tx *bolt.Tx, names []string, at time.Time) error {
 	minions := tx.Bucket(bucketMinions)
 	stamp := []byte(at.UTC().Format(time.RFC3339Nano))
 	for _, n := range names {
-		if minions.Get([]byte(n)) == nil {
+		key := []byte(n)
+		if minions.Get(key) == nil {
 			continue // removed since
 		}
-		if err := seen.Put([]byte(n), stamp); err != nil {
+		if err := seen.Put(key, stamp); err != nil {
 			return err
 		}
 	}
@@ -161,7 +162,7 @@ func touch(tx *bolt.Tx, names []string, at time.Time) error {
 }
 
 // readMinion decodes a registry record and adds when it was last seen.
-func readMinion(tx *bolt.Tx, name []byte) (Minion, error) {
+func readMinion(tx kv.Tx, name []byte) (Minion, error) {
 	var m Minion
 	if err := getJSON(tx.Bucket(bucketMinions), name, &m); err != nil {
 		return m, err
@@ -177,7 +178,7 @@ func readMinion(tx *bolt.Tx, name []byte) (Minion, error) {
 // AddToGroup adds members to group, creating the group if needed. Every
 // member must be a registered minion.
 func (s *Store) AddToGroup(group string, members []string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		mb := tx.Bucket(bucketMinions)
 		for _, m := range members {
 			if mb.Get([]byte(m)) == nil {
@@ -203,7 +204,7 @@ func (s *Store) AddToGroup(group string, members []string) error {
 
 // RemoveGroup deletes a group, or with members only those members.
 func (s *Store) RemoveGroup(group string, members []string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		g := tx.Bucket(bucketGroups)
 		var cur []string
 		if err := getJSON(g, []byte(group), &cur); err != nil {
@@ -226,7 +227,7 @@ func (s *Store) RemoveGroup(group string, members []string) error {
 // CacheFacts sets the cached facts of each named minion (read by
 // --where), in one transaction. A name no longer registered is skipped.
 func (s *Store) CacheFacts(facts map[string]map[string]any) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketMinions)
 		for name, f := range facts {
 			var m Minion

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/overlordhq/overlord/jobs/internal/kv"
 )
 
 // A CRLMaker signs a revocation list numbered number that lists revoked
@@ -27,7 +27,7 @@ func (s *Store) Revoke(serials []string, now time.Time, makeCRL CRLMaker) ([]Cer
 		revoked []Cert
 		number  int64
 	)
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		revoked, number = nil, 0 // fn may run twice (see update)
 		certsB, err := tx.CreateBucketIfNotExists(bucketCerts)
 		if err != nil {
@@ -94,7 +94,7 @@ func (s *Store) Revoke(serials []string, now time.Time, makeCRL CRLMaker) ([]Cer
 
 // dropRevoked unregisters the minion whose pinned certificate c is, and
 // marks the request it was issued for revoked.
-func dropRevoked(tx *bolt.Tx, c Cert) error {
+func dropRevoked(tx kv.Tx, c Cert) error {
 	minions := tx.Bucket(bucketMinions)
 	var m Minion
 	if minions.Get([]byte(c.Name)) != nil {
@@ -122,7 +122,7 @@ func dropRevoked(tx *bolt.Tx, c Cert) error {
 	return putJSON(reqs, []byte(c.Name), r)
 }
 
-func readCRL(tx *bolt.Tx) (int64, []byte, error) {
+func readCRL(tx kv.Tx) (int64, []byte, error) {
 	b := tx.Bucket(bucketCRL)
 	if b == nil || b.Get(keyCRLNumber) == nil {
 		return 0, nil, nil
@@ -141,7 +141,7 @@ func (s *Store) CRL() (int64, []byte, error) {
 		n   int64
 		der []byte
 	)
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		var err error
 		n, der, err = readCRL(tx)
 		return err

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/overlordhq/overlord/jobs/internal/etcdkv"
+	"github.com/overlordhq/overlord/jobs/internal/kv"
 	"github.com/overlordhq/overlord/status"
 )
 
@@ -59,6 +62,11 @@ var (
 type Store struct {
 	path    string
 	timeout time.Duration
+	// etcd, if set, is the store (an etcd cluster) instead of the file
+	// at path; addr is its address as given, opts how it was opened.
+	etcd *etcdkv.DB
+	addr string
+	opts Options
 	// abandoned counts the waits for the queue given up but still
 	// blocked in the kernel (see lock.go).
 	abandoned atomic.Int32
@@ -85,6 +93,9 @@ func (s *Store) Path() string { return s.path }
 
 // Init creates the file and its buckets if they do not exist.
 func (s *Store) Init() error {
+	if s.etcd != nil {
+		return s.etcdInit()
+	}
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return err
 	}
@@ -96,12 +107,21 @@ func (s *Store) Init() error {
 		return s.openError(err)
 	}
 	defer db.Close()
-	return db.Update(func(tx *bolt.Tx) error {
+	return db.Update(func(btx *bolt.Tx) error { return initTx(kv.Bolt(btx), s.path) })
+}
+
+// initTx creates the store's buckets and schema version in tx, unless tx
+// is some other program's (where names the store for the error).
+func initTx(tx kv.Tx, where string) error {
+	{
 		if tx.Bucket(bucketMeta) == nil {
 			foreign := false
-			_ = tx.ForEach(func([]byte, *bolt.Bucket) error { foreign = true; return nil })
+			_ = tx.ForEach(func([]byte, kv.Bucket) error { foreign = true; return nil })
 			if foreign {
-				return fmt.Errorf("%s is a bbolt file of another program (it has no meta bucket); not using it", s.path)
+				if strings.HasPrefix(where, "the store at") {
+					return fmt.Errorf("%s holds buckets of another program (it has no meta bucket); not using it", where)
+				}
+				return fmt.Errorf("%s is a bbolt file of another program (it has no meta bucket); not using it", where)
 			}
 		}
 		for _, b := range [][]byte{bucketMeta, bucketMinions, bucketGroups, bucketJobs, bucketSeen, bucketOpen, bucketTokens, bucketRequests, bucketCerts, bucketCRL, bucketGateways} {
@@ -114,7 +134,7 @@ func (s *Store) Init() error {
 			return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
 		}
 		return checkSchema(tx)
-	})
+	}
 }
 
 func (s *Store) openError(err error) error {
@@ -167,17 +187,21 @@ func (s *Store) guard(fn func() error) (err error) {
 }
 
 // view runs fn in a read transaction on a freshly opened file.
-func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+func (s *Store) view(fn func(tx kv.Tx) error) error {
+	if s.etcd != nil {
+		return s.etcdView(fn)
+	}
 	return s.guard(func() error { return s.viewOnce(fn) })
 }
 
-func (s *Store) viewOnce(fn func(tx *bolt.Tx) error) error {
+func (s *Store) viewOnce(fn func(tx kv.Tx) error) error {
 	db, done, err := s.open(true)
 	if err != nil {
 		return err
 	}
 	defer done()
-	return db.View(func(tx *bolt.Tx) error {
+	return db.View(func(btx *bolt.Tx) error {
+		tx := kv.Bolt(btx)
 		if err := checkSchema(tx); err != nil {
 			return err
 		}
@@ -195,7 +219,10 @@ func (s *Store) viewOnce(fn func(tx *bolt.Tx) error) error {
 // write of the group fails, the group's transaction is rolled back and
 // each write is made again alone, so each gets its own outcome: fn may run
 // twice, and must only act on the store.
-func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+func (s *Store) update(fn func(tx kv.Tx) error) error {
+	if s.etcd != nil {
+		return s.etcdUpdate(fn)
+	}
 	s.wmu.Lock()
 	if g := s.waiting; g != nil {
 		w := groupedWrite{fn: fn, err: make(chan error, 1)}
@@ -217,7 +244,7 @@ type writeGroup struct {
 }
 
 type groupedWrite struct {
-	fn  func(tx *bolt.Tx) error
+	fn  func(tx kv.Tx) error
 	err chan error // buffered: told once
 }
 
@@ -241,7 +268,8 @@ func (s *Store) commitGroup(g *writeGroup) {
 			return err
 		}
 		defer done()
-		err = db.Update(func(tx *bolt.Tx) error {
+		err = db.Update(func(btx *bolt.Tx) error {
+			tx := kv.Bolt(btx)
 			if err := prepareWrite(tx); err != nil {
 				return err
 			}
@@ -261,7 +289,8 @@ func (s *Store) commitGroup(g *writeGroup) {
 		}
 		// One of them failed: each alone, for its own outcome.
 		for _, w := range writes {
-			w.err <- db.Update(func(tx *bolt.Tx) error {
+			w.err <- db.Update(func(btx *bolt.Tx) error {
+				tx := kv.Bolt(btx)
 				if err := prepareWrite(tx); err != nil {
 					return err
 				}
@@ -281,7 +310,7 @@ func (s *Store) commitGroup(g *writeGroup) {
 
 // prepareWrite checks the schema and builds what a store made by an older
 // version lacks, at the start of every write transaction.
-func prepareWrite(tx *bolt.Tx) error {
+func prepareWrite(tx kv.Tx) error {
 	if err := checkSchema(tx); err != nil {
 		return err
 	}
@@ -290,7 +319,7 @@ func prepareWrite(tx *bolt.Tx) error {
 
 // indexOpenJobs builds the index of jobs not FINISHED in a store made
 // before it existed (once: afterwards CreateJob and Write keep it).
-func indexOpenJobs(tx *bolt.Tx) error {
+func indexOpenJobs(tx kv.Tx) error {
 	if tx.Bucket(bucketOpen) != nil {
 		return nil
 	}
@@ -311,22 +340,25 @@ func indexOpenJobs(tx *bolt.Tx) error {
 	})
 }
 
-func checkSchema(tx *bolt.Tx) error {
+func checkSchema(tx kv.Tx) error { return checkSchemaOf(tx, "overlord.db") }
+
+// checkSchemaOf is checkSchema, naming the store name in errors.
+func checkSchemaOf(tx kv.Tx, name string) error {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
-		return errors.New("overlord.db has no meta bucket: not an overlord store")
+		return fmt.Errorf("%s has no meta bucket: not an overlord store", name)
 	}
 	v, err := strconv.Atoi(string(meta.Get(keySchema)))
 	if err != nil {
-		return fmt.Errorf("overlord.db has a bad schema version %q", meta.Get(keySchema))
+		return fmt.Errorf("%s has a bad schema version %q", name, meta.Get(keySchema))
 	}
 	if v != SchemaVersion {
-		return fmt.Errorf("overlord.db has schema version %d; this overlord reads version %d", v, SchemaVersion)
+		return fmt.Errorf("%s has schema version %d; this overlord reads version %d", name, v, SchemaVersion)
 	}
 	return nil
 }
 
-func getJSON(b *bolt.Bucket, key []byte, v any) error {
+func getJSON(b interface{ Get([]byte) []byte }, key []byte, v any) error {
 	data := b.Get(key)
 	if data == nil {
 		return ErrNotFound
@@ -337,7 +369,7 @@ func getJSON(b *bolt.Bucket, key []byte, v any) error {
 	return nil
 }
 
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
+func putJSON(b interface{ Put(k, v []byte) error }, key []byte, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err

@@ -133,6 +133,12 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 		}
 		o.Logger.Warn("the service did not take the job; starting a driver process", "job", id, "err", err)
 	}
+	if o.Store.IsEtcd() {
+		// A driver's lock is this machine's; on a shared store only the
+		// services adopt jobs, each within seconds (docs/ha.md).
+		o.Logger.Info("the store is shared (etcd): the job is left for an overlord service to drive", "job", id)
+		return false, nil
+	}
 	lock, ok, err := o.Jobs.Lock(id)
 	if err != nil || !ok {
 		return false, err
@@ -147,6 +153,7 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 		argv = []string{exe}
 	}
 	args := append(append([]string(nil), argv[1:]...), "--state-dir", o.Dir, "--lock-timeout", o.Store.LockTimeout().String())
+	args = append(args, o.storeArgs()...)
 	if rec.Identity != "" {
 		args = append(args, "--identity", rec.Identity)
 	}
@@ -178,6 +185,12 @@ func (o *Overlord) StartDriver(rec jobs.Record) (bool, error) {
 // not answered are FINISHED with kind lost.
 func (o *Overlord) EnsureDriver(rec jobs.Record) (bool, error) {
 	if rec.State == status.Finished || o.Jobs.Alive(rec.ID) {
+		return false, nil
+	}
+	if o.Store.IsEtcd() && o.sched == nil {
+		// On a shared store, whether a driver lives elsewhere is not
+		// known here (its lock is another machine's): only the service
+		// adopts jobs (docs/ha.md).
 		return false, nil
 	}
 	if !rec.Async && rec.Deadline == nil {

@@ -85,10 +85,15 @@ func (o *Overlord) as(identity string) *Overlord {
 // New returns an Overlord for dir. lockTimeout bounds waits for
 // overlord.db's lock (zero: the default).
 func New(dir, identityFile string, lockTimeout time.Duration, logger *slog.Logger) *Overlord {
+	return NewWithStore(dir, identityFile, jobs.New(filepath.Join(dir, DBFile), lockTimeout), logger)
+}
+
+// NewWithStore returns an Overlord for dir whose store is store (see
+// jobs.Open) instead of dir's overlord.db.
+func NewWithStore(dir, identityFile string, store *jobs.Store, logger *slog.Logger) *Overlord {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	store := jobs.New(filepath.Join(dir, DBFile), lockTimeout)
 	return &Overlord{
 		Dir:          dir,
 		IdentityFile: identityFile,
@@ -96,6 +101,27 @@ func New(dir, identityFile string, lockTimeout time.Duration, logger *slog.Logge
 		Jobs:         job.New(store, dir),
 		Logger:       logger,
 	}
+}
+
+// storeArgs are the global flags that give a process started for this
+// state directory (a job's driver) the same store: none for the state
+// directory's own overlord.db.
+func (o *Overlord) storeArgs() []string {
+	addr := o.Store.Address()
+	if !o.Store.IsEtcd() {
+		if addr == filepath.Join(o.Dir, DBFile) {
+			return nil
+		}
+		addr = "bbolt:" + addr
+	}
+	args := []string{"--store", addr}
+	opts := o.Store.Options()
+	for _, f := range []struct{ flag, file string }{{"--etcd-cert", opts.EtcdCert}, {"--etcd-key", opts.EtcdKey}, {"--etcd-ca", opts.EtcdCA}} {
+		if f.file != "" {
+			args = append(args, f.flag, f.file)
+		}
+	}
+	return args
 }
 
 func (o *Overlord) identityStore() certs.Store {

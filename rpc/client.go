@@ -60,8 +60,8 @@ type ClientConfig struct {
 	// to minions the client holds open at once (the service sets it from
 	// its open-files limit). It keeps up to 7/8 of them for reuse; past
 	// that, a minion with no idle connection is called on a connection
-	// closed after the answer, and a dial that would pass MaxConns first
-	// closes the idle connections, then waits for a place.
+	// closed after the answer, and a dial that would pass MaxConns waits
+	// for a place, closing the idle connections every 100 ms meanwhile.
 	MaxConns int
 	// Route, if set, returns the gateways that reach a minion, the first
 	// preferred; none: the minion is called directly. GatewayTLS is the
@@ -298,7 +298,7 @@ func (c *Client) Forward(ctx context.Context, minion string, body []byte) (*http
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Close = c.oneOff(minion)
-		setOnBehalfOf(ctx, req.Header)
+		setOnBehalfOf(ctx, req)
 		resp, err = c.http.Do(req)
 	}
 	if err != nil {
@@ -445,7 +445,7 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 			}
 		}
 	} else {
-		setOnBehalfOf(ctx, req.Header)
+		setOnBehalfOf(ctx, req)
 	}
 	var resp *http.Response
 	if gws := c.gw.via(minion); !c.service && len(gws) > 0 {

@@ -4,6 +4,7 @@ package etcdtest
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -20,9 +21,41 @@ type Cluster struct {
 	Endpoints []string
 }
 
+// Option changes the members' configuration.
+type Option func(*embed.Config)
+
+// MaxTxnOps sets the members' --max-txn-ops. Without it a member allows
+// 65,536 operations a transaction; etcd's own default is
+// embed.DefaultMaxTxnOps (128).
+func MaxTxnOps(n uint) Option { return func(c *embed.Config) { c.MaxTxnOps = n } }
+
+// EtcdDefaults leaves the limits at etcd's defaults (128 operations a
+// transaction, 1.5 MiB a request), as an etcd-server package runs.
+func EtcdDefaults() Option {
+	return func(c *embed.Config) {
+		c.MaxTxnOps = embed.DefaultMaxTxnOps
+		c.MaxRequestBytes = embed.DefaultMaxRequestBytes
+	}
+}
+
+// FreePorts returns n loopback TCP ports free now.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var out []int
+	for len(out) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("etcdtest: free port: %v", err)
+		}
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+		defer l.Close() // held until all are chosen: no port twice
+	}
+	return out
+}
+
 // Start starts a cluster of n members on the given free ports (two per
 // member: client, peer) and stops it when the test ends.
-func Start(t testing.TB, n int, ports []int) *Cluster {
+func Start(t testing.TB, n int, ports []int, opts ...Option) *Cluster {
 	t.Helper()
 	if len(ports) < 2*n {
 		t.Fatalf("etcdtest: %d members need %d ports", n, 2*n)
@@ -44,6 +77,9 @@ func Start(t testing.TB, n int, ports []int) *Cluster {
 		cfg.InitialClusterToken = "overlord-test"
 		cfg.LogLevel = "error"
 		cfg.MaxTxnOps = 1 << 16
+		for _, o := range opts {
+			o(cfg)
+		}
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
 			c.Stop()

@@ -6,7 +6,10 @@
 package jobstest
 
 import (
+	"fmt"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,13 +25,61 @@ const LockTimeout = 5 * time.Second
 
 // New returns an initialised store in a new overlord.db under t.TempDir(),
 // checked for consistency when the test ends.
+//
+// After UseEtcd, it returns a store on that etcd cluster instead, under
+// a prefix of its own, checked with Store.Check when the test ends.
 func New(t testing.TB) *jobs.Store {
 	t.Helper()
+	if etcdAddr != "" {
+		return NewEtcd(t, etcdAddr)
+	}
 	s := jobs.New(filepath.Join(t.TempDir(), "overlord.db"), LockTimeout)
 	if err := s.Init(); err != nil {
 		t.Fatalf("jobstest: init store: %v", err)
 	}
 	t.Cleanup(func() { Check(t, s.Path()) })
+	return s
+}
+
+var (
+	etcdAddr  string
+	etcdStore atomic.Int64
+)
+
+// UseEtcd makes New return stores on the etcd cluster at endpoints
+// (http URLs or HOST:PORT) until the returned function is called. Tests
+// that use it must not run in parallel with tests that do not.
+func UseEtcd(endpoints []string) (restore func()) {
+	var hosts []string
+	for _, e := range endpoints {
+		hosts = append(hosts, strings.TrimPrefix(e, "http://"))
+	}
+	etcdAddr = "etcd://" + strings.Join(hosts, ",")
+	return func() { etcdAddr = "" }
+}
+
+// NewEtcd returns an initialised store at addr (etcd://HOST:PORT), under
+// a prefix of its own, checked with Store.Check when the test ends.
+func NewEtcd(t testing.TB, addr string) *jobs.Store {
+	t.Helper()
+	addr = fmt.Sprintf("%s/jobstest-%d", addr, etcdStore.Add(1))
+	s, err := jobs.Open(addr, "", jobs.Options{LockTimeout: LockTimeout})
+	if err != nil {
+		t.Fatalf("jobstest: open %s: %v", addr, err)
+	}
+	if err := s.Init(); err != nil {
+		t.Fatalf("jobstest: init %s: %v", addr, err)
+	}
+	t.Cleanup(func() {
+		problems, err := s.Check()
+		if err != nil {
+			t.Errorf("jobstest: check %s: %v", addr, err)
+		}
+		for _, p := range problems {
+			t.Errorf("jobstest: %s is inconsistent: %s", addr, p)
+		}
+		s.Close()
+	})
 	return s
 }
 

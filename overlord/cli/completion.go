@@ -67,6 +67,9 @@ func (a *App) completionStore() *jobs.Store {
 	if dir == "" {
 		dir = overlord.DefaultStateDir()
 	}
+	if s, _, _, _, err := a.storeAt(dir, completionLockTimeout); err == nil {
+		return s // --store, OVERLORD_STORE or the state directory's store.json
+	}
 	return jobs.New(filepath.Join(dir, overlord.DBFile), completionLockTimeout)
 }
 

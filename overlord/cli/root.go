@@ -38,8 +38,14 @@ type App struct {
 	stateDirFrom string // where stateDir came from: a flag, the environment or the default
 	identityFile string
 	lockTimeout  time.Duration
-	verbose      bool
-	direct       bool // --direct: never through the service
+	// storeAddr is --store or OVERLORD_STORE ("": the state directory's
+	// overlord.db), store the store it names, opened once (openStore).
+	storeAddr string
+	storeFrom string // where storeAddr came from (store_addr.go)
+	etcdOpts  jobs.Options
+	store     *jobs.Store
+	verbose   bool
+	direct    bool // --direct: never through the service
 	// args is the command line as Main got it (nil otherwise): the words
 	// after a stray flag, which pflag does not parse, for its hint.
 	args []string
@@ -66,6 +72,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	root := app.Root()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
+	if app.store != nil {
+		app.store.Close()
+	}
 	if err == nil {
 		return status.ExitOK
 	}
@@ -77,7 +86,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	var ee *ExitError
 	if !errors.As(err, &ee) || ee.Err != nil {
 		msg, hint := err.Error(), hintFor(err)
-		if errors.Is(err, jobs.ErrNoStore) {
+		if errors.Is(err, jobs.ErrNoStore) && app.storeAddr == "" {
 			msg, hint = app.noStore()
 		}
 		// An error may quote what a minion sent: show it, do not let it
@@ -165,7 +174,7 @@ results for people (text) and for scripts (json, ndjson, yaml).`,
 			if a.identityFile == "" {
 				a.identityFile = a.Getenv("OVERLORD_IDENTITY")
 			}
-			return nil
+			return a.openStore()
 		},
 	}
 	// Suggest only near misses (cal, minon) and the words commands list in
@@ -180,11 +189,15 @@ results for people (text) and for scripts (json, ndjson, yaml).`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.stateDir, "state-dir", "", "state directory (env OVERLORD_STATE_DIR; default ~/.local/state/overlord)")
 	pf.StringVar(&a.identityFile, "identity", "", "use this bundle as the client identity (env OVERLORD_IDENTITY)")
-	pf.DurationVar(&a.lockTimeout, "lock-timeout", jobs.DefaultLockTimeout, "how long to wait for overlord.db's lock")
+	pf.DurationVar(&a.lockTimeout, "lock-timeout", jobs.DefaultLockTimeout, "how long to wait for overlord.db's lock (or for etcd to answer)")
+	pf.StringVar(&a.storeAddr, "store", "", "the store: `ADDRESS` PATH, bbolt:PATH or etcd://HOST:2379[,HOST:2379...][/PREFIX] (env OVERLORD_STORE; default: the state directory's overlord.db; docs/ha.md)")
+	pf.StringVar(&a.etcdOpts.EtcdCert, "etcd-cert", "", "client certificate (PEM) for an etcd store over TLS (env OVERLORD_ETCD_CERT)")
+	pf.StringVar(&a.etcdOpts.EtcdKey, "etcd-key", "", "its private key (env OVERLORD_ETCD_KEY)")
+	pf.StringVar(&a.etcdOpts.EtcdCA, "etcd-ca", "", "the CA of the etcd servers' certificates (env OVERLORD_ETCD_CA)")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log debug detail to stderr")
 
 	root.AddCommand(a.caCmd(), a.minionCmd(), a.gatewayCmd(), a.groupCmd(), a.callCmd(), a.scriptCmd(), a.cpCmd(), a.fetchCmd(), a.jobCmd(), a.modulesCmd(),
-		a.serveCmd(), a.tokenCmd(), a.certsCmd(), a.transmitCmd(), a.inventoryCmd(), a.uiCmd())
+		a.serveCmd(), a.tokenCmd(), a.certsCmd(), a.transmitCmd(), a.inventoryCmd(), a.uiCmd(), a.storeCmd())
 	a.addCompletions(root)
 	sayUsage(root)
 	return root
@@ -227,7 +240,16 @@ func (a *App) overlord() *overlord.Overlord {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
-	return overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
+	return a.overlordWith(logger)
+}
+
+// overlordWith returns the engine on the store --store (or
+// OVERLORD_STORE) names, logging to logger.
+func (a *App) overlordWith(logger *slog.Logger) *overlord.Overlord {
+	if a.store == nil {
+		return overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
+	}
+	return overlord.NewWithStore(a.stateDir, a.identityFile, a.store, logger)
 }
 
 // overlordVia returns the engine for a command that goes through the

@@ -108,7 +108,10 @@ jobs stay open for the next service, or the next 'job status'), then exits
 			if err := uiF.check(); err != nil {
 				return err
 			}
-			o := overlord.New(a.stateDir, a.identityFile, a.lockTimeout, logger)
+			if err := a.recordStore(); err != nil {
+				return err
+			}
+			o := a.overlordWith(logger)
 			if o.IsGateway() {
 				for _, f := range []string{"no-enrol", "ui", "ui-tls", "ui-cert", "ui-key", "inventory-every", "inventory-keep", "name"} {
 					if cmd.Flags().Changed(f) {
