@@ -6,7 +6,9 @@
 // A certificate's role is its Subject OrganizationalUnit: "minion" for a
 // minion's server certificate (server auth only, the minion's name in the
 // DNS SAN), "overlord" for an overlord identity (client auth only),
-// "endpoint" for the overlord's enrolment endpoint (server auth only).
+// "endpoint" for the overlord's enrolment endpoint (server auth only),
+// "gateway" for a gateway (server and client auth, its name in the DNS
+// SAN), which calls minions on behalf of overlord identities.
 //
 // Minions can also enrol online: a minion makes its key and a certificate
 // signing request (NewCSR), and the CA signs it as a minion certificate
@@ -235,7 +237,9 @@ func Serial(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
 
 // ServerConfig is the minion's TLS configuration: TLS 1.3, a client
 // certificate of the CA required, and that certificate must carry the
-// overlord role.
+// overlord role or the gateway role. A gateway calls only on behalf of
+// an overlord identity, which the minion checks per request
+// (VerifyOverlord).
 func ServerConfig(id tls.Certificate, ca *x509.CertPool) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -243,7 +247,7 @@ func ServerConfig(id tls.Certificate, ca *x509.CertPool) *tls.Config {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    ca,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return requireRole(cs, RoleOverlord)
+			return requireRole(cs, RoleOverlord, RoleGateway)
 		},
 	}
 }
@@ -264,27 +268,37 @@ func ClientConfig(id tls.Certificate, ca *x509.CertPool) *tls.Config {
 	}
 }
 
-// requireRole checks the peer's leaf certificate carries role want. Its
-// error is a *tls.CertificateVerificationError, like the standard
-// library's own verification failures, so callers classify it as TLS.
-func requireRole(cs tls.ConnectionState, want Role) error {
+// requireRole checks the peer's leaf certificate carries one of the roles
+// want. Its error is a *tls.CertificateVerificationError, like the
+// standard library's own verification failures, so callers classify it
+// as TLS.
+func requireRole(cs tls.ConnectionState, want ...Role) error {
 	if len(cs.PeerCertificates) == 0 {
 		return &tls.CertificateVerificationError{Err: errors.New("peer presented no certificate")}
 	}
 	leaf := cs.PeerCertificates[0]
 	var err error
-	if got := RoleOf(leaf); got != want {
+	if got := RoleOf(leaf); !slices.Contains(want, got) {
 		if got == "" {
 			got = "none"
 		}
-		err = fmt.Errorf("certificate %q has role %s, want %s", leaf.Subject.CommonName, got, want)
-	} else if want == RoleMinion && !slices.Contains(leaf.DNSNames, leaf.Subject.CommonName) {
+		err = fmt.Errorf("certificate %q has role %s, want %s", leaf.Subject.CommonName, got, roleList(want))
+	} else if got == RoleMinion && !slices.Contains(leaf.DNSNames, leaf.Subject.CommonName) {
 		err = fmt.Errorf("minion certificate %q does not name itself in its SAN", leaf.Subject.CommonName)
 	}
 	if err != nil {
 		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
 	}
 	return nil
+}
+
+// roleList names roles for a message: "overlord", "overlord or gateway".
+func roleList(roles []Role) string {
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = string(r)
+	}
+	return strings.Join(names, " or ")
 }
 
 // Pin makes cfg also require that the certificate a minion presents is

@@ -281,6 +281,8 @@ func TestVerifyConnectionRoles(t *testing.T) {
 	ca := certstest.NewCA(t)
 	minion := ca.Minion("web1").Cert
 	op := ca.Overlord("op").Cert
+	gateway := ca.Gateway("gw1").Cert
+	endpoint := ca.Bundle("ov.example", certs.RoleEndpoint).Cert
 	noSAN := ca.Sign(&x509.Certificate{Subject: certstest.Subject("web2", certs.RoleMinion),
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}).Cert
 	otherSAN := ca.Sign(&x509.Certificate{Subject: certstest.Subject("web2", certs.RoleMinion), DNSNames: []string{"web3"},
@@ -298,11 +300,14 @@ func TestVerifyConnectionRoles(t *testing.T) {
 		msg    string
 	}{
 		{"server accepts overlord", server, []*x509.Certificate{op}, true, ""},
-		{"server refuses minion", server, []*x509.Certificate{minion}, false, "role minion, want overlord"},
+		{"server accepts gateway", server, []*x509.Certificate{gateway}, true, ""},
+		{"server refuses minion", server, []*x509.Certificate{minion}, false, "role minion, want overlord or gateway"},
+		{"server refuses endpoint", server, []*x509.Certificate{endpoint}, false, "role endpoint, want overlord or gateway"},
 		{"server refuses no role", server, []*x509.Certificate{noRole}, false, "role none, want overlord"},
 		{"server refuses nothing", server, nil, false, "no certificate"},
 		{"client accepts minion", client, []*x509.Certificate{minion}, true, ""},
 		{"client refuses overlord", client, []*x509.Certificate{op}, false, "role overlord, want minion"},
+		{"client refuses gateway", client, []*x509.Certificate{gateway}, false, "role gateway, want minion"},
 		{"client refuses minion without SAN", client, []*x509.Certificate{noSAN}, false, "does not name itself"},
 		{"client refuses minion naming another", client, []*x509.Certificate{otherSAN}, false, "does not name itself"},
 		{"client refuses nothing", client, nil, false, "no certificate"},

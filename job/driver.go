@@ -167,9 +167,12 @@ type driver struct {
 	rc      *Recorder
 	observe func(minion string, r status.Result) // Driver.Observe's, or nil
 	entries map[string]status.Result
-	names   []string // every minion of the job, sorted
-	forks   int
-	batch   *jobs.Batch // a batched job's plan, as driven so far; nil if not batched
+	// lastSubmitErr is why each minion's last submit failed on the
+	// network (submitAll), for the entry of one the deadline ends first.
+	lastSubmitErr map[string]*status.Error
+	names         []string // every minion of the job, sorted
+	forks         int
+	batch         *jobs.Batch // a batched job's plan, as driven so far; nil if not batched
 
 	cancelMu  sync.Mutex
 	cancelAt  time.Time // when the store was last asked
@@ -523,6 +526,11 @@ func (d *driver) queue(name string, first time.Time, why *status.Error) status.R
 func (d *driver) undelivered(name string) status.Result {
 	e := d.entries[name]
 	if !e.Queued() {
+		if last := d.lastSubmitErr[name]; last != nil {
+			// It could not be reached (a gateway down, named in the
+			// message): say so, rather than that time ran out.
+			return Finished(last.Kind, "job deadline passed before the job reached this minion: %s", last.Message)
+		}
 		return Finished(status.KindTimeout, "job deadline passed before the job reached this minion")
 	}
 	last := ""
@@ -596,6 +604,10 @@ func (d *driver) submitAll(ctx context.Context, pending []string) {
 			case out.busy:
 				retry = append(retry, name)
 			case out.failed != nil:
+				if d.lastSubmitErr == nil {
+					d.lastSubmitErr = map[string]*status.Error{}
+				}
+				d.lastSubmitErr[name] = out.failed
 				failed[name]++
 				if _, ok := first[name]; !ok {
 					first[name] = time.Now()

@@ -35,23 +35,32 @@ const (
 
 // AuditEntry is one line of the audit log.
 type AuditEntry struct {
-	Time        time.Time `json:"time"`
-	Identity    string    `json:"identity"`
-	Remote      string    `json:"remote"`
-	RPC         string    `json:"rpc"`            // Minion.Call, Minion.Submit, ...
-	Call        string    `json:"call,omitempty"` // module.method
-	ArgsSHA256  string    `json:"args_sha256,omitempty"`
-	JobID       string    `json:"job_id,omitempty"`        // the minion job, for async calls
-	OriginJobID string    `json:"origin_job_id,omitempty"` // the overlord's job
-	Outcome     string    `json:"outcome"`                 // ok, or an error kind
-	Message     string    `json:"message,omitempty"`
-	DurationMS  int64     `json:"duration_ms,omitempty"`
+	Time     time.Time `json:"time"`
+	Identity string    `json:"identity"`
+	// Via is the gateway that passed the call on (rpc.OnBehalfOfHeader);
+	// Identity is then the overlord identity it called for. Empty for a
+	// direct call.
+	Via         string `json:"via,omitempty"`
+	Remote      string `json:"remote"`
+	RPC         string `json:"rpc"`            // Minion.Call, Minion.Submit, ...
+	Call        string `json:"call,omitempty"` // module.method
+	ArgsSHA256  string `json:"args_sha256,omitempty"`
+	JobID       string `json:"job_id,omitempty"`        // the minion job, for async calls
+	OriginJobID string `json:"origin_job_id,omitempty"` // the overlord's job
+	Outcome     string `json:"outcome"`                 // ok, or an error kind
+	Message     string `json:"message,omitempty"`
+	DurationMS  int64  `json:"duration_ms,omitempty"`
 }
+
+// AuditRefused is the RPC of an audit entry for a request refused before
+// its method was read: a gateway that named no identity, or one that
+// may not be called for, or an overlord identity that named another.
+const AuditRefused = "refused"
 
 // maxAuditEntry bounds the bytes of one line of the audit log: its
 // string fields cut (maxAuditField, maxAuditMessage), even if every byte
 // of them takes six in JSON (\u0000), and the rest of the entry.
-const maxAuditEntry = 8*6*maxAuditField + 6*maxAuditMessage + 1<<10
+const maxAuditEntry = 9*6*maxAuditField + 6*maxAuditMessage + 1<<10
 
 // ErrNoAudit is returned, as a refusal of the call, when a minion has no
 // audit log to record a call in: a Service that was not given one.
@@ -230,7 +239,7 @@ func (a *auditLog) write(e AuditEntry) error {
 		e.Time = time.Now().UTC()
 	}
 	// Whatever a caller sends, an entry stays a short line.
-	for _, f := range []*string{&e.Identity, &e.Remote, &e.RPC, &e.Call, &e.ArgsSHA256, &e.JobID, &e.OriginJobID, &e.Outcome} {
+	for _, f := range []*string{&e.Identity, &e.Via, &e.Remote, &e.RPC, &e.Call, &e.ArgsSHA256, &e.JobID, &e.OriginJobID, &e.Outcome} {
 		*f = truncateUTF8(*f, maxAuditField)
 	}
 	e.Message = truncateUTF8(e.Message, maxAuditMessage)

@@ -298,8 +298,8 @@ func TestAuditLineGluedToATornOne(t *testing.T) {
 // Every entry fits in maxAuditEntry, however its fields are filled.
 func TestAuditEntryBound(t *testing.T) {
 	worst := strings.Repeat("\x01", 4<<10)
-	e := AuditEntry{Identity: worst, Remote: worst, RPC: worst, Call: worst, ArgsSHA256: worst, JobID: worst, OriginJobID: worst, Outcome: worst, Message: worst, DurationMS: -1 << 62}
-	for _, f := range []*string{&e.Identity, &e.Remote, &e.RPC, &e.Call, &e.ArgsSHA256, &e.JobID, &e.OriginJobID, &e.Outcome} {
+	e := AuditEntry{Identity: worst, Via: worst, Remote: worst, RPC: worst, Call: worst, ArgsSHA256: worst, JobID: worst, OriginJobID: worst, Outcome: worst, Message: worst, DurationMS: -1 << 62}
+	for _, f := range []*string{&e.Identity, &e.Via, &e.Remote, &e.RPC, &e.Call, &e.ArgsSHA256, &e.JobID, &e.OriginJobID, &e.Outcome} {
 		*f = truncateUTF8(*f, maxAuditField)
 	}
 	e.Message = truncateUTF8(e.Message, maxAuditMessage)

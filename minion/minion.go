@@ -1,5 +1,6 @@
 // Package minion is the minion daemon: it serves JSON-RPC over HTTPS with
-// mutual TLS and runs module methods for overlord identities of its CA.
+// mutual TLS and runs module methods for overlord identities of its CA,
+// calling directly or through a gateway of its CA (caller.go).
 //
 // Its state directory holds its identity (minion.crt, minion.key, ca.crt,
 // installed by Init from a bundle).
@@ -201,6 +202,7 @@ type Server struct {
 	srv     *gate.Server
 	closed  sync.Once
 	rev     *revocation
+	ids     *identities // who is calling (caller.go)
 }
 
 // New checks the configuration and loads the identity; it does not listen.
@@ -245,6 +247,7 @@ func New(cfg Config) (*Server, error) {
 	if s.rev, err = loadRevocation(cfg.StateDir, cfg.Bundle.CA, cfg.Logger); err != nil {
 		return nil, err
 	}
+	s.ids = newIdentities(cfg.Bundle.CA, s.rev)
 	if s.cfg.Registry == nil {
 		s.cfg.Registry = registry(cfg.StateDir, builtin.Options{Info: s.info})
 	}
@@ -257,7 +260,8 @@ func (s *Server) Name() string { return s.name }
 // MaxConcurrentRequests bounds the requests a minion serves at once; past
 // it, requests are refused with HTTP 503 at once rather than queued.
 // MaxRequestsPerIdentity bounds those of one overlord identity, so that
-// one cannot take every slot.
+// one cannot take every slot; the calls a gateway makes for an identity
+// count as that identity's.
 const (
 	MaxConcurrentRequests  = 256
 	MaxRequestsPerIdentity = 64
@@ -280,7 +284,9 @@ func (s *Server) handler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return limitConcurrency(writeDeadlines(s.rev.handler(h), s.cfg.WriteTimeout), MaxConcurrentRequests), nil
+	// Who is calling is decided before anything else looks: the limits
+	// per identity count the identity a gateway calls for.
+	return writeDeadlines(s.rev.handler(s.identify(limitConcurrency(h, MaxConcurrentRequests))), s.cfg.WriteTimeout), nil
 }
 
 // MaxBodyBytesInFlight bounds the memory the request bodies being read

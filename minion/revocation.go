@@ -186,7 +186,7 @@ func writeRPCError(w http.ResponseWriter, code int, e *json2.Error) {
 // update installs der if it is a list of the CA newer than the one in
 // force, writing it to CRLFile first (writeFileAtomic), so that a
 // restart keeps it.
-func (r *revocation) update(der []byte, from string) (rpc.UpdateCRLReply, error) {
+func (r *revocation) update(der []byte, from who) (rpc.UpdateCRLReply, error) {
 	crl, err := certs.ParseCRL(der, r.ca)
 	if err != nil {
 		return rpc.UpdateCRLReply{}, status.Errorf(status.KindBadArgs, "%v", err)
@@ -202,19 +202,19 @@ func (r *revocation) update(der []byte, from string) (rpc.UpdateCRLReply, error)
 		}
 	}
 	r.cur.Store(crl)
-	r.logger.Info("revocation list updated", "number", crl.Number, "revoked", crl.Len(), "identity", from)
+	r.logger.Info("revocation list updated", "number", crl.Number, "revoked", crl.Len(), "identity", from.identity, "via", from.via)
 	return rpc.UpdateCRLReply{Number: crl.Number, Updated: true, Revoked: crl.Len()}, nil
 }
 
 // UpdateCRL replaces the minion's revocation list with a newer one
-// signed by its CA. Any overlord identity may send one: the CA's
-// signature, not the sender, is what makes it good. An older or equal
-// list changes nothing.
+// signed by its CA. Any overlord identity may send one, directly or
+// through a gateway: the CA's signature, not the sender, is what makes
+// it good. An older or equal list changes nothing.
 func (s *Service) UpdateCRL(r *http.Request, p *rpc.UpdateCRLParams, reply *rpc.UpdateCRLReply) error {
 	if s.rev == nil {
 		return rpc.NewError(status.Errorf(status.KindInternal, "this minion keeps no revocation list"), nil)
 	}
-	out, err := s.rev.update(p.CRL, caller(r))
+	out, err := s.rev.update(p.CRL, callerOf(r))
 	sum := sha256.Sum256(p.CRL)
 	e := AuditEntry{RPC: "Minion.UpdateCRL", ArgsSHA256: hex.EncodeToString(sum[:])}
 	if err == nil {

@@ -35,12 +35,13 @@ type Service struct {
 // log in full, and the calls that follow are refused until the audit log
 // can be written again.
 func (s *Service) record(r *http.Request, e AuditEntry, err error) {
-	e.Identity, e.Remote, e.Outcome = caller(r), r.RemoteAddr, "ok"
+	c := callerOf(r)
+	e.Identity, e.Via, e.Remote, e.Outcome = c.identity, c.via, r.RemoteAddr, "ok"
 	if err != nil {
 		e.Outcome, e.Message = string(status.KindOf(err)), err.Error()
 	}
 	if aerr := s.audit.record(e); aerr != nil {
-		s.logger().Error("audit log: could not record a call", "err", aerr, "identity", e.Identity, "remote", e.Remote,
+		s.logger().Error("audit log: could not record a call", "err", aerr, "identity", e.Identity, "via", e.Via, "remote", e.Remote,
 			"rpc", e.RPC, "call", e.Call, "args_sha256", e.ArgsSHA256, "job", e.JobID, "origin", e.OriginJobID, "outcome", e.Outcome)
 	}
 }
@@ -93,7 +94,7 @@ func (s *Service) call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply)
 		if job != nil {
 			reply.Detached, reply.JobID = true, job.ID
 			reply.DurationMS = time.Since(start).Milliseconds()
-			s.logger().Debug("call detached", "identity", caller(r), "module", p.Module, "method", p.Method, "job", job.ID)
+			s.logger().Debug("call detached", "identity", caller(r), "via", callerOf(r).via, "module", p.Module, "method", p.Method, "job", job.ID)
 			return nil, nil
 		}
 	} else {
@@ -102,7 +103,7 @@ func (s *Service) call(r *http.Request, p *rpc.CallParams, reply *rpc.CallReply)
 		cancel()
 	}
 	reply.DurationMS = time.Since(start).Milliseconds()
-	s.logger().Debug("call", "identity", caller(r), "module", p.Module, "method", p.Method, "kind", kindOf(err), "ms", reply.DurationMS)
+	s.logger().Debug("call", "identity", caller(r), "via", callerOf(r).via, "module", p.Module, "method", p.Method, "kind", kindOf(err), "ms", reply.DurationMS)
 	if err != nil {
 		return res, err
 	}
@@ -123,13 +124,6 @@ func (s *Service) Describe(r *http.Request, _ *rpc.DescribeParams, reply *rpc.De
 		reply.Modules = s.Registry.DescribeAll()
 	}
 	return nil
-}
-
-func caller(r *http.Request) string {
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return ""
-	}
-	return r.TLS.PeerCertificates[0].Subject.CommonName
 }
 
 func kindOf(err error) status.Kind {
@@ -157,7 +151,7 @@ func (s *Service) Submit(r *http.Request, p *rpc.SubmitParams, reply *rpc.Submit
 		job, reply.Created, err = s.jobs.submit(caller(r), p)
 	}
 	if err == nil || reply.Created {
-		s.logger().Debug("submit", "identity", caller(r), "origin", p.OriginJobID, "job", job.ID, "created", reply.Created, "module", p.Module, "method", p.Method)
+		s.logger().Debug("submit", "identity", caller(r), "via", callerOf(r).via, "origin", p.OriginJobID, "job", job.ID, "created", reply.Created, "module", p.Module, "method", p.Method)
 	}
 	if err != nil || reply.Created { // a retried Submit is not a new call
 		s.record(r, AuditEntry{RPC: "Minion.Submit", Call: p.Module + "." + p.Method, ArgsSHA256: argsDigest(p.Args, p.Positional),
@@ -243,7 +237,7 @@ func (s *Service) Adopt(r *http.Request, p *rpc.AdoptParams, reply *rpc.SubmitRe
 		return rpc.NewError(status.Errorf(status.KindBadArgs, "origin_job_id is required, at most %d bytes", MaxOriginJobID), nil)
 	}
 	job, err := s.jobs.adopt(caller(r), p.OriginJobID)
-	s.logger().Debug("adopt", "identity", caller(r), "origin", p.OriginJobID, "job", job.ID, "kind", kindOf(err))
+	s.logger().Debug("adopt", "identity", caller(r), "via", callerOf(r).via, "origin", p.OriginJobID, "job", job.ID, "kind", kindOf(err))
 	if err != nil {
 		return rpc.NewError(err, nil)
 	}

@@ -101,7 +101,7 @@ func asIdentity(name string) *http.Request {
 	r := httptest.NewRequest(http.MethodPost, rpc.Path, nil)
 	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{Subject: pkix.Name{CommonName: name}}}}
 	r.RemoteAddr = "127.0.0.1:40000"
-	return r
+	return withCaller(r, who{identity: name})
 }
 
 func TestStatusJobIDLimits(t *testing.T) {

@@ -58,7 +58,7 @@ func TestReadChunkDigestStopsWithTheRequest(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var reply rpc.ReadChunkReply
-	err := svc.ReadChunk(asIdentity("op").WithContext(ctx), &rpc.ReadChunkParams{Path: big, Length: 10}, &reply)
+	err := svc.ReadChunk(withCaller(asIdentity("op").WithContext(ctx), who{identity: "op"}), &rpc.ReadChunkParams{Path: big, Length: 10}, &reply)
 	if rpcKind(err) != status.KindCancelled {
 		t.Errorf("ReadChunk with its request gone: %v (digest %q), want kind cancelled", err, reply.SHA256)
 	}

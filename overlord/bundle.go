@@ -129,6 +129,11 @@ func (b *bundler) post(ctx context.Context, gw rpc.Gateway, minions []jobs.Minio
 	if b.h.connect > 0 {
 		req.ConnectTimeoutMS = b.h.connect.Milliseconds()
 	}
+	// The gateway's clock may differ from this one's: it goes by how long
+	// is left of the wait.
+	if left := time.Until(b.h.waitUntil); left > 0 {
+		req.WaitMS = max(left.Milliseconds(), 1)
+	}
 	byName := make(map[string]jobs.Minion, len(minions))
 	for _, m := range minions {
 		byName[m.Name] = m
@@ -139,12 +144,18 @@ func (b *bundler) post(ctx context.Context, gw rpc.Gateway, minions []jobs.Minio
 		return b.refused(gw, minions, err.Error())
 	}
 	// The bundle's answer is read past Ctrl-C (the gateway is asked to
-	// stop, and reports what it did not send), never past the wait.
+	// stop, and reports what it did not send) for bundleStopGrace at
+	// most, never past the wait.
 	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), b.h.waitUntil.Add(callGrace+bundleGrace))
 	defer cancel()
 	ended := make(chan struct{})
 	defer close(ended)
-	stop := context.AfterFunc(ctx, func() { b.stop(gw, ended) })
+	stop := context.AfterFunc(ctx, func() {
+		cut := time.AfterFunc(bundleStopGrace, cancel)
+		b.stop(gw, ended)
+		<-ended
+		cut.Stop()
+	})
 	defer stop()
 	resp, err := b.client.PostGateway(rctx, gw, rpc.GatewayCallPath, body)
 	if err != nil {
@@ -236,3 +247,8 @@ func (b *bundler) stop(gw rpc.Gateway, ended <-chan struct{}) {
 		}
 	}
 }
+
+// bundleStopGrace is how long after Ctrl-C a bundle's answer may take to
+// end (the gateway asked to stop reports what it did not send) before
+// its unreported minions are left to the job's driver.
+const bundleStopGrace = 10 * time.Second

@@ -118,8 +118,6 @@ func (o *Overlord) OpenGateway(ctx context.Context, cfg GatewayConfig) (*Gateway
 	name := id.Cert.Subject.CommonName
 	logger := o.Logger.With("component", "gateway", "gateway", name)
 	p := &pool{o: o, static: true, ca: id.CA}
-	empty := map[string]jobs.Minion{}
-	p.minions.Store(&empty)
 	noGateways := map[string]jobs.Gateway{}
 	p.gateways.Store(&noGateways)
 	pinned := func(n string) (string, bool) { m, ok := p.minion(n); return m.Fingerprint, ok }
@@ -128,6 +126,7 @@ func (o *Overlord) OpenGateway(ctx context.Context, cfg GatewayConfig) (*Gateway
 		Resolve:      func(n string) (string, bool) { m, ok := p.minion(n); return m.Addr, ok },
 		IdleTimeout:  PoolIdleTimeout,
 		MaxPerMinion: PoolPerMinion,
+		MaxConns:     poolMaxConns(),
 		Observe:      p.reach.observe,
 	})
 	g := &GatewayServer{name: name, svc: &Service{o: o, pool: p, logger: logger}, logger: logger}
@@ -178,7 +177,7 @@ func (g *GatewayServer) onBehalf(h http.HandlerFunc) http.HandlerFunc {
 		}
 		caller := r.TLS.PeerCertificates[0]
 		g.logger.Debug("gateway request", "caller", caller.Subject.CommonName, "path", r.URL.Path, "remote", r.RemoteAddr)
-		h(w, r.WithContext(rpc.WithOnBehalfOf(r.Context(), caller.Raw)))
+		h(w, r.WithContext(rpc.WithOnBehalfOf(r.Context(), caller)))
 	}
 }
 

@@ -46,20 +46,23 @@ type pool struct {
 	o        *Overlord
 	identity string // the identity the pool calls as (Overlord.IdentityFile)
 	client   *rpc.Client
-	minions  atomic.Pointer[map[string]jobs.Minion]
-	gateways atomic.Pointer[map[string]jobs.Gateway] // the registry's, by name
-	crl      atomic.Pointer[certs.CRL]
-	pusher   atomic.Pointer[crlPusher] // hands the CRL to minions that hold an older one
-	hub      *statusHub                // the status polls of the service\'s drivers
-	reach    reachBook                 // whether each minion answered its last call
-	ca       *x509.Certificate
+	// minions are the minions the pool knows, by name: updated in place
+	// (learn), so that a forwarded request naming one minion costs what
+	// one minion does, not a copy of thousands.
+	minionsMu sync.RWMutex
+	minions   map[string]jobs.Minion
+	gateways  atomic.Pointer[map[string]jobs.Gateway] // the registry's, by name
+	crl       atomic.Pointer[certs.CRL]
+	pusher    atomic.Pointer[crlPusher] // hands the CRL to minions that hold an older one
+	hub       *statusHub                // the status polls of the service\'s drivers
+	reach     reachBook                 // whether each minion answered its last call
+	ca        *x509.Certificate
 	// static: a gateway's pool, which has no registry: it knows the
 	// minions its callers name (learn), and nothing else.
 	static bool
 
 	mu       sync.Mutex // serialises reloads
 	loadedAt time.Time
-	learnMu  sync.Mutex // serialises changes to minions
 }
 
 // newPool loads the identity and the registry and makes the pool's client.
@@ -73,8 +76,6 @@ func (o *Overlord) newPool() (*pool, error) {
 		return nil, err
 	}
 	p := &pool{o: o, identity: o.IdentityFile, ca: id.CA}
-	empty := map[string]jobs.Minion{}
-	p.minions.Store(&empty)
 	noGateways := map[string]jobs.Gateway{}
 	p.gateways.Store(&noGateways)
 	if err := p.reload(); err != nil {
@@ -89,6 +90,7 @@ func (o *Overlord) newPool() (*pool, error) {
 		Resolve:      func(name string) (string, bool) { m, ok := p.minion(name); return m.Addr, ok },
 		IdleTimeout:  PoolIdleTimeout,
 		MaxPerMinion: PoolPerMinion,
+		MaxConns:     poolMaxConns(),
 		Observe:      p.reach.observe,
 		View:         func(name string) (string, string, bool) { m, ok := p.minion(name); return m.Addr, m.Fingerprint, ok },
 		Route:        p.route,
@@ -129,7 +131,9 @@ func (p *pool) route(name string) []rpc.Gateway {
 
 // minion returns a registered minion as the pool last read it.
 func (p *pool) minion(name string) (jobs.Minion, bool) {
-	m, ok := (*p.minions.Load())[name]
+	p.minionsMu.RLock()
+	m, ok := p.minions[name]
+	p.minionsMu.RUnlock()
 	return m, ok
 }
 
@@ -207,14 +211,10 @@ func (p *pool) reloadLocked() error {
 // loses its idle connections: the next call dials it again and checks
 // the new pin.
 func (p *pool) learn(minions []jobs.Minion, all bool) {
-	p.learnMu.Lock()
-	defer p.learnMu.Unlock()
-	old := *p.minions.Load()
-	next := make(map[string]jobs.Minion, max(len(old), len(minions)))
-	if !all {
-		for n, m := range old {
-			next[n] = m
-		}
+	p.minionsMu.Lock()
+	old, next := p.minions, p.minions
+	if all || next == nil {
+		next = make(map[string]jobs.Minion, len(minions))
 	}
 	moved := false
 	for _, m := range minions {
@@ -223,7 +223,8 @@ func (p *pool) learn(minions []jobs.Minion, all bool) {
 		}
 		next[m.Name] = m
 	}
-	p.minions.Store(&next)
+	p.minions = next
+	p.minionsMu.Unlock()
 	if moved && p.client != nil {
 		p.client.Close()
 	}

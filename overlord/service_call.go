@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/overlordhq/overlord/fanout"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/rpc"
 	"github.com/overlordhq/overlord/status"
@@ -37,13 +38,17 @@ const (
 
 // fanOutRequest is a synchronous call for the service to fan out.
 type fanOutRequest struct {
-	JobID            string         `json:"job_id"`
-	Bundle           int            `json:"bundle,omitempty"` // a gateway's bundle of the job (bundle.go)
-	Params           rpc.CallParams `json:"params"`
-	Minions          []fanOutMinion `json:"minions"`
-	Forks            int            `json:"forks"`
-	WaitUntil        time.Time      `json:"wait_until"`
-	ConnectTimeoutMS int64          `json:"connect_timeout_ms"`
+	JobID     string         `json:"job_id"`
+	Bundle    int            `json:"bundle,omitempty"` // a gateway's bundle of the job (bundle.go)
+	Params    rpc.CallParams `json:"params"`
+	Minions   []fanOutMinion `json:"minions"`
+	Forks     int            `json:"forks"`
+	WaitUntil time.Time      `json:"wait_until"`
+	// WaitMS is how long the call may still wait when it was sent: a
+	// gateway goes by it (from its own clock) rather than by WaitUntil,
+	// which is the overlord's clock.
+	WaitMS           int64 `json:"wait_ms,omitempty"`
+	ConnectTimeoutMS int64 `json:"connect_timeout_ms"`
 }
 
 // fanOutMinion is a minion to call, as the caller's registry has it
@@ -176,21 +181,34 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("%q is not a job ID", req.JobID), http.StatusBadRequest)
 		return
 	}
+	if req.WaitMS < 0 || time.Duration(req.WaitMS)*time.Millisecond > MaxWait {
+		http.Error(w, fmt.Sprintf("wait_ms %d: not between 0 and %d (%s)", req.WaitMS, MaxWait.Milliseconds(), MaxWait), http.StatusBadRequest)
+		return
+	}
+	if req.WaitMS > 0 {
+		req.WaitUntil = time.Now().Add(time.Duration(req.WaitMS) * time.Millisecond)
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	key := req.JobID
+	job := callKey(r, req.JobID)
+	key := job
 	if req.Bundle > 0 {
-		key = fmt.Sprintf("%s/%d", req.JobID, req.Bundle)
+		key = fmt.Sprintf("%s/%d", job, req.Bundle)
 	}
 	if !s.calls.add(key, cancel) {
 		http.Error(w, "a call of job "+req.JobID+" is already running", http.StatusConflict)
 		return
 	}
 	defer s.calls.remove(key)
+	// A job's bundles share its --forks: a gateway sent three bundles of
+	// a call makes at most --forks calls at once for it, not three times
+	// as many.
+	forks := s.calls.forks(job, req.Forks)
+	defer s.calls.doneForks(job)
 	if req.ConnectTimeoutMS > 0 {
 		ctx = rpc.WithConnectTimeout(ctx, time.Duration(req.ConnectTimeoutMS)*time.Millisecond)
 	}
-	h := &handover{waitUntil: req.WaitUntil, params: req.Params}
+	h := &handover{waitUntil: req.WaitUntil, params: req.Params, connect: time.Duration(req.ConnectTimeoutMS) * time.Millisecond}
 	mm := s.o.metrics.Method(req.Params.Module, req.Params.Method)
 	started := time.Now()
 	step := instrumented(mm, callStep(h))
@@ -209,6 +227,12 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 	go out.loop(fanOutFlush)
 	enc := json.NewEncoder(out)
 	fanOutCall(ctx, client, req.JobID, h, minions, req.Forks, func(ctx context.Context, m jobs.Minion) status.Result {
+		select {
+		case forks <- struct{}{}:
+			defer func() { <-forks }()
+		case <-ctx.Done():
+			return h.unsent(m.Name)
+		}
 		return step(ctx, client, m)
 	}, func(m jobs.Minion, r status.Result) {
 		_ = enc.Encode(fanOutLine{Minion: m.Name, Result: &r})
@@ -222,17 +246,67 @@ func (s *Service) call(w http.ResponseWriter, r *http.Request) {
 
 // stopCall stops a call the service fans out: the Ctrl-C of its CLI.
 func (s *Service) stopCall(w http.ResponseWriter, r *http.Request) {
-	if !s.calls.cancel(r.PathValue("id")) {
+	if !s.calls.cancel(callKey(r, r.PathValue("id"))) {
 		http.Error(w, "no such call", http.StatusNotFound)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// runningCalls are the calls the service fans out now, by job ID.
+// callKey is the key of job id's call among the running calls: on a
+// gateway, the job ID of the identity calling (its TLS client
+// certificate), so that no identity stops, or takes the place of,
+// another's call; the job ID alone on the local socket, whose only user
+// is the service's owner.
+func callKey(r *http.Request, id string) string {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		return r.TLS.PeerCertificates[0].Subject.CommonName + " " + id
+	}
+	return id
+}
+
+// runningCalls are the calls the service fans out now, by callKey.
 type runningCalls struct {
-	mu sync.Mutex
-	m  map[string]context.CancelFunc
+	mu    sync.Mutex
+	m     map[string]context.CancelFunc
+	slots map[string]*jobForks // by callKey of the job, without the bundle
+}
+
+// jobForks bounds the calls in flight of one job's bundles.
+type jobForks struct {
+	sem  chan struct{}
+	refs int
+}
+
+// forks returns the places for calls in flight of job, n of them (or
+// fanout.DefaultForks) if its first bundle: the caller sends to it to
+// take one, and calls doneForks when the bundle ends.
+func (c *runningCalls) forks(job string, n int) chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.slots == nil {
+		c.slots = map[string]*jobForks{}
+	}
+	f, ok := c.slots[job]
+	if !ok {
+		if n <= 0 {
+			n = fanout.DefaultForks
+		}
+		f = &jobForks{sem: make(chan struct{}, n)}
+		c.slots[job] = f
+	}
+	f.refs++
+	return f.sem
+}
+
+func (c *runningCalls) doneForks(job string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.slots[job]; f != nil {
+		if f.refs--; f.refs <= 0 {
+			delete(c.slots, job)
+		}
+	}
 }
 
 func (c *runningCalls) add(id string, cancel context.CancelFunc) bool {

@@ -56,6 +56,13 @@ type ClientConfig struct {
 	// budget on each minion among all its callers). Such a client keeps
 	// up to maxIdlePerMinion idle connections to each minion.
 	MaxPerMinion int
+	// MaxConns, if positive, with MaxPerMinion, bounds the connections
+	// to minions the client holds open at once (the service sets it from
+	// its open-files limit). It keeps up to 7/8 of them for reuse; past
+	// that, a minion with no idle connection is called on a connection
+	// closed after the answer, and a dial that would pass MaxConns waits
+	// for a place, closing the idle connections every 100 ms meanwhile.
+	MaxConns int
 	// Route, if set, returns the gateways that reach a minion, the first
 	// preferred; none: the minion is called directly. GatewayTLS is the
 	// TLS configuration for gateways (certs.GatewayClientConfig): see
@@ -178,7 +185,7 @@ func NewClient(cfg ClientConfig) *Client {
 		// timeout (WithConnectTimeout), for the TCP connect and the TLS
 		// handshake together, as a CLI's own connect would take.
 		tr.MaxIdleConnsPerHost = maxIdlePerMinion
-		c.conns = &connCounter{open: map[string]int{}}
+		c.conns = newConnCounter(cfg.MaxConns, tr.CloseIdleConnections)
 		dial := tr.DialContext
 		tr.DialContext = nil
 		tr.DialTLSContext = func(ctx context.Context, network, hostport string) (net.Conn, error) {
@@ -188,8 +195,12 @@ func NewClient(cfg ClientConfig) *Client {
 			}
 			ctx, cancel := context.WithTimeout(ctx, d)
 			defer cancel()
+			if err := c.conns.reserve(ctx); err != nil {
+				return nil, err
+			}
 			raw, err := dial(context.WithValue(ctx, connectTimeoutKey{}, time.Duration(0)), network, hostport)
 			if err != nil {
+				c.conns.unreserve()
 				return nil, err
 			}
 			name, _, _ := net.SplitHostPort(hostport)
@@ -198,6 +209,7 @@ func NewClient(cfg ClientConfig) *Client {
 			conn := tls.Client(raw, tcfg)
 			if err := conn.HandshakeContext(ctx); err != nil {
 				raw.Close()
+				c.conns.unreserve()
 				return nil, err
 			}
 			return c.conns.opened(name, conn), nil
@@ -285,7 +297,8 @@ func (c *Client) Forward(ctx context.Context, minion string, body []byte) (*http
 			return nil, err
 		}
 		req.Header.Set("Content-Type", "application/json")
-		setOnBehalfOf(ctx, req.Header)
+		req.Close = c.oneOff(minion)
+		setOnBehalfOf(ctx, req)
 		resp, err = c.http.Do(req)
 	}
 	if err != nil {
@@ -413,6 +426,7 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		return nil, status.Errorf(status.KindInternal, "%v", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Close = !c.service && c.oneOff(minion)
 	if c.service {
 		req.Header.Set(ConnectTimeoutHeader, c.connect.String())
 		if c.view != nil {
@@ -431,7 +445,7 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 			}
 		}
 	} else {
-		setOnBehalfOf(ctx, req.Header)
+		setOnBehalfOf(ctx, req)
 	}
 	var resp *http.Response
 	if gws := c.gw.via(minion); !c.service && len(gws) > 0 {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -61,23 +60,6 @@ type gatewayDialErr struct{ err error }
 
 func (e gatewayDialErr) Error() string { return e.err.Error() }
 func (e gatewayDialErr) Unwrap() error { return e.err }
-
-// onBehalfOfKey carries, in a gateway's context, the DER certificate of
-// the identity it calls for (WithOnBehalfOf).
-type onBehalfOfKey struct{}
-
-// WithOnBehalfOf returns ctx whose calls carry OnBehalfOfHeader with the
-// certificate der: a gateway calling for the identity that sent it the
-// call.
-func WithOnBehalfOf(ctx context.Context, der []byte) context.Context {
-	return context.WithValue(ctx, onBehalfOfKey{}, base64.StdEncoding.EncodeToString(der))
-}
-
-func setOnBehalfOf(ctx context.Context, h http.Header) {
-	if v, ok := ctx.Value(onBehalfOfKey{}).(string); ok && v != "" {
-		h.Set(OnBehalfOfHeader, v)
-	}
-}
 
 // viaKey carries a *string that a call through a gateway sets to the
 // gateway's name (TrackVia).

@@ -16,11 +16,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# A loopback port nobody is listening on.
+# A loopback port nobody is listening on, below the ephemeral range
+# (32768-60999), where outgoing connections take theirs.
 free_port() {
 	local p
 	while :; do
-		p=$((20000 + RANDOM % 40000))
+		p=$((20000 + RANDOM % 12000))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return
@@ -117,5 +118,27 @@ fi
 step overlord ui url
 overlord ui url
 
+# A gateway: another 'overlord serve', in its own state directory (on its
+# own machine, in real life), that reaches minions for this overlord.
+gport=$(free_port)
+step overlord gateway add gw1 --addr "127.0.0.1:$gport" --bundle-out "$dir/gw1.pem"
+overlord gateway add gw1 --addr "127.0.0.1:$gport" --bundle-out "$dir/gw1.pem"
+step overlord --state-dir "$dir/gw1" gateway init --bundle "$dir/gw1.pem" "&&" overlord --state-dir "$dir/gw1" serve --listen "127.0.0.1:$gport" "&"
+overlord --state-dir "$dir/gw1" gateway init --bundle "$dir/gw1.pem"
+overlord --state-dir "$dir/gw1" serve --listen "127.0.0.1:$gport" --log-level warn 2>"$dir/gw1.log" &
+pids+=($!)
+wait_port "$gport"
+port=$(free_port)
+step overlord minion add web4 --addr "127.0.0.1:$port" --via gw1 --bundle-out "$dir/web4.pem"
+overlord minion add web4 --addr "127.0.0.1:$port" --via gw1 --bundle-out "$dir/web4.pem"
+minion --state-dir "$dir/web4" init --bundle "$dir/web4.pem" >/dev/null
+minion --state-dir "$dir/web4" serve --listen "127.0.0.1:$port" --log-level warn &
+pids+=($!)
+wait_port "$port"
+step overlord call "'*'" test.ping
+overlord call '*' test.ping
+step overlord call web4 test.ping -o json "   # its entry says which gateway carried the call"
+overlord call web4 test.ping -o json
+
 echo
-echo "demo done: stopping ${#pids[@]} processes (the minions and the service), removing $dir"
+echo "demo done: stopping ${#pids[@]} processes (the minions, the service and the gateway), removing $dir"

@@ -6,6 +6,7 @@
 //	ca := certstest.NewCA(t)
 //	web1 := ca.Minion("web1")      // server certificate naming web1
 //	op := ca.Overlord("op")        // client certificate with the overlord role
+//	gw := ca.Gateway("gw1")        // calls minions on behalf of op
 //	srvTLS := certstest.ServerTLS(t, web1)
 //	cliTLS := certstest.ClientTLS(t, op)
 package certstest
@@ -73,6 +74,13 @@ func (ca *CA) Minion(name string) *certs.Bundle {
 func (ca *CA) Overlord(name string) *certs.Bundle {
 	ca.t.Helper()
 	return ca.Bundle(name, certs.RoleOverlord)
+}
+
+// Gateway issues a gateway identity named name: server and client
+// certificate, calling minions on behalf of overlord identities.
+func (ca *CA) Gateway(name string) *certs.Bundle {
+	ca.t.Helper()
+	return ca.Bundle(name, certs.RoleGateway)
 }
 
 // Sign signs a certificate made from tmpl for a new key, for tests that

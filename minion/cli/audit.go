@@ -19,8 +19,11 @@ func (a *App) auditCmd() *cobra.Command {
 		Use:   "audit",
 		Short: "Show the audit log: who called what, and how it went",
 		Long: `Show the last entries of the minion's audit log (<state-dir>/audit.log):
-one line per call with its time, the overlord identity, its address, the
-method, a SHA-256 digest of the arguments, the job ID and the outcome.`,
+one line per call with its time, the overlord identity, the gateway it
+called through (VIA, "-" for a direct call), its address, the method, the
+outcome, the job ID and a SHA-256 digest of the arguments. Requests
+refused before their method was read (a gateway naming no identity, or
+one it may not call for) show as "refused".`,
 		Example: "  minion audit\n  minion audit --limit 200 -o json | jq 'select(.outcome != \"ok\")'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -41,7 +44,7 @@ method, a SHA-256 digest of the arguments, the job ID and the outcome.`,
 				return nil
 			}
 			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tIDENTITY\tREMOTE\tCALL\tOUTCOME\tJOB\tARGS")
+			fmt.Fprintln(tw, "TIME\tIDENTITY\tVIA\tREMOTE\tCALL\tOUTCOME\tJOB\tARGS")
 			for _, e := range es {
 				call := e.Call
 				if call == "" || call == "." {
@@ -51,11 +54,8 @@ method, a SHA-256 digest of the arguments, the job ID and the outcome.`,
 				if len(e.ArgsSHA256) >= 12 {
 					args = e.ArgsSHA256[:12]
 				}
-				job := e.JobID
-				if job == "" {
-					job = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.DateTime), e.Identity, e.Remote, call, e.Outcome, job, args)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format(time.DateTime), orDash(e.Identity), orDash(e.Via),
+					e.Remote, call, e.Outcome, orDash(e.JobID), args)
 			}
 			return tw.Flush()
 		},
@@ -63,4 +63,13 @@ method, a SHA-256 digest of the arguments, the job ID and the outcome.`,
 	cmd.Flags().IntVar(&limit, "limit", 50, "the last this many entries (0: all)")
 	f.add(cmd) // JSON: one entry per line
 	return cmd
+}
+
+// orDash returns s, or "-" for an empty s, so that a table's columns
+// stay apart.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -118,6 +118,9 @@ jobs stay open for the next service, or the next 'job status'), then exits
 			if err := uiF.check(); err != nil {
 				return err
 			}
+			if err := a.recordStore(); err != nil {
+				return err
+			}
 			o := a.overlordWith(logger)
 			if o.IsGateway() {
 				for _, f := range []string{"no-enrol", "ui", "ui-tls", "ui-cert", "ui-key", "inventory-every", "inventory-keep", "name"} {
@@ -126,9 +129,6 @@ jobs stay open for the next service, or the next 'job status'), then exits
 					}
 				}
 				return a.serveGateway(cmd.Context(), o, listen, grace, logger)
-			}
-			if err := a.recordStore(); err != nil {
-				return err
 			}
 			if cmd.Flags().Changed("lease-ttl") {
 				if leaseTTL < 2*time.Second || leaseTTL > time.Hour {

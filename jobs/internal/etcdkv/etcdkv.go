@@ -392,7 +392,9 @@ func (t *tx) compares() []clientv3.Cmp {
 		}
 	}
 	for k := range t.reads {
-		name(k)
+		if !strings.HasPrefix(k, top) { // top-level markers are compared as they are
+			name(k)
+		}
 	}
 	for _, s := range t.scans {
 		if s.marker == "" {

@@ -1,0 +1,6 @@
+//go:build !unix
+
+package overlord
+
+// poolMaxConns: no bound where the open-files limit is not read.
+func poolMaxConns() int { return 0 }
