@@ -73,7 +73,7 @@ var ErrConflict = errors.New("the store kept changing under the write")
 func (d *DB) View(ctx context.Context, fn func(kv.Tx) error) error {
 	for {
 		t := d.newTx(ctx, false)
-		err := fn(t)
+		err := t.run(fn)
 		if t.err != nil {
 			if errors.Is(t.err, rpctypes.ErrCompacted) {
 				continue // the revision it read at is gone: read again
@@ -91,7 +91,7 @@ func (d *DB) Update(ctx context.Context, fn func(kv.Tx) error) error {
 	deadline := time.Now().Add(d.timeout)
 	for attempt := 1; ; attempt++ {
 		t := d.newTx(ctx, true)
-		err := fn(t)
+		err := t.run(fn)
 		if t.err != nil {
 			if errors.Is(t.err, rpctypes.ErrCompacted) && attempt < MaxAttempts {
 				continue
@@ -179,6 +179,25 @@ func (t *tx) fail(err error) {
 	}
 }
 
+// abortTx is the panic with which a read that failed (etcd unreachable,
+// an election, a compacted revision) stops the transaction's function at
+// once, recovered by run: the function must not go on as if what it
+// could not read did not exist (a bucket it made would be nil).
+type abortTx struct{}
+
+// run runs fn on t, stopping it at its first failed read: t.err says why.
+func (t *tx) run(fn func(kv.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(abortTx); !ok {
+				panic(r)
+			}
+			err = t.err
+		}
+	}()
+	return fn(t)
+}
+
 // get fetches the keys of op (a range or one key) at the transaction's
 // revision, fixing it at the first read.
 func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
@@ -193,7 +212,7 @@ func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, 
 	resp, err := t.db.cli.Get(ctx, key, opts...)
 	if err != nil {
 		t.fail(err)
-		return nil, t.err
+		panic(abortTx{}) // recovered by run: the transaction ends with t.err
 	}
 	if t.rev == 0 {
 		t.rev = resp.Header.Revision

@@ -146,3 +146,39 @@ func TestCursor(t *testing.T) {
 		t.Error("a's nested key left in etcd")
 	}
 }
+
+// A read that fails (etcd gone) ends the transaction at once with the
+// error: the function does not go on as if the bucket did not exist, and
+// nothing panics out of View or Update.
+func TestReadFailureEndsTransaction(t *testing.T) {
+	c := etcdtest.Start(t, 1, etcdtest.FreePorts(t, 2))
+	db := New(c.Client(t), "/t/", 2*time.Second)
+	ctx := context.Background()
+	if err := db.Update(ctx, func(tx kv.Tx) error {
+		_, err := tx.CreateBucketIfNotExists([]byte("b"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.StopMember(0)
+	for _, write := range []bool{false, true} {
+		went := false
+		fn := func(tx kv.Tx) error {
+			b := tx.Bucket([]byte("b"))
+			went = true
+			if b == nil {
+				return fmt.Errorf("bucket b is nil")
+			}
+			return nil
+		}
+		var err error
+		if write {
+			err = db.Update(ctx, fn)
+		} else {
+			err = db.View(ctx, fn)
+		}
+		if err == nil || went {
+			t.Errorf("write %v with etcd gone: err %v, the function went on past the failed read: %v", write, err, went)
+		}
+	}
+}
