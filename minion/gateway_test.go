@@ -365,6 +365,20 @@ func TestGatewayAsyncJobFollowsTheIdentity(t *testing.T) {
 	if got := find(e.audit(t), minion.AuditEntry{RPC: "Minion.Submit", Call: "test.ping", Identity: "op", Via: "gw-a"}); got == nil || got.JobID != first.JobID {
 		t.Errorf("op's submit through gw-a in the audit log: %+v", got)
 	}
+	// ci-bot's job ends before the test does: its runner writes in the
+	// spool, which the test's directory must not hold when it is removed.
+	if theirs.JobID != "" {
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			var r rpc.StatusReply
+			err := e.gwBc.Call(asBot, "web1", "Minion.Status", rpc.StatusParams{JobIDs: []string{theirs.JobID}}, &r)
+			if err == nil && len(r.Jobs) == 1 && r.Jobs[0].State == status.Finished {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ci-bot's job %s did not finish: %+v, %v", theirs.JobID, r, err)
+			}
+		}
+	}
 }
 
 // A call that outlives its wait, made through one gateway, is the
