@@ -208,17 +208,9 @@ func (dr *Driver) Drive(ctx context.Context, id string, lock Lock) error {
 	}
 	defer lock.Close()
 	lost := lock.Lost()
+	ctx, cancel := UntilLost(ctx, lock, nil)
+	defer cancel()
 	if lost != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		go func() {
-			select {
-			case <-lost:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		defer func() {
 			if isLost(lost) {
 				logger.Error("the job's lock was lost: its driver stopped at once, writing nothing more", "job", id)

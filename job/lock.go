@@ -1,6 +1,7 @@
 package job
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -17,6 +18,28 @@ type Lock interface {
 	// nothing more of the job and call no minion for it, since another
 	// may hold the lock now. nil for a lock that cannot be lost (flock).
 	Lost() <-chan struct{}
+}
+
+// UntilLost returns ctx, cancelled too when l is lost (Lock.Lost), and
+// onLost called first if it is; cancel releases what watches it. A lock
+// that cannot be lost gives ctx itself, cancellable.
+func UntilLost(ctx context.Context, l Lock, onLost func()) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	lost := l.Lost()
+	if lost == nil {
+		return ctx, cancel
+	}
+	go func() {
+		select {
+		case <-lost:
+			if onLost != nil {
+				onLost()
+			}
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // Locker takes jobs' driver locks: a flock(2) file per job in the

@@ -532,22 +532,10 @@ func (s *Store) Purge(cutoff time.Time, keep int) ([]string, error) {
 	}
 	var gone []string
 	err := s.update(func(tx kv.Tx) error {
-		gone = nil // fn may run twice (see update)
 		jobs := tx.Bucket(bucketJobs)
-		c := jobs.Cursor()
-		seen := 0
-		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
-			seen++
-			if seen <= keep {
-				continue
-			}
-			rec, err := header(jobs, k)
-			if err != nil {
-				return err
-			}
-			if rec.State == status.Finished && rec.CreatedAt.Before(cutoff) {
-				gone = append(gone, string(k))
-			}
+		var err error // fn may run twice (see update): gone is set anew
+		if gone, err = purgeable(jobs, cutoff, keep); err != nil {
+			return err
 		}
 		for _, id := range gone {
 			if err := jobs.DeleteBucket([]byte(id)); err != nil {
@@ -557,6 +545,28 @@ func (s *Store) Purge(cutoff time.Time, keep int) ([]string, error) {
 		return nil
 	})
 	return gone, err
+}
+
+// purgeable returns the FINISHED jobs created before cutoff, newest
+// first, past the keep newest jobs.
+func purgeable(jobs kv.Bucket, cutoff time.Time, keep int) ([]string, error) {
+	var out []string
+	c := jobs.Cursor()
+	seen := 0
+	for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+		seen++
+		if seen <= keep {
+			continue
+		}
+		rec, err := header(jobs, k)
+		if err != nil {
+			return nil, err
+		}
+		if rec.State == status.Finished && rec.CreatedAt.Before(cutoff) {
+			out = append(out, string(k))
+		}
+	}
+	return out, nil
 }
 
 // Update changes a job's header in one transaction.
@@ -586,23 +596,9 @@ func (s *Store) Header(id string) (Record, error) {
 func (s *Store) purgeChunked(cutoff time.Time, keep int) ([]string, error) {
 	var candidates []string
 	err := s.view(func(tx kv.Tx) error {
-		jobs := tx.Bucket(bucketJobs)
-		c := jobs.Cursor()
-		seen := 0
-		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
-			seen++
-			if seen <= keep {
-				continue
-			}
-			rec, err := header(jobs, k)
-			if err != nil {
-				return err
-			}
-			if rec.State == status.Finished && rec.CreatedAt.Before(cutoff) {
-				candidates = append(candidates, string(k))
-			}
-		}
-		return nil
+		var err error
+		candidates, err = purgeable(tx.Bucket(bucketJobs), cutoff, keep)
+		return err
 	})
 	if err != nil {
 		return nil, err

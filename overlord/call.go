@@ -360,23 +360,13 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 			o.Jobs.RemoveFiles(rec.ID)
 		}
 	}()
-	lost := lock.Lost()
-	if lost != nil {
-		// An etcd lock, lost (cut off from etcd): another replica may
-		// carry the job on; this call stops as at a Ctrl-C, and writes
-		// nothing more (the Recorder below).
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		go func() {
-			select {
-			case <-lost:
-				o.Logger.Error("the call's job lock was lost (cut off from etcd): stopping the call", "job", rec.ID)
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-	}
+	// An etcd lock, lost (cut off from etcd): another replica may carry
+	// the job on; this call stops as at a Ctrl-C, and writes nothing more
+	// (the Recorder below).
+	ctx, cancelLost := job.UntilLost(ctx, lock, func() {
+		o.Logger.Error("the call's job lock was lost (cut off from etcd): stopping the call", "job", rec.ID)
+	})
+	defer cancelLost()
 	if batch != nil && h != nil {
 		// Until its batch starts, a minion has not been sent the call: a
 		// driver that carries the job on after this process died submits
@@ -402,7 +392,7 @@ func (o *Overlord) run(ctx context.Context, p *Prepared, step func(context.Conte
 
 	entries := make(map[string]status.Result, len(names))
 	rc := job.NewRecorder(o.Store, *rec)
-	rc.StopOn(lost)
+	rc.StopOn(lock.Lost())
 	defer rc.Close()
 	open := 0
 	var batchOf map[string]int // nil when not batched

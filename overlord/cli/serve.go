@@ -185,19 +185,8 @@ jobs stay open for the next service, or the next 'job status'), then exits
 			case <-svc.Done():
 			case <-dashDone:
 			}
-			// A second signal cuts the grace period short.
-			sig := make(chan os.Signal, 1)
-			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-			defer signal.Stop(sig)
-			sctx, cancel := context.WithTimeout(context.Background(), grace)
+			sctx, cancel := graceContext(grace)
 			defer cancel()
-			go func() {
-				select {
-				case <-sig:
-					cancel()
-				case <-sctx.Done():
-				}
-			}()
 			logger.Info("overlord serve shutting down: the service and the enrolment endpoint", "grace", grace)
 			httpAPI.Close() // event streams end; the requests in flight finish
 			var epErr, dashErr error
@@ -234,18 +223,25 @@ func (a *App) serveGateway(ctx context.Context, o *overlord.Overlord, listen str
 	case <-ctx.Done():
 	case <-g.Done():
 	}
+	sctx, cancel := graceContext(grace)
+	defer cancel()
+	logger.Info("overlord gateway shutting down", "grace", grace)
+	return g.Close(sctx)
+}
+
+// graceContext returns the context of a shutdown's grace period: done
+// after grace, or at once on a second SIGTERM or SIGINT. cancel stops
+// watching for the signal.
+func graceContext(grace time.Duration) (context.Context, context.CancelFunc) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sig)
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	go func() {
 		select {
 		case <-sig:
 			cancel()
-		case <-sctx.Done():
+		case <-ctx.Done():
 		}
 	}()
-	logger.Info("overlord gateway shutting down", "grace", grace)
-	return g.Close(sctx)
+	return ctx, func() { signal.Stop(sig); cancel() }
 }
