@@ -197,13 +197,17 @@ func (b *bundler) post(ctx context.Context, gw rpc.Gateway, minions []jobs.Minio
 		reported[l.Minion] = true
 		r := *l.Result
 		r.Via = gw.Name
-		if r.Error != nil && r.State == status.Finished && r.Error.Kind != "" && !strings.Contains(r.Error.Message, gw.Name) &&
-			(r.Error.Kind == status.KindUnreachable || r.Error.Kind == status.KindTLS || r.Error.Kind == status.KindTimeout) {
+		if r.Error != nil && viaGatewayKinds[r.Error.Kind] && !strings.Contains(r.Error.Message, gw.Name) {
+			// The gateway could not reach the minion: say which did.
 			r.Error = status.Errorf(r.Error.Kind, "via gateway %s: %s", gw.Name, r.Error.Message)
 		}
 		b.got(m, r)
 	}
 }
+
+// viaGatewayKinds are the failures to reach a minion, whose message names
+// the gateway that tried.
+var viaGatewayKinds = map[status.Kind]bool{status.KindUnreachable: true, status.KindTLS: true, status.KindTimeout: true}
 
 // refused notes why gw failed for minions, which go on to their next
 // gateway.

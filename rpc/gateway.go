@@ -128,7 +128,6 @@ func newGateways(cfg ClientConfig) *gateways {
 			}
 			return conn, nil
 		},
-		ForceAttemptHTTP2:   false,
 		MaxIdleConns:        max(cfg.MaxIdleConns, 64),
 		MaxIdleConnsPerHost: max(cfg.MaxIdleConns, 64),
 		IdleConnTimeout:     cfg.IdleTimeout,
