@@ -519,9 +519,9 @@ func (d *driver) undelivered(name string) status.Result {
 	e := d.entries[name]
 	if !e.Queued() {
 		if last := d.lastSubmitErr[name]; last != nil {
-			// It could not be reached (a gateway down, named in the
-			// message): say so, rather than that time ran out.
-			return Finished(last.Kind, "job deadline passed before the job reached this minion: %s", last.Message)
+			// Say why the last try failed (a gateway down, named in
+			// the message); what ended the entry is the deadline.
+			return Finished(status.KindTimeout, "job deadline passed before the job reached this minion; the last try: %s", last.Message)
 		}
 		return Finished(status.KindTimeout, "job deadline passed before the job reached this minion")
 	}
