@@ -51,12 +51,19 @@ type DB struct {
 	cli     *clientv3.Client
 	prefix  string
 	timeout time.Duration
+
+	// retry is held by a write transaction of this process that is
+	// trying again after a conflict: writers of one process that keep
+	// meeting each other then take turns, as bbolt's writers do, instead
+	// of failing each other's commits until the deadline (only other
+	// processes' writes and first tries can still get in their way).
+	retry chan struct{}
 }
 
 // New returns the store under prefix (which should end in "/"). Each
 // request to etcd waits at most timeout.
 func New(cli *clientv3.Client, prefix string, timeout time.Duration) *DB {
-	return &DB{cli: cli, prefix: prefix, timeout: timeout}
+	return &DB{cli: cli, prefix: prefix, timeout: timeout, retry: make(chan struct{}, 1)}
 }
 
 // Client returns the etcd client.
@@ -89,6 +96,12 @@ func (d *DB) View(ctx context.Context, fn func(kv.Tx) error) error {
 // the transaction. If fn returns an error nothing is written.
 func (d *DB) Update(ctx context.Context, fn func(kv.Tx) error) error {
 	deadline := time.Now().Add(d.timeout)
+	locked := false
+	defer func() {
+		if locked {
+			<-d.retry
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		t := d.newTx(ctx, true)
 		err := t.run(fn)
@@ -108,8 +121,24 @@ func (d *DB) Update(ctx context.Context, fn func(kv.Tx) error) error {
 		if attempt >= MaxAttempts && time.Now().After(deadline) {
 			return fmt.Errorf("%w (%d tries in %s); try again", ErrConflict, attempt, d.timeout)
 		}
-		// Let the other writers finish before reading again: a random
-		// pause, longer after each conflict (up to 50 ms).
+		if !locked {
+			// Take turns with this process's other writers that met a
+			// conflict; the wait for the turn is bounded by the deadline.
+			wait := time.NewTimer(max(time.Until(deadline), d.timeout/4))
+			select {
+			case d.retry <- struct{}{}:
+				locked = true
+				wait.Stop()
+				continue
+			case <-wait.C:
+				return fmt.Errorf("%w (waited %s for this process's other writers); try again", ErrConflict, d.timeout)
+			case <-ctx.Done():
+				wait.Stop()
+				return ctx.Err()
+			}
+		}
+		// Another process's writes: a random pause, longer after each
+		// conflict (up to 50 ms), before reading again.
 		pause := time.Duration(rand.Int64N(int64(min(attempt*attempt, 50)) * int64(time.Millisecond)))
 		select {
 		case <-time.After(pause):
