@@ -277,7 +277,8 @@ func (a *API) unwatchLocked(w *watcher) {
 	clear(w.streams)
 }
 
-// watch is w's loop, from the job as rec and entries show it: every poll,
+// watch is w's loop, from the job as rec and entries show it: every poll
+// (and, on an etcd store, every change to the job a watch reports),
 // it reads the job, then the output its running minion jobs printed since
 // the last poll, and queues for the streams the output, then the entries
 // that changed (so a minion's output comes before the result that
@@ -306,7 +307,14 @@ func (a *API) watch(w *watcher, rec jobs.Record, entries map[string]status.Resul
 	}
 	tick := time.NewTicker(a.poll)
 	defer tick.Stop()
+	// On etcd, a write by any replica wakes the watcher at once, and a
+	// tick reads only the minions' output, and the job every
+	// watchedReread in case a watch missed something; on bbolt every
+	// tick reads the job.
+	changes := a.o.Store.Changes(ctx, rec.ID)
+	var readAt time.Time
 	for {
+		changed := false
 		select {
 		case <-ctx.Done():
 			a.unwatch(w)
@@ -317,15 +325,25 @@ func (a *API) watch(w *watcher, rec jobs.Record, entries map[string]status.Resul
 			}
 			continue
 		case <-tick.C:
+		case _, ok := <-changes:
+			if !ok {
+				changes = nil // ctx ended
+				continue
+			}
+			changed = true
 		}
 		if !a.greet(w, rec, entries, kept) {
 			return
 		}
-		nrec, nentries, err := a.o.Store.Job(rec.ID)
-		if err != nil {
-			a.logger.Warn("api: events", "job", rec.ID, "err", err)
-			a.unwatch(w)
-			return
+		nrec, nentries := rec, entries
+		if changes == nil || changed || time.Since(readAt) >= watchedReread {
+			readAt = time.Now()
+			nrec, nentries, err = a.o.Store.Job(rec.ID)
+			if err != nil {
+				a.logger.Warn("api: events", "job", rec.ID, "err", err)
+				a.unwatch(w)
+				return
+			}
 		}
 		var evs []event
 		emit := func(minion, lines string) {
@@ -356,6 +374,10 @@ func (a *API) watch(w *watcher, rec jobs.Record, entries map[string]status.Resul
 		return
 	}
 }
+
+// watchedReread is how often a watcher of a job on an etcd store reads
+// the job with no change reported.
+const watchedReread = 5 * time.Second
 
 // sseWriter writes a stream's events, each under a deadline, so that a
 // client that stops reading is dropped; interrupt cuts a write short at

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlordhq/overlord/internal/etcdtest"
 	"github.com/overlordhq/overlord/jobs"
 	"github.com/overlordhq/overlord/jobs/jobstest"
 	"github.com/overlordhq/overlord/overlord"
@@ -36,11 +37,14 @@ type eventsAPI struct {
 
 func newEventsAPI(t *testing.T, cfg Config) *eventsAPI {
 	t.Helper()
-	e := &eventsAPI{o: overlord.New(t.TempDir(), "", jobstest.LockTimeout, nil)}
-	if err := e.o.Store.Init(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { jobstest.Check(t, e.o.Store.Path()) })
+	store := jobstest.New(t)
+	return newEventsAPIOn(t, cfg, store)
+}
+
+// newEventsAPIOn is newEventsAPI on the given (initialised) store.
+func newEventsAPIOn(t *testing.T, cfg Config, store *jobs.Store) *eventsAPI {
+	t.Helper()
+	e := &eventsAPI{o: overlord.NewWithStore(t.TempDir(), "", store, nil)}
 	rec := jobs.Record{Target: "a,b", Module: "test", Method: "ping", Async: true}
 	if err := e.o.Store.CreateJob(&rec, []string{"a", "b"}); err != nil {
 		t.Fatal(err)
@@ -101,7 +105,15 @@ type sse struct {
 
 func (e *eventsAPI) open(t *testing.T) *sse {
 	t.Helper()
-	resp, err := http.Get(e.srv.URL + "/v1/jobs/" + e.job + "/events")
+	// A deadline on the whole stream: an event that never comes fails
+	// the test rather than hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/v1/jobs/"+e.job+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +227,15 @@ func TestEventStreamsBounded(t *testing.T) {
 	first := e.open(t)
 	first.want(t, "job")
 	e.open(t).want(t, "job")
-	resp, err := http.Get(e.srv.URL + "/v1/jobs/" + e.job + "/events")
+	// A deadline on the whole stream: an event that never comes fails
+	// the test rather than hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/v1/jobs/"+e.job+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,5 +350,46 @@ func TestReplayKeepsLastLines(t *testing.T) {
 	r.add("c", strings.Repeat("y", 2*minReplay)+"\n")
 	if got := r.lines["c"]; len(got) != minReplay || got[len(got)-1] != '\n' {
 		t.Errorf("a long line: kept %d bytes", len(got))
+	}
+}
+
+// TestEventsFromAnotherReplica: on an etcd store, a stream served by one
+// replica gets the results another replica writes, from an etcd watch:
+// this API's poll is an hour long, so only the watch can bring them.
+func TestEventsFromAnotherReplica(t *testing.T) {
+	c := etcdtest.Start(t, 1, etcdtest.FreePorts(t, 2))
+	mine := jobstest.NewEtcd(t, "etcd://"+strings.TrimPrefix(c.Endpoints[0], "http://"))
+	e := newEventsAPIOn(t, Config{EventPoll: time.Hour}, mine)
+	other, err := jobs.Open(mine.Address(), "", jobs.Options{LockTimeout: jobstest.EtcdTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	write := func(minion string, st status.State) {
+		t.Helper()
+		r := map[string]status.Result{minion: {State: status.Finished, OK: true, Result: json.RawMessage(`"pong"`)}}
+		if _, err := other.Write(e.job, r, func(rec *jobs.Record) error {
+			if st != "" {
+				rec.State = st
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := e.open(t)
+	s.want(t, "job")
+	write("a", "")
+	var r resultEvent
+	if err := json.Unmarshal([]byte(s.want(t, "result")), &r); err != nil || r.Minion != "a" || !r.Result.OK {
+		t.Fatalf("result event %+v (%v), want a's", r, err)
+	}
+	write("b", status.Finished)
+	if err := json.Unmarshal([]byte(s.want(t, "result")), &r); err != nil || r.Minion != "b" {
+		t.Fatalf("result event %+v (%v), want b's", r, err)
+	}
+	end := s.want(t, "end")
+	if !strings.Contains(end, `"FINISHED"`) {
+		t.Errorf("end event %s, want the job FINISHED", end)
 	}
 }

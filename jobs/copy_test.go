@@ -48,7 +48,7 @@ func TestCopy(t *testing.T) {
 		}
 	}
 
-	dst, err := jobs.Open(etcdAddr(c)+"/copy", "", jobs.Options{LockTimeout: jobstest.LockTimeout})
+	dst, err := jobs.Open(etcdAddr(c)+"/copy", "", jobs.Options{LockTimeout: jobstest.EtcdTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -294,6 +295,18 @@ func (s *Store) Write(id string, results map[string]status.Result, mutate func(*
 		return touch(tx, seen, rec.UpdatedAt)
 	})
 	return rec, err
+}
+
+// Changes returns a channel that receives a value whenever job id (its
+// full ID) changes in an etcd store, whichever process wrote it, and
+// once as soon as the watch is on; changes not yet taken fold into one.
+// It is closed when ctx ends. A bbolt store has no such news: Changes
+// returns nil (a channel that never receives) and a reader polls.
+func (s *Store) Changes(ctx context.Context, id string) <-chan struct{} {
+	if s.etcd == nil {
+		return nil
+	}
+	return s.etcd.Watch(ctx, bucketJobs, []byte(id))
 }
 
 // Job returns a job's header and entries. id may be a unique prefix of a

@@ -12,6 +12,7 @@ import (
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/internal/etcdtest"
 	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/jobs/jobstest"
 	"github.com/overlordhq/overlord/overlord"
 	"github.com/overlordhq/overlord/status"
 )
@@ -30,7 +31,7 @@ func etcdAddr(endpoints []string) string {
 // addr, its jobs' locks under a lease of 2 s.
 func replica(t *testing.T, dir, addr string) *overlord.Overlord {
 	t.Helper()
-	store, err := jobs.Open(addr, "", jobs.Options{LockTimeout: 5 * time.Second})
+	store, err := jobs.Open(addr, "", jobs.Options{LockTimeout: jobstest.EtcdTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

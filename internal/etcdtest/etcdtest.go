@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // Cluster is an in-process etcd cluster.
@@ -76,6 +77,12 @@ func Start(t testing.TB, n int, ports []int, opts ...Option) *Cluster {
 		cfg.InitialCluster = strings.Join(initial, ",")
 		cfg.InitialClusterToken = "overlord-test"
 		cfg.LogLevel = "error"
+		// Its shutdown's "serving failed: server closed" lines are
+		// not news, and would bury a failing test's output.
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		// A test's data need not survive a crash of the machine:
+		// without fsync a commit costs CPU, not a disk flush.
+		cfg.UnsafeNoFsync = true
 		cfg.MaxTxnOps = 1 << 16
 		for _, o := range opts {
 			o(cfg)

@@ -23,6 +23,12 @@ import (
 // quickly.
 const LockTimeout = 5 * time.Second
 
+// EtcdTimeout is how long each request of a store made by NewEtcd waits
+// for etcd: an in-process cluster built with the race detector, on a CI
+// machine running other packages' tests, can take seconds to commit a
+// large write.
+const EtcdTimeout = 30 * time.Second
+
 // New returns an initialised store in a new overlord.db under t.TempDir(),
 // checked for consistency when the test ends.
 //
@@ -63,7 +69,7 @@ func UseEtcd(endpoints []string) (restore func()) {
 func NewEtcd(t testing.TB, addr string) *jobs.Store {
 	t.Helper()
 	addr = fmt.Sprintf("%s/jobstest-%d", addr, etcdStore.Add(1))
-	s, err := jobs.Open(addr, "", jobs.Options{LockTimeout: LockTimeout})
+	s, err := jobs.Open(addr, "", jobs.Options{LockTimeout: EtcdTimeout})
 	if err != nil {
 		t.Fatalf("jobstest: open %s: %v", addr, err)
 	}
