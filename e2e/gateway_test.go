@@ -398,8 +398,8 @@ func TestGateways(t *testing.T) {
 		if err := json.Unmarshal(stdout.Bytes(), &jd); err != nil {
 			t.Fatalf("job status: exit %d, %v\n%s", code, err, stderr)
 		}
-		if e := jd.Minions["c1"]; code != 1 || jd.State != "FINISHED" || e.Error == nil || !strings.Contains(e.Error.Message, "gw1") {
-			t.Errorf("async job past its deadline with its gateway down: exit %d\n%s", code, stdout)
+		if e := jd.Minions["c1"]; code != 1 || jd.State != "FINISHED" || e.Error == nil || e.Error.Kind != "unreachable" || !strings.Contains(e.Error.Message, "gw1") {
+			t.Errorf("async job past its deadline with its gateway down: exit %d, want 1 and c1 unreachable naming gw1\n%s", code, stdout)
 		}
 	})
 }

@@ -170,9 +170,12 @@ type driver struct {
 	// lastSubmitErr is why each minion's last submit failed on the
 	// network (submitAll), for the entry of one the deadline ends first.
 	lastSubmitErr map[string]*status.Error
-	names         []string // every minion of the job, sorted
-	forks         int
-	batch         *jobs.Batch // a batched job's plan, as driven so far; nil if not batched
+	// lastPollErr is why each open minion's last status poll failed, if
+	// it did; deleted by an answer.
+	lastPollErr map[string]*status.Error
+	names       []string // every minion of the job, sorted
+	forks       int
+	batch       *jobs.Batch // a batched job's plan, as driven so far; nil if not batched
 
 	cancelMu  sync.Mutex
 	cancelAt  time.Time // when the store was last asked
@@ -519,8 +522,13 @@ func (d *driver) undelivered(name string) status.Result {
 	e := d.entries[name]
 	if !e.Queued() {
 		if last := d.lastSubmitErr[name]; last != nil {
-			// Say why the last try failed (a gateway down, named in
-			// the message); what ended the entry is the deadline.
+			if rpc.IsNoGateway(last) {
+				// Its gateways stayed down past the deadline: the
+				// minion could not be reached (the message names them).
+				return Finished(status.KindUnreachable, "job deadline passed before the job reached this minion: %s", last.Message)
+			}
+			// Say why the last try failed; what ended the entry is
+			// the deadline.
 			return Finished(status.KindTimeout, "job deadline passed before the job reached this minion; the last try: %s", last.Message)
 		}
 		return Finished(status.KindTimeout, "job deadline passed before the job reached this minion")
@@ -798,6 +806,10 @@ func (d *driver) poll(ctx context.Context) {
 			}
 			pr := a.poll
 			if pr.Err != nil {
+				if d.lastPollErr == nil {
+					d.lastPollErr = map[string]*status.Error{}
+				}
+				d.lastPollErr[name] = pr.Err
 				failures++
 				since, ok := lastContact[name]
 				if !ok {
@@ -811,6 +823,7 @@ func (d *driver) poll(ctx context.Context) {
 				return
 			}
 			lastContact[name] = now
+			delete(d.lastPollErr, name)
 			d.set(name, pr.R)
 		})
 		if !cancelSentAt.IsZero() && time.Since(cancelSentAt) > cancelWait {
@@ -988,10 +1001,16 @@ func CancelMinionJobs(ctx context.Context, client Caller, forks int, entries map
 }
 
 // expire ends a job past its deadline: open minion jobs are cancelled and
-// their entries FINISHED with kind timeout.
+// their entries FINISHED with kind timeout, or unreachable if their
+// gateways were down at the last poll.
 func (d *driver) expire(ctx context.Context, open []string) {
 	CancelMinionJobs(ctx, d.client, d.forks, d.entries, open, status.KindTimeout, d.logger)
 	for _, n := range open {
+		if last := d.lastPollErr[n]; rpc.IsNoGateway(last) {
+			// Its gateways went down and stayed down past the deadline.
+			d.set(n, d.ended(n, Finished(status.KindUnreachable, "job deadline passed (%s) before this minion finished: %s", d.deadline().Format(time.RFC3339), last.Message)))
+			continue
+		}
 		d.set(n, d.ended(n, Finished(status.KindTimeout, "job deadline passed (%s) before this minion finished", d.deadline().Format(time.RFC3339))))
 	}
 }

@@ -177,7 +177,18 @@ func (g *gateways) send(ctx context.Context, gws []Gateway, minion, method strin
 		}
 		errs = append(errs, fmt.Sprintf("via gateway %s: %s", gw.Name, Classify(ctx, err).Message))
 	}
-	return nil, "", status.Errorf(status.KindUnreachable, "no gateway of %s could be reached: %s", minion, strings.Join(errs, "; "))
+	return nil, "", status.Errorf(status.KindUnreachable, noGatewayPrefix+"%s could be reached: %s", minion, strings.Join(errs, "; "))
+}
+
+// noGatewayPrefix begins the message of a call none of whose minion's
+// gateways could be reached.
+const noGatewayPrefix = "no gateway of "
+
+// IsNoGateway reports whether se is the error of a call that no gateway
+// of its minion could be reached for: the gateways, not the minion, were
+// down (the message names each and why).
+func IsNoGateway(se *status.Error) bool {
+	return se != nil && se.Kind == status.KindUnreachable && strings.HasPrefix(se.Message, noGatewayPrefix)
 }
 
 // gatewayAnswer turns a gateway's HTTP 502 (it could not reach the
