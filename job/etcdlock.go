@@ -267,6 +267,23 @@ func (l *EtcdLocker) TryLock(id string) (Lock, bool, error) {
 	if id == "" || strings.Contains(id, "/") {
 		return nil, false, fmt.Errorf("job ID %q cannot name a lock", id)
 	}
+	lk, ok, err := l.tryLock(id)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// The lease expired in etcd before this process saw it go (a
+		// stall longer than its TTL): give it up, as watchLease would,
+		// and try once more under a new one.
+		l.lose(lk.sess, "etcd says the lease expired")
+		lk, ok, err = l.tryLock(id)
+	}
+	if !ok {
+		return nil, false, err
+	}
+	return lk, true, nil
+}
+
+// tryLock is one try of TryLock under the current lease; lk is the lock
+// tried (nil if there was no lease to try under).
+func (l *EtcdLocker) tryLock(id string) (*etcdLock, bool, error) {
 	l.mu.Lock()
 	if l.held[id] != nil {
 		l.mu.Unlock()
@@ -285,7 +302,7 @@ func (l *EtcdLocker) TryLock(id string) (Lock, bool, error) {
 		l.mu.Lock()
 		delete(l.held, id)
 		l.mu.Unlock()
-		return nil, false, err
+		return lk, false, err
 	}
 	return lk, true, nil
 }

@@ -350,3 +350,39 @@ func TestDriverCutOff(t *testing.T) {
 		t.Errorf("a's driver called minions %d times after it returned", n-callsAtReturn)
 	}
 }
+
+// TestEtcdLockLeaseGoneBehindItsBack: the lease expires in etcd before
+// the locker sees it go (a stall longer than its TTL; here, revoked by
+// hand): the next TryLock gives it up and takes the lock under a new
+// lease, instead of failing with "lease not found".
+func TestEtcdLockLeaseGoneBehindItsBack(t *testing.T) {
+	c := etcdtest.Start(t, 1, freePorts(t, 2))
+	cli := c.Client(t)
+	l := locker(t, cli, time.Minute)
+	first, ok, err := l.TryLock("j1")
+	if err != nil || !ok {
+		t.Fatalf("TryLock(j1) = %v, %v", ok, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leases, err := cli.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ls := range leases.Leases {
+		if _, err := cli.Revoke(ctx, ls.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lk, ok, err := l.TryLock("j2")
+	if err != nil || !ok {
+		t.Fatalf("TryLock(j2) after the lease went = %v, %v; want the lock under a new lease", ok, err)
+	}
+	defer lk.Close()
+	if !lost(first) {
+		t.Error("j1's lock, under the lease that went, is not lost")
+	}
+	if lost(lk) {
+		t.Error("j2's lock is lost already")
+	}
+}
