@@ -27,6 +27,8 @@ type Module struct {
 	// FS is the file system the mount table is read from, as
 	// proc/self/mounts. Nil means the real root, os.DirFS("/").
 	FS fs.FS
+	// Max is the most of the table read, in bytes; 0 means MaxTable.
+	Max int
 }
 
 var _ modules.Module = Module{}
@@ -66,20 +68,35 @@ func (m Module) list(context.Context, modules.Args) (any, error) {
 		return nil, unavailable(err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxTable+1))
+	limit := m.Max
+	if limit <= 0 {
+		limit = MaxTable
+	}
+	data, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	truncated := len(data) > MaxTable
+	truncated := len(data) > limit
 	if truncated {
 		// Keep whole lines only.
-		data = data[:strings.LastIndexByte(string(data[:MaxTable]), '\n')+1]
+		data = data[:strings.LastIndexByte(string(data[:limit]), '\n')+1]
 	}
 	mounts := parse(string(data))
 	if truncated {
-		return mounts, status.Errorf(status.KindModuleError, "mount table larger than %d MiB: listed the first %d mounts", MaxTable>>20, len(mounts))
+		return mounts, status.Errorf(status.KindModuleError, "mount table larger than %s: listed the first %d mounts", size(limit), len(mounts))
 	}
 	return mounts, nil
+}
+
+// size says n bytes in MiB or KiB when it is a whole number of them.
+func size(n int) string {
+	switch {
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 func unavailable(err error) error {
