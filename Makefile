@@ -13,16 +13,26 @@ UNITDIR     = $(DESTDIR)$(PREFIX)/lib/systemd/system
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -s -w -X github.com/overlordhq/overlord/internal/buildinfo.version=$(VERSION)
 
-.PHONY: all build test demo bench fleet-bench lint fmt docs man completions install uninstall clean
+.PHONY: all build test test-packages test-e2e demo bench fleet-bench lint fmt docs man completions install uninstall clean
 
 all: build man completions
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/overlord ./cmd/minion
 
-# test runs lint first, so CI (.ci/run: make test) lints too.
+# test runs lint first, so CI (.ci/run: make test) lints too. The package
+# tests run with the race detector; e2e at the same time without it on the
+# harness but with race-built product binaries for its race tests
+# (-race-product): docs/testing.md. go test -race ./... runs all of it
+# under the detector.
 test: lint
-	$(GO) test -race ./...
+	@$(MAKE) --no-print-directory -j2 test-packages test-e2e
+
+test-packages:
+	$(GO) test -race -p 4 $$($(GO) list ./... | grep -v '/e2e$$')
+
+test-e2e:
+	$(GO) test ./e2e -args -race-product
 
 demo: build
 	./scripts/demo.sh $(BIN)

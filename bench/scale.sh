@@ -27,6 +27,9 @@
 #   - how many entries were not ok, if any, by error, in the cold call and
 #     in one more call after the timed ones (the timed calls count
 #     whatever their exit status: hyperfine -i).
+# With ASYNC=1 it also times one async job to every minion after the warm
+# calls (`call --async`, then `job status --wait`): submit to FINISHED,
+# with the service's and the gateways' CPU.
 # With PROFILE=1 the service and the first gateway run bench/profiled (the
 # overlord command with Go's profiler on a loopback port, OVERLORD_PPROF):
 # a CPU profile of each is taken during one more warm call and the top of
@@ -252,6 +255,23 @@ measure() {
 		echo "### N=$n, $layout: the service's heap after the calls (in use)"
 		top_of -sample_index=inuse_space -nodecount=12 "$bin/profiled" "$run/serve.heap"
 	fi
+	if [[ ${ASYNC:-} == 1 ]]; then
+		# An async job to every minion, on the warm pools: from the
+		# submit to FINISHED, with the service's and gateways' CPU.
+		local id at as ag abad
+		s0=$(cpu "$spid") g0=$(cpu "${gpids[@]}")
+		t0=$(ms)
+		id=$("$bin/overlord" call '*' test.ping --async --timeout "$timeout")
+		"$bin/overlord" job status "$id" --wait --timeout "$timeout" -o json >"$run/async.json" || true
+		at=$(($(ms) - t0))
+		as=$(($(cpu "$spid") - s0)) ag=-
+		((k)) && ag="$(($(cpu "${gpids[@]}") - g0)) ms"
+		abad=$(jq -r '[.minions | to_entries[] | select(.value.ok | not)] | length' "$run/async.json")
+		failures "$run/async.json" "async job"
+		log "  async job: $at ms to FINISHED (service $as ms CPU, gateways $ag), $abad not ok"
+		arows+=("| $n | $layout | $at ms | $as ms | $ag | $abad |")
+		printf '%s\n' "${arows[-1]}" >>"$dir/async-rows.md"
+	fi
 	local fds gfds=""
 	fds=$(ls "/proc/$spid/fd" | wc -l)
 	((k)) && gfds=", gw1 $(ls "/proc/${gpids[0]}/fd" | wc -l)"
@@ -269,7 +289,7 @@ measure() {
 }
 
 echo "machine: $(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p')), $(go version 2>/dev/null | awk '{print $3}'), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-rows=()
+rows=() arows=()
 for n in "${sizes[@]}"; do
 	for k in "${layouts[@]}"; do
 		measure "$n" "$k"
@@ -279,3 +299,9 @@ echo
 echo "| minions | layout | emulators | cold call (CPU) | warm call, median (min-max) | CLI CPU user + sys | service CPU per call | gateways' CPU per call | emulators' CPU per call | service peak RSS | gateway peak RSS (largest) | emulator peak RSS (largest) | CLI peak RSS | fds open | not ok | load after |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
+if ((${#arows[@]})); then
+	echo
+	echo "| minions | layout | async job, submit to FINISHED | service CPU | gateways' CPU | not ok |"
+	echo "|---|---|---|---|---|---|"
+	printf '%s\n' "${arows[@]}"
+fi

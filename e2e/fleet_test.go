@@ -40,7 +40,7 @@ func startIdleFleet(t *testing.T, names ...string) *fleet {
 }
 
 // startRaceFleet is startFleet with the binaries built with the race
-// detector (when the tests run with -race): for the tests that exercise
+// detector (when the tests run with -race or -race-product): for the tests that exercise
 // the product's concurrency, where a data race in a minion, a CLI, a
 // driver, a runner or the service fails the test. They are several times
 // slower to start and to run, so the other tests use startFleet; see

@@ -121,7 +121,7 @@ func TestConnectionFlood(t *testing.T) {
 // built with the race detector (TestConnectionFlood's fleet is, when the
 // tests run with -race) accept several times slower.
 func floodMax() time.Duration {
-	if raceEnabled {
+	if raceProduct {
 		return time.Minute
 	}
 	return 25 * time.Second

@@ -117,6 +117,7 @@ func withoutVia(t *testing.T, doc string) string {
 // other; when both are down they end unreachable naming both; an async
 // job survives its gateway's kill -9.
 func TestGateways(t *testing.T) {
+	t.Parallel()
 	f := startFleet(t, "a1", "a2", "b1", "c1", "d1")
 	gw1 := addGateway(t, f, "gw1")
 	gw2 := addGateway(t, f, "gw2")

@@ -18,15 +18,25 @@ import (
 
 // binDir holds the overlord and minion binaries built by TestMain without
 // the race detector, which most tests run; raceBinDir holds the same
-// binaries built with it when the tests run with -race (else it is
-// binDir), for the few tests that look for data races in the product
-// (startRaceFleet). See docs/testing.md.
+// binaries built with it when the tests run with -race or -race-product
+// (else it is binDir), for the few tests that look for data races in the
+// product (startRaceFleet). See docs/testing.md.
 var binDir, raceBinDir string
 
 // raceBinaries, with -race-binaries=all, makes every fleet (and script)
 // run the race-built binaries: the whole suite looking for data races in
 // the product, several times slower than make test.
-var raceBinaries = flag.String("race-binaries", "some", "which e2e tests run race-built binaries (with -race): some (startRaceFleet) or all")
+var raceBinaries = flag.String("race-binaries", "some", "which e2e tests run race-built binaries (with -race or -race-product): some (startRaceFleet) or all")
+
+// raceProductFlag builds the race binaries without the tests themselves
+// running under the race detector: make test runs e2e so, since the
+// detector finds nothing in this harness but costs it a CPU-minute.
+var raceProductFlag = flag.Bool("race-product", false, "build raceBinDir's binaries with the race detector even if the tests are not (make test)")
+
+// raceProduct reports whether raceBinDir's binaries are built with the
+// race detector: the tests run with -race, or with -race-product. Set by
+// TestMain.
+var raceProduct bool
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -73,8 +83,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	raceProduct = raceEnabled || *raceProductFlag
 	plain, race := filepath.Join(dir, "plain"), filepath.Join(dir, "race")
-	if !raceEnabled {
+	if !raceProduct {
 		race = plain
 	}
 	for _, d := range []string{plain, race} {
@@ -155,7 +166,7 @@ func binEnv(bin string) []string {
 
 // TestBinaries checks what the tests rely on: binDir's binaries are built
 // without the race detector (unless -race-binaries=all), raceBinDir's
-// with it when the tests run with -race, so that startRaceFleet's tests
+// with it when the tests run with -race or -race-product, so that startRaceFleet's tests
 // do look for data races.
 func TestBinaries(t *testing.T) {
 	t.Parallel()
@@ -163,8 +174,8 @@ func TestBinaries(t *testing.T) {
 		dir  string
 		race bool
 	}{
-		{binDir, raceEnabled && *raceBinaries == "all"},
-		{raceBinDir, raceEnabled},
+		{binDir, raceProduct && *raceBinaries == "all"},
+		{raceBinDir, raceProduct},
 	} {
 		for _, b := range []string{"overlord", "minion"} {
 			info, err := buildinfo.ReadFile(filepath.Join(tt.dir, b))

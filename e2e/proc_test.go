@@ -269,7 +269,7 @@ type minionProc struct {
 // which they get with env (after binEnv's).
 func newFleet(dir, stateDir, bin string, env ...string) *fleet {
 	return &fleet{
-		dir: dir, stateDir: stateDir, bin: bin, race: raceEnabled && bin == raceBinDir,
+		dir: dir, stateDir: stateDir, bin: bin, race: raceProduct && bin == raceBinDir,
 		env: append(binEnv(bin), env...), minions: map[string]*minionProc{},
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -20,24 +19,10 @@ import (
 	"github.com/overlordhq/overlord/status"
 )
 
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var out []int
-	for len(out) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-		defer l.Close()
-	}
-	return out
-}
-
 // startEtcd starts an in-process cluster of three members.
 func startEtcd(t *testing.T) *etcdtest.Cluster {
 	t.Helper()
-	return etcdtest.Start(t, 3, freePorts(t, 6))
+	return etcdtest.Start(t, 3, etcdtest.FreePorts(t, 6))
 }
 
 func locker(t *testing.T, cli *clientv3.Client, ttl time.Duration) *job.EtcdLocker {
@@ -356,7 +341,7 @@ func TestDriverCutOff(t *testing.T) {
 // hand): the next TryLock gives it up and takes the lock under a new
 // lease, instead of failing with "lease not found".
 func TestEtcdLockLeaseGoneBehindItsBack(t *testing.T) {
-	c := etcdtest.Start(t, 1, freePorts(t, 2))
+	c := etcdtest.Start(t, 1, etcdtest.FreePorts(t, 2))
 	cli := c.Client(t)
 	l := locker(t, cli, time.Minute)
 	first, ok, err := l.TryLock("j1")

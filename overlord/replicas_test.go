@@ -100,6 +100,7 @@ func ranOnce(t *testing.T, o *overlord.Overlord, id, marks string) {
 // (its store and its locks): A stops driving before B adopts the job,
 // never both at once; B carries it to its end, run once.
 func TestReplicasCutOff(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3, etcdtest.FreePorts(t, 6))
 	p := c.Proxy(t)
 	a, b := twoReplicas(t, etcdAddr(p.Endpoints), etcdAddr(c.Endpoints))
@@ -137,6 +138,7 @@ func TestReplicasCutOff(t *testing.T) {
 // the job (its lease lives on through the election) and carries it to its
 // end.
 func TestReplicasLeaderStop(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3, etcdtest.FreePorts(t, 6))
 	a, b := twoReplicas(t, etcdAddr(c.Endpoints), etcdAddr(c.Endpoints))
 	web1 := addFlakyMinion(t, a, "web1")

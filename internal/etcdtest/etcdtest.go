@@ -4,9 +4,13 @@ package etcdtest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,19 +43,56 @@ func EtcdDefaults() Option {
 	}
 }
 
-// FreePorts returns n loopback TCP ports free now.
+// FreePorts returns n loopback TCP ports free now, below the kernel's
+// ephemeral range: a port from that range (":0") is also handed out as
+// the source port of outgoing connections, so one freed here could be
+// taken before etcd binds it. They are picked at random, so that test
+// processes running at once rarely try the same, and never twice in one
+// process.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
+	lo, hi := 20000, ephemeralLow()
+	if hi-lo < 1000 {
+		lo = hi / 2
+	}
 	var out []int
-	for len(out) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("etcdtest: free port: %v", err)
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 10000 {
+			t.Fatalf("etcdtest: no free port in %d-%d", lo, hi)
 		}
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-		defer l.Close() // held until all are chosen: no port twice
+		p := lo + rand.IntN(hi-lo)
+		if _, taken := given.LoadOrStore(p, true); taken {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		out = append(out, p)
+		defer l.Close() // held until all are chosen
 	}
 	return out
+}
+
+// given is the ports FreePorts handed out in this process.
+var given sync.Map
+
+// ephemeralLow returns the first port of the kernel's ephemeral range
+// (32768 if it cannot say).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil || low < 2048 {
+		return 32768
+	}
+	return low
 }
 
 // Start starts a cluster of n members on the given free ports (two per
