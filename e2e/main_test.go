@@ -189,6 +189,18 @@ func TestBinaries(t *testing.T) {
 			if race != tt.race {
 				t.Errorf("%s built with -race=%v, want %v", filepath.Join(tt.dir, b), race, tt.race)
 			}
+			if b != "minion" {
+				continue
+			}
+			// The minion starts a runner process (itself) for every
+			// async job: it must not link the overlord's etcd client,
+			// whose start-up (gRPC, protobuf) costs each one about 6 ms
+			// of CPU and 5 MB of binary.
+			for _, d := range info.Deps {
+				if strings.HasPrefix(d.Path, "go.etcd.io/etcd/") || strings.HasPrefix(d.Path, "google.golang.org/grpc") {
+					t.Errorf("%s links %s", filepath.Join(tt.dir, b), d.Path)
+				}
+			}
 		}
 	}
 }

@@ -5,11 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/overlordhq/overlord/internal/jobid"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/overlordhq/overlord/jobs/internal/kv"
 
 	"github.com/overlordhq/overlord/status"
@@ -104,13 +104,7 @@ func BatchNumbers(minions []string, size int) map[string]int {
 }
 
 // NewID returns a new job ID: a UUIDv7, which sorts by creation time.
-func NewID() (string, error) {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return "", err
-	}
-	return id.String(), nil
-}
+func NewID() (string, error) { return jobid.New() }
 
 // Status returns the job in its printed shape, with the given entries.
 func (r Record) Status(entries map[string]status.Result) status.Job {

@@ -16,7 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/overlordhq/overlord/jobs"
+	"github.com/overlordhq/overlord/internal/jobid"
 	"github.com/overlordhq/overlord/status"
 )
 
@@ -430,7 +430,7 @@ func (s *jobStore) submit(caller, origin string, limits func(running, callers in
 				return err
 			}
 		}
-		id, err := jobs.NewID()
+		id, err := jobid.New()
 		if err != nil {
 			return err
 		}
