@@ -192,7 +192,8 @@ func (o *Overlord) clientAs(id *certs.Bundle, minions []jobs.Minion, forks int, 
 		cfg.Service = o.service.dial
 	}
 	if crl != nil {
-		cfg.AfterCall = newCRLPusher(crl, o.Logger).afterCall
+		pu := newCRLPusher(crl, o.Logger)
+		cfg.AfterCall, cfg.AfterGateway = pu.afterCall, pu.afterGateway
 	}
 	return rpc.NewClient(cfg), nil
 }

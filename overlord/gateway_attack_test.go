@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,8 +29,8 @@ import (
 
 // gw is a gateway served in-process for a fleet's overlord.
 type gw struct {
-	name, addr string
-	srv        *overlord.GatewayServer
+	name, addr, dir string
+	srv             *overlord.GatewayServer
 }
 
 // startGW registers the gateway name with f's overlord, installs it in a
@@ -50,7 +51,8 @@ func startGW(t *testing.T, f *miniontest.Fleet, name string) *gw {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := overlord.New(filepath.Join(t.TempDir(), "gw"), "", 0, slog.New(slog.DiscardHandler))
+	dir := filepath.Join(t.TempDir(), "gw")
+	g := overlord.New(dir, "", 0, slog.New(slog.DiscardHandler))
 	if err := g.InitGateway(b); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +68,7 @@ func startGW(t *testing.T, f *miniontest.Fleet, name string) *gw {
 			t.Errorf("gateway %s: close: %v", name, err)
 		}
 	})
-	return &gw{name: name, addr: ln.Addr().String(), srv: srv}
+	return &gw{name: name, addr: ln.Addr().String(), dir: dir, srv: srv}
 }
 
 // identity issues another overlord identity of f's CA.
@@ -520,5 +522,74 @@ func TestGatewayCloseStuckClient(t *testing.T) {
 	case <-g.srv.Done():
 	case <-time.After(time.Minute):
 		t.Fatal("the gateway's Done was not closed")
+	}
+}
+
+// TestGatewayRefusesRevoked: an identity revoked after it connected to a
+// gateway is refused there once an overlord's call has handed the gateway
+// the new revocation list: on the connection it keeps (403) and at any
+// new handshake. The list is kept in the gateway's state directory, and a
+// damaged one stops the gateway from starting.
+func TestGatewayRefusesRevoked(t *testing.T) {
+	f := miniontest.Start(t, miniontest.Config{Minions: 1})
+	g := startGW(t, f, "gw1")
+	if err := f.Overlord.Store.SetVia(f.Names[0], []string{"gw1"}); err != nil {
+		t.Fatal(err)
+	}
+	bot := gwClient(t, f, identity(t, f, "ci-bot"))
+	stop := func(c *http.Client) (int, error) {
+		resp, err := c.Post("https://"+g.addr+"/v1/gateway/stop/no-such-job", "application/json", nil)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body) // read whole: the connection is kept
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := stop(bot); err != nil || code != http.StatusNotFound {
+		t.Fatalf("ci-bot before its revocation: %d, %v; want 404 (no such call)", code, err)
+	}
+	if _, err := f.Overlord.Revoke(overlord.RevokeSpec{Name: "ci-bot"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	p, err := f.Overlord.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping", Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := f.Overlord.Call(context.Background(), p, nil)
+	if err != nil || job.Summary.OK != 1 || job.Minions[f.Names[0]].Via != "gw1" {
+		t.Fatalf("a call through gw1: %+v, %v", job, err)
+	}
+	if _, err := os.Stat(filepath.Join(g.dir, overlord.GatewayCRLFile)); err != nil {
+		t.Fatalf("the gateway did not keep the list: %v", err)
+	}
+	if code, err := stop(bot); err != nil || code != http.StatusForbidden {
+		t.Errorf("ci-bot on its open connection after its revocation: %d, %v; want 403", code, err)
+	}
+	if code, err := stop(gwClient(t, f, identity(t, f, "ci-bot"))); err != nil || code != http.StatusNotFound {
+		t.Errorf("a new ci-bot certificate: %d, %v; want 404 (only the revoked one is refused)", code, err)
+	}
+	bot2 := gwClient(t, f, identity(t, f, "ci-bot-2"))
+	if _, err := f.Overlord.Revoke(overlord.RevokeSpec{Name: "ci-bot-2"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	p, err = f.Overlord.Prepare(overlord.CallSpec{Target: "*", Module: "test", Method: "ping", Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Overlord.Call(context.Background(), p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := stop(bot2); err == nil {
+		t.Errorf("ci-bot-2, revoked, at a new handshake: HTTP %d, want the handshake refused", code)
+	}
+
+	// A damaged list stops a gateway from starting, saying what to do.
+	if err := os.WriteFile(filepath.Join(g.dir, overlord.GatewayCRLFile), []byte("not a list"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	again := overlord.New(g.dir, "", 0, slog.New(slog.DiscardHandler))
+	if _, err := again.OpenGateway(context.Background(), overlord.GatewayConfig{Listen: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "remove it") {
+		t.Errorf("a gateway with a damaged list opened: %v", err)
 	}
 }

@@ -2,6 +2,8 @@ package overlord
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,10 +11,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/overlordhq/overlord/certs"
 	"github.com/overlordhq/overlord/enrolment"
+	"github.com/overlordhq/overlord/internal/atomicfile"
 	"github.com/overlordhq/overlord/internal/buildinfo"
 	"github.com/overlordhq/overlord/internal/gate"
 	"github.com/overlordhq/overlord/jobs"
@@ -23,6 +29,9 @@ import (
 const (
 	GatewayCertFile = "gateway.crt"
 	GatewayKeyFile  = "gateway.key"
+	// GatewayCRLFile is the revocation list the overlord last sent the
+	// gateway (PEM): it refuses the identities it revokes.
+	GatewayCRLFile = "gateway-crl.pem"
 )
 
 // gatewayStopPath stops a bundle the gateway fans out (the top's Ctrl-C).
@@ -96,10 +105,15 @@ type GatewayConfig struct {
 // carries the minions' addresses and pins.
 type GatewayServer struct {
 	name   string
+	dir    string
+	ca     *x509.Certificate
 	svc    *Service // its pool and the call and forward handlers
 	logger *slog.Logger
 	ln     *gate.Listener
 	srv    *gate.Server
+
+	crlMu sync.Mutex                // one update of the list at a time
+	crl   atomic.Pointer[certs.CRL] // the list in force; nil: none yet
 }
 
 // OpenGateway loads the gateway identity, makes its pool and serves.
@@ -129,14 +143,17 @@ func (o *Overlord) OpenGateway(ctx context.Context, cfg GatewayConfig) (*Gateway
 		MaxConns:     poolMaxConns(),
 		Observe:      p.reach.observe,
 	})
-	g := &GatewayServer{name: name, svc: &Service{o: o, pool: p, logger: logger}, logger: logger}
+	g := &GatewayServer{name: name, dir: o.Dir, ca: id.CA, svc: &Service{o: o, pool: p, logger: logger}, logger: logger}
+	if err := g.loadCRL(); err != nil {
+		return nil, err
+	}
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen); err != nil {
 			return nil, err
 		}
 	}
-	tcfg := certs.GatewayServerConfig(tlsID, id.Pool())
+	tcfg := certs.RefuseRevoked(certs.GatewayServerConfig(tlsID, id.Pool()), g.crl.Load)
 	g.ln = gate.NewListener(ln, tcfg, gate.Limits{MaxConns: MaxGatewayConns}, logger)
 	g.srv = gate.Serve(&http.Server{
 		Handler:           g.Handler(),
@@ -160,6 +177,7 @@ func (g *GatewayServer) Handler() http.Handler {
 	mux.HandleFunc("POST "+rpc.GatewayMinionPath+"{name}", g.onBehalf(g.svc.forward))
 	mux.HandleFunc("POST "+rpc.GatewayCallPath, g.onBehalf(g.svc.call))
 	mux.HandleFunc("POST "+gatewayStopPath+"{id}", g.onBehalf(g.svc.stopCall))
+	mux.HandleFunc("POST "+rpc.GatewayCRLPath, g.onBehalf(g.updateCRL))
 	mux.HandleFunc("GET "+GatewayPingPath, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSONReply(w, http.StatusOK, map[string]string{"name": g.name, "version": buildinfo.Version()})
 	})
@@ -167,8 +185,12 @@ func (g *GatewayServer) Handler() http.Handler {
 }
 
 // onBehalf makes the request's calls on behalf of its caller: the TLS
-// layer has checked the caller's certificate (of the CA, overlord role);
-// the minion checks it again, and its revocation, and applies its ACL.
+// layer has checked the caller's certificate (of the CA, overlord role,
+// not revoked by the gateway's list when it connected); onBehalf checks
+// the list again (it may be newer) and answers with its number
+// (rpc.CRLHeader), so that an overlord with a newer one sends it. The
+// minion checks the caller again, and its revocation, and applies its
+// ACL.
 func (g *GatewayServer) onBehalf(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
@@ -176,6 +198,15 @@ func (g *GatewayServer) onBehalf(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		caller := r.TLS.PeerCertificates[0]
+		crl := g.crl.Load()
+		w.Header().Set(rpc.CRLHeader, strconv.FormatInt(crl.NumberOf(), 10))
+		if err := certs.CheckRevoked(crl, caller); err != nil {
+			// Revoked since this connection was made: the handshake
+			// refuses it from then on.
+			g.logger.Warn("gateway request refused", "caller", caller.Subject.CommonName, "err", err, "remote", r.RemoteAddr)
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
 		g.logger.Debug("gateway request", "caller", caller.Subject.CommonName, "path", r.URL.Path, "remote", r.RemoteAddr)
 		h(w, r.WithContext(rpc.WithOnBehalfOf(r.Context(), caller)))
 	}
@@ -193,4 +224,58 @@ func (g *GatewayServer) Close(ctx context.Context) error {
 	err := g.srv.Close(ctx)
 	g.svc.pool.client.Close()
 	return err
+}
+
+// loadCRL reads the revocation list the overlord last sent, if any. A
+// damaged one stops the gateway: starting without it would let the
+// identities it revokes back in.
+func (g *GatewayServer) loadCRL() error {
+	path := filepath.Join(g.dir, GatewayCRLFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	der, err := certs.DecodeCRL(data)
+	if err == nil {
+		var crl *certs.CRL
+		if crl, err = certs.ParseCRL(der, g.ca); err == nil {
+			g.crl.Store(crl)
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: %v; remove it and the overlord sends its list again at its next call (until then the gateway refuses no identity of the CA)", path, err)
+}
+
+// updateCRL keeps a revocation list an overlord sends (rpc.GatewayCRLPath)
+// if it is the CA's and newer than the gateway's: written to the state
+// directory first, then in force.
+func (g *GatewayServer) updateCRL(w http.ResponseWriter, r *http.Request) {
+	var p rpc.UpdateCRLParams
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 2*certs.MaxCRLBytes+1024)).Decode(&p); err != nil {
+		http.Error(w, "bad revocation list request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	crl, err := certs.ParseCRL(p.CRL, g.ca)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	g.crlMu.Lock()
+	defer g.crlMu.Unlock()
+	cur := g.crl.Load()
+	if crl.Number <= cur.NumberOf() {
+		writeJSONReply(w, http.StatusOK, rpc.UpdateCRLReply{Number: cur.NumberOf(), Revoked: cur.Len()})
+		return
+	}
+	if err := atomicfile.WriteFile(filepath.Join(g.dir, GatewayCRLFile), certs.EncodeCRL(crl.DER), atomicfile.Options{Mode: 0o644}); err != nil {
+		g.logger.Error("could not keep the revocation list", "crl", crl.Number, "err", err)
+		http.Error(w, "could not keep the revocation list: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	g.crl.Store(crl)
+	g.logger.Info("revocation list updated", "crl", crl.Number, "revoked", crl.Len(), "from", r.TLS.PeerCertificates[0].Subject.CommonName)
+	writeJSONReply(w, http.StatusOK, rpc.UpdateCRLReply{Number: crl.Number, Updated: true, Revoked: crl.Len()})
 }

@@ -100,6 +100,11 @@ func (o *Overlord) newPool() (*pool, error) {
 				pu.afterCall(ctx, c, minion, method, h)
 			}
 		},
+		AfterGateway: func(ctx context.Context, c *rpc.Client, gw rpc.Gateway, h http.Header) {
+			if pu := p.pusher.Load(); pu != nil {
+				pu.afterGateway(ctx, c, gw, h)
+			}
+		},
 	})
 	p.hub = newStatusHub(p.client)
 	return p, nil

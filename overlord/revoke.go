@@ -165,13 +165,14 @@ type crlPusher struct {
 	logger *slog.Logger
 	mu     sync.Mutex
 	done   map[string]bool // minions that hold the list now
+	gws    map[string]bool // gateways that hold the list now
 }
 
 // pushTimeout bounds one Minion.UpdateCRL.
 const pushTimeout = 10 * time.Second
 
 func newCRLPusher(crl *certs.CRL, logger *slog.Logger) *crlPusher {
-	return &crlPusher{crl: crl, logger: logger, done: map[string]bool{}}
+	return &crlPusher{crl: crl, logger: logger, done: map[string]bool{}, gws: map[string]bool{}}
 }
 
 // afterCall is the rpc.ClientConfig.AfterCall hook.
@@ -205,4 +206,31 @@ func (p *crlPusher) afterCall(ctx context.Context, c *rpc.Client, minion, method
 		return
 	}
 	p.logger.Debug("sent the revocation list", "minion", minion, "crl", reply.Number, "had", have, "revoked", reply.Revoked)
+}
+
+// afterGateway is the rpc.ClientConfig.AfterGateway hook: the same for a
+// gateway, which refuses the identities the list revokes.
+func (p *crlPusher) afterGateway(ctx context.Context, c *rpc.Client, gw rpc.Gateway, h http.Header) {
+	have, err := strconv.ParseInt(h.Get(rpc.CRLHeader), 10, 64)
+	if err != nil || have >= p.crl.Number {
+		return
+	}
+	p.mu.Lock()
+	if p.gws[gw.Name] {
+		p.mu.Unlock()
+		return
+	}
+	p.gws[gw.Name] = true // one push at a time per gateway
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pushTimeout)
+	defer cancel()
+	reply, err := c.PushGatewayCRL(ctx, gw, p.crl.DER)
+	if err != nil {
+		p.logger.Warn("could not send the revocation list", "gateway", gw.Name, "crl", p.crl.Number, "err", err)
+		p.mu.Lock()
+		delete(p.gws, gw.Name)
+		p.mu.Unlock()
+		return
+	}
+	p.logger.Debug("sent the revocation list", "gateway", gw.Name, "crl", reply.Number, "had", have, "revoked", reply.Revoked)
 }

@@ -37,6 +37,11 @@ type ClientConfig struct {
 	// answer, with the minion's name, the method and the answer's
 	// header, before Call returns. It may call the minion again with c.
 	AfterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
+	// AfterGateway, if set, is called after every answer from a gateway
+	// (a forwarded call, a bundle), with the gateway and the answer's
+	// header (CRLHeader: the revocation list it holds), before the call
+	// returns. It may post to the gateway with c (PushGatewayCRL).
+	AfterGateway func(ctx context.Context, c *Client, gw Gateway, h http.Header)
 	// Observe, if set, is told after every call whether the minion
 	// answered (err nil: an HTTP answer, whatever it said) or not (the
 	// call's error: unreachable, tls, timeout...).
@@ -110,7 +115,9 @@ const OnBehalfOfHeader = "Overlord-On-Behalf-Of"
 type Client struct {
 	http      *http.Client
 	afterCall func(ctx context.Context, c *Client, minion, method string, h http.Header)
-	observe   func(ctx context.Context, minion string, err error)
+	// afterGateway is ClientConfig.AfterGateway.
+	afterGateway func(ctx context.Context, c *Client, gw Gateway, h http.Header)
+	observe      func(ctx context.Context, minion string, err error)
 	// maxResponse is MaxResponseBytes, but for tests.
 	maxResponse int64
 	service     bool // calls go through the service's socket
@@ -135,7 +142,7 @@ func NewClient(cfg ClientConfig) *Client {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 90 * time.Second
 	}
-	c := &Client{afterCall: cfg.AfterCall, observe: cfg.Observe, maxResponse: MaxResponseBytes, connect: cfg.ConnectTimeout,
+	c := &Client{afterCall: cfg.AfterCall, afterGateway: cfg.AfterGateway, observe: cfg.Observe, maxResponse: MaxResponseBytes, connect: cfg.ConnectTimeout,
 		perMinion: cfg.MaxPerMinion, slots: new(sync.Map), view: cfg.View, route: cfg.Route}
 	if cfg.Route != nil && cfg.Service == nil && cfg.GatewayTLS != nil {
 		c.gw = newGateways(cfg)
@@ -224,7 +231,7 @@ func NewClient(cfg ClientConfig) *Client {
 // connections, and whose Close leaves them open: the service's pool
 // handed to code that closes its client when done.
 func (c *Client) Shared() *Client {
-	return &Client{http: c.http, afterCall: c.afterCall, observe: c.observe, maxResponse: c.maxResponse, service: c.service, view: c.view,
+	return &Client{http: c.http, afterCall: c.afterCall, afterGateway: c.afterGateway, observe: c.observe, maxResponse: c.maxResponse, service: c.service, view: c.view,
 		connect: c.connect, shared: true, perMinion: c.perMinion, slots: c.slots, conns: c.conns, gw: c.gw, route: c.route}
 }
 
@@ -283,6 +290,7 @@ func (c *Client) Forward(ctx context.Context, minion string, body []byte) (*http
 			noteVia(ctx, gw)
 		}
 		if err == nil {
+			c.afterGatewayAnswer(ctx, gw, resp.Header)
 			if gerr := gatewayAnswer(resp, gw); gerr != nil {
 				resp.Body.Close()
 				err = gerr
@@ -453,6 +461,9 @@ func (c *Client) call(ctx context.Context, minion, method string, params, reply 
 		resp, gw, err = c.gw.send(reqCtx, gws, minion, method, body, c.gatewayHeader(ctx, minion))
 		if gw != "" {
 			noteVia(ctx, gw)
+		}
+		if err == nil {
+			c.afterGatewayAnswer(ctx, gw, resp.Header)
 		}
 		if err != nil {
 			var se *status.Error

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -226,7 +227,54 @@ func (c *Client) PostGateway(ctx context.Context, gw Gateway, path string, body 
 		return nil, gatewayDialErr{err}
 	}
 	req.Header.Set("Content-Type", "application/json")
-	return c.gw.http.Do(req)
+	resp, err := c.gw.http.Do(req)
+	if err == nil && path != GatewayCRLPath {
+		c.afterGatewayAnswer(ctx, gw.Name, resp.Header)
+	}
+	return resp, err
+}
+
+// GatewayCRLPath is where an overlord posts its revocation list to a
+// gateway whose answers (CRLHeader) show an older one: the body is
+// UpdateCRLParams, the answer UpdateCRLReply.
+const GatewayCRLPath = "/v1/gateway/crl"
+
+// afterGatewayAnswer calls the AfterGateway hook for an answer of the
+// gateway named gw.
+func (c *Client) afterGatewayAnswer(ctx context.Context, gw string, h http.Header) {
+	if c.afterGateway == nil || c.gw == nil {
+		return
+	}
+	if v, ok := c.gw.book.Load(gw); ok {
+		c.afterGateway(ctx, c, v.(Gateway), h)
+	}
+}
+
+// PushGatewayCRL sends the revocation list der (signed by the CA) to the
+// gateway gw, which keeps it if it is newer than its own and refuses
+// every identity it revokes from then on.
+func (c *Client) PushGatewayCRL(ctx context.Context, gw Gateway, der []byte) (UpdateCRLReply, error) {
+	body, err := json.Marshal(UpdateCRLParams{CRL: der})
+	if err != nil {
+		return UpdateCRLReply{}, err
+	}
+	resp, err := c.PostGateway(ctx, gw, GatewayCRLPath, body)
+	if err != nil {
+		return UpdateCRLReply{}, Classify(ctx, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return UpdateCRLReply{}, Classify(ctx, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return UpdateCRLReply{}, status.Errorf(status.KindInternal, "gateway %s turned the revocation list down: %s %s", gw.Name, resp.Status, strings.TrimSpace(string(data)))
+	}
+	var reply UpdateCRLReply
+	if err := json.Unmarshal(data, &reply); err != nil {
+		return UpdateCRLReply{}, status.Errorf(status.KindInternal, "gateway %s: bad answer to the revocation list: %v", gw.Name, err)
+	}
+	return reply, nil
 }
 
 // IsGatewayDialError reports whether err is a failure to connect to a
