@@ -47,6 +47,7 @@ func (f *downMinions) Call(ctx context.Context, minion, method string, params, r
 // naming them, whether the job reached it or not; a direct minion that
 // went quiet ends timeout, as always.
 func TestDriverGatewaysDownPastDeadline(t *testing.T) {
+	t.Parallel()
 	store := jobstest.New(t)
 	k := job.New(store, filepath.Dir(store.Path()))
 	deadline := time.Now().Add(2 * time.Second).UTC()

@@ -58,6 +58,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // session ends without letting go (its lease revoked, as at its expiry),
 // the lock goes with it.
 func TestEtcdLock(t *testing.T) {
+	t.Parallel()
 	c := startEtcd(t)
 	a, b := locker(t, c.Client(t), 2*time.Second), locker(t, c.Client(t), 2*time.Second)
 	if b.Held("j1") {
@@ -119,6 +120,7 @@ func TestEtcdLock(t *testing.T) {
 // before the lease could expire in etcd, so before anyone else gets it;
 // the other process gets it once etcd expired the lease.
 func TestEtcdLockExpires(t *testing.T) {
+	t.Parallel()
 	c := startEtcd(t)
 	p := c.Proxy(t)
 	a, b := locker(t, p.Client(t), 2*time.Second), locker(t, c.Client(t), 2*time.Second)
@@ -159,6 +161,7 @@ func TestEtcdLockExpires(t *testing.T) {
 // TestEtcdLockLeaderStop: the etcd leader stops; the holder keeps its lock
 // through the election, well past the lease's TTL, and nobody else gets it.
 func TestEtcdLockLeaderStop(t *testing.T) {
+	t.Parallel()
 	c := startEtcd(t)
 	const ttl = 5 * time.Second
 	a, b := locker(t, c.Client(t), ttl), locker(t, c.Client(t), ttl)
@@ -253,6 +256,7 @@ func (f *fakeCaller) Call(ctx context.Context, minion, method string, params, re
 // no minion after; the other adopts the job and carries it to FINISHED.
 // Each minion got the job once.
 func TestDriverCutOff(t *testing.T) {
+	t.Parallel()
 	c := startEtcd(t)
 	p := c.Proxy(t)
 	store := jobstest.New(t)
@@ -341,6 +345,7 @@ func TestDriverCutOff(t *testing.T) {
 // hand): the next TryLock gives it up and takes the lock under a new
 // lease, instead of failing with "lease not found".
 func TestEtcdLockLeaseGoneBehindItsBack(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 1, etcdtest.FreePorts(t, 2))
 	cli := c.Client(t)
 	l := locker(t, cli, time.Minute)

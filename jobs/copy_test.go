@@ -19,6 +19,7 @@ import (
 // certificates, the inventory's versions and their numbering; a copy to a
 // store that holds data is refused unless replacing it.
 func TestCopy(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 1, etcdtest.FreePorts(t, 2), etcdtest.EtcdDefaults())
 	src := jobstest.New(t)
 	var names []string

@@ -23,7 +23,9 @@ import (
 // those about the bbolt file itself (its lock, its bytes).
 func TestOnEtcd(t *testing.T) {
 	c := etcdtest.Start(t, 1, etcdtest.FreePorts(t, 2))
-	defer jobstest.UseEtcd(c.Endpoints)()
+	// Until every subtest is done (they run in parallel, each on a store
+	// under a prefix of its own): no other test runs meanwhile.
+	t.Cleanup(jobstest.UseEtcd(c.Endpoints))
 	for _, tc := range []struct {
 		name string
 		fn   func(*testing.T)
@@ -54,13 +56,17 @@ func TestOnEtcd(t *testing.T) {
 		{"ConcurrentWriters", TestConcurrentWriters},
 		{"CacheFacts", TestCacheFacts},
 	} {
-		t.Run(tc.name, tc.fn)
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t)
+		})
 	}
 }
 
 // Writers of one job at once, each reading the header and writing it
 // back: the optimistic transactions serialise them, so no update is lost.
 func TestEtcdConcurrentUpdates(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 1, etcdtest.FreePorts(t, 2))
 	s := jobstest.NewEtcd(t, etcdAddr(c))
 	other := jobstest.NewEtcd(t, etcdAddr(c)) // another prefix: untouched
@@ -116,6 +122,7 @@ func etcdAddr(c *etcdtest.Cluster) string {
 // minions is recorded; one of 200 is refused with an error that says
 // which server flag to raise, and nothing of it is written.
 func TestEtcdDefaultLimits(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 1, etcdtest.FreePorts(t, 2), etcdtest.EtcdDefaults())
 	s := jobstest.NewEtcd(t, etcdAddr(c))
 	names := func(n int) []string {
@@ -175,6 +182,7 @@ func TestEtcdDefaultLimits(t *testing.T) {
 // (which endpoints, how long it waited), a prefix that holds no store,
 // another schema version, a prefix holding another program's keys.
 func TestEtcdErrors(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 1, etcdtest.FreePorts(t, 2))
 	t.Run("unreachable", func(t *testing.T) {
 		port := etcdtest.FreePorts(t, 1)[0]
@@ -311,6 +319,7 @@ func BenchmarkEtcdListJobs(b *testing.B) {
 // A store on a cluster of three members carries on when the leader
 // stops: writes and reads after the election succeed, nothing is lost.
 func TestEtcdLeaderStop(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, 3, etcdtest.FreePorts(t, 6))
 	s := jobstest.NewEtcd(t, etcdAddr(c))
 	addMinions(t, s, "web1", "web2")

@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	// Every runner the tests start is this binary: set here once, not
+	// by each test (t.Setenv), so that those tests may run in parallel.
+	os.Setenv(runnerEnv, "1")
 	os.Exit(m.Run())
 }
 
@@ -43,7 +46,6 @@ func newAsync(t testing.TB, dir string) *asyncJobs {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(runnerEnv, "1")
 	a, err := openAsync(dir, []string{exe, "-test.run=^$"}, builtin.Registry(), time.Hour, 100, newTestLogger(t))
 	if err != nil {
 		t.Fatal(err)

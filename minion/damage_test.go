@@ -119,7 +119,6 @@ func newAsyncLogged(t *testing.T, dir string, logs *logBuffer) *asyncJobs {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(runnerEnv, "1")
 	a, err := openAsync(dir, []string{exe, "-test.run=^$"}, builtin.Registry(), time.Hour, 1000, slogTo(logs))
 	if err != nil {
 		t.Fatalf("open with a damaged minion.db: %v", err)
@@ -132,6 +131,7 @@ func newAsyncLogged(t *testing.T, dir string, logs *logBuffer) *asyncJobs {
 // moves a damaged file aside with an error in its log, and serves what
 // the spool holds.
 func TestJobStoreDamagedPage(t *testing.T) {
+	t.Parallel()
 	tmpl := t.TempDir()
 	want := spooledStore(t, tmpl, 80)
 	db, err := os.ReadFile(filepath.Join(tmpl, "minion.db"))

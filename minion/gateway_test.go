@@ -297,7 +297,6 @@ func TestGatewayAsyncJobFollowsTheIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("OVERLORD_TEST_RUNNER", "1") // TestMain (async_test.go) runs the job
 	e := newGatewayEnv(t, minion.Config{RunnerCommand: []string{exe, "-test.run=^$"}})
 	asOp := rpc.WithOnBehalfOf(context.Background(), e.op.Cert)
 	asBot := rpc.WithOnBehalfOf(context.Background(), e.bot.Cert)

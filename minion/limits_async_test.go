@@ -65,6 +65,7 @@ func TestAsyncRunningJobLimits(t *testing.T) {
 // A runner that cannot stop its job at the time limit (stopped here)
 // is cancelled by the sweeper, and the job ends with kind timeout.
 func TestAsyncSweeperEnforcesTimeout(t *testing.T) {
+	t.Parallel()
 	a := newAsync(t, t.TempDir())
 	defer a.Close()
 	a.slack = 100 * time.Millisecond

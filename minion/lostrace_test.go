@@ -17,6 +17,7 @@ import (
 // lost: a runner is alive from the moment it is started.
 // TestAsyncRunnerAliveFromItsStart is the one that reproduces the race.
 func TestAsyncNoRunnerLostAtStart(t *testing.T) {
+	t.Parallel()
 	const minions, perMinion = 5, 30
 	var as []*asyncJobs
 	for range minions {
@@ -77,6 +78,7 @@ func TestAsyncNoRunnerLostAtStart(t *testing.T) {
 // in /proc) could still see the child in the middle of its execve, with
 // no command line yet. Every one of them must be judged alive.
 func TestAsyncRunnerAliveFromItsStart(t *testing.T) {
+	t.Parallel()
 	a := newAsync(t, t.TempDir())
 	defer a.Close()
 	const n = 100
