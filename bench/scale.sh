@@ -258,14 +258,14 @@ measure() {
 	if [[ ${ASYNC:-} == 1 ]]; then
 		# An async job to every minion, on the warm pools: from the
 		# submit to FINISHED, with the service's and gateways' CPU.
-		local id at as ag abad
-		s0=$(cpu "$spid") g0=$(cpu "${gpids[@]}")
-		t0=$(ms)
+		local id at as ag abad as0 ag0 at0
+		as0=$(cpu "$spid") ag0=$(cpu "${gpids[@]}")
+		at0=$(ms)
 		id=$("$bin/overlord" call '*' test.ping --async --timeout "$timeout")
 		"$bin/overlord" job status "$id" --wait --timeout "$timeout" -o json >"$run/async.json" || true
-		at=$(($(ms) - t0))
-		as=$(($(cpu "$spid") - s0)) ag=-
-		((k)) && ag="$(($(cpu "${gpids[@]}") - g0)) ms"
+		at=$(($(ms) - at0))
+		as=$(($(cpu "$spid") - as0)) ag=-
+		((k)) && ag="$(($(cpu "${gpids[@]}") - ag0)) ms"
 		abad=$(jq -r '[.minions | to_entries[] | select(.value.ok | not)] | length' "$run/async.json")
 		failures "$run/async.json" "async job"
 		log "  async job: $at ms to FINISHED (service $as ms CPU, gateways $ag), $abad not ok"
