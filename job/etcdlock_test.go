@@ -58,7 +58,6 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // session ends without letting go (its lease revoked, as at its expiry),
 // the lock goes with it.
 func TestEtcdLock(t *testing.T) {
-	t.Parallel()
 	c := startEtcd(t)
 	a, b := locker(t, c.Client(t), 2*time.Second), locker(t, c.Client(t), 2*time.Second)
 	if b.Held("j1") {
@@ -120,10 +119,9 @@ func TestEtcdLock(t *testing.T) {
 // before the lease could expire in etcd, so before anyone else gets it;
 // the other process gets it once etcd expired the lease.
 func TestEtcdLockExpires(t *testing.T) {
-	t.Parallel()
 	c := startEtcd(t)
 	p := c.Proxy(t)
-	a, b := locker(t, p.Client(t), 2*time.Second), locker(t, c.Client(t), 2*time.Second)
+	a, b := locker(t, p.Client(t), 4*time.Second), locker(t, c.Client(t), 4*time.Second)
 	la, ok, err := a.TryLock("j1")
 	if err != nil || !ok {
 		t.Fatalf("a.TryLock = %v, %v", ok, err)
@@ -161,7 +159,6 @@ func TestEtcdLockExpires(t *testing.T) {
 // TestEtcdLockLeaderStop: the etcd leader stops; the holder keeps its lock
 // through the election, well past the lease's TTL, and nobody else gets it.
 func TestEtcdLockLeaderStop(t *testing.T) {
-	t.Parallel()
 	c := startEtcd(t)
 	const ttl = 5 * time.Second
 	a, b := locker(t, c.Client(t), ttl), locker(t, c.Client(t), ttl)
@@ -256,14 +253,13 @@ func (f *fakeCaller) Call(ctx context.Context, minion, method string, params, re
 // no minion after; the other adopts the job and carries it to FINISHED.
 // Each minion got the job once.
 func TestDriverCutOff(t *testing.T) {
-	t.Parallel()
 	c := startEtcd(t)
 	p := c.Proxy(t)
 	store := jobstest.New(t)
 	dir := filepath.Dir(store.Path())
 	ka, kb := job.New(store, dir), job.New(store, dir)
-	ka.Locks = locker(t, p.Client(t), 2*time.Second)
-	kb.Locks = locker(t, c.Client(t), 2*time.Second)
+	ka.Locks = locker(t, p.Client(t), 4*time.Second)
+	kb.Locks = locker(t, c.Client(t), 4*time.Second)
 	deadline := time.Now().Add(time.Hour).UTC()
 	rec := &jobs.Record{ID: "j1", Module: "test", Method: "sleep", Async: true, Forks: 4, Deadline: &deadline, Caller: "ovl"}
 	names := []string{"web1", "web2", "web3"}
