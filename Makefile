@@ -20,13 +20,12 @@ all: build man completions
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/overlord ./cmd/minion
 
-# test runs lint first, so CI (.ci/run: make test) lints too. The package
-# tests run with the race detector; e2e at the same time without it on the
-# harness but with race-built product binaries for its race tests
-# (-race-product): docs/testing.md. go test -race ./... runs all of it
-# under the detector.
-test: lint
-	@$(MAKE) --no-print-directory -j2 test-packages test-e2e
+# test lints too, so CI (.ci/run: make test) does. The package tests run
+# with the race detector; e2e at the same time without it on the harness
+# but with race-built product binaries for its race tests (-race-product):
+# docs/testing.md. go test -race ./... runs all of it under the detector.
+test:
+	@$(MAKE) --no-print-directory -j3 lint test-packages test-e2e
 
 test-packages:
 	$(GO) test -race -p 4 $$($(GO) list ./... | grep -v '/e2e$$')
