@@ -175,7 +175,9 @@ func TestAsyncTimeoutKillsTheCommand(t *testing.T) {
 	a := newAsync(t, dir)
 	defer a.Close()
 	pidFile := filepath.Join(dir, "child.pid")
-	j, _, err := a.submit("tester", &rpc.SubmitParams{OriginJobID: "o1", Module: "command", Method: "run", TimeoutMS: 500,
+	// 3 s: time for the runner to start and the shell to write its
+	// child's pid on a loaded machine, before the timeout kills them.
+	j, _, err := a.submit("tester", &rpc.SubmitParams{OriginJobID: "o1", Module: "command", Method: "run", TimeoutMS: 3000,
 		Args: map[string]any{"cmd": "sleep 60 & echo $! > " + pidFile + "; wait"}})
 	if err != nil {
 		t.Fatal(err)
