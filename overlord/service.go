@@ -604,13 +604,28 @@ func (s *scheduler) start(id string) (bool, error) {
 	s.running[id] = true
 	s.wg.Add(1)
 	s.mu.Unlock()
+	notDriving := func() {
+		s.mu.Lock()
+		delete(s.running, id)
+		s.mu.Unlock()
+	}
+	exited := make(chan struct{})
+	go func() {
+		// A lost lock (an etcd lease given up) ends the driving at once:
+		// the driver is fenced from then on (no minion call, no store
+		// write), even if it is still waiting out a request to a store
+		// it is cut off from. This process cannot start the job again
+		// meanwhile: the lock stays taken here until the driver ends.
+		select {
+		case <-lock.Lost():
+			notDriving()
+		case <-exited:
+		}
+	}()
 	go func() {
 		defer s.wg.Done()
-		defer func() {
-			s.mu.Lock()
-			delete(s.running, id)
-			s.mu.Unlock()
-		}()
+		defer notDriving()
+		defer close(exited)
 		if err := s.o.Drive(s.ctx, id, lock); err != nil && s.ctx.Err() == nil {
 			s.logger.Warn("driver stopped with its job open", "job", id, "err", err)
 		}
