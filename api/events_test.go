@@ -103,10 +103,10 @@ type sse struct {
 	rd   *bufio.Reader
 }
 
-func (e *eventsAPI) open(t *testing.T) *sse {
+// get asks for the job's event stream, with a deadline on the whole
+// stream: an event that never comes fails the test rather than hanging it.
+func (e *eventsAPI) get(t *testing.T) *http.Response {
 	t.Helper()
-	// A deadline on the whole stream: an event that never comes fails
-	// the test rather than hanging it.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	t.Cleanup(cancel)
 	req, err := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/v1/jobs/"+e.job+"/events", nil)
@@ -117,6 +117,12 @@ func (e *eventsAPI) open(t *testing.T) *sse {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+func (e *eventsAPI) open(t *testing.T) *sse {
+	t.Helper()
+	resp := e.get(t)
 	if resp.StatusCode != 200 {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -227,18 +233,7 @@ func TestEventStreamsBounded(t *testing.T) {
 	first := e.open(t)
 	first.want(t, "job")
 	e.open(t).want(t, "job")
-	// A deadline on the whole stream: an event that never comes fails
-	// the test rather than hanging it.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
-	t.Cleanup(cancel)
-	req, err := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/v1/jobs/"+e.job+"/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := e.get(t)
 	var doc errorDoc
 	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || resp.StatusCode != http.StatusServiceUnavailable || doc.Error.Kind != KindBusy {
 		t.Errorf("a third stream: %d %+v %v, want 503 busy", resp.StatusCode, doc, err)

@@ -85,6 +85,20 @@ func identity(t *testing.T, f *miniontest.Fleet, name string) tls.Certificate {
 	return id
 }
 
+// ownClient is gwClient as the fleet's overlord's own identity.
+func ownClient(t *testing.T, f *miniontest.Fleet) *http.Client {
+	t.Helper()
+	self, err := f.Overlord.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := self.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gwClient(t, f, id)
+}
+
 // gwClient is an HTTPS client to gw1 as the identity id (what an overlord
 // sends a gateway, without its pin of the gateway's certificate).
 func gwClient(t *testing.T, f *miniontest.Fleet, id tls.Certificate) *http.Client {
@@ -178,15 +192,7 @@ func postBundle(t *testing.T, c *http.Client, g *gw, req map[string]any) (int, [
 func TestGatewayWaitIsRelative(t *testing.T) {
 	f := miniontest.Start(t, miniontest.Config{Minions: 2})
 	g := startGW(t, f, "gw1")
-	self, err := f.Overlord.Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := self.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := gwClient(t, f, id)
+	c := ownClient(t, f)
 	// The overlord's clock is 90 s behind the gateway's: its 30 s wait
 	// ended a minute ago by the gateway's clock.
 	code, lines, msg := postBundle(t, c, g, map[string]any{
@@ -237,15 +243,7 @@ func stopBundle(t *testing.T, c *http.Client, g *gw, job string) int {
 func TestGatewayStopIsTheCallers(t *testing.T) {
 	f := miniontest.Start(t, miniontest.Config{Minions: 3})
 	g := startGW(t, f, "gw1")
-	self, err := f.Overlord.Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	opID, err := self.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	op := gwClient(t, f, opID)
+	op := ownClient(t, f)
 	eve := gwClient(t, f, identity(t, f, "eve"))
 	job := uuid.NewString()
 	body, err := json.Marshal(map[string]any{
@@ -387,15 +385,7 @@ func TestGatewayForksPerJob(t *testing.T) {
 	}
 	f := miniontest.Start(t, miniontest.Config{Minions: 4, Registry: reg})
 	g := startGW(t, f, "gw1")
-	self, err := f.Overlord.Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := self.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := gwClient(t, f, id)
+	c := ownClient(t, f)
 	job := uuid.NewString()
 	var wg sync.WaitGroup
 	for b, idx := range [][]int{{0, 1}, {2, 3}} {
@@ -474,15 +464,7 @@ func TestGatewayRefusesOtherRoles(t *testing.T) {
 func TestGatewayCloseStuckClient(t *testing.T) {
 	f := miniontest.Start(t, miniontest.Config{Minions: 4})
 	g := startGW(t, f, "gw1")
-	self, err := f.Overlord.Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := self.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := gwClient(t, f, id)
+	c := ownClient(t, f)
 	body, err := json.Marshal(map[string]any{
 		"job_id": uuid.NewString(), "bundle": 1,
 		"params": map[string]any{"module": "command", "method": "run",
